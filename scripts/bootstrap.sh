@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything `make` targets need on a fresh machine, idempotently:
+# Debian packages listed in apt-packages.txt, the program venv (.venv) from
+# every requirements*.txt, and checkov in its own venv. Re-runs are no-ops
+# unless a requirements file changed (tracked by a content hash stamp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+log() { printf '[bootstrap] %s\n' "$*"; }
+
+# Debian packages (redis-server for service tests, ...).
+if [[ -f apt-packages.txt ]]; then
+  missing=()
+  while read -r pkg; do
+    [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done < apt-packages.txt
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+install_venv() { # venv_dir stamp_source... -- requirement files
+  local venv=$1; shift
+  local hash; hash=$(cat "$@" | sha256sum | cut -c1-16)
+  if [[ -f "$venv/.stamp-$hash" ]]; then return; fi
+  log "installing $venv from $*"
+  [[ -x "$venv/bin/python" ]] || "$PYTHON" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null
+  local args=(); for f in "$@"; do args+=(-r "$f"); done
+  "$venv/bin/pip" install -q --disable-pip-version-check "${args[@]}"
+  rm -f "$venv"/.stamp-*; touch "$venv/.stamp-$hash"
+}
+
+mapfile -t reqs < <(ls requirements*.txt | grep -v requirements-checkov.txt)
+install_venv .venv "${reqs[@]}"
+install_venv .venv-checkov requirements-checkov.txt
+log "ready"
