@@ -1,0 +1,337 @@
+"""One platform service on Kubernetes: everything a workload needs, hardened by default.
+
+`PlatformService` turns a `ServiceSpec` (the service's manifest) plus where it runs
+into: ServiceAccount, Secret (only the keys the manifest asks for), Deployment,
+Service, HorizontalPodAutoscaler, PodDisruptionBudget and NetworkPolicy, all parented
+to the component.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi_kubernetes.apps.v1 import DeploymentSpecArgs, DeploymentStrategyArgs, RollingUpdateDeploymentArgs
+from pulumi_kubernetes.autoscaling.v2 import (
+    CrossVersionObjectReferenceArgs,
+    HorizontalPodAutoscalerBehaviorArgs,
+    HorizontalPodAutoscalerSpecArgs,
+    HPAScalingPolicyArgs,
+    HPAScalingRulesArgs,
+    MetricSpecArgs,
+    MetricTargetArgs,
+    ResourceMetricSourceArgs,
+)
+from pulumi_kubernetes.core.v1 import (
+    CapabilitiesArgs,
+    ContainerArgs,
+    ContainerPortArgs,
+    EmptyDirVolumeSourceArgs,
+    EnvVarArgs,
+    HTTPGetActionArgs,
+    PodSecurityContextArgs,
+    PodSpecArgs,
+    PodTemplateSpecArgs,
+    ProbeArgs,
+    ResourceRequirementsArgs,
+    SeccompProfileArgs,
+    SecretVolumeSourceArgs,
+    SecurityContextArgs,
+    ServicePortArgs,
+    ServiceSpecArgs,
+    TolerationArgs,
+    TopologySpreadConstraintArgs,
+    VolumeArgs,
+    VolumeMountArgs,
+)
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import (
+    IPBlockArgs,
+    NetworkPolicyEgressRuleArgs,
+    NetworkPolicyIngressRuleArgs,
+    NetworkPolicyPeerArgs,
+    NetworkPolicyPortArgs,
+    NetworkPolicySpecArgs,
+)
+from pulumi_kubernetes.policy.v1 import PodDisruptionBudgetSpecArgs
+
+from components.image import ImageSource, image_reference
+from components.spec import ServiceSpec
+
+PART_OF = "sophia"
+NAME_LABEL = "app.kubernetes.io/name"
+SCRAPE_LABEL = "sophia.ai/scrape"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_LABEL = "sophia.ai/gpu"
+SECRETS_MOUNT = "/var/run/secrets/sophia"
+RUN_AS = 10001  # above the host's UID range, so a container escape lands on no real user
+SERVICE_PORT = 80
+# Egress to the internet on HTTPS, but never to cluster/private ranges by that door.
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Pods in another namespace this service may talk to (a data store, say)."""
+
+    namespace: str
+    pod_labels: Mapping[str, str]
+    port: int
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    node_selector: Mapping[str, str] = field(default_factory=lambda: {GPU_NODE_LABEL: "true"})
+    # K3s runs GPU containers through the nvidia containerd runtime.
+    runtime_class_name: str | None = "nvidia"
+
+
+@dataclass(frozen=True)
+class PlatformServiceArgs:
+    spec: ServiceSpec
+    namespace: str
+    image: ImageSource
+    # The manifest's secrets, by key; nothing else is mounted.
+    secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # Platform-provided settings (peers' URLs, ...), merged over the manifest's env.
+    env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    callers: Sequence[str] = ()
+    # The services this one calls, by name, with the container port they listen on.
+    callees: Mapping[str, int] = field(default_factory=dict)
+    datastores: Sequence[Peer] = ()
+    ingress_namespace: str | None = None
+    metrics_namespace: str | None = None
+    gpu: GpuPlacement | None = None
+    spread_across_zones: bool = False
+    image_pull_policy: str = "Always"
+
+
+def labels_for(name: str) -> dict[str, str]:
+    return {NAME_LABEL: name, "app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": "pulumi"}
+
+
+def config_checksum(env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
+    """Changes whenever a setting or a secret's value changes, so the pods roll."""
+    blob = json.dumps({"env": dict(env), "secrets": dict(secrets)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class PlatformService(pulumi.ComponentResource):
+    deployment: k8s.apps.v1.Deployment
+    service: k8s.core.v1.Service
+    url: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PlatformServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sophia:platform:Service", name, None, opts)
+        spec, ns = args.spec, args.namespace
+        missing = sorted(set(spec.secrets) - set(args.secrets))
+        extra = sorted(set(args.secrets) - set(spec.secrets))
+        if missing or extra:
+            raise ValueError(f"service {spec.name}: secrets must be exactly the manifest's "
+                             f"(missing: {missing}, not asked for: {extra})")
+        child = pulumi.ResourceOptions(parent=self)
+        labels = labels_for(spec.name)
+        selector = {NAME_LABEL: spec.name}
+
+        def meta(resource_name: str = spec.name, extra_labels: Mapping[str, str] | None = None) -> ObjectMetaArgs:
+            return ObjectMetaArgs(name=resource_name, namespace=ns, labels={**labels, **(extra_labels or {})})
+
+        self.service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata=meta(), automount_service_account_token=spec.automount_service_account_token,
+            opts=child)
+
+        volumes = [VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="256Mi"))]
+        mounts = [VolumeMountArgs(name="tmp", mount_path="/tmp")]
+        self.secret: k8s.core.v1.Secret | None = None
+        if spec.secrets:
+            self.secret = k8s.core.v1.Secret(
+                f"{name}-secrets", metadata=meta(f"{spec.name}-secrets"), type="Opaque",
+                string_data={k: pulumi.Output.secret(args.secrets[k]) for k in spec.secrets}, opts=child)
+            # Files, not env vars: env leaks into crash dumps and child processes.
+            volumes.append(VolumeArgs(name="secrets", secret=SecretVolumeSourceArgs(
+                secret_name=self.secret.metadata.name, default_mode=0o440)))
+            mounts.append(VolumeMountArgs(name="secrets", mount_path=SECRETS_MOUNT, read_only=True))
+
+        env_values = {**spec.env, **args.env}
+        checksum = pulumi.Output.all(
+            env=pulumi.Output.all(**env_values) if env_values else {},
+            secrets=pulumi.Output.all(**args.secrets) if args.secrets else {},
+        ).apply(lambda v: config_checksum(v["env"], v["secrets"]))
+
+        resources = ResourceRequirementsArgs(
+            requests={"cpu": spec.resources.requests.cpu, "memory": spec.resources.requests.memory},
+            limits={"cpu": spec.resources.limits.cpu, "memory": spec.resources.limits.memory},
+        )
+        tolerations = node_selector = runtime_class = None
+        if args.gpu is not None and spec.gpu is not None:
+            gpus = str(spec.gpu.count)
+            resources = ResourceRequirementsArgs(
+                requests={**resources.requests, GPU_RESOURCE: gpus}, limits={**resources.limits, GPU_RESOURCE: gpus})
+            tolerations = [TolerationArgs(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")]
+            node_selector = dict(args.gpu.node_selector)
+            runtime_class = args.gpu.runtime_class_name
+
+        def http_probe(path: str, period: int, failures: int) -> ProbeArgs:
+            return ProbeArgs(http_get=HTTPGetActionArgs(path=path, port="http"), period_seconds=period,
+                             timeout_seconds=2, failure_threshold=failures)
+
+        container = ContainerArgs(
+            name=spec.name,
+            image=image_reference(name, args.image, self),
+            image_pull_policy=args.image_pull_policy,
+            ports=[ContainerPortArgs(name="http", container_port=spec.port, protocol="TCP")],
+            env=[EnvVarArgs(name=k, value=v) for k, v in sorted(env_values.items())]
+            + [EnvVarArgs(name="SOPHIA_SECRETS_DIR", value=SECRETS_MOUNT), EnvVarArgs(name="PORT", value=str(spec.port))],
+            resources=resources,
+            startup_probe=http_probe(spec.probes.startup, 2, 30),
+            liveness_probe=http_probe(spec.probes.liveness, 10, 3),
+            readiness_probe=http_probe(spec.probes.readiness, 5, 3),
+            security_context=SecurityContextArgs(
+                run_as_non_root=True, run_as_user=RUN_AS, run_as_group=RUN_AS, privileged=False,
+                allow_privilege_escalation=False, read_only_root_filesystem=True,
+                capabilities=CapabilitiesArgs(drop=["ALL"]),
+                seccomp_profile=SeccompProfileArgs(type="RuntimeDefault")),
+            volume_mounts=mounts,
+        )
+
+        spread = [TopologySpreadConstraintArgs(
+            max_skew=1, topology_key="kubernetes.io/hostname", when_unsatisfiable="ScheduleAnyway",
+            label_selector=LabelSelectorArgs(match_labels=selector))]
+        if args.spread_across_zones:
+            spread.append(TopologySpreadConstraintArgs(
+                max_skew=1, topology_key="topology.kubernetes.io/zone", when_unsatisfiable="ScheduleAnyway",
+                label_selector=LabelSelectorArgs(match_labels=selector)))
+
+        pod_annotations = pulumi.Output.all(checksum).apply(lambda c: {
+            "sophia.ai/config-checksum": c[0],
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(spec.port),
+            "prometheus.io/path": spec.metrics_path,
+        })
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta(),
+            spec=DeploymentSpecArgs(
+                # No `replicas`: the HPA owns the count, and re-applying must not reset it.
+                selector=LabelSelectorArgs(match_labels=selector),
+                revision_history_limit=5,
+                strategy=DeploymentStrategyArgs(type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(
+                    max_unavailable=0, max_surge="25%")),
+                template=PodTemplateSpecArgs(
+                    metadata=ObjectMetaArgs(labels=labels, annotations=pod_annotations),
+                    spec=PodSpecArgs(
+                        service_account_name=self.service_account.metadata.name,
+                        automount_service_account_token=spec.automount_service_account_token,
+                        security_context=PodSecurityContextArgs(
+                            run_as_non_root=True, run_as_user=RUN_AS, run_as_group=RUN_AS, fs_group=RUN_AS,
+                            seccomp_profile=SeccompProfileArgs(type="RuntimeDefault")),
+                        containers=[container],
+                        volumes=volumes,
+                        topology_spread_constraints=spread,
+                        tolerations=tolerations,
+                        node_selector=node_selector,
+                        runtime_class_name=runtime_class,
+                        termination_grace_period_seconds=30,
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(extra_labels={SCRAPE_LABEL: "true"}),
+            spec=ServiceSpecArgs(type="ClusterIP", selector=selector, ports=[ServicePortArgs(
+                name="http", port=SERVICE_PORT, target_port="http", protocol="TCP")]),
+            opts=child,
+        )
+
+        scaling = spec.scaling
+        self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata=meta(),
+            spec=HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1", kind="Deployment", name=self.deployment.metadata.name),
+                min_replicas=scaling.min_replicas,
+                max_replicas=scaling.max_replicas,
+                metrics=[MetricSpecArgs(type="Resource", resource=ResourceMetricSourceArgs(
+                    name="cpu", target=MetricTargetArgs(type="Utilization",
+                                                        average_utilization=scaling.cpu_target)))],
+                behavior=HorizontalPodAutoscalerBehaviorArgs(
+                    # Up fast (bursts of users), down slowly (avoid flapping).
+                    scale_up=HPAScalingRulesArgs(stabilization_window_seconds=0, select_policy="Max", policies=[
+                        HPAScalingPolicyArgs(type="Percent", value=100, period_seconds=15),
+                        HPAScalingPolicyArgs(type="Pods", value=4, period_seconds=15)]),
+                    scale_down=HPAScalingRulesArgs(stabilization_window_seconds=300, select_policy="Min", policies=[
+                        HPAScalingPolicyArgs(type="Percent", value=10, period_seconds=60)]),
+                ),
+            ),
+            opts=child,
+        )
+
+        self.pdb = k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta(),
+            # maxUnavailable (not minAvailable) keeps node drains possible at any replica count.
+            spec=PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector)),
+            opts=child,
+        )
+
+        self.network_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol", metadata=meta(), spec=_network_policy(spec, args, selector), opts=child)
+
+        self.url = pulumi.Output.concat("http://", spec.name, ".", ns, ".svc.cluster.local:", str(SERVICE_PORT))
+        self.register_outputs({
+            "deployment": self.deployment.metadata.name,
+            "service": self.service.metadata.name,
+            "url": self.url,
+            "image": container.image,
+            "scrape": {"namespace": ns, "service": spec.name, "port": "http", "path": spec.metrics_path},
+        })
+
+
+def _namespace_peer(namespace: str, pod_labels: Mapping[str, str] | None = None) -> NetworkPolicyPeerArgs:
+    return NetworkPolicyPeerArgs(
+        namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace}),
+        pod_selector=LabelSelectorArgs(match_labels=dict(pod_labels)) if pod_labels else None)
+
+
+def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict[str, str]) -> NetworkPolicySpecArgs:
+    """Deny by default; allow only declared callers, the ingress controller and Prometheus in,
+    and only DNS, declared callees, data stores and (if declared) HTTPS to the internet out."""
+    app_port = [NetworkPolicyPortArgs(port=spec.port, protocol="TCP")]
+    ingress = []
+    if args.callers:
+        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[
+            NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_expressions=[
+                {"key": NAME_LABEL, "operator": "In", "values": sorted(args.callers)}]))]))
+    if spec.routes and args.ingress_namespace:
+        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[_namespace_peer(args.ingress_namespace)]))
+    if args.metrics_namespace:
+        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[_namespace_peer(args.metrics_namespace)]))
+
+    egress = [NetworkPolicyEgressRuleArgs(
+        to=[_namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
+        ports=[NetworkPolicyPortArgs(port=53, protocol="UDP"), NetworkPolicyPortArgs(port=53, protocol="TCP")])]
+    if args.callees:
+        # Policies see the pod's container port, not the Service's port 80.
+        egress.append(NetworkPolicyEgressRuleArgs(
+            to=[NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_expressions=[
+                {"key": NAME_LABEL, "operator": "In", "values": sorted(args.callees)}]))],
+            ports=[NetworkPolicyPortArgs(port=p, protocol="TCP") for p in sorted(set(args.callees.values()))]))
+    for peer in args.datastores:
+        egress.append(NetworkPolicyEgressRuleArgs(
+            to=[_namespace_peer(peer.namespace, peer.pod_labels)],
+            ports=[NetworkPolicyPortArgs(port=peer.port, protocol="TCP")]))
+    if spec.calls.external:
+        egress.append(NetworkPolicyEgressRuleArgs(
+            to=[NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES))],
+            ports=[NetworkPolicyPortArgs(port=443, protocol="TCP")]))
+    return NetworkPolicySpecArgs(
+        pod_selector=LabelSelectorArgs(match_labels=selector),
+        policy_types=["Ingress", "Egress"], ingress=ingress, egress=egress)

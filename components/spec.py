@@ -1,0 +1,176 @@
+"""The service manifest (`services/<name>/service.yaml`) as a typed model.
+
+It is the service component's input: one manifest describes one workload, and the
+defaults here are the seed's numbers (HPA 2-10 at 70 % CPU, health probes).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+CPU_QUANTITY = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
+MEMORY_QUANTITY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+
+# The data stores the platform provides; a service names the ones it calls so its
+# NetworkPolicy egress and connection settings can be derived.
+Datastore = Literal["qdrant", "redis", "postgres"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResourceAmounts(_Strict):
+    cpu: str
+    memory: str
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v: str) -> str:
+        if not CPU_QUANTITY.match(v):
+            raise ValueError(f"{v!r} is not a CPU quantity; use millicores like '250m' or cores like '1'")
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        if not MEMORY_QUANTITY.match(v):
+            raise ValueError(f"{v!r} is not a memory quantity; use e.g. '512Mi' or '2Gi'")
+        return v
+
+
+def cpu_millicores(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+
+
+_MEMORY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def memory_bytes(quantity: str) -> int:
+    number = re.match(r"^[0-9]+", quantity).group(0)  # type: ignore[union-attr]
+    return int(number) * _MEMORY_UNITS[quantity[len(number):]]
+
+
+class Resources(_Strict):
+    requests: ResourceAmounts = ResourceAmounts(cpu="100m", memory="128Mi")
+    limits: ResourceAmounts = ResourceAmounts(cpu="500m", memory="512Mi")
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> "Resources":
+        if cpu_millicores(self.requests.cpu) > cpu_millicores(self.limits.cpu):
+            raise ValueError(f"resources.requests.cpu {self.requests.cpu} is above resources.limits.cpu "
+                             f"{self.limits.cpu}; a request must not exceed its limit")
+        if memory_bytes(self.requests.memory) > memory_bytes(self.limits.memory):
+            raise ValueError(f"resources.requests.memory {self.requests.memory} is above resources.limits.memory "
+                             f"{self.limits.memory}; a request must not exceed its limit")
+        return self
+
+
+class Scaling(_Strict):
+    """HorizontalPodAutoscaler bounds; the defaults are the seed's."""
+
+    min_replicas: int = Field(2, ge=1, le=100)
+    max_replicas: int = Field(10, ge=1, le=100)
+    cpu_target: int = Field(70, ge=10, le=95, description="average CPU utilization, percent of request")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> "Scaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"scaling.min_replicas ({self.min_replicas}) is greater than scaling.max_replicas "
+                             f"({self.max_replicas}); set min_replicas <= max_replicas")
+        return self
+
+
+class Probes(_Strict):
+    liveness: str = "/healthz"
+    readiness: str = "/readyz"
+    startup: str = "/healthz"
+
+    @field_validator("liveness", "readiness", "startup")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not HTTP_PATH.match(v):
+            raise ValueError(f"{v!r} is not an HTTP path; it must start with '/'")
+        return v
+
+
+class Calls(_Strict):
+    services: tuple[str, ...] = ()
+    datastores: tuple[Datastore, ...] = ()
+    # Talks to APIs outside the cluster (GitHub, HubSpot, model providers): egress on 443.
+    external: bool = False
+
+
+class Route(_Strict):
+    path: str
+    # Requests per second per client IP at the ingress; the stack may lower it.
+    rate_limit_rps: int = Field(50, ge=1, le=10_000)
+    max_body_size_mb: int = Field(8, ge=1, le=1024)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not HTTP_PATH.match(v) or v == "/":
+            raise ValueError(f"{v!r} is not a route prefix; use a path like '/context'")
+        return v
+
+
+class Gpu(_Strict):
+    count: int = Field(1, ge=1, le=8)
+    # Not required: the service runs on CPU where a stack has no GPU pool.
+    required: bool = True
+
+
+class ServiceSpec(_Strict):
+    name: str
+    description: str = ""
+    port: int = Field(8080, ge=1024, le=65535)
+    metrics_path: str = "/metrics"
+    resources: Resources = Resources()
+    scaling: Scaling = Scaling()
+    probes: Probes = Probes()
+    env: dict[str, str] = {}
+    secrets: tuple[str, ...] = ()
+    calls: Calls = Calls()
+    routes: tuple[Route, ...] = ()
+    gpu: Gpu | None = None
+    automount_service_account_token: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not DNS_LABEL.match(v) or len(v) > 40:
+            raise ValueError(f"{v!r} is not a valid service name; use lowercase letters, digits and '-', "
+                             "starting with a letter, at most 40 characters")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not ENV_NAME.match(key):
+                raise ValueError(f"env key {key!r} is not an environment variable name; use UPPER_SNAKE_CASE")
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for key in v:
+            if not ENV_NAME.match(key):
+                raise ValueError(f"secret {key!r} is not a valid secret key; use UPPER_SNAKE_CASE")
+        if len(set(v)) != len(v):
+            raise ValueError(f"secrets {list(v)} lists a key twice")
+        return v
+
+    @model_validator(mode="after")
+    def _no_self_call(self) -> "ServiceSpec":
+        if self.name in self.calls.services:
+            raise ValueError(f"calls.services lists the service itself ({self.name}); remove it")
+        return self

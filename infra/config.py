@@ -1,0 +1,247 @@
+"""A stack's configuration as one typed model, read from Pulumi config.
+
+Every key lives under the `sophia:` namespace in `Pulumi.<stack>.yaml` (or comes
+from an ESC environment's `pulumiConfig`). `load_stack_config` validates the whole
+stack before the program registers a single resource, and a bad value fails with
+`sophia:<key>: <what is wrong> (given: <value>)`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from components.spec import DNS_LABEL, ENV_NAME
+
+NAMESPACE = "sophia"
+HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+REGISTRY = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$")
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+PLATFORM = re.compile(r"^linux/(amd64|arm64)$")
+# The key secrets are read from; its values never enter the model (see stack_secrets).
+SECRETS_KEY = "secrets"
+
+
+class ConfigError(ValueError):
+    """A stack config that must not be deployed; the message lists every problem."""
+
+    def __init__(self, stack: str, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"stack '{stack}' has {len(problems)} configuration error(s):\n{lines}\n"
+                         f"Fix them in Pulumi.{stack}.yaml (or `pulumi config set --path {NAMESPACE}:<key> <value>`); "
+                         "nothing was deployed.")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tls(_Strict):
+    enabled: bool = False
+    # A cert-manager ClusterIssuer name, or a Secret (e.g. from ESC) holding tls.crt/tls.key.
+    issuer: str | None = None
+    secret_name: str | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> "Tls":
+        if self.enabled and bool(self.issuer) == bool(self.secret_name):
+            raise ValueError(f"{NAMESPACE}:tls: with enabled=true set exactly one of tls.issuer "
+                             f"(cert-manager ClusterIssuer) or tls.secret_name (given: issuer={self.issuer!r}, "
+                             f"secret_name={self.secret_name!r})")
+        return self
+
+
+class GpuPool(_Strict):
+    """A named set of GPU nodes; K3s labels and taints the nodes that join it."""
+
+    name: str
+    node_count: int = Field(ge=0, le=64)
+    gpus_per_node: int = Field(1, ge=1, le=8)
+    instance_type: str = "gpu_1x_gh200"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError(f"{v!r} is not a valid pool name; use lowercase letters, digits and '-'")
+        return v
+
+
+class ServiceOverride(_Strict):
+    """Per-stack changes to a discovered service's manifest."""
+
+    enabled: bool = True
+    min_replicas: int | None = Field(None, ge=1, le=100)
+    max_replicas: int | None = Field(None, ge=1, le=100)
+    cpu_target: int | None = Field(None, ge=10, le=95)
+    image: str | None = None
+
+
+class Kubernetes(_Strict):
+    # Which cluster to talk to; unset means the ambient kubeconfig.
+    kubeconfig: str | None = None
+    context: str | None = None
+    # The K3s/Kubernetes minor version the rendered objects are validated against.
+    version: str = "1.34.0"
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not re.match(r"^1\.(2[6-9]|3[0-9])\.[0-9]+$", v):
+            raise ValueError(f"{v!r} is not a supported Kubernetes version; use 1.26.0 .. 1.39.x")
+        return v
+
+
+class Namespaces(_Strict):
+    services: str = "sophia"
+    data: str = "sophia-data"
+    observability: str = "sophia-observability"
+    ingress: str = "sophia-ingress"
+
+    @model_validator(mode="after")
+    def _valid(self) -> "Namespaces":
+        names = self.model_dump()
+        for concern, ns in names.items():
+            if not DNS_LABEL.match(ns) or len(ns) > 63:
+                raise ValueError(f"{NAMESPACE}:namespaces.{concern}: {ns!r} is not a namespace name; "
+                                 "use lowercase letters, digits and '-'")
+        if len(set(names.values())) != len(names):
+            raise ValueError(f"{NAMESPACE}:namespaces: each concern needs its own namespace (given: {names})")
+        return self
+
+
+class StackConfig(_Strict):
+    environment: Literal["local", "dev", "prod"]
+    domain: str
+    namespaces: Namespaces = Namespaces()
+    tls: Tls = Tls()
+    # Where images are pushed and pulled; unset (local) means no build, image refs come from config.
+    registry: str | None = None
+    image_tag: str = "latest"
+    image_platforms: tuple[str, ...] = ("linux/amd64",)
+    images: dict[str, str] = {}
+    gpu_pools: tuple[GpuPool, ...] = ()
+    services: dict[str, ServiceOverride] = {}
+    kubernetes: Kubernetes = Kubernetes()
+    # Bump to rotate every generated internal secret and roll the pods that mount them.
+    secret_rotation: int = Field(0, ge=0)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str) -> str:
+        if not HOSTNAME.match(v):
+            raise ValueError(f"{v!r} is not a DNS hostname; use e.g. 'sophia.example.com'")
+        return v
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, v: str | None) -> str | None:
+        if v is not None and not REGISTRY.match(v):
+            raise ValueError(f"{v!r} is not a registry path; use e.g. 'registry.example.com/sophia'")
+        return v
+
+    @field_validator("image_tag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        if not IMAGE_TAG.match(v):
+            raise ValueError(f"{v!r} is not a valid image tag; use letters, digits, '_', '.', '-' (max 128)")
+        return v
+
+    @field_validator("image_platforms")
+    @classmethod
+    def _platforms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one platform is needed, e.g. ['linux/amd64']")
+        for p in v:
+            if not PLATFORM.match(p):
+                raise ValueError(f"{p!r} is not a supported platform; use linux/amd64 or linux/arm64")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "StackConfig":
+        env = self.environment
+        if env == "local" and self.registry:
+            raise ValueError(f"{NAMESPACE}:registry: the local stack builds no images (given: {self.registry!r}); "
+                             f"remove it and set {NAMESPACE}:images.<service> instead")
+        if env != "local" and not self.registry:
+            raise ValueError(f"{NAMESPACE}:registry: the {env} stack builds and pushes images, so it needs a "
+                             "registry (given: nothing); set e.g. 'registry.example.com/sophia'")
+        if env == "prod" and not self.tls.enabled:
+            raise ValueError(f"{NAMESPACE}:tls.enabled: prod serves only over TLS (given: false); set "
+                             "tls.enabled=true with tls.issuer or tls.secret_name")
+        pool_names = [p.name for p in self.gpu_pools]
+        if len(set(pool_names)) != len(pool_names):
+            raise ValueError(f"{NAMESPACE}:gpu_pools: pool names must be unique (given: {pool_names})")
+        for name, override in self.services.items():
+            lo, hi = override.min_replicas, override.max_replicas
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"{NAMESPACE}:services.{name}.min_replicas ({lo}) is greater than "
+                                 f"max_replicas ({hi}); set min_replicas <= max_replicas")
+            if env == "prod" and lo is not None and lo < 2:
+                raise ValueError(f"{NAMESPACE}:services.{name}.min_replicas: prod needs at least 2 replicas "
+                                 f"for availability (given: {lo})")
+        return self
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def gpu_capacity(self) -> int:
+        return sum(p.node_count * p.gpus_per_node for p in self.gpu_pools)
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands config over as strings; structured values arrive JSON-encoded."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{NAMESPACE}:{loc}: unknown key (given: {err['input']!r}); check the spelling"
+    if err["type"] == "missing":
+        return f"{NAMESPACE}:{loc}: required but not set"
+    if msg.startswith(f"{NAMESPACE}:"):  # cross-field rules name their own keys
+        return msg
+    return f"{NAMESPACE}:{loc}: {msg} (given: {err['input']!r})"
+
+
+def parse_stack_config(stack: str, raw: dict[str, Any]) -> StackConfig:
+    """Validate raw `sophia:*` values (without the namespace prefix) into a StackConfig."""
+    values = {k: _decode(v) for k, v in raw.items() if k != SECRETS_KEY}
+    try:
+        return StackConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(stack, [_format_error(e) for e in exc.errors()]) from None
+
+
+def raw_stack_config() -> dict[str, Any]:
+    """All `sophia:*` config values of the running stack, keyed without the namespace."""
+    import pulumi.runtime.config as runtime_config
+
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = f"{NAMESPACE}:"
+    return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+
+
+def secret_keys_available(stack: str, raw: dict[str, Any]) -> set[str]:
+    """The names of the secrets the stack provides (from ESC); values are never read here."""
+    secrets = _decode(raw.get(SECRETS_KEY, {})) or {}
+    if not isinstance(secrets, dict):
+        raise ConfigError(stack, [f"{NAMESPACE}:{SECRETS_KEY}: must be a map of NAME: value "
+                                  f"(given a {type(secrets).__name__})"])
+    bad = sorted(k for k in secrets if not ENV_NAME.match(k))
+    if bad:
+        raise ConfigError(stack, [f"{NAMESPACE}:{SECRETS_KEY}: keys {bad} are not UPPER_SNAKE_CASE names"])
+    return set(secrets)

@@ -1,0 +1,194 @@
+"""Offline render: every Kubernetes object a stack declares, as YAML, like `helm template`.
+
+The program runs under Pulumi's mock runtime (no engine, no cluster, no cloud) with
+the stack's config read from `Pulumi.<stack>.yaml`; each registered Kubernetes
+resource's inputs are the object. Secrets from ESC are not available offline: their
+keys render with a redacted value, and no Secret value is ever written to disk.
+Helm releases can't be expanded offline; their chart reference and values are
+written instead, with one line each on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import pulumi  # noqa: E402
+import pulumi.runtime.config as runtime_config  # noqa: E402
+from pulumi.runtime.mocks import test as run_under_mocks  # noqa: E402
+
+from infra.config import NAMESPACE, SECRETS_KEY  # noqa: E402
+from infra.discovery import SERVICES_DIR, discover  # noqa: E402
+
+REDACTED = "<redacted>"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+# The placeholder digest a mock build returns; the real one is known only after a push.
+MOCK_DIGEST = "sha256:" + "0" * 64
+
+
+@dataclass
+class Registered:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    custom: bool
+
+
+@dataclass
+class RenderMocks(pulumi.runtime.Mocks):
+    resources: list[Registered] = field(default_factory=list)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources.append(Registered(args.typ, args.name, args.inputs, bool(args.custom)))
+        state = dict(args.inputs)
+        if args.typ == "docker-build:index:Image":
+            state["digest"] = MOCK_DIGEST
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+def stack_file_config(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The `config:` of Pulumi.<stack>.yaml, keyed `sophia:<key>` as the engine passes it."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+        raise SystemExit(f"render: no stack '{stack}' (no {path.name}); known stacks: {', '.join(known)}")
+    doc = yaml.safe_load(path.read_text()) or {}
+    return dict(doc.get("config") or {})
+
+
+def _engine_value(value: Any) -> str:
+    # The engine hands every config value to the program as a string; objects as JSON.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def run_program(stack: str, config: dict[str, Any], services_dir: Path = SERVICES_DIR) -> list[Registered]:
+    """Run the Pulumi program under mocks with `config` and return what it registered."""
+    from infra.program import run
+
+    wire = {k: _engine_value(v) for k, v in config.items()}
+    secret_keys = [k for k in wire if k == f"{NAMESPACE}:{SECRETS_KEY}"]
+    runtime_config.set_all_config(wire, secret_keys)
+    mocks = RenderMocks()
+    pulumi.runtime.set_mocks(mocks, project="sophia", stack=stack, preview=False)
+    run_under_mocks(lambda: run(services_dir))()
+    return mocks.resources
+
+
+def offline_config(stack: str, services_dir: Path = SERVICES_DIR, root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The stack file's config, with every secret a service asks for stood in by a redacted value."""
+    config = stack_file_config(stack, root)
+    key = f"{NAMESPACE}:{SECRETS_KEY}"
+    given = config.get(key) or {}
+    if isinstance(given, dict):
+        needed = {s for spec in discover(services_dir) for s in spec.secrets}
+        config[key] = {**{s: REDACTED for s in needed}, **given}
+    return config
+
+
+# How the mock runtime marks a secret value on the wire (pulumi's rpc.SECRET_SIG).
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def normalize(value: Any) -> Any:
+    """Plain YAML-able data: secrets unwrapped, protobuf's floats back to ints."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG:
+            return normalize(value.get("value"))
+        return {k: normalize(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _canonical(obj: dict[str, Any]) -> dict[str, Any]:
+    head = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
+    return {**head, **{k: v for k, v in obj.items() if k not in head}}
+
+
+def _redact(obj: dict[str, Any]) -> dict[str, Any]:
+    if obj.get("kind") == "Secret":
+        for field_name in ("data", "stringData"):
+            if isinstance(obj.get(field_name), dict):
+                obj[field_name] = {k: REDACTED for k in obj[field_name]}
+    return obj
+
+
+def kubernetes_objects(resources: list[Registered]) -> list[dict[str, Any]]:
+    objs = []
+    for r in resources:
+        if r.custom and r.type.startswith("kubernetes:") and "apiVersion" in r.inputs and "kind" in r.inputs:
+            objs.append(_canonical(_redact(normalize(r.inputs))))
+    return objs
+
+
+def helm_releases(resources: list[Registered]) -> list[dict[str, Any]]:
+    return [normalize(r.inputs) for r in resources if r.type == HELM_RELEASE]
+
+
+def object_filename(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace") or "cluster"
+    return f"{ns}/{obj['kind'].lower()}-{meta.get('name', 'unnamed')}.yaml"
+
+
+def write(out: Path, objects: list[dict[str, Any]], releases: list[dict[str, Any]]) -> list[str]:
+    notes = []
+    for obj in objects:
+        path = out / object_filename(obj)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+    for rel in releases:
+        name = rel.get("name") or rel.get("chart")
+        path = out / "charts" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repo = (rel.get("repositoryOpts") or {}).get("repo", "")
+        path.write_text(yaml.safe_dump({"chart": rel.get("chart"), "version": rel.get("version"),
+                                        "repository": repo, "namespace": rel.get("namespace"),
+                                        "values": rel.get("values", {})}, sort_keys=False))
+        notes.append(f"chart {rel.get('chart')} {rel.get('version')} ({repo}) not expanded offline: "
+                     f"reference and values in {path.relative_to(out)}")
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        resources = run_program(args.stack, offline_config(args.stack))
+    except ValueError as exc:  # ConfigError / ManifestError: already say what to fix
+        print(f"render: {exc}", file=sys.stderr)
+        return 2
+    objects = kubernetes_objects(resources)
+    if args.out.exists():
+        for old in sorted(args.out.rglob("*.yaml")):
+            old.unlink()
+    notes = write(args.out, objects, helm_releases(resources))
+    for note in notes:
+        print(note)
+    print(f"rendered {len(objects)} Kubernetes objects of stack '{args.stack}' into {args.out} "
+          f"in {time.perf_counter() - started:.2f}s (image digests are placeholders until a real build)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
