@@ -30,6 +30,12 @@ class ResourceAmounts(_Strict):
     cpu: str
     memory: str
 
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _yaml_number(cls, v: object) -> object:
+        # YAML reads `cpu: 1` as a number; Kubernetes quantities are strings.
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
     @field_validator("cpu")
     @classmethod
     def _cpu(cls, v: str) -> str:

@@ -77,8 +77,8 @@ def discover(services_dir: Path = SERVICES_DIR) -> list[ServiceSpec]:
         for route in spec.routes:
             owner = seen_routes.setdefault(route.path, spec.name)
             if owner != spec.name:
-                problems.append(f"services/{spec.name}/{MANIFEST}: routes: {route.path!r} is already "
-                                f"routed to {owner}; each path prefix belongs to one service")
+                problems.append(f"services/{spec.name}/{MANIFEST}: routes: {route.path!r} is claimed by both "
+                                f"services/{owner} and services/{spec.name}; each path prefix belongs to one service")
     if problems:
         raise ManifestError(problems)
     return specs

@@ -17,7 +17,7 @@ def run(services_dir: Path = SERVICES_DIR) -> None:
     # All checks happen before the first resource is registered, so bad input touches nothing.
     config = parse_stack_config(stack, raw)
     available = secret_keys_available(stack, raw)
-    planned = plan_services(stack, config, discover(services_dir), available)
+    planned = plan_services(stack, config, discover(services_dir), available, services_dir)
     secret_values = pulumi.Config(NAMESPACE).get_secret_object(SECRETS_KEY) if available else None
     outputs = deploy(stack, config, planned, secret_values)
     for key, value in outputs.items():

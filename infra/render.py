@@ -75,14 +75,15 @@ def _engine_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def run_program(stack: str, config: dict[str, Any], services_dir: Path = SERVICES_DIR) -> list[Registered]:
+def run_program(stack: str, config: dict[str, Any], services_dir: Path = SERVICES_DIR,
+                mocks: RenderMocks | None = None) -> list[Registered]:
     """Run the Pulumi program under mocks with `config` and return what it registered."""
     from infra.program import run
 
     wire = {k: _engine_value(v) for k, v in config.items()}
     secret_keys = [k for k in wire if k == f"{NAMESPACE}:{SECRETS_KEY}"]
     runtime_config.set_all_config(wire, secret_keys)
-    mocks = RenderMocks()
+    mocks = mocks if mocks is not None else RenderMocks()
     pulumi.runtime.set_mocks(mocks, project="sophia", stack=stack, preview=False)
     run_under_mocks(lambda: run(services_dir))()
     return mocks.resources

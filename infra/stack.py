@@ -58,7 +58,7 @@ def url_env_name(service: str) -> str:
 
 
 def plan_services(stack: str, config: StackConfig, specs: list[ServiceSpec],
-                  secrets_available: set[str], repo_root: Path = REPO_ROOT) -> list[PlannedService]:
+                  secrets_available: set[str], services_dir: Path = REPO_ROOT / "services") -> list[PlannedService]:
     """Apply the stack's overrides to the manifests and check what the stack can run."""
     problems: list[str] = []
     by_name = {s.name: s for s in specs}
@@ -110,7 +110,7 @@ def plan_services(stack: str, config: StackConfig, specs: list[ServiceSpec],
                                 f"but the stack's pools offer {largest}; add a pool with node_count >= 1")
         planned.append(PlannedService(
             spec=spec,
-            image=_image_source(stack, config, spec.name, repo_root, problems),
+            image=_image_source(stack, config, spec.name, services_dir, problems),
             callers=tuple(sorted(s.name for s in effective.values() if spec.name in s.calls.services)),
             callees={c: effective[c].port for c in spec.calls.services if c in effective},
             gpu=gpu,
@@ -120,18 +120,18 @@ def plan_services(stack: str, config: StackConfig, specs: list[ServiceSpec],
     return planned
 
 
-def _image_source(stack: str, config: StackConfig, name: str, repo_root: Path, problems: list[str]) -> ImageSource:
+def _image_source(stack: str, config: StackConfig, name: str, services_dir: Path, problems: list[str]) -> ImageSource:
     override = config.services.get(name)
     if override is not None and override.image:
         return override.image
     if config.registry is None:
         return config.images.get(name, f"sophia/{name}:{config.image_tag}")
-    dockerfile = repo_root / "services" / name / "Dockerfile"
+    dockerfile = services_dir / name / "Dockerfile"
     if not dockerfile.is_file():
         problems.append(f"{NAMESPACE}:services.{name}.image: services/{name}/Dockerfile is missing, so the {stack} "
                         "stack cannot build it; add the Dockerfile or set a prebuilt image reference")
     # The context is the repo root so every image can copy the shared chassis (libs/).
-    return ImageBuild(context=repo_root, dockerfile=dockerfile, repository=f"{config.registry}/{name}",
+    return ImageBuild(context=services_dir.parent, dockerfile=dockerfile, repository=f"{config.registry}/{name}",
                       tag=config.image_tag, platforms=config.image_platforms)
 
 

@@ -1,0 +1,52 @@
+"""Helpers for the program's tests: run the real program under Pulumi's mocks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.discovery import SERVICES_DIR
+from infra.render import RenderMocks, kubernetes_objects, offline_config, run_program
+
+STACKS = ("local", "dev", "prod")
+
+
+def render_objects(stack: str, overrides: dict[str, Any] | None = None,
+                   services_dir: Path = SERVICES_DIR) -> list[dict[str, Any]]:
+    config = offline_config(stack, services_dir)
+    config.update({f"sophia:{k}": v for k, v in (overrides or {}).items()})
+    return kubernetes_objects(run_program(stack, config, services_dir))
+
+
+def run_with(stack: str, config: dict[str, Any], services_dir: Path = SERVICES_DIR) -> RenderMocks:
+    """Run with exactly `config` (keys without the `sophia:` prefix); returns the mocks."""
+    mocks = RenderMocks()
+    run_program(stack, {f"sophia:{k}": v for k, v in config.items()}, services_dir, mocks)
+    return mocks
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {stack: render_objects(stack) for stack in STACKS}
+
+
+@pytest.fixture
+def services_copy(tmp_path: Path) -> Path:
+    """A scratch copy of services/ (manifests and Dockerfiles only) to add or break services in."""
+    dest = tmp_path / "services"
+    for folder in SERVICES_DIR.iterdir():
+        if folder.is_dir() and folder.name[0] not in "._":
+            (dest / folder.name).mkdir(parents=True)
+            for keep in ("service.yaml", "Dockerfile"):
+                if (folder / keep).is_file():
+                    shutil.copy(folder / keep, dest / folder.name / keep)
+    return dest
