@@ -4,12 +4,18 @@ STACK ?= local
 OUT ?= render/$(STACK)
 PY := .venv/bin/python
 
-.PHONY: help bootstrap test render bench
+.PHONY: help bootstrap up down test render bench
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 bootstrap: ## install everything (Debian packages, venvs); safe to re-run
 	@scripts/bootstrap.sh
+
+up: bootstrap ## bring up the local stack (the main job)
+	@scripts/up.sh
+
+down: ## tear down the local stack
+	@rm -rf render/local && echo "[down] removed render/local; no cluster resources exist to destroy"
 
 test: bootstrap ## run the test suite
 	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
