@@ -27,20 +27,16 @@ from pulumi_kubernetes.autoscaling.v2 import (
     ResourceMetricSourceArgs,
 )
 from pulumi_kubernetes.core.v1 import (
-    CapabilitiesArgs,
     ContainerArgs,
     ContainerPortArgs,
     EmptyDirVolumeSourceArgs,
     EnvVarArgs,
     HTTPGetActionArgs,
-    PodSecurityContextArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
     ProbeArgs,
     ResourceRequirementsArgs,
-    SeccompProfileArgs,
     SecretVolumeSourceArgs,
-    SecurityContextArgs,
     ServicePortArgs,
     ServiceSpecArgs,
     TolerationArgs,
@@ -61,14 +57,19 @@ from pulumi_kubernetes.policy.v1 import PodDisruptionBudgetSpecArgs
 
 from components.image import ImageSource, image_reference
 from components.spec import ServiceSpec
+from components.workload import (
+    NAME_LABEL,
+    SCRAPE_LABEL,
+    container_security,
+    labels_for,
+    namespace_peer,
+    pod_security,
+    pods_named,
+)
 
-PART_OF = "sophia"
-NAME_LABEL = "app.kubernetes.io/name"
-SCRAPE_LABEL = "sophia.ai/scrape"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "sophia.ai/gpu"
 SECRETS_MOUNT = "/var/run/secrets/sophia"
-RUN_AS = 10001  # above the host's UID range, so a container escape lands on no real user
 SERVICE_PORT = 80
 # Egress to the internet on HTTPS, but never to cluster/private ranges by that door.
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
@@ -108,10 +109,6 @@ class PlatformServiceArgs:
     gpu: GpuPlacement | None = None
     spread_across_zones: bool = False
     image_pull_policy: str = "Always"
-
-
-def labels_for(name: str) -> dict[str, str]:
-    return {NAME_LABEL: name, "app.kubernetes.io/part-of": PART_OF, "app.kubernetes.io/managed-by": "pulumi"}
 
 
 def config_checksum(env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
@@ -190,11 +187,7 @@ class PlatformService(pulumi.ComponentResource):
             startup_probe=http_probe(spec.probes.startup, 2, 30),
             liveness_probe=http_probe(spec.probes.liveness, 10, 3),
             readiness_probe=http_probe(spec.probes.readiness, 5, 3),
-            security_context=SecurityContextArgs(
-                run_as_non_root=True, run_as_user=RUN_AS, run_as_group=RUN_AS, privileged=False,
-                allow_privilege_escalation=False, read_only_root_filesystem=True,
-                capabilities=CapabilitiesArgs(drop=["ALL"]),
-                seccomp_profile=SeccompProfileArgs(type="RuntimeDefault")),
+            security_context=container_security(),
             volume_mounts=mounts,
         )
 
@@ -226,9 +219,7 @@ class PlatformService(pulumi.ComponentResource):
                     spec=PodSpecArgs(
                         service_account_name=self.service_account.metadata.name,
                         automount_service_account_token=spec.automount_service_account_token,
-                        security_context=PodSecurityContextArgs(
-                            run_as_non_root=True, run_as_user=RUN_AS, run_as_group=RUN_AS, fs_group=RUN_AS,
-                            seccomp_profile=SeccompProfileArgs(type="RuntimeDefault")),
+                        security_context=pod_security(),
                         containers=[container],
                         volumes=volumes,
                         topology_spread_constraints=spread,
@@ -295,38 +286,29 @@ class PlatformService(pulumi.ComponentResource):
         })
 
 
-def _namespace_peer(namespace: str, pod_labels: Mapping[str, str] | None = None) -> NetworkPolicyPeerArgs:
-    return NetworkPolicyPeerArgs(
-        namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace}),
-        pod_selector=LabelSelectorArgs(match_labels=dict(pod_labels)) if pod_labels else None)
-
-
 def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict[str, str]) -> NetworkPolicySpecArgs:
     """Deny by default; allow only declared callers, the ingress controller and Prometheus in,
     and only DNS, declared callees, data stores and (if declared) HTTPS to the internet out."""
     app_port = [NetworkPolicyPortArgs(port=spec.port, protocol="TCP")]
     ingress = []
     if args.callers:
-        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[
-            NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_expressions=[
-                {"key": NAME_LABEL, "operator": "In", "values": sorted(args.callers)}]))]))
+        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[pods_named(list(args.callers))]))
     if spec.routes and args.ingress_namespace:
-        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[_namespace_peer(args.ingress_namespace)]))
+        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[namespace_peer(args.ingress_namespace)]))
     if args.metrics_namespace:
-        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[_namespace_peer(args.metrics_namespace)]))
+        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[namespace_peer(args.metrics_namespace)]))
 
     egress = [NetworkPolicyEgressRuleArgs(
-        to=[_namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
+        to=[namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
         ports=[NetworkPolicyPortArgs(port=53, protocol="UDP"), NetworkPolicyPortArgs(port=53, protocol="TCP")])]
     if args.callees:
         # Policies see the pod's container port, not the Service's port 80.
         egress.append(NetworkPolicyEgressRuleArgs(
-            to=[NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_expressions=[
-                {"key": NAME_LABEL, "operator": "In", "values": sorted(args.callees)}]))],
+            to=[pods_named(list(args.callees))],
             ports=[NetworkPolicyPortArgs(port=p, protocol="TCP") for p in sorted(set(args.callees.values()))]))
     for peer in args.datastores:
         egress.append(NetworkPolicyEgressRuleArgs(
-            to=[_namespace_peer(peer.namespace, peer.pod_labels)],
+            to=[namespace_peer(peer.namespace, peer.pod_labels)],
             ports=[NetworkPolicyPortArgs(port=peer.port, protocol="TCP")]))
     if spec.calls.external:
         egress.append(NetworkPolicyEgressRuleArgs(
