@@ -96,8 +96,10 @@ class PlatformServiceArgs:
     spec: ServiceSpec
     namespace: str
     image: ImageSource
-    # The manifest's secrets, by key; nothing else is mounted.
+    # The manifest's secrets, by key (from ESC).
     secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # Secrets the platform generates for this service (data store credentials, tokens).
+    platform_secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     # Platform-provided settings (peers' URLs, ...), merged over the manifest's env.
     env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     callers: Sequence[str] = ()
@@ -125,11 +127,12 @@ class PlatformService(pulumi.ComponentResource):
     def __init__(self, name: str, args: PlatformServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sophia:platform:Service", name, None, opts)
         spec, ns = args.spec, args.namespace
-        missing = sorted(set(spec.secrets) - set(args.secrets))
-        extra = sorted(set(args.secrets) - set(spec.secrets))
+        wanted = set(spec.secrets) - set(args.platform_secrets)
+        missing, extra = sorted(wanted - set(args.secrets)), sorted(set(args.secrets) - wanted)
         if missing or extra:
             raise ValueError(f"service {spec.name}: secrets must be exactly the manifest's "
                              f"(missing: {missing}, not asked for: {extra})")
+        all_secrets = {**args.secrets, **args.platform_secrets}
         child = pulumi.ResourceOptions(parent=self)
         labels = labels_for(spec.name)
         selector = {NAME_LABEL: spec.name}
@@ -144,10 +147,10 @@ class PlatformService(pulumi.ComponentResource):
         volumes = [VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="256Mi"))]
         mounts = [VolumeMountArgs(name="tmp", mount_path="/tmp")]
         self.secret: k8s.core.v1.Secret | None = None
-        if spec.secrets:
+        if all_secrets:
             self.secret = k8s.core.v1.Secret(
                 f"{name}-secrets", metadata=meta(f"{spec.name}-secrets"), type="Opaque",
-                string_data={k: pulumi.Output.secret(args.secrets[k]) for k in spec.secrets}, opts=child)
+                string_data={k: pulumi.Output.secret(v) for k, v in sorted(all_secrets.items())}, opts=child)
             # Files, not env vars: env leaks into crash dumps and child processes.
             volumes.append(VolumeArgs(name="secrets", secret=SecretVolumeSourceArgs(
                 secret_name=self.secret.metadata.name, default_mode=0o440)))
@@ -156,7 +159,7 @@ class PlatformService(pulumi.ComponentResource):
         env_values = {**spec.env, **args.env}
         checksum = pulumi.Output.all(
             env=pulumi.Output.all(**env_values) if env_values else {},
-            secrets=pulumi.Output.all(**args.secrets) if args.secrets else {},
+            secrets=pulumi.Output.all(**all_secrets) if all_secrets else {},
         ).apply(lambda v: config_checksum(v["env"], v["secrets"]))
 
         resources = ResourceRequirementsArgs(

@@ -62,6 +62,8 @@ class GpuPool(_Strict):
     node_count: int = Field(ge=0, le=64)
     gpus_per_node: int = Field(1, ge=1, le=8)
     instance_type: str = "gpu_1x_gh200"
+    # Nodes already joined to K3s that this pool labels and taints (joining ones use the agent flags).
+    nodes: tuple[str, ...] = ()
 
     @field_validator("name")
     @classmethod
@@ -69,6 +71,39 @@ class GpuPool(_Strict):
         if not DNS_LABEL.match(v):
             raise ValueError(f"{v!r} is not a valid pool name; use lowercase letters, digits and '-'")
         return v
+
+    @model_validator(mode="after")
+    def _nodes_fit(self) -> "GpuPool":
+        if len(self.nodes) > self.node_count:
+            raise ValueError(f"{NAMESPACE}:gpu_pools: pool {self.name} lists {len(self.nodes)} nodes but node_count is "
+                             f"{self.node_count}; raise node_count or list fewer nodes")
+        return self
+
+
+class Data(_Strict):
+    """Data store sizing; unset values take the environment's default (see `for_environment`)."""
+
+    redis_persistence: bool | None = None
+    redis_maxmemory: str = "256mb"
+    qdrant_replicas: Literal[1, 3, 5] | None = None
+    qdrant_storage: str = "10Gi"
+    storage_class: str | None = None
+    pgbouncer_replicas: int | None = Field(None, ge=1, le=10)
+
+    @field_validator("redis_maxmemory")
+    @classmethod
+    def _maxmemory(cls, v: str) -> str:
+        if not re.match(r"^[0-9]+(kb|mb|gb)$", v):
+            raise ValueError(f"{v!r} is not a Redis memory size; use e.g. '256mb' or '2gb'")
+        return v
+
+    def for_environment(self, environment: str) -> "Data":
+        prod = environment == "prod"
+        return self.model_copy(update={
+            "redis_persistence": prod if self.redis_persistence is None else self.redis_persistence,
+            "qdrant_replicas": (3 if prod else 1) if self.qdrant_replicas is None else self.qdrant_replicas,
+            "pgbouncer_replicas": (2 if prod else 1) if self.pgbouncer_replicas is None else self.pgbouncer_replicas,
+        })
 
 
 class ServiceOverride(_Strict):
@@ -127,6 +162,9 @@ class StackConfig(_Strict):
     gpu_pools: tuple[GpuPool, ...] = ()
     services: dict[str, ServiceOverride] = {}
     kubernetes: Kubernetes = Kubernetes()
+    data: Data = Data()
+    # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.
+    install_charts: bool = True
     # Bump to rotate every generated internal secret and roll the pods that mount them.
     secret_rotation: int = Field(0, ge=0)
 
@@ -184,7 +222,19 @@ class StackConfig(_Strict):
             if env == "prod" and lo is not None and lo < 2:
                 raise ValueError(f"{NAMESPACE}:services.{name}.min_replicas: prod needs at least 2 replicas "
                                  f"for availability (given: {lo})")
+        if env == "prod":
+            data = self.data.for_environment(env)
+            if data.qdrant_replicas < 3:
+                raise ValueError(f"{NAMESPACE}:data.qdrant_replicas: prod runs Qdrant distributed with at least 3 "
+                                 f"replicas (given: {data.qdrant_replicas})")
+            if data.pgbouncer_replicas < 2:
+                raise ValueError(f"{NAMESPACE}:data.pgbouncer_replicas: prod needs at least 2 replicas "
+                                 f"(given: {data.pgbouncer_replicas})")
         return self
+
+    @property
+    def data_settings(self) -> Data:
+        return self.data.for_environment(self.environment)
 
     @property
     def is_prod(self) -> bool:

@@ -11,6 +11,7 @@ written instead, with one line each on stdout.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -54,6 +55,10 @@ class RenderMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if args.typ == "docker-build:index:Image":
             state["digest"] = MOCK_DIGEST
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            # Deterministic per name and keepers, so a rotation visibly changes it.
+            seed = json.dumps([args.name, normalize(args.inputs.get("keepers"))], sort_keys=True)
+            state["result"] = hashlib.sha256(seed.encode()).hexdigest()[: int(args.inputs.get("length", 32))]
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -95,8 +100,14 @@ def offline_config(stack: str, services_dir: Path = SERVICES_DIR, root: Path = R
     key = f"{NAMESPACE}:{SECRETS_KEY}"
     given = config.get(key) or {}
     if isinstance(given, dict):
-        needed = {s for spec in discover(services_dir) for s in spec.secrets}
-        config[key] = {**{s: REDACTED for s in needed}, **given}
+        from infra.stack import DATABASE_READ_URL, DATABASE_URL, PLATFORM_SECRETS
+
+        needed = {s for spec in discover(services_dir) for s in spec.secrets} - PLATFORM_SECRETS
+        stand_ins = {s: REDACTED for s in needed}
+        # Parsed by the program (PgBouncer's config), so they must be well-formed.
+        stand_ins[DATABASE_URL] = "postgresql://redacted:redacted@database.invalid:5432/sophia"
+        stand_ins[DATABASE_READ_URL] = "postgresql://redacted:redacted@replica.database.invalid:5432/sophia"
+        config[key] = {**stand_ins, **given}
     return config
 
 

@@ -12,13 +12,23 @@ from typing import Any, Mapping
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import NetworkPolicySpecArgs
 
+from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.image import ImageBuild, ImageSource
+from components.namespace import NamespaceArgs, PlatformNamespace, Quota
+from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
+from components.qdrant import Qdrant, QdrantArgs
+from components.redis import Redis, RedisArgs
+from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
 from components.service import GpuPlacement, Peer, PlatformService, PlatformServiceArgs
 from components.spec import ServiceSpec
 from infra.config import NAMESPACE, ConfigError, StackConfig
+
+# Secrets the platform generates and mounts itself; a manifest may list them, ESC need not hold them.
+PLATFORM_SECRETS = {"REDIS_PASSWORD", "QDRANT_API_KEY", "PGPASSWORD", "INTERNAL_API_TOKEN"}
+# External secrets the data layer reads from ESC (not from a service manifest).
+DATABASE_URL, DATABASE_READ_URL = "DATABASE_URL", "DATABASE_READ_URL"
+LOCAL_DATABASE_URL = "postgresql://sophia:local@postgres.invalid:5432/sophia"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +106,7 @@ def plan_services(stack: str, config: StackConfig, specs: list[ServiceSpec],
                 problems.append(f"{key}.enabled: {callee} is disabled but {spec.name} calls it; "
                                 f"enable {callee} or disable {spec.name}")
         if config.environment != "local":
-            for secret in spec.secrets:
+            for secret in sorted(set(spec.secrets) - PLATFORM_SECRETS):
                 if secret not in secrets_available:
                     problems.append(f"{NAMESPACE}:secrets.{secret}: {spec.name} needs it but the stack has none; add "
                                     f"it to the stack's ESC environment under pulumiConfig.{NAMESPACE}:secrets")
@@ -115,6 +125,10 @@ def plan_services(stack: str, config: StackConfig, specs: list[ServiceSpec],
             callees={c: effective[c].port for c in spec.calls.services if c in effective},
             gpu=gpu,
         ))
+    if (config.environment != "local" and any("postgres" in p.spec.calls.datastores for p in planned)
+            and DATABASE_URL not in secrets_available):
+        problems.append(f"{NAMESPACE}:secrets.{DATABASE_URL}: services use PostgreSQL but the stack has no connection "
+                        f"string; add the Neon URL to the ESC environment under pulumiConfig.{NAMESPACE}:secrets")
     if problems:
         raise ConfigError(stack, problems)
     return planned
@@ -135,14 +149,17 @@ def _image_source(stack: str, config: StackConfig, name: str, services_dir: Path
                       tag=config.image_tag, platforms=config.image_platforms)
 
 
-def _namespace(name: str, ns: str, opts: pulumi.ResourceOptions) -> k8s.core.v1.Namespace:
-    return k8s.core.v1.Namespace(name, metadata=ObjectMetaArgs(name=ns, labels={
-        "app.kubernetes.io/part-of": "sophia",
-        # Pod Security Admission: our workloads meet `restricted`, so enforce it.
-        "pod-security.kubernetes.io/enforce": "restricted",
-        "pod-security.kubernetes.io/audit": "restricted",
-        "pod-security.kubernetes.io/warn": "restricted",
-    }), opts=opts)
+
+def _quotas(config: StackConfig) -> dict[str, Quota]:
+    """Per-concern ceilings: prod room for every HPA at max, smaller elsewhere."""
+    scale = {"local": 1, "dev": 2, "prod": 8}[config.environment]
+    gpus = config.gpu_capacity
+    return {
+        "services": Quota(f"{8 * scale}", f"{16 * scale}Gi", f"{16 * scale}", f"{32 * scale}Gi", 40 * scale, gpus),
+        "data": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 10 * scale),
+        "observability": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 30 * scale),
+        "ingress": Quota(f"{1 * scale}", f"{2 * scale}Gi", f"{2 * scale}", f"{4 * scale}Gi", 10 * scale),
+    }
 
 
 def deploy(stack: str, config: StackConfig, planned: list[PlannedService],
@@ -150,54 +167,103 @@ def deploy(stack: str, config: StackConfig, planned: list[PlannedService],
     """Register every resource of the stack; returns the stack outputs."""
     provider = k8s.Provider("kubernetes", kubeconfig=config.kubernetes.kubeconfig, context=config.kubernetes.context)
     opts = pulumi.ResourceOptions(provider=provider)
-    ns_name = config.namespaces.services
-    namespace = _namespace("services-namespace", ns_name, opts)
-    in_ns = pulumi.ResourceOptions(provider=provider, depends_on=[namespace])
+    names = config.namespaces
+    quotas = _quotas(config)
+    namespaces = {
+        concern: PlatformNamespace(f"ns-{concern}", NamespaceArgs(
+            name=getattr(names, concern), concern=concern, quota=quotas[concern],
+            # Node exporters and log shippers mount host paths; ingress and observability run upstream charts
+            # whose pods we don't write policies for.
+            pod_security="privileged" if concern == "observability" else "restricted",
+            default_deny=concern in ("services", "data"),
+            operators_rotate_secrets=concern in ("services", "data")), opts=opts)
+        for concern in ("services", "data", "observability", "ingress")
+    }
+    def inside(concern: str) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(provider=provider, depends_on=[namespaces[concern]])
 
-    # Anything a service policy does not allow is denied, including pods added by hand.
-    k8s.networking.v1.NetworkPolicy("services-default-deny", metadata=ObjectMetaArgs(
-        name="default-deny", namespace=ns_name), spec=NetworkPolicySpecArgs(
-        pod_selector=LabelSelectorArgs(), policy_types=["Ingress", "Egress"]), opts=in_ns)
+    by_store: dict[str, list[str]] = {"redis": [], "qdrant": [], "postgres": []}
+    for item in planned:
+        for store in item.spec.calls.datastores:
+            by_store[store].append(item.spec.name)
 
-    if any(p.gpu for p in planned):
-        k8s.node.v1.RuntimeClass("nvidia-runtime-class", metadata=ObjectMetaArgs(name="nvidia"),
-                                 handler="nvidia", opts=opts)
+    generated = GeneratedSecrets("generated", GeneratedSecretsArgs(
+        names=[f"redis-{s}" for s in by_store["redis"]] + ["redis-exporter", "qdrant-api-key", "pgbouncer-client",
+                                                           "internal-api-token"],
+        rotation=config.secret_rotation), opts=opts)
+    secret = generated.values
+    data = config.data_settings
+
+    redis = Redis("redis", RedisArgs(
+        namespace=names.data, users={s: secret[f"redis-{s}"] for s in by_store["redis"]},
+        exporter_password=secret["redis-exporter"], services_namespace=names.services,
+        metrics_namespace=names.observability, maxmemory=data.redis_maxmemory,
+        persistence=bool(data.redis_persistence), storage_class=data.storage_class), opts=inside("data"))
+    qdrant = Qdrant("qdrant", QdrantArgs(
+        namespace=names.data, api_key=secret["qdrant-api-key"], services_namespace=names.services,
+        callers=by_store["qdrant"], metrics_namespace=names.observability, replicas=data.qdrant_replicas,
+        storage_size=data.qdrant_storage, storage_class=data.storage_class), opts=inside("data"))
+    esc = lambda key, default=None: _secret(secret_values, key, default)  # noqa: E731
+    pgbouncer = PgBouncer("pgbouncer", PgBouncerArgs(
+        namespace=names.data, database_url=esc(DATABASE_URL, LOCAL_DATABASE_URL),
+        read_replica_url=esc(DATABASE_READ_URL, ""),
+        client_password=secret["pgbouncer-client"], services_namespace=names.services,
+        callers=by_store["postgres"], replicas=data.pgbouncer_replicas), opts=inside("data"))
+
+    gpu_pools = None
+    if config.gpu_pools:
+        gpu_pools = GpuPools("gpu", GpuPoolsArgs(pools=[
+            GpuPoolArgs(name=p.name, instance_type=p.instance_type, node_count=p.node_count, nodes=p.nodes)
+            for p in config.gpu_pools]), opts=opts)
 
     stores = datastores(config)
     services: dict[str, PlatformService] = {}
     for item in planned:
         spec = item.spec
-        env: dict[str, pulumi.Input[str]] = {url_env_name(c): f"http://{c}.{ns_name}.svc.cluster.local"
+        env: dict[str, pulumi.Input[str]] = {url_env_name(c): f"http://{c}.{names.services}.svc.cluster.local"
                                              for c in item.callees}
+        platform_secrets: dict[str, pulumi.Input[str]] = {"INTERNAL_API_TOKEN": secret["internal-api-token"]}
         for store in spec.calls.datastores:
             env.update(stores[store].env)
-        secrets = {k: _secret(secret_values, k) for k in spec.secrets}
+        if "redis" in spec.calls.datastores:
+            env["REDIS_URL"] = f"redis://{spec.name}@{redis.host}:6379/0"
+            platform_secrets["REDIS_PASSWORD"] = secret[f"redis-{spec.name}"]
+        if "qdrant" in spec.calls.datastores:
+            env["QDRANT_URL"] = qdrant.url
+            platform_secrets["QDRANT_API_KEY"] = secret["qdrant-api-key"]
+        if "postgres" in spec.calls.datastores:
+            env.update({"PGHOST": pgbouncer.host, "PGUSER": CLIENT_USER, "PGDATABASE": pgbouncer.database})
+            platform_secrets["PGPASSWORD"] = secret["pgbouncer-client"]
         services[spec.name] = PlatformService(spec.name, PlatformServiceArgs(
             spec=spec,
-            namespace=ns_name,
+            namespace=names.services,
             image=item.image,
-            secrets=secrets,
+            secrets={k: esc(k, "") for k in spec.secrets if k not in platform_secrets},
+            platform_secrets=platform_secrets,
             env=env,
             callers=item.callers,
             callees=item.callees,
             datastores=[stores[s].peer for s in spec.calls.datastores],
-            ingress_namespace=config.namespaces.ingress,
-            metrics_namespace=config.namespaces.observability,
+            ingress_namespace=names.ingress,
+            metrics_namespace=names.observability,
             gpu=GpuPlacement() if item.gpu else None,
             spread_across_zones=config.is_prod,
             # The local cluster runs images loaded onto its node; there is no registry to pull from.
             image_pull_policy="IfNotPresent" if config.environment == "local" else "Always",
-        ), opts=in_ns)
+        ), opts=inside("services") if gpu_pools is None else pulumi.ResourceOptions(
+            provider=provider, depends_on=[namespaces["services"], gpu_pools]))
 
     return {
         "environment": config.environment,
-        "namespace": namespace.metadata.name,
+        "namespaces": {c: n.namespace.metadata.name for c, n in namespaces.items()},
         "services": {name: {"url": svc.url} for name, svc in services.items()},
+        "data": {"redis": redis.url, "qdrant": qdrant.url, "pgbouncer": pgbouncer.host},
+        "gpu_pools": [p.name for p in config.gpu_pools],
     }
 
 
-def _secret(values: pulumi.Output[dict[str, Any]] | None, key: str) -> pulumi.Output[str]:
+def _secret(values: pulumi.Output[dict[str, Any]] | None, key: str, default: str | None = None) -> pulumi.Output[str]:
+    # Only the local stack may leave a secret unset (plan_services refuses that elsewhere).
     if values is None:
-        return pulumi.Output.secret("")
-    # Local stacks may leave a secret unset; the service then runs in its offline mode.
-    return values.apply(lambda d: str((d or {}).get(key, "")))
+        return pulumi.Output.secret(default or "")
+    return pulumi.Output.secret(values.apply(lambda d: str((d or {}).get(key) or default or "")))

@@ -17,7 +17,10 @@ STACKS = ("local", "dev", "prod")
 def render_objects(stack: str, overrides: dict[str, Any] | None = None,
                    services_dir: Path = SERVICES_DIR) -> list[dict[str, Any]]:
     config = offline_config(stack, services_dir)
-    config.update({f"sophia:{k}": v for k, v in (overrides or {}).items()})
+    overrides = dict(overrides or {})
+    if "secrets" in overrides:  # added to the stand-ins, not instead of them
+        overrides["secrets"] = {**config.get("sophia:secrets", {}), **overrides["secrets"]}
+    config.update({f"sophia:{k}": v for k, v in overrides.items()})
     return kubernetes_objects(run_program(stack, config, services_dir))
 
 

@@ -42,9 +42,14 @@ def test_every_service_has_its_objects(rendered: dict[str, list[dict[str, Any]]]
     for spec in discover():
         for kind in SERVICE_KINDS:
             find(objects, kind, spec.name)
-        if spec.secrets:
-            secret = find(objects, "Secret", f"{spec.name}-secrets")
-            assert sorted(secret["stringData"]) == sorted(spec.secrets)
+        # Exactly what the manifest asks for plus the credentials of what it calls, nothing more.
+        expected = set(spec.secrets) | {"INTERNAL_API_TOKEN"} | {
+            {"redis": "REDIS_PASSWORD", "qdrant": "QDRANT_API_KEY", "postgres": "PGPASSWORD"}[d]
+            for d in spec.calls.datastores}
+        secret = find(objects, "Secret", f"{spec.name}-secrets")
+        assert set(secret["stringData"]) == expected
+        mounts = find(objects, "Deployment", spec.name)["spec"]["template"]["spec"]["volumes"]
+        assert [v["secret"]["secretName"] for v in mounts if "secret" in v] == [f"{spec.name}-secrets"]
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -82,7 +87,9 @@ def test_checkov_finds_nothing(rendered: dict[str, list[dict[str, Any]]], stack:
 
 
 def pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objects if o["kind"] == "Deployment"}
+    """The platform services' pod specs (Deployments in the services namespace)."""
+    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objects
+            if o["kind"] == "Deployment" and o["metadata"]["namespace"] == "sophia"}
 
 
 def test_gpu_scheduling_only_where_a_pool_exists(rendered: dict[str, list[dict[str, Any]]]) -> None:
