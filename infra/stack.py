@@ -165,7 +165,11 @@ def _quotas(config: StackConfig) -> dict[str, Quota]:
 def deploy(stack: str, config: StackConfig, planned: list[PlannedService],
            secret_values: pulumi.Output[dict[str, Any]] | None) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
-    provider = k8s.Provider("kubernetes", kubeconfig=config.kubernetes.kubeconfig, context=config.kubernetes.context)
+    kubeconfig = config.kubernetes.kubeconfig
+    if kubeconfig and not Path(kubeconfig).is_absolute():
+        # Relative to the project, wherever the engine starts the program from.
+        kubeconfig = str(REPO_ROOT / kubeconfig)
+    provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig, context=config.kubernetes.context)
     opts = pulumi.ResourceOptions(provider=provider)
     names = config.namespaces
     quotas = _quotas(config)
