@@ -73,6 +73,8 @@ class QdrantArgs:
     replicas: int = 1
     storage_size: str = "10Gi"
     storage_class: str | None = None
+    # False: data in an emptyDir (a cluster without a volume provisioner; lost with the pod).
+    persistent: bool = True
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: {
         "requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}})
     image: str = "qdrant/qdrant:v1.15.5-unprivileged"
@@ -161,7 +163,8 @@ class Qdrant(pulumi.ComponentResource):
                     metadata=ObjectMetaArgs(name="storage", labels=labels),
                     spec=PersistentVolumeClaimSpecArgs(
                         access_modes=["ReadWriteOnce"], storage_class_name=args.storage_class,
-                        resources=VolumeResourceRequirementsArgs(requests={"storage": args.storage_size})))],
+                        resources=VolumeResourceRequirementsArgs(requests={"storage": args.storage_size})))]
+                if args.persistent else None,
                 template=PodTemplateSpecArgs(
                     metadata=ObjectMetaArgs(labels=labels, annotations=checksum.apply(lambda c: {
                         "sophia.ai/config-checksum": c, "prometheus.io/scrape": "true",
@@ -173,7 +176,9 @@ class Qdrant(pulumi.ComponentResource):
                         volumes=[VolumeArgs(name="config", secret=SecretVolumeSourceArgs(
                                      secret_name=secret.metadata.name, default_mode=0o440)),
                                  VolumeArgs(name="snapshots", empty_dir=EmptyDirVolumeSourceArgs(size_limit="5Gi")),
-                                 VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="256Mi"))],
+                                 VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="256Mi"))]
+                        + ([] if args.persistent else [VolumeArgs(name="storage", empty_dir=EmptyDirVolumeSourceArgs(
+                            size_limit=args.storage_size))]),
                         termination_grace_period_seconds=60))),
             opts=child)
 

@@ -88,6 +88,8 @@ class Data(_Strict):
     qdrant_replicas: Literal[1, 3, 5] | None = None
     qdrant_storage: str = "10Gi"
     storage_class: str | None = None
+    # False keeps data in emptyDir volumes: for clusters without a volume provisioner (local).
+    persistent_volumes: bool = True
     pgbouncer_replicas: int | None = Field(None, ge=1, le=10)
 
     @field_validator("redis_maxmemory")

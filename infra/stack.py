@@ -202,11 +202,13 @@ def deploy(stack: str, config: StackConfig, planned: list[PlannedService],
         namespace=names.data, users={s: secret[f"redis-{s}"] for s in by_store["redis"]},
         exporter_password=secret["redis-exporter"], services_namespace=names.services,
         metrics_namespace=names.observability, maxmemory=data.redis_maxmemory,
-        persistence=bool(data.redis_persistence), storage_class=data.storage_class), opts=inside("data"))
+        persistence=bool(data.redis_persistence) and data.persistent_volumes, storage_class=data.storage_class),
+        opts=inside("data"))
     qdrant = Qdrant("qdrant", QdrantArgs(
         namespace=names.data, api_key=secret["qdrant-api-key"], services_namespace=names.services,
         callers=by_store["qdrant"], metrics_namespace=names.observability, replicas=data.qdrant_replicas,
-        storage_size=data.qdrant_storage, storage_class=data.storage_class), opts=inside("data"))
+        storage_size=data.qdrant_storage, storage_class=data.storage_class,
+        persistent=data.persistent_volumes), opts=inside("data"))
     esc = lambda key, default=None: _secret(secret_values, key, default)  # noqa: E731
     pgbouncer = PgBouncer("pgbouncer", PgBouncerArgs(
         namespace=names.data, database_url=esc(DATABASE_URL, LOCAL_DATABASE_URL),
