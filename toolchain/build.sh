@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Build the hermetic toolchain from source (Go modules pinned by the wrapper modules in
+# toolchain/*/go.mod + go.sum), once per machine, into
+#   ~/.cache/sophia-toolchain/$TOOLCHAIN_VERSION/bin
+# A piece whose binary exists and whose inputs (wrapper module + versions.env) are unchanged
+# is reused ("cached"). Usage: toolchain/build.sh [piece ...]   (default: all pieces)
+# Pieces: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
+#         pulumi pulumi-language-python pulumi-resource-kubernetes
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$HERE/versions.env"
+CACHE="${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$TOOLCHAIN_VERSION"
+BIN="$CACHE/bin" SRC="$CACHE/src" LOGS="$CACHE/logs"
+mkdir -p "$BIN" "$SRC" "$LOGS"
+
+command -v go >/dev/null || { echo "[toolchain] go is not installed" >&2; exit 1; }
+# -mod=readonly: go.sum is committed; a build never edits or re-resolves the pins.
+export GOFLAGS="-buildvcs=false -trimpath -mod=readonly"
+export CGO_ENABLED="${CGO_ENABLED:-0}"
+NICE=(nice -n "${TOOLCHAIN_NICE:-10}")
+
+exec 9>"$CACHE/.lock"
+if ! flock -n 9; then
+  echo "[toolchain] another build is running; waiting for it"
+  flock 9
+fi
+
+log() { echo "[toolchain] $*"; }
+
+# Fingerprint of a piece's inputs: its wrapper module files, versions.env and this script's
+# recipe for it.
+fingerprint() {
+  local dir="$1" piece="$2"
+  {
+    (cd "$HERE/$dir" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum)
+    sha256sum "$HERE/versions.env"
+    declare -f "recipe_${piece//-/_}"
+  } | sha256sum | cut -c1-16
+}
+
+# step PIECE VERSION WRAPPER_DIR OUTPUT...
+step() {
+  local piece="$1" version="$2" dir="$3"; shift 3
+  local stamp="$BIN/.stamp-$piece" fp out ok=1
+  fp="$(fingerprint "$dir" "$piece")"
+  for out in "$@"; do [ -x "$BIN/$out" ] || [ -f "$BIN/$out" ] || ok=0; done
+  if [ "$ok" = 1 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fp" ]; then
+    log "$piece $version ... cached"
+    return 0
+  fi
+  local gotc="GOTOOLCHAIN_${piece//-/_}"
+  export GOTOOLCHAIN="${!gotc:-$GOTOOLCHAIN_DEFAULT}"
+  local start=$SECONDS logf="$LOGS/$piece.log"
+  log "$piece $version ... building (GOTOOLCHAIN=$GOTOOLCHAIN, log $logf)"
+  if ! (cd "$HERE/$dir" && "recipe_${piece//-/_}") >"$logf" 2>&1; then
+    tail -n 30 "$logf" >&2
+    log "$piece $version ... FAILED after $((SECONDS - start))s (see $logf)"
+    return 1
+  fi
+  echo "$fp" >"$stamp"
+  log "$piece $version ... built in $((SECONDS - start))s"
+}
+
+# gobuild OUT PKG [LDFLAGS]: build into a temp file, then move into place atomically.
+gobuild() {
+  local out="$1" pkg="$2" ldflags="${3:-}"
+  "${NICE[@]}" go build -ldflags "-s -w $ldflags" -o "$BIN/.$out.tmp" "$pkg"
+  mv -f "$BIN/.$out.tmp" "$BIN/$out"
+}
+
+moddir() { go list -m -f '{{.Dir}}' "$1"; }
+
+# ---------------------------------------------------------------- recipes
+recipe_etcd() {
+  go mod download
+  gobuild etcd go.etcd.io/etcd/server/v3 "-X go.etcd.io/etcd/api/v3/version.GitSHA=v$ETCD_VERSION"
+}
+
+k8s_ldflags() {
+  local v="v$K8S_VERSION" minor
+  minor="$(echo "$K8S_VERSION" | cut -d. -f2)"
+  local p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    printf -- '-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean ' \
+      "$p" "$v" "$p" "$p" "$minor" "$p"
+  done
+}
+recipe_kube_apiserver() { gobuild kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$(k8s_ldflags)"; }
+recipe_kube_controller_manager() { gobuild kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$(k8s_ldflags)"; }
+recipe_kube_scheduler() { gobuild kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$(k8s_ldflags)"; }
+
+recipe_kubectl() { gobuild kubectl k8s.io/kubernetes/cmd/kubectl "$(k8s_ldflags)"; }
+
+recipe_kwok() {
+  gobuild kwok sigs.k8s.io/kwok/cmd/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+  # kwok needs Stage objects describing the simulated node/pod lifecycles; these are the
+  # defaults kwokctl uses (nodes become Ready and heartbeat through leases, pods become
+  # Running/Ready, complete and delete), shipped in the kwok module itself.
+  local st
+  st="$(moddir sigs.k8s.io/kwok)/kustomize/stage"
+  mkdir -p "$CACHE/share/kwok"
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    cat "$st/$f"; echo "---"
+  done >"$CACHE/share/kwok/stages.yaml"
+}
+
+recipe_pulumi() {
+  gobuild pulumi github.com/pulumi/pulumi/pkg/v3/cmd/pulumi \
+    "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION"
+}
+
+recipe_pulumi_language_python() {
+  gobuild pulumi-language-python ./cmd/pulumi-language-python "-X main.version=$PULUMI_VERSION"
+  # The exec shim ships in the sdk module at the same version.
+  install -m 0755 "$(moddir github.com/pulumi/pulumi/sdk/v3)/python/cmd/pulumi-language-python-exec" \
+    "$BIN/pulumi-language-python-exec"
+}
+
+recipe_pulumi_resource_kubernetes() {
+  # The command's main package embeds files made by its generate step, so build a scratch
+  # copy of this wrapper module holding a writable copy of the command.
+  local scratch="$SRC/pulumi-kubernetes" cmd
+  cmd="$(moddir github.com/pulumi/pulumi-kubernetes/provider/v4)/cmd/pulumi-resource-kubernetes"
+  rm -rf "$scratch" && mkdir -p "$scratch/cmd"
+  cp go.mod go.sum tools.go "$scratch/"
+  cp -r "$cmd" "$scratch/cmd/" && chmod -R u+w "$scratch"
+  (cd "$scratch/cmd/pulumi-resource-kubernetes" && VERSION="$PULUMI_KUBERNETES_VERSION" "${NICE[@]}" go run ./generate.go)
+  (cd "$scratch" && gobuild pulumi-resource-kubernetes ./cmd/pulumi-resource-kubernetes \
+    "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PULUMI_KUBERNETES_VERSION")
+}
+
+# ---------------------------------------------------------------- pieces
+ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok pulumi pulumi-language-python pulumi-resource-kubernetes)
+[ $# -gt 0 ] && ALL=("$@")
+
+total=$SECONDS
+for piece in "${ALL[@]}"; do
+  case "$piece" in
+    etcd) step etcd "v$ETCD_VERSION" etcd etcd ;;
+    kube-apiserver) step kube-apiserver "v$K8S_VERSION" k8s kube-apiserver ;;
+    kube-controller-manager) step kube-controller-manager "v$K8S_VERSION" k8s kube-controller-manager ;;
+    kube-scheduler) step kube-scheduler "v$K8S_VERSION" k8s kube-scheduler ;;
+    kubectl) step kubectl "v$K8S_VERSION" k8s kubectl ;;
+    kwok) step kwok "v$KWOK_VERSION" kwok kwok ../share/kwok/stages.yaml ;;
+    pulumi) step pulumi "v$PULUMI_VERSION" pulumi pulumi ;;
+    pulumi-language-python) step pulumi-language-python "v$PULUMI_VERSION" pulumi \
+      pulumi-language-python pulumi-language-python-exec ;;
+    pulumi-resource-kubernetes) step pulumi-resource-kubernetes "v$PULUMI_KUBERNETES_VERSION" \
+      pulumi-kubernetes pulumi-resource-kubernetes ;;
+    *) echo "[toolchain] unknown piece: $piece" >&2; exit 2 ;;
+  esac
+done
+log "all pieces ready in $BIN ($((SECONDS - total))s)"

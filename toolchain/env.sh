@@ -1,0 +1,34 @@
+# Source this file (bash/zsh): puts the hermetic toolchain on PATH and configures Pulumi to
+# run offline against a file backend in the project, and kubectl/pulumi-kubernetes against
+# the local control plane started by toolchain/cluster.sh.
+#   source toolchain/env.sh
+# Every variable can be overridden by setting it before sourcing.
+
+_sophia_tc_here="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)"
+SOPHIA_ROOT="${SOPHIA_ROOT:-$(cd "$_sophia_tc_here/.." && pwd)}"
+# shellcheck source=versions.env
+. "$_sophia_tc_here/versions.env"
+SOPHIA_TOOLCHAIN_DIR="${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$TOOLCHAIN_VERSION"
+SOPHIA_TOOLCHAIN_BIN="$SOPHIA_TOOLCHAIN_DIR/bin"
+export SOPHIA_ROOT SOPHIA_TOOLCHAIN_DIR SOPHIA_TOOLCHAIN_BIN
+
+case ":$PATH:" in
+  *":$SOPHIA_TOOLCHAIN_BIN:"*) ;;
+  *) export PATH="$SOPHIA_TOOLCHAIN_BIN:$PATH" ;;
+esac
+
+# Pulumi: local file backend in the project (.state/ is gitignored), no network.
+mkdir -p "$SOPHIA_ROOT/.state/pulumi"
+export PULUMI_BACKEND_URL="${PULUMI_BACKEND_URL:-file://$SOPHIA_ROOT/.state/pulumi}"
+# Plugin cache and credentials live with the toolchain, not in ~/.pulumi.
+export PULUMI_HOME="${PULUMI_HOME:-$SOPHIA_TOOLCHAIN_DIR/pulumi-home}"
+export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-local-only-not-a-secret}"
+export PULUMI_SKIP_UPDATE_CHECK=true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+export PULUMI_SKIP_CONFIRMATIONS="${PULUMI_SKIP_CONFIRMATIONS:-false}"
+export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING=true
+
+# Control plane (toolchain/cluster.sh writes it).
+export KUBECONFIG="${KUBECONFIG:-$SOPHIA_ROOT/.state/kubeconfig}"
+
+unset _sophia_tc_here
