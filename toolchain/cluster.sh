@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Local Kubernetes control plane built by toolchain/build.sh:
+#   etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok,
+# all on 127.0.0.1, with simulated (kwok) nodes: a CPU pool and GPU pool(s).
+#
+#   toolchain/cluster.sh up       start (or keep) everything; waits for /readyz and Ready nodes
+#   toolchain/cluster.sh status   show processes, API health and nodes
+#   toolchain/cluster.sh down     stop everything and delete the cluster state
+#
+# State (certs, etcd data, logs, pids) lives in <repo>/.state/cluster; the admin kubeconfig
+# is written to <repo>/.state/kubeconfig. Both are gitignored.
+#
+# Knobs (environment):
+#   SOPHIA_APISERVER_PORT (16443)  SOPHIA_ETCD_PORT (12379, peer +1)
+#   SOPHIA_KCM_PORT (16257)  SOPHIA_SCHEDULER_PORT (16259)  SOPHIA_KWOK_PORT (16080)
+#   SOPHIA_CPU_NODES (2): CPU pool size, nodes kwok-cpu-N labelled sophia.ai/node-pool=cpu
+#   SOPHIA_GPU_POOLS ("local-gpu:1:1"): space-separated NAME:NODES:GPUS_PER_NODE; nodes
+#     kwok-gpu-NAME-N get nvidia.com/gpu capacity, taint nvidia.com/gpu=present:NoSchedule and
+#     labels sophia.ai/gpu=true, sophia.ai/gpu-pool=NAME (as the GPU component's k3s flags do).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=env.sh
+source "$HERE/env.sh"
+ROOT="$SOPHIA_ROOT"
+STATE="$ROOT/.state/cluster"
+PKI="$STATE/pki" LOGS="$STATE/logs" PIDS="$STATE/pids"
+ADMIN_KUBECONFIG="$ROOT/.state/kubeconfig"
+SHARE="$SOPHIA_TOOLCHAIN_DIR/share"
+
+API_PORT="${SOPHIA_APISERVER_PORT:-16443}"
+ETCD_PORT="${SOPHIA_ETCD_PORT:-12379}"
+ETCD_PEER_PORT="$((ETCD_PORT + 1))"
+KCM_PORT="${SOPHIA_KCM_PORT:-16257}"
+SCHED_PORT="${SOPHIA_SCHEDULER_PORT:-16259}"
+KWOK_PORT="${SOPHIA_KWOK_PORT:-16080}"
+CPU_NODES="${SOPHIA_CPU_NODES:-2}"
+GPU_POOLS="${SOPHIA_GPU_POOLS:-local-gpu:1:1}"
+SERVICE_CIDR="10.96.0.0/16"
+API_URL="https://127.0.0.1:$API_PORT"
+
+log() { echo "[cluster] $*"; }
+die() { echo "[cluster] ERROR: $*" >&2; exit 1; }
+
+need_bins() {
+  local b missing=()
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl; do
+    [ -x "$SOPHIA_TOOLCHAIN_BIN/$b" ] || missing+=("$b")
+  done
+  [ -f "$SHARE/kwok/stages.yaml" ] || missing+=("kwok stages")
+  [ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]} in $SOPHIA_TOOLCHAIN_BIN; run toolchain/build.sh (make toolchain)"
+  command -v openssl >/dev/null || die "openssl is required to generate the cluster's certificates"
+}
+
+# ------------------------------------------------------------------ PKI and kubeconfigs
+sign() { # sign NAME SUBJECT EXTENSIONS
+  local name="$1" subj="$2" ext="$3"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -out "$PKI/$name.csr" -subj "$subj" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -out "$PKI/$name.crt" -extfile <(printf '%b' "$ext") 2>/dev/null
+  rm -f "$PKI/$name.csr"
+}
+
+gen_pki() {
+  [ -f "$PKI/.done" ] && return 0
+  log "generating certificates and keys in $PKI"
+  rm -rf "$PKI" && mkdir -p "$PKI" && chmod 700 "$PKI"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
+    -subj "/CN=sophia-local-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  local client="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+  sign apiserver "/CN=kube-apiserver" \
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
+  sign admin "/O=system:masters/CN=sophia-admin" "$client"
+  sign controller-manager "/CN=system:kube-controller-manager" "$client"
+  sign scheduler "/CN=system:kube-scheduler" "$client"
+  sign kwok "/O=system:masters/CN=kwok-controller" "$client"
+  openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  chmod 600 "$PKI"/*.key
+  touch "$PKI/.done"
+}
+
+kubeconfig() { # kubeconfig NAME OUTFILE
+  local name="$1" out="$2" tmp
+  tmp="$(mktemp "$out.XXXX")"
+  cat >"$tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: sophia-local
+  cluster:
+    server: $API_URL
+    certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
+users:
+- name: $name
+  user:
+    client-certificate-data: $(base64 -w0 <"$PKI/$name.crt")
+    client-key-data: $(base64 -w0 <"$PKI/$name.key")
+contexts:
+- name: sophia-local
+  context:
+    cluster: sophia-local
+    user: $name
+current-context: sophia-local
+EOF
+  chmod 600 "$tmp" && mv -f "$tmp" "$out"
+}
+
+# ------------------------------------------------------------------ processes
+pid_of() { # prints the pid if the component is running
+  local f="$PIDS/$1.pid" pid
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -qa "$1" "/proc/$pid/cmdline" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+start() { # start NAME ARGS... (binary is NAME)
+  local name="$1"; shift
+  if pid="$(pid_of "$name")"; then
+    log "$name already running (pid $pid)"
+    return 0
+  fi
+  log "starting $name (log $LOGS/$name.log)"
+  # setsid: own session, so `down` can stop it (and only it) by pid; survives the caller.
+  setsid "$SOPHIA_TOOLCHAIN_BIN/$name" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+}
+
+stop() {
+  local name="$1" pid i
+  if pid="$(pid_of "$name")"; then
+    log "stopping $name (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PIDS/$name.pid"
+}
+
+wait_for() { # wait_for WHAT SECONDS CMD...
+  local what="$1" secs="$2" start=$SECONDS; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ $((SECONDS - start)) -ge "$secs" ]; then
+      log "timed out after ${secs}s waiting for $what"
+      return 1
+    fi
+    sleep 1
+  done
+  log "$what ready after $((SECONDS - start))s"
+}
+
+kc() { "$SOPHIA_TOOLCHAIN_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
+
+port_free_or_ours() { # fail early when someone else holds a port
+  local port="$1" name="$2"
+  pid_of "$name" >/dev/null && return 0
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "127.0.0.1:$port (for $name) is in use by another process; set SOPHIA_*_PORT"
+  fi
+}
+
+# ------------------------------------------------------------------ nodes
+node_yaml() { # node_yaml NAME CPU MEMORY GPUS POOL_LABELS(k=v,...) TAINT(yes|no)
+  local name="$1" cpu="$2" mem="$3" gpus="$4" labels="$5" taint="$6" kv
+  cat <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: $name
+  annotations:
+    node.alpha.kubernetes.io/ttl: "0"
+    kwok.x-k8s.io/node: fake
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/os: linux
+    kubernetes.io/hostname: $name
+    node.kubernetes.io/instance-type: simulated
+    type: kwok
+EOF
+  IFS=, read -ra kv <<<"$labels"
+  for l in "${kv[@]}"; do echo "    ${l%%=*}: \"${l#*=}\""; done
+  echo "spec:"
+  if [ "$taint" = yes ]; then
+    cat <<EOF
+  taints:
+  - key: nvidia.com/gpu
+    value: present
+    effect: NoSchedule
+EOF
+  fi
+  cat <<EOF
+status:
+  allocatable: &res
+    cpu: "$cpu"
+    memory: $mem
+    pods: "110"
+    ephemeral-storage: 200Gi
+$( [ "$gpus" -gt 0 ] && echo "    nvidia.com/gpu: \"$gpus\"" )
+  capacity: *res
+  nodeInfo:
+    architecture: amd64
+    operatingSystem: linux
+    kubeletVersion: v$K8S_VERSION
+    kubeProxyVersion: v$K8S_VERSION
+---
+EOF
+}
+
+nodes_yaml() {
+  local i pool name count gpus
+  for i in $(seq 0 $((CPU_NODES - 1))); do
+    node_yaml "kwok-cpu-$i" 16 64Gi 0 "sophia.ai/node-pool=cpu" no
+  done
+  for pool in $GPU_POOLS; do
+    IFS=: read -r name count gpus <<<"$pool"
+    for i in $(seq 0 $((${count:-1} - 1))); do
+      node_yaml "kwok-gpu-$name-$i" 32 256Gi "${gpus:-1}" \
+        "sophia.ai/node-pool=gpu,sophia.ai/gpu=true,sophia.ai/gpu-pool=$name,nvidia.com/gpu.present=true" yes
+    done
+  done
+}
+
+all_nodes_ready() {
+  local want="$1" got
+  got="$(kc get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c '^True$')"
+  [ "$got" -ge "$want" ]
+}
+
+# ------------------------------------------------------------------ commands
+cmd_up() {
+  need_bins
+  mkdir -p "$STATE" "$LOGS" "$PIDS" "$STATE/etcd" "$STATE/kcm" "$STATE/scheduler"
+  local t0=$SECONDS
+  port_free_or_ours "$ETCD_PORT" etcd
+  port_free_or_ours "$API_PORT" kube-apiserver
+  port_free_or_ours "$KCM_PORT" kube-controller-manager
+  port_free_or_ours "$SCHED_PORT" kube-scheduler
+  port_free_or_ours "$KWOK_PORT" kwok
+  gen_pki
+  kubeconfig admin "$ADMIN_KUBECONFIG"
+  kubeconfig controller-manager "$STATE/controller-manager.kubeconfig"
+  kubeconfig scheduler "$STATE/scheduler.kubeconfig"
+  kubeconfig kwok "$STATE/kwok.kubeconfig"
+
+  start etcd --name=sophia --data-dir="$STATE/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="sophia=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --quota-backend-bytes=2147483648 --unsafe-no-fsync=true --log-level=warn
+  wait_for etcd 60 curl -sf "http://127.0.0.1:$ETCD_PORT/health" || die "etcd did not start; see $LOGS/etcd.log"
+
+  start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+    --endpoint-reconciler-type=none \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --authorization-mode=RBAC --allow-privileged=true \
+    --cert-dir="$STATE/apiserver" --profiling=false
+  wait_for "kube-apiserver (/readyz)" 180 kc get --raw=/readyz || die "kube-apiserver not ready; see $LOGS/kube-apiserver.log"
+
+  start kube-controller-manager --kubeconfig="$STATE/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$STATE/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$STATE/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$STATE/kcm" \
+    --leader-elect=false --use-service-account-credentials=true \
+    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+    --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false
+  start kube-scheduler --kubeconfig="$STATE/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$STATE/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --cert-dir="$STATE/scheduler" \
+    --leader-elect=false --profiling=false
+  # kwok simulates kubelets for nodes annotated kwok.x-k8s.io/node=fake: node heartbeats through
+  # leases, pods scheduled onto them go Running/Ready. Pod IPs are strings in status, nothing listens.
+  start kwok --kubeconfig="$STATE/kwok.kubeconfig" --config="$SHARE/kwok/stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --node-lease-duration-seconds=40 --cidr=10.244.0.1/16 --node-ip=10.240.0.1 \
+    --server-address="127.0.0.1:$KWOK_PORT"
+  wait_for kube-controller-manager 120 curl -skf "https://127.0.0.1:$KCM_PORT/healthz" \
+    || die "kube-controller-manager not healthy; see $LOGS/kube-controller-manager.log"
+  wait_for kube-scheduler 120 curl -skf "https://127.0.0.1:$SCHED_PORT/healthz" \
+    || die "kube-scheduler not healthy; see $LOGS/kube-scheduler.log"
+  wait_for kwok 60 curl -sf "http://127.0.0.1:$KWOK_PORT/healthz" || die "kwok not healthy; see $LOGS/kwok.log"
+
+  nodes_yaml >"$STATE/nodes.yaml"
+  kc apply -f "$STATE/nodes.yaml" >/dev/null
+  local want
+  want="$(grep -c '^kind: Node$' "$STATE/nodes.yaml")"
+  wait_for "$want kwok nodes Ready" 120 all_nodes_ready "$want" || die "nodes not Ready; see $LOGS/kwok.log"
+  # The default ServiceAccount must exist before pods can be created in a namespace.
+  wait_for "default ServiceAccount" 60 kc -n default get serviceaccount default || true
+  log "control plane up in $((SECONDS - t0))s: $API_URL, kubeconfig $ADMIN_KUBECONFIG"
+  kc get nodes -L sophia.ai/node-pool,sophia.ai/gpu-pool
+}
+
+cmd_status() {
+  local n rc=0 pid
+  for n in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+    if pid="$(pid_of "$n")"; then log "$n running (pid $pid)"; else log "$n NOT running"; rc=1; fi
+  done
+  if [ -f "$ADMIN_KUBECONFIG" ] && kc get --raw=/readyz >/dev/null 2>&1; then
+    log "API server $API_URL ready (kubeconfig $ADMIN_KUBECONFIG)"
+    kc version 2>/dev/null | sed 's/^/[cluster] /' || true
+    kc get nodes -L sophia.ai/node-pool,sophia.ai/gpu-pool
+  else
+    log "API server $API_URL not reachable"
+    rc=1
+  fi
+  return $rc
+}
+
+cmd_down() {
+  local n
+  for n in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$n"; done
+  rm -rf "$STATE" "$ADMIN_KUBECONFIG"
+  log "stopped; removed $STATE and $ADMIN_KUBECONFIG"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
