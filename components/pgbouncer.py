@@ -40,9 +40,17 @@ from pulumi_kubernetes.networking.v1 import (
     NetworkPolicyPortArgs,
     NetworkPolicySpecArgs,
 )
-from pulumi_kubernetes.policy.v1 import PodDisruptionBudgetSpecArgs
 
-from components.workload import RUN_AS, UPSTREAM_IMAGE_SKIP, container_security, labels_for, namespace_peer, pod_security, pods_named
+from components.workload import (
+    RUN_AS,
+    UPSTREAM_IMAGE_SKIP,
+    container_security,
+    disruption_budget,
+    dns_egress,
+    labels_for,
+    pod_security,
+    pods_named,
+)
 
 PORT = 5432
 PGBOUNCER_UID = RUN_AS  # pgbouncer needs only to read its config
@@ -150,8 +158,7 @@ class PgBouncer(pulumi.ComponentResource):
             opts=child)
         k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=ServiceSpecArgs(
             selector=selector, ports=[ServicePortArgs(name="postgres", port=PORT, target_port="postgres")]), opts=child)
-        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=meta(), spec=PodDisruptionBudgetSpecArgs(
-            max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector)), opts=child)
+        disruption_budget(f"{name}-pdb", meta(), selector, child)
 
         ingress = []
         if args.callers:
@@ -161,10 +168,7 @@ class PgBouncer(pulumi.ComponentResource):
             pod_selector=LabelSelectorArgs(match_labels=selector), policy_types=["Ingress", "Egress"],
             ingress=ingress,
             # Out: DNS, and PostgreSQL on the internet (Neon), never the cluster's private ranges.
-            egress=[NetworkPolicyEgressRuleArgs(
-                        to=[namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
-                        ports=[NetworkPolicyPortArgs(port=53, protocol="UDP"),
-                               NetworkPolicyPortArgs(port=53, protocol="TCP")]),
+            egress=[dns_egress(),
                     NetworkPolicyEgressRuleArgs(
                         to=[NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr="0.0.0.0/0", except_=[
                             "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]))],

@@ -48,9 +48,18 @@ from pulumi_kubernetes.networking.v1 import (
     NetworkPolicyPortArgs,
     NetworkPolicySpecArgs,
 )
-from pulumi_kubernetes.policy.v1 import PodDisruptionBudgetSpecArgs
 
-from components.workload import RUN_AS, UPSTREAM_IMAGE_SKIP, container_security, labels_for, namespace_peer, pod_security, pods_named
+from components.workload import (
+    RUN_AS,
+    UPSTREAM_IMAGE_SKIP,
+    container_security,
+    disruption_budget,
+    dns_egress,
+    labels_for,
+    namespace_peer,
+    pod_security,
+    pods_named,
+)
 
 HTTP_PORT, GRPC_PORT, P2P_PORT = 6333, 6334, 6335
 QDRANT_UID = QDRANT_GID = RUN_AS  # the `-unprivileged` image runs as any UID with writable storage
@@ -189,8 +198,7 @@ class Qdrant(pulumi.ComponentResource):
         k8s.core.v1.Service(f"{name}-headless", metadata=meta(headless), spec=ServiceSpecArgs(
             cluster_ip="None", publish_not_ready_addresses=True, selector=selector,
             ports=ports + [ServicePortArgs(name="p2p", port=P2P_PORT, target_port="p2p")]), opts=child)
-        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=meta(), spec=PodDisruptionBudgetSpecArgs(
-            max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector)), opts=child)
+        disruption_budget(f"{name}-pdb", meta(), selector, child)
 
         api = [NetworkPolicyPortArgs(port=HTTP_PORT, protocol="TCP"), NetworkPolicyPortArgs(port=GRPC_PORT, protocol="TCP")]
         ingress = []
@@ -207,9 +215,7 @@ class Qdrant(pulumi.ComponentResource):
         if distributed:
             ingress.append(NetworkPolicyIngressRuleArgs(from_=[peers], ports=p2p))
             egress.append(NetworkPolicyEgressRuleArgs(to=[peers], ports=p2p))
-            egress.append(NetworkPolicyEgressRuleArgs(
-                to=[namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
-                ports=[NetworkPolicyPortArgs(port=53, protocol="UDP"), NetworkPolicyPortArgs(port=53, protocol="TCP")]))
+            egress.append(dns_egress())
         k8s.networking.v1.NetworkPolicy(f"{name}-netpol", metadata=meta(), spec=NetworkPolicySpecArgs(
             pod_selector=LabelSelectorArgs(match_labels=selector), policy_types=["Ingress", "Egress"],
             ingress=ingress, egress=egress), opts=child)

@@ -37,9 +37,17 @@ from pulumi_kubernetes.core.v1 import (
 )
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
 from pulumi_kubernetes.networking.v1 import NetworkPolicyIngressRuleArgs, NetworkPolicyPortArgs, NetworkPolicySpecArgs
-from pulumi_kubernetes.policy.v1 import PodDisruptionBudgetSpecArgs
 
-from components.workload import RUN_AS, UPSTREAM_IMAGE_SKIP, container_security, labels_for, namespace_peer, pod_security, pods_named
+from components.workload import (
+    RUN_AS,
+    UPSTREAM_IMAGE_SKIP,
+    container_security,
+    disruption_budget,
+    labels_for,
+    namespace_peer,
+    pod_security,
+    pods_named,
+)
 
 PORT = 6379
 METRICS_PORT = 9121
@@ -182,8 +190,7 @@ class Redis(pulumi.ComponentResource):
             selector=selector, ports=[ServicePortArgs(name="redis", port=PORT, target_port="redis"),
                                       ServicePortArgs(name="metrics", port=METRICS_PORT, target_port="metrics")]),
             opts=child)
-        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=meta(), spec=PodDisruptionBudgetSpecArgs(
-            max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector)), opts=child)
+        disruption_budget(f"{name}-pdb", meta(), selector, child)
 
         ingress = []
         if args.users:

@@ -53,11 +53,12 @@ from pulumi_kubernetes.networking.v1 import (
     NetworkPolicyPortArgs,
     NetworkPolicySpecArgs,
 )
-from pulumi_kubernetes.policy.v1 import PodDisruptionBudgetSpecArgs
 
 from components.image import ImageSource, image_reference
 from components.spec import ServiceSpec
 from components.workload import (
+    disruption_budget,
+    dns_egress,
     NAME_LABEL,
     SCRAPE_LABEL,
     container_security,
@@ -268,13 +269,7 @@ class PlatformService(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.pdb = k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=meta(),
-            # maxUnavailable (not minAvailable) keeps node drains possible at any replica count.
-            spec=PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=LabelSelectorArgs(match_labels=selector)),
-            opts=child,
-        )
+        self.pdb = disruption_budget(f"{name}-pdb", meta(), selector, child)
 
         self.network_policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-netpol", metadata=meta(), spec=_network_policy(spec, args, selector), opts=child)
@@ -301,9 +296,7 @@ def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict
     if args.metrics_namespace:
         ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[namespace_peer(args.metrics_namespace)]))
 
-    egress = [NetworkPolicyEgressRuleArgs(
-        to=[namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
-        ports=[NetworkPolicyPortArgs(port=53, protocol="UDP"), NetworkPolicyPortArgs(port=53, protocol="TCP")])]
+    egress = [dns_egress()]
     if args.callees:
         # Policies see the pod's container port, not the Service's port 80.
         egress.append(NetworkPolicyEgressRuleArgs(

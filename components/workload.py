@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import pulumi
+import pulumi_kubernetes as k8s
 from pulumi_kubernetes.core.v1 import CapabilitiesArgs, PodSecurityContextArgs, SeccompProfileArgs, SecurityContextArgs
-from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
-from pulumi_kubernetes.networking.v1 import NetworkPolicyPeerArgs
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
+from pulumi_kubernetes.networking.v1 import NetworkPolicyEgressRuleArgs, NetworkPolicyPeerArgs, NetworkPolicyPortArgs
+from pulumi_kubernetes.policy.v1 import PodDisruptionBudgetSpecArgs
 
 PART_OF = "sophia"
 NAME_LABEL = "app.kubernetes.io/name"
@@ -48,6 +51,20 @@ def pods_named(names: list[str] | tuple[str, ...], namespace: str | None = None)
         return NetworkPolicyPeerArgs(pod_selector=selector)
     return NetworkPolicyPeerArgs(pod_selector=selector, namespace_selector=LabelSelectorArgs(
         match_labels={"kubernetes.io/metadata.name": namespace}))
+
+
+def dns_egress() -> NetworkPolicyEgressRuleArgs:
+    """Egress to the cluster DNS, which every workload that resolves a name needs."""
+    return NetworkPolicyEgressRuleArgs(
+        to=[namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
+        ports=[NetworkPolicyPortArgs(port=53, protocol="UDP"), NetworkPolicyPortArgs(port=53, protocol="TCP")])
+
+
+def disruption_budget(resource_name: str, metadata: ObjectMetaArgs, selector: Mapping[str, str],
+                      opts: pulumi.ResourceOptions) -> k8s.policy.v1.PodDisruptionBudget:
+    # maxUnavailable (not minAvailable) keeps node drains possible at any replica count.
+    return k8s.policy.v1.PodDisruptionBudget(resource_name, metadata=metadata, spec=PodDisruptionBudgetSpecArgs(
+        max_unavailable=1, selector=LabelSelectorArgs(match_labels=dict(selector))), opts=opts)
 
 
 # Upstream images are pinned by exact version tag; their digests can't be resolved on
