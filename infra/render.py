@@ -34,6 +34,7 @@ from infra.discovery import SERVICES_DIR, discover  # noqa: E402
 
 REDACTED = "<redacted>"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+DYNAMIC_RESOURCE = "pulumi-python:dynamic:Resource"
 # The placeholder digest a mock build returns; the real one is known only after a push.
 MOCK_DIGEST = "sha256:" + "0" * 64
 
@@ -55,9 +56,9 @@ class RenderMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if args.typ == "docker-build:index:Image":
             state["digest"] = MOCK_DIGEST
-        elif args.typ == "random:index/randomPassword:RandomPassword":
-            # Deterministic per name and keepers, so a rotation visibly changes it.
-            seed = json.dumps([args.name, normalize(args.inputs.get("keepers"))], sort_keys=True)
+        elif args.typ == DYNAMIC_RESOURCE:
+            # Deterministic per name and keeper, so a rotation visibly changes the value.
+            seed = json.dumps([args.name, normalize(args.inputs.get("keeper"))])
             state["result"] = hashlib.sha256(seed.encode()).hexdigest()[: int(args.inputs.get("length", 32))]
         return f"{args.name}-id", state
 

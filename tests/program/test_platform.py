@@ -177,3 +177,16 @@ def test_listed_gpu_nodes_are_labelled_and_tainted() -> None:
     node = find(objects, "Node", "gh200-a")
     assert node["metadata"]["labels"]["sophia.ai/gpu-pool"] == "gh200"
     assert node["spec"]["taints"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "value": "present"}]
+
+
+def test_rotating_secret_is_random_alphanumeric_and_replaced_only_on_a_new_keeper() -> None:
+    from components.secrets import ALPHABET, _RotatingSecretProvider
+
+    provider = _RotatingSecretProvider()
+    first = provider.create({"keeper": "0", "length": 40}).outs["result"]
+    second = provider.create({"keeper": "0", "length": 40}).outs["result"]
+    assert len(first) == 40 and set(first) <= set(ALPHABET) and first != second
+    same = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "0", "length": 40})
+    bumped = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "1", "length": 40})
+    assert (same.changes, same.replaces) == (False, [])
+    assert (bumped.changes, bumped.replaces) == (True, ["keeper"])
