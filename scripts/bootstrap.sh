@@ -39,4 +39,11 @@ install_venv() { # venv_dir stamp_source... -- requirement files
 mapfile -t reqs < <(ls requirements*.txt | grep -v requirements-checkov.txt)
 install_venv .venv "${reqs[@]}"
 install_venv .venv-checkov requirements-checkov.txt
+# The program's packages (infra, components) importable from anywhere in the venv, as an
+# editable install would: Pulumi's dynamic-provider process unpickles components.secrets.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$PWD" > "$site/sophia-platform.pth"
+# Pulumi starts dynamic providers (generated secrets) in the program's directory, infra/, and
+# resolves Pulumi.yaml's `virtualenv: .venv` from there; point that at the project's venv.
+ln -sfn ../.venv infra/.venv
 log "ready"

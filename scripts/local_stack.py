@@ -2,7 +2,7 @@
 
 Run through `make up` / `make down` / `make e2e`, which first put the hermetic
 toolchain on PATH (toolchain/env.sh) and start the local control plane. State lives
-in a file backend under the project (.state/backend); the local stack's passphrase
+in a file backend under the project (.state/pulumi); the local stack's passphrase
 protects nothing secret (there is no cloud account) and is fixed here.
 """
 
@@ -26,22 +26,22 @@ KUBECONFIG = STATE / "kubeconfig"
 
 def pulumi_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("PULUMI_BACKEND_URL", f"file://{STATE / 'backend'}")
-    env.setdefault("PULUMI_CONFIG_PASSPHRASE", "sophia-local")
+    env.setdefault("PULUMI_BACKEND_URL", f"file://{STATE / 'pulumi'}")  # as toolchain/env.sh
+    env.setdefault("PULUMI_CONFIG_PASSPHRASE", "local-only-not-a-secret")  # as toolchain/env.sh
     env.update({"PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
                 "PULUMI_SKIP_CONFIRMATIONS": "true"})
     return env
 
 
 def pulumi(*args: str, capture: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
-    (STATE / "backend").mkdir(parents=True, exist_ok=True)
+    (STATE / "pulumi").mkdir(parents=True, exist_ok=True)
     cmd = ["pulumi", *args, "--stack", STACK, "--non-interactive"]
     return subprocess.run(cmd, cwd=REPO, env=pulumi_env(), text=True, check=check,
                           capture_output=capture)
 
 
 def ensure_stack() -> None:
-    (STATE / "backend").mkdir(parents=True, exist_ok=True)
+    (STATE / "pulumi").mkdir(parents=True, exist_ok=True)
     listed = subprocess.run(["pulumi", "stack", "ls", "--json", "--non-interactive"], cwd=REPO, env=pulumi_env(),
                             text=True, capture_output=True, check=True)
     if not any(s["name"] == STACK for s in json.loads(listed.stdout or "[]")):
