@@ -21,12 +21,6 @@ export GOFLAGS="-buildvcs=false -trimpath -mod=readonly"
 export CGO_ENABLED="${CGO_ENABLED:-0}"
 NICE=(nice -n "${TOOLCHAIN_NICE:-10}")
 
-exec 9>"$CACHE/.lock"
-if ! flock -n 9; then
-  echo "[toolchain] another build is running; waiting for it"
-  flock 9
-fi
-
 log() { echo "[toolchain] $*"; }
 
 # Fingerprint of a piece's inputs: its wrapper module files, versions.env and this script's
@@ -114,15 +108,19 @@ recipe_pulumi() {
 
 recipe_pulumi_language_python() {
   gobuild pulumi-language-python ./cmd/pulumi-language-python "-X main.version=$PULUMI_VERSION"
-  # The exec shim ships in the sdk module at the same version.
-  install -m 0755 "$(moddir github.com/pulumi/pulumi/sdk/v3)/python/cmd/pulumi-language-python-exec" \
-    "$BIN/pulumi-language-python-exec"
+  # The exec shim and the Python dynamic-provider plugin (`pulumi.dynamic` resources run in
+  # `pulumi-resource-pulumi-python`) are scripts shipped in the sdk module at the same version.
+  local sdk
+  sdk="$(moddir github.com/pulumi/pulumi/sdk/v3)"
+  install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$BIN/pulumi-language-python-exec"
+  install -m 0755 "$sdk/python/dist/pulumi-resource-pulumi-python" "$BIN/pulumi-resource-pulumi-python"
 }
 
 recipe_pulumi_resource_kubernetes() {
   # The command's main package embeds files made by its generate step, so build a scratch
   # copy of this wrapper module holding a writable copy of the command.
   local scratch="$SRC/pulumi-kubernetes" cmd
+  [ -x "$BIN/pulumi" ] || { echo "build the pulumi piece first (it registers the plugin)"; return 1; }
   cmd="$(moddir github.com/pulumi/pulumi-kubernetes/provider/v4)/cmd/pulumi-resource-kubernetes"
   rm -rf "$scratch" && mkdir -p "$scratch/cmd"
   cp go.mod go.sum tools.go "$scratch/"
@@ -130,27 +128,42 @@ recipe_pulumi_resource_kubernetes() {
   (cd "$scratch/cmd/pulumi-resource-kubernetes" && VERSION="$PULUMI_KUBERNETES_VERSION" "${NICE[@]}" go run ./generate.go)
   (cd "$scratch" && gobuild pulumi-resource-kubernetes ./cmd/pulumi-resource-kubernetes \
     "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PULUMI_KUBERNETES_VERSION")
+  # Also register it in the toolchain's plugin cache (PULUMI_HOME, see env.sh), so
+  # `pulumi plugin ls` lists it and PULUMI_IGNORE_AMBIENT_PLUGINS=true runs use it.
+  PULUMI_HOME="$CACHE/pulumi-home" PULUMI_SKIP_UPDATE_CHECK=true "$BIN/pulumi" plugin install resource kubernetes \
+    "v$PULUMI_KUBERNETES_VERSION" --file "$BIN/pulumi-resource-kubernetes" --reinstall
 }
 
 # ---------------------------------------------------------------- pieces
-ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok pulumi pulumi-language-python pulumi-resource-kubernetes)
-[ $# -gt 0 ] && ALL=("$@")
+main() {
+  exec 9>"$CACHE/.lock"
+  if ! flock -n 9; then
+    echo "[toolchain] another build is running; waiting for it"
+    flock 9
+  fi
+  local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
+             pulumi pulumi-language-python pulumi-resource-kubernetes)
+  [ $# -gt 0 ] && all=("$@")
+  local total=$SECONDS piece
+  for piece in "${all[@]}"; do
+    case "$piece" in
+      etcd) step etcd "v$ETCD_VERSION" etcd etcd ;;
+      kube-apiserver) step kube-apiserver "v$K8S_VERSION" k8s kube-apiserver ;;
+      kube-controller-manager) step kube-controller-manager "v$K8S_VERSION" k8s kube-controller-manager ;;
+      kube-scheduler) step kube-scheduler "v$K8S_VERSION" k8s kube-scheduler ;;
+      kubectl) step kubectl "v$K8S_VERSION" k8s kubectl ;;
+      kwok) step kwok "v$KWOK_VERSION" kwok kwok ../share/kwok/stages.yaml ;;
+      pulumi) step pulumi "v$PULUMI_VERSION" pulumi pulumi ;;
+      pulumi-language-python) step pulumi-language-python "v$PULUMI_VERSION" pulumi \
+        pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python ;;
+      pulumi-resource-kubernetes) step pulumi-resource-kubernetes "v$PULUMI_KUBERNETES_VERSION" \
+        pulumi-kubernetes pulumi-resource-kubernetes ;;
+      *) echo "[toolchain] unknown piece: $piece" >&2; return 2 ;;
+    esac
+  done
+  log "all pieces ready in $BIN ($((SECONDS - total))s)"
+}
 
-total=$SECONDS
-for piece in "${ALL[@]}"; do
-  case "$piece" in
-    etcd) step etcd "v$ETCD_VERSION" etcd etcd ;;
-    kube-apiserver) step kube-apiserver "v$K8S_VERSION" k8s kube-apiserver ;;
-    kube-controller-manager) step kube-controller-manager "v$K8S_VERSION" k8s kube-controller-manager ;;
-    kube-scheduler) step kube-scheduler "v$K8S_VERSION" k8s kube-scheduler ;;
-    kubectl) step kubectl "v$K8S_VERSION" k8s kubectl ;;
-    kwok) step kwok "v$KWOK_VERSION" kwok kwok ../share/kwok/stages.yaml ;;
-    pulumi) step pulumi "v$PULUMI_VERSION" pulumi pulumi ;;
-    pulumi-language-python) step pulumi-language-python "v$PULUMI_VERSION" pulumi \
-      pulumi-language-python pulumi-language-python-exec ;;
-    pulumi-resource-kubernetes) step pulumi-resource-kubernetes "v$PULUMI_KUBERNETES_VERSION" \
-      pulumi-kubernetes pulumi-resource-kubernetes ;;
-    *) echo "[toolchain] unknown piece: $piece" >&2; exit 2 ;;
-  esac
-done
-log "all pieces ready in $BIN ($((SECONDS - total))s)"
+# Last line on purpose: bash has read the whole file before main runs, so editing this
+# script while a build is running cannot derail that build.
+main "$@"; exit $?
