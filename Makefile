@@ -4,7 +4,7 @@ STACK ?= local
 OUT ?= render/$(STACK)
 PY := .venv/bin/python
 
-.PHONY: help bootstrap up down test render bench
+.PHONY: help bootstrap up down e2e test render bench
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
@@ -14,8 +14,13 @@ bootstrap: ## install everything (Debian packages, venvs); safe to re-run
 up: bootstrap ## bring up the local stack (the main job)
 	@scripts/up.sh
 
-down: ## tear down the local stack
-	@rm -rf render/local && echo "[down] removed render/local; no cluster resources exist to destroy"
+down: bootstrap ## destroy the local stack and stop the local control plane
+	@scripts/up.sh down
+
+e2e: bootstrap ## real engine on a fresh local control plane: preview, up, checks, no-op up, destroy
+	@source toolchain/env.sh && toolchain/build.sh && toolchain/cluster.sh down && toolchain/cluster.sh up \
+	  && rm -rf .state/e2e-pulumi && PULUMI_BACKEND_URL=file://$$PWD/.state/e2e-pulumi \
+	  .venv/bin/python -m pytest -q -p no:cacheprovider e2e; rc=$$?; toolchain/cluster.sh down; exit $$rc
 
 test: bootstrap ## run the test suite
 	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \

@@ -1,13 +1,31 @@
 #!/usr/bin/env bash
-# `make up`: bring up the local stack. Until the hermetic Pulumi engine and local
-# control plane are available on this machine (toolchain/), it does what can be done
-# offline and says so: validate the local stack's config and manifests and render
-# every object it would deploy into render/local.
+# `make up`: deploy the local stack for real — build (or reuse) the hermetic toolchain,
+# start the local control plane, `pulumi up` the local stack, print what runs.
+# `make down` (scripts/up.sh down): destroy the stack and stop the control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source toolchain/env.sh
 PY=.venv/bin/python
-echo "[up] validating the local stack and rendering its objects (no cluster needed)"
-$PY -m infra.render --stack local --out render/local
-echo "[up] done: config valid, objects written to render/local/."
-echo "[up] NOT deployed: the local Pulumi engine and Kubernetes control plane are not built here yet;"
-echo "[up] nothing was created in any cluster."
+
+if [[ "${1:-up}" == "down" ]]; then
+  if toolchain/cluster.sh status >/dev/null 2>&1; then
+    $PY scripts/local_stack.py down
+  else
+    echo "[down] control plane not running; nothing to destroy"
+  fi
+  toolchain/cluster.sh down
+  exit 0
+fi
+
+started=$SECONDS
+echo "[up] step 1/3: toolchain (first run on a machine builds it from source)"
+toolchain/build.sh
+echo "[up] step 2/3: local control plane"
+toolchain/cluster.sh up
+echo "[up] step 3/3: pulumi up --stack local"
+$PY scripts/local_stack.py up
+echo "[up] not deployed locally (no machine here can fetch them):"
+echo "  - ingress controller (NGINX Gateway Fabric) and its routes: Helm chart from an external repository"
+echo "  - Prometheus, Alertmanager, Grafana, Loki: Helm charts from external repositories"
+echo "  - container images: nothing is pulled; kwok simulates the pods on its nodes"
+echo "[up] done in $((SECONDS - started))s; KUBECONFIG=.state/kubeconfig, 'source toolchain/env.sh' for pulumi/kubectl"
