@@ -33,15 +33,22 @@ def pulumi_env() -> dict[str, str]:
     return env
 
 
+def ensure_backend(env: dict[str, str]) -> None:
+    """A file backend's directory must exist before pulumi can use it."""
+    url = env["PULUMI_BACKEND_URL"]
+    if url.startswith("file://"):
+        Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+
+
 def pulumi(*args: str, capture: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
-    (STATE / "pulumi").mkdir(parents=True, exist_ok=True)
+    ensure_backend(pulumi_env())
     cmd = ["pulumi", *args, "--stack", STACK, "--non-interactive"]
     return subprocess.run(cmd, cwd=REPO, env=pulumi_env(), text=True, check=check,
                           capture_output=capture)
 
 
 def ensure_stack() -> None:
-    (STATE / "pulumi").mkdir(parents=True, exist_ok=True)
+    ensure_backend(pulumi_env())
     listed = subprocess.run(["pulumi", "stack", "ls", "--json", "--non-interactive"], cwd=REPO, env=pulumi_env(),
                             text=True, capture_output=True, check=True)
     if not any(s["name"] == STACK for s in json.loads(listed.stdout or "[]")):
