@@ -155,6 +155,11 @@ def helm_releases(resources: list[Registered]) -> list[dict[str, Any]]:
     return [normalize(r.inputs) for r in resources if r.type == HELM_RELEASE]
 
 
+def remote_manifests(resources: list[Registered]) -> list[str]:
+    """Manifests the provider fetches at deploy time (yaml/v2 ConfigFile from a URL)."""
+    return [str(r.inputs.get("file")) for r in resources if r.type == "kubernetes:yaml/v2:ConfigFile"]
+
+
 def object_filename(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace") or "cluster"
@@ -196,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         for old in sorted(args.out.rglob("*.yaml")):
             old.unlink()
     notes = write(args.out, objects, helm_releases(resources))
+    notes += [f"manifest {url} not expanded offline: fetched by the provider at deploy time"
+              for url in remote_manifests(resources)]
     for note in notes:
         print(note)
     builds = sum(1 for r in resources if r.type == "docker-build:index:Image")

@@ -15,7 +15,9 @@ import pulumi_kubernetes as k8s
 
 from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.image import ImageBuild, ImageSource
+from components.ingress import Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
+from components.observability import Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
 from components.qdrant import Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
@@ -259,8 +261,21 @@ def deploy(stack: str, config: StackConfig, planned: list[PlannedService],
         ), opts=inside("services") if gpu_pools is None else pulumi.ResourceOptions(
             provider=provider, depends_on=[namespaces["services"], gpu_pools]))
 
+    routes = [RouteSpec(service=p.spec.name, path=r.path, rate_limit_rps=r.rate_limit_rps,
+                        max_body_size_mb=r.max_body_size_mb) for p in planned for r in p.spec.routes]
+    ingress = Ingress("ingress", IngressArgs(
+        namespace=names.ingress, services_namespace=names.services, domain=config.domain, routes=routes,
+        tls_enabled=config.tls.enabled, tls_issuer=config.tls.issuer, tls_secret_name=config.tls.secret_name,
+        replicas=2 if config.is_prod else 1, install_controller=config.install_charts),
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespaces["ingress"], *services.values()]))
+    observability = Observability("observability", ObservabilityArgs(
+        namespace=names.observability, services_namespace=names.services,
+        service_names=[p.spec.name for p in planned], replicas=2 if config.is_prod else 1,
+        storage_class=data.storage_class, install_charts=config.install_charts), opts=inside("observability"))
+
     return {
         "environment": config.environment,
+        "not_deployed": ingress.not_deployed + observability.not_deployed,
         "namespaces": {c: n.namespace.metadata.name for c, n in namespaces.items()},
         "services": {name: {"url": svc.url} for name, svc in services.items()},
         "data": {"redis": redis.url, "qdrant": qdrant.url, "pgbouncer": pgbouncer.host},

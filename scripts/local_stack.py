@@ -106,11 +106,17 @@ def cmd_up() -> int:
     ensure_stack()
     step, _ = timed("pulumi up", "up", "--yes", "--skip-preview")
     print(f"[up] pulumi up finished in {step.seconds:.0f}s")
+    stack_outputs = outputs()
     print("[up] stack outputs:")
-    print(json.dumps(outputs(), indent=2))
+    print(json.dumps(stack_outputs, indent=2))
     print("[up] running:")
     for line in running_summary():
         print(f"  {line}")
+    print("[up] not deployed locally, and why:")
+    for line in stack_outputs.get("not_deployed", []) + [
+            "images: none is pulled; the control plane's nodes are simulated (kwok), so pods run no code "
+            "(`make dev` runs the services)"]:
+        print(f"  - {line}")
     return 0
 
 

@@ -24,8 +24,4 @@ echo "[up] step 2/3: local control plane"
 toolchain/cluster.sh up
 echo "[up] step 3/3: pulumi up --stack local"
 $PY scripts/local_stack.py up
-echo "[up] not deployed locally (no machine here can fetch them):"
-echo "  - ingress controller (NGINX Gateway Fabric) and its routes: Helm chart from an external repository"
-echo "  - Prometheus, Alertmanager, Grafana, Loki: Helm charts from external repositories"
-echo "  - container images: nothing is pulled; kwok simulates the pods on its nodes"
 echo "[up] done in $((SECONDS - started))s; KUBECONFIG=.state/kubeconfig, 'source toolchain/env.sh' for pulumi/kubectl"

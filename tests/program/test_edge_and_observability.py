@@ -1,0 +1,108 @@
+"""Ingress (NGINX Gateway Fabric) and observability, as each stack renders them."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from components.observability import BURN_RATE_WINDOWS, alert_rules, dashboard
+from infra.discovery import discover
+from infra.render import helm_releases, offline_config, remote_manifests, run_program
+
+from .conftest import find
+
+
+def kinds(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def test_a_route_with_limits_for_every_declared_path(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["prod"]
+    declared = {(s.name, r.path, r.rate_limit_rps, r.max_body_size_mb) for s in discover() for r in s.routes}
+    routes = {o["metadata"]["name"]: o for o in kinds(objects, "HTTPRoute") if o["metadata"]["name"] != "https-redirect"}
+    assert len(routes) == len(declared)
+    for service, path, rps, body in declared:
+        name = f"{service}-{path.strip('/')}"
+        rule = routes[name]["spec"]["rules"][0]
+        assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": path}}]
+        assert rule["backendRefs"] == [{"name": service, "namespace": "sophia", "port": 80}]
+        assert routes[name]["spec"]["parentRefs"] == [{"name": "sophia", "sectionName": "https"}]
+        assert find(objects, "ClientSettingsPolicy", name)["spec"]["body"] == {"maxSize": f"{body}m"}
+        limit = find(objects, "RateLimitPolicy", name)["spec"]["rateLimit"]
+        assert limit["local"]["rules"][0]["rate"] == f"{rps}r/s" and limit["rejectCode"] == 429
+
+
+def test_prod_terminates_tls_with_a_certificate_and_redirects_http(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["prod"]
+    gateway = find(objects, "Gateway", "sophia")["spec"]
+    https = next(listener for listener in gateway["listeners"] if listener["name"] == "https")
+    assert https["tls"]["certificateRefs"] == [{"kind": "Secret", "name": "sophia-tls"}]
+    cert = find(objects, "Certificate", "sophia-tls")["spec"]
+    assert cert["dnsNames"] == ["sophia.example.com"] and cert["issuerRef"]["name"] == "letsencrypt-prod"
+    redirect = find(objects, "HTTPRoute", "https-redirect")["spec"]["rules"][0]["filters"][0]
+    assert redirect["requestRedirect"] == {"scheme": "https", "statusCode": 301}
+    grant = find(objects, "ReferenceGrant", "routes-to-services")
+    assert grant["metadata"]["namespace"] == "sophia"
+
+
+def test_tls_from_an_esc_secret_needs_no_cert_manager() -> None:
+    config = offline_config("dev")
+    config["sophia:tls"] = {"enabled": True, "secret_name": "sophia-dev-tls"}
+    resources = run_program("dev", config)
+    assert "cert-manager" not in [r.get("chart") for r in helm_releases(resources)]
+    objects = [r.inputs for r in resources if r.inputs.get("kind") == "Gateway"]
+    https = [lsn for lsn in objects[0]["spec"]["listeners"] if lsn["name"] == "https"][0]
+    assert https["tls"]["certificateRefs"][0]["name"] == "sophia-dev-tls"
+
+
+def test_charts_are_pinned_and_local_installs_none() -> None:
+    resources = run_program("prod", offline_config("prod"))
+    releases = {r["chart"]: r for r in helm_releases(resources)}
+    assert set(releases) == {"nginx-gateway-fabric", "cert-manager", "kube-prometheus-stack", "loki", "alloy"}
+    for rel in releases.values():
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", rel["version"]), rel["version"]
+    assert releases["kube-prometheus-stack"]["values"]["alertmanager"]["alertmanagerSpec"]["replicas"] == 3
+    assert remote_manifests(resources) == [
+        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.0/standard-install.yaml"]
+    local = run_program("local", offline_config("local"))
+    assert helm_releases(local) == [] and remote_manifests(local) == []
+
+
+def test_every_service_is_scraped_and_has_a_dashboard(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["dev"]
+    monitor = find(objects, "ServiceMonitor", "sophia-services")["spec"]
+    assert monitor["selector"] == {"matchLabels": {"sophia.ai/scrape": "true"}}
+    assert monitor["endpoints"][0]["port"] == "http" and monitor["endpoints"][0]["path"] == "/metrics"
+    for spec in discover():
+        assert find(objects, "Service", spec.name)["metadata"]["labels"]["sophia.ai/scrape"] == "true"
+        board = json.loads(find(objects, "ConfigMap", f"dashboard-{spec.name}")["data"][f"{spec.name}.json"])
+        titles = {p["title"] for p in board["panels"]}
+        assert titles == {"Requests per second", "Error ratio (5xx)", "Latency p50 / p99 (s)", "Replicas vs HPA"}
+        exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
+        assert "histogram_quantile(0.99" in exprs and "kube_horizontalpodautoscaler_spec_max_replicas" in exprs
+
+
+def test_local_keeps_dashboards_but_no_custom_resources(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["local"]
+    assert kinds(objects, "ConfigMap") and not kinds(objects, "ServiceMonitor") and not kinds(objects, "Gateway")
+    assert {o["apiVersion"].split("/")[0] for o in objects}.isdisjoint({"monitoring.coreos.com", "gateway.nginx.org"})
+
+
+def test_alert_rules_cover_down_errors_and_multiwindow_burn_rates() -> None:
+    rules = {r.get("alert") or r.get("record"): r for g in alert_rules() for r in g["rules"]}
+    assert rules["ServiceDown"]["expr"].endswith("== 0")
+    assert "5.." in rules["HighErrorRatio"]["expr"] and "> 0.05" in rules["HighErrorRatio"]["expr"]
+    for long_w, short_w, rate, severity in BURN_RATE_WINDOWS:
+        burn = rules[f"LatencyBudgetBurn{long_w.upper()}"]
+        assert f"rate{long_w} > ({rate} * 0.01)" in burn["expr"] and f"rate{short_w} > ({rate} * 0.01)" in burn["expr"]
+        assert burn["labels"]["severity"] == severity
+        assert 'le="0.1"' in rules[f"sophia:latency_slow_ratio:rate{long_w}"]["expr"]
+
+
+@pytest.mark.parametrize("service", ["mcp-context", "orchestrator"])
+def test_dashboard_selects_only_its_service(service: str) -> None:
+    exprs = [t["expr"] for p in dashboard(service)["panels"] for t in p["targets"]]
+    assert all(service in e for e in exprs)
