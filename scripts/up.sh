@@ -18,10 +18,13 @@ if [[ "${1:-up}" == "down" ]]; then
 fi
 
 started=$SECONDS
-echo "[up] step 1/3: toolchain (first run on a machine builds it from source)"
-toolchain/build.sh
-echo "[up] step 2/3: local control plane"
-toolchain/cluster.sh up
-echo "[up] step 3/3: pulumi up --stack local"
-$PY scripts/local_stack.py up
+step() { # step N TITLE COMMAND...: run one step, then say how long it took
+  local n=$1 title=$2 t0=$SECONDS; shift 2
+  echo "[up] step $n/3: $title"
+  "$@"
+  echo "[up] step $n/3: $title done in $((SECONDS - t0))s"
+}
+step 1 "toolchain (the first run on a machine builds it from source)" toolchain/build.sh
+step 2 "local control plane" toolchain/cluster.sh up
+step 3 "pulumi up --stack local" $PY scripts/local_stack.py up
 echo "[up] done in $((SECONDS - started))s; KUBECONFIG=.state/kubeconfig, 'source toolchain/env.sh' for pulumi/kubectl"
