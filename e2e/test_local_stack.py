@@ -8,7 +8,7 @@ import time
 import pytest
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.core_v1 import Namespace, Node, Pod, Service
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Pod, Service
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.resources.policy_v1 import PodDisruptionBudget
@@ -72,6 +72,11 @@ def test_platform_components_exist(kube) -> None:
     kube.get(Deployment, "pgbouncer", namespace="sophia-data")
     kube.get(DaemonSet, "nvidia-device-plugin", namespace="kube-system")
     kube.get(RuntimeClass, "nvidia")
+    for service in SERVICES:
+        kube.get(ConfigMap, f"dashboard-{service.name}", namespace="sophia-observability")
+    # The GPU pool's node carries the pool's label from the program's NodePatch too.
+    node = kube.get(Node, "kwok-gpu-local-gpu-0")
+    assert node.metadata.labels["sophia.ai/instance-type"] == "simulated"
 
 
 def test_second_up_changes_nothing(timings) -> None:
