@@ -1,0 +1,91 @@
+"""Each platform component on its own under mocks: what it makes, all parented to it."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pulumi
+import pytest
+from pulumi.runtime.mocks import test as run_under_mocks
+
+from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs, join_flags
+from components.ingress import Ingress, IngressArgs, RouteSpec
+from components.namespace import NamespaceArgs, PlatformNamespace, Quota
+from components.observability import Observability, ObservabilityArgs
+from components.pgbouncer import PgBouncer, PgBouncerArgs
+from components.qdrant import Qdrant, QdrantArgs
+from components.redis import Redis, RedisArgs
+from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
+from infra.render import RenderMocks, kubernetes_objects
+
+QUOTA = Quota("1", "1Gi", "2", "2Gi", 10)
+
+COMPONENTS: dict[str, tuple[Callable[[], pulumi.ComponentResource], str, list[str]]] = {
+    "namespace": (lambda: PlatformNamespace("ns", NamespaceArgs(name="apps", concern="services", quota=QUOTA)),
+                  "sophia:platform:Namespace",
+                  ["Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "Role", "RoleBinding"]),
+    "redis": (lambda: Redis("redis", RedisArgs(namespace="data", users={"svc": "pw"}, exporter_password="x",
+                                               services_namespace="apps")),
+              "sophia:platform:Redis",
+              ["ConfigMap", "Secret", "StatefulSet", "Service", "PodDisruptionBudget", "NetworkPolicy"]),
+    "qdrant": (lambda: Qdrant("qdrant", QdrantArgs(namespace="data", api_key="k", services_namespace="apps",
+                                                   callers=["svc"], replicas=3)),
+               "sophia:platform:Qdrant",
+               ["Secret", "StatefulSet", "Service", "Service", "PodDisruptionBudget", "NetworkPolicy"]),
+    "pgbouncer": (lambda: PgBouncer("pgb", PgBouncerArgs(namespace="data", database_url="postgresql://u:p@h/db",
+                                                         client_password="c", services_namespace="apps")),
+                  "sophia:platform:PgBouncer",
+                  ["Secret", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"]),
+    "gpu": (lambda: GpuPools("gpu", GpuPoolsArgs(pools=[GpuPoolArgs("gh200", "gpu_1x_gh200", 2, ["node-a"])])),
+            "sophia:platform:GpuPools", ["RuntimeClass", "Node", "DaemonSet"]),
+    "ingress": (lambda: Ingress("ingress", IngressArgs(namespace="edge", services_namespace="apps",
+                                                       domain="example.com", routes=[RouteSpec("svc", "/svc")])),
+                "sophia:platform:Ingress",
+                ["Gateway", "ReferenceGrant", "HTTPRoute", "ClientSettingsPolicy", "RateLimitPolicy"]),
+    "observability": (lambda: Observability("obs", ObservabilityArgs(namespace="mon", services_namespace="apps",
+                                                                     service_names=["svc"])),
+                      "sophia:platform:Observability", ["ConfigMap", "ServiceMonitor", "PrometheusRule"]),
+}
+
+
+def build(factory: Callable[[], pulumi.ComponentResource]) -> tuple[list[dict[str, Any]], list[str], RenderMocks]:
+    mocks = RenderMocks()
+    pulumi.runtime.set_mocks(mocks, project="sophia", stack="test", preview=False)
+    urns: list[str] = []
+
+    def program():
+        component = factory()
+        return component.urn.apply(lambda u: urns.append(u))
+
+    run_under_mocks(program)()
+    return kubernetes_objects(mocks.resources), urns, mocks
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_component_makes_its_objects(name: str) -> None:
+    factory, type_token, expected_kinds = COMPONENTS[name]
+    objects, urns, mocks = build(factory)
+    assert urns and type_token in urns[0]
+    assert sorted(o["kind"] for o in objects) == sorted(expected_kinds)
+    # Every object has an explicit name (no auto-naming suffix) and labels saying whose it is.
+    for obj in objects:
+        assert obj["metadata"]["name"]
+        if obj["kind"] != "Node":
+            assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "sophia", obj["kind"]
+
+
+def test_generated_secrets_are_one_resource_per_name_keyed_on_rotation() -> None:
+    _, _, mocks = build(lambda: GeneratedSecrets("gen", GeneratedSecretsArgs(names=["b", "a", "a"], rotation=7)))
+    dynamic = [r for r in mocks.resources if r.type == "pulumi-python:dynamic:Resource"]
+    assert sorted(r.name for r in dynamic) == ["gen-a", "gen-b"]
+    assert {r.inputs["keeper"] for r in dynamic} == {"7"}
+
+
+def test_qdrant_refuses_an_even_quorum() -> None:
+    with pytest.raises(ValueError, match="replicas must be 1, 3 or 5"):
+        build(lambda: Qdrant("q", QdrantArgs(namespace="d", api_key="k", services_namespace="s", replicas=2)))
+
+
+def test_gpu_join_flags_match_what_the_component_labels() -> None:
+    assert join_flags("gh200") == ["--node-label=sophia.ai/gpu=true", "--node-label=sophia.ai/gpu-pool=gh200",
+                                   "--node-taint=nvidia.com/gpu=present:NoSchedule"]
