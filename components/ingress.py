@@ -50,6 +50,11 @@ class IngressArgs:
     replicas: int = 1
     # False where charts and CRD manifests can't be fetched (the offline local stack).
     install_controller: bool = True
+    # Without the controller, routes can still be created where the Gateway API CRDs exist.
+    create_routes: bool = True
+    # NGINX's policy CRDs come only with its chart.
+    nginx_policies: bool = True
+    crds: Sequence[pulumi.Resource] = ()
 
 
 def _custom(name: str, api_version: str, kind: str, metadata: ObjectMetaArgs, spec: dict[str, Any],
@@ -69,25 +74,31 @@ class Ingress(pulumi.ComponentResource):
         super().__init__("sophia:platform:Ingress", name, None, opts)
         self.not_deployed = []
         if not args.install_controller:
-            # Without the controller there are no Gateway API CRDs to hold routes and policies.
-            self.not_deployed = [f"ingress: NGINX Gateway Fabric {NGF_VERSION} chart, Gateway API {GATEWAY_API_VERSION} "
-                                 f"CRDs and {len(args.routes)} HTTPRoutes (chart and CRDs can't be fetched offline)"]
+            self.not_deployed.append(f"ingress controller: NGINX Gateway Fabric {NGF_VERSION} chart (Helm repository "
+                                     "unreachable offline); the Gateway and routes are created but nothing serves them")
+        if not args.nginx_policies:
+            self.not_deployed.append(f"ingress limits: {2 * len(args.routes)} ClientSettingsPolicy/RateLimitPolicy "
+                                     "objects (their CRDs ship only with the NGF chart)")
+        if not args.create_routes:
             self.register_outputs({"not_deployed": self.not_deployed})
             return
         child = pulumi.ResourceOptions(parent=self)
         ns = args.namespace
         labels = labels_for(GATEWAY_NAME, "ingress")
 
-        crds = k8s.yaml.v2.ConfigFile(f"{name}-gateway-api-crds", file=GATEWAY_API_CRDS, opts=child)
-        # helm.v3.Release (not helm.v4.Chart): the chart's install relies on Helm hooks.
-        controller = k8s.helm.v3.Release(f"{name}-controller", ReleaseArgs(
-            name="ngf", chart=NGF_CHART, version=NGF_VERSION, namespace=ns,
-            repository_opts=RepositoryOptsArgs(repo=NGF_REPO),
-            values={"nginxGateway": {"replicas": args.replicas, "gatewayClassName": GATEWAY_CLASS},
-                    "nginx": {"replicas": args.replicas,
-                              "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}}},
-            atomic=True, cleanup_on_fail=True), opts=pulumi.ResourceOptions(parent=self, depends_on=[crds]))
-        after_controller = pulumi.ResourceOptions(parent=self, depends_on=[controller])
+        if args.install_controller:
+            crds = k8s.yaml.v2.ConfigFile(f"{name}-gateway-api-crds", file=GATEWAY_API_CRDS, opts=child)
+            # helm.v3.Release (not helm.v4.Chart): the chart's install relies on Helm hooks.
+            controller = k8s.helm.v3.Release(f"{name}-controller", ReleaseArgs(
+                name="ngf", chart=NGF_CHART, version=NGF_VERSION, namespace=ns,
+                repository_opts=RepositoryOptsArgs(repo=NGF_REPO),
+                values={"nginxGateway": {"replicas": args.replicas, "gatewayClassName": GATEWAY_CLASS},
+                        "nginx": {"replicas": args.replicas,
+                                  "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}}},
+                atomic=True, cleanup_on_fail=True), opts=pulumi.ResourceOptions(parent=self, depends_on=[crds]))
+            after_controller = pulumi.ResourceOptions(parent=self, depends_on=[controller])
+        else:
+            after_controller = pulumi.ResourceOptions(parent=self, depends_on=list(args.crds))
 
         listeners: list[dict[str, Any]] = [{"name": "http", "port": 80, "protocol": "HTTP", "hostname": args.domain,
                                             "allowedRoutes": {"namespaces": {"from": "Same"}}}]
@@ -135,6 +146,8 @@ class Ingress(pulumi.ComponentResource):
                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": route.path}}],
                            "backendRefs": [{"name": route.service, "namespace": args.services_namespace,
                                             "port": route.port}]}]}, on_gateway)
+            if not args.nginx_policies:
+                continue
             _custom(f"{name}-body-{rname}", "gateway.nginx.org/v1alpha1", "ClientSettingsPolicy", meta,
                     {"targetRef": target, "body": {"maxSize": f"{route.max_body_size_mb}m"}}, on_gateway)
             # Per client address, with a burst of twice the rate, rejected with 429.

@@ -44,8 +44,11 @@ class ObservabilityArgs:
     prometheus_storage: str = "50Gi"
     loki_storage: str = "50Gi"
     storage_class: str | None = None
-    # False where charts can't be fetched (the offline local stack): only plain objects are made.
+    # False where charts can't be fetched (the offline local stack).
     install_charts: bool = True
+    # ServiceMonitor and PrometheusRule need the operator's CRDs: from its chart, or given (`crds`).
+    monitoring_resources: bool = True
+    crds: Sequence[pulumi.Resource] = ()
 
 
 def slow_ratio(window: str) -> str:
@@ -129,10 +132,12 @@ class Observability(pulumi.ComponentResource):
 
         self.not_deployed = []
         if not args.install_charts:
-            self.not_deployed = [
+            self.not_deployed.append(
                 f"observability: {PROMETHEUS_STACK[0]} {PROMETHEUS_STACK[1]}, {LOKI[0]} {LOKI[1]} and {ALLOY[0]} "
-                f"{ALLOY[1]} charts, the ServiceMonitor and PrometheusRule (charts and their CRDs can't be fetched "
-                "offline)"]
+                f"{ALLOY[1]} charts (Helm repositories unreachable offline); the ServiceMonitor, rules and dashboards "
+                "are created but nothing reads them")
+            if args.monitoring_resources:
+                self._monitoring_resources(name, args, pulumi.ResourceOptions(parent=self, depends_on=list(args.crds)))
             self.register_outputs({"not_deployed": self.not_deployed})
             return
 
@@ -164,7 +169,15 @@ class Observability(pulumi.ComponentResource):
         _release(f"{name}-alloy", ALLOY, ns, {"alloy": {"configMap": {"content": alloy_config(ns)}}},
                  pulumi.ResourceOptions(parent=self, depends_on=[loki]))
 
-        crd_ready = pulumi.ResourceOptions(parent=self, depends_on=[stack])
+        if args.monitoring_resources:
+            self._monitoring_resources(name, args, pulumi.ResourceOptions(parent=self, depends_on=[stack]))
+        self.register_outputs({"grafana": f"http://kube-prometheus-stack-grafana.{ns}.svc.cluster.local",
+                               "charts": [c[0] + "@" + c[1] for c in (PROMETHEUS_STACK, LOKI, ALLOY)]})
+
+    @staticmethod
+    def _monitoring_resources(name: str, args: ObservabilityArgs, crd_ready: pulumi.ResourceOptions) -> None:
+        ns = args.namespace
+        labels = labels_for("observability", "monitoring")
         k8s.apiextensions.CustomResource(
             f"{name}-service-monitor", api_version="monitoring.coreos.com/v1", kind="ServiceMonitor",
             metadata=ObjectMetaArgs(name="sophia-services", namespace=ns, labels=labels),
@@ -177,8 +190,6 @@ class Observability(pulumi.ComponentResource):
             f"{name}-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
             metadata=ObjectMetaArgs(name="sophia-slo", namespace=ns, labels=labels),
             spec={"groups": groups}, opts=crd_ready)
-        self.register_outputs({"grafana": f"http://kube-prometheus-stack-grafana.{ns}.svc.cluster.local",
-                               "charts": [c[0] + "@" + c[1] for c in (PROMETHEUS_STACK, LOKI, ALLOY)]})
 
 
 def alloy_config(namespace: str) -> str:

@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Pod, Service
@@ -17,6 +18,10 @@ import local_stack
 from infra.discovery import discover
 
 SERVICES = [s for s in discover()]
+GenericGateway = create_namespaced_resource("gateway.networking.k8s.io", "v1", "Gateway", "gateways")
+GenericHTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+GenericServiceMonitor = create_namespaced_resource("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
+GenericPrometheusRule = create_namespaced_resource("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules")
 OUR_NAMESPACES = {"sophia", "sophia-data", "sophia-observability", "sophia-ingress"}
 
 
@@ -74,6 +79,13 @@ def test_platform_components_exist(kube) -> None:
     kube.get(RuntimeClass, "nvidia")
     for service in SERVICES:
         kube.get(ConfigMap, f"dashboard-{service.name}", namespace="sophia-observability")
+    # Custom resources were accepted (and schema-checked) by the API server through the toolchain's CRDs.
+    gateway = kube.get(GenericGateway, "sophia", namespace="sophia-ingress")
+    assert gateway.spec["gatewayClassName"] == "nginx"
+    routes = kube.list(GenericHTTPRoute, namespace="sophia-ingress")
+    assert len(list(routes)) == sum(len(s.routes) for s in SERVICES)
+    kube.get(GenericServiceMonitor, "sophia-services", namespace="sophia-observability")
+    kube.get(GenericPrometheusRule, "sophia-slo", namespace="sophia-observability")
     # The GPU pool's node carries the pool's label from the program's NodePatch too.
     node = kube.get(Node, "kwok-gpu-local-gpu-0")
     assert node.metadata.labels["sophia.ai/instance-type"] == "simulated"

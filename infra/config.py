@@ -167,6 +167,9 @@ class StackConfig(_Strict):
     data: Data = Data()
     # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.
     install_charts: bool = True
+    # Apply the Gateway API and Prometheus-operator CRDs from the toolchain (local: no charts bring them),
+    # so routes, ServiceMonitor and PrometheusRule still deploy and are schema-checked by the API server.
+    local_crds: bool = False
     # Bump to rotate every generated internal secret and roll the pods that mount them.
     secret_rotation: int = Field(0, ge=0)
 

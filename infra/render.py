@@ -156,7 +156,7 @@ def helm_releases(resources: list[Registered]) -> list[dict[str, Any]]:
 
 
 def remote_manifests(resources: list[Registered]) -> list[str]:
-    """Manifests the provider fetches at deploy time (yaml/v2 ConfigFile from a URL)."""
+    """Manifests the provider reads at deploy time (yaml/v2 ConfigFile: a URL or a local file)."""
     return [str(r.inputs.get("file")) for r in resources if r.type == "kubernetes:yaml/v2:ConfigFile"]
 
 
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         for old in sorted(args.out.rglob("*.yaml")):
             old.unlink()
     notes = write(args.out, objects, helm_releases(resources))
-    notes += [f"manifest {url} not expanded offline: fetched by the provider at deploy time"
+    notes += [f"manifest {url} not expanded offline: the provider reads it at deploy time"
               for url in remote_manifests(resources)]
     for note in notes:
         print(note)

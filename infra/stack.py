@@ -6,6 +6,8 @@ deploy is checked before the first resource is registered; `deploy` registers.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -261,17 +263,20 @@ def deploy(stack: str, config: StackConfig, planned: list[PlannedService],
         ), opts=inside("services") if gpu_pools is None else pulumi.ResourceOptions(
             provider=provider, depends_on=[namespaces["services"], gpu_pools]))
 
+    crds = local_crds(provider) if config.local_crds else []
     routes = [RouteSpec(service=p.spec.name, path=r.path, rate_limit_rps=r.rate_limit_rps,
                         max_body_size_mb=r.max_body_size_mb) for p in planned for r in p.spec.routes]
     ingress = Ingress("ingress", IngressArgs(
         namespace=names.ingress, services_namespace=names.services, domain=config.domain, routes=routes,
         tls_enabled=config.tls.enabled, tls_issuer=config.tls.issuer, tls_secret_name=config.tls.secret_name,
-        replicas=2 if config.is_prod else 1, install_controller=config.install_charts),
+        replicas=2 if config.is_prod else 1, install_controller=config.install_charts,
+        create_routes=config.install_charts or config.local_crds, nginx_policies=config.install_charts, crds=crds),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespaces["ingress"], *services.values()]))
     observability = Observability("observability", ObservabilityArgs(
         namespace=names.observability, services_namespace=names.services,
         service_names=[p.spec.name for p in planned], replicas=2 if config.is_prod else 1,
-        storage_class=data.storage_class, install_charts=config.install_charts), opts=inside("observability"))
+        storage_class=data.storage_class, install_charts=config.install_charts,
+        monitoring_resources=config.install_charts or config.local_crds, crds=crds), opts=inside("observability"))
 
     return {
         "environment": config.environment,
@@ -281,6 +286,26 @@ def deploy(stack: str, config: StackConfig, planned: list[PlannedService],
         "data": {"redis": redis.url, "qdrant": qdrant.url, "pgbouncer": pgbouncer.host},
         "gpu_pools": [p.name for p in config.gpu_pools],
     }
+
+
+LOCAL_CRDS = ("gateway.networking.k8s.io_gatewayclasses", "gateway.networking.k8s.io_gateways",
+              "gateway.networking.k8s.io_httproutes", "gateway.networking.k8s.io_referencegrants",
+              "monitoring.coreos.com_servicemonitors", "monitoring.coreos.com_prometheusrules")
+
+
+def local_crds_dir() -> Path:
+    """Where toolchain/build.sh (piece `crds`) puts the CRD manifests taken from Go modules."""
+    if os.environ.get("SOPHIA_CRDS_DIR"):
+        return Path(os.environ["SOPHIA_CRDS_DIR"])
+    version = re.search(r"^TOOLCHAIN_VERSION=(\S+)", (REPO_ROOT / "toolchain" / "versions.env").read_text(), re.M)
+    cache = Path(os.environ.get("SOPHIA_TOOLCHAIN_CACHE", Path.home() / ".cache" / "sophia-toolchain"))
+    return cache / version.group(1) / "share" / "crds"  # type: ignore[union-attr]
+
+
+def local_crds(provider: k8s.Provider) -> list[pulumi.Resource]:
+    directory = local_crds_dir()
+    return [k8s.yaml.v2.ConfigFile(f"crd-{name.split('_')[1]}", file=str(directory / f"{name}.yaml"),
+                                   opts=pulumi.ResourceOptions(provider=provider)) for name in LOCAL_CRDS]
 
 
 def _secret(values: pulumi.Output[dict[str, Any]] | None, key: str, default: str | None = None) -> pulumi.Output[str]:

@@ -101,6 +101,18 @@ recipe_kwok() {
   done >"$CACHE/share/kwok/stages.yaml"
 }
 
+# CRDs the local stack applies so its Gateway API and Prometheus-operator objects are
+# accepted (and schema-checked) by the API server, though no controller runs locally.
+recipe_crds() {
+  local gw po dest="$CACHE/share/crds"
+  gw="$(go mod download -json sigs.k8s.io/gateway-api | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  po="$(go mod download -json github.com/prometheus-operator/prometheus-operator | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  mkdir -p "$dest"
+  cp -f "$gw"/config/crd/standard/gateway.networking.k8s.io_{gatewayclasses,gateways,httproutes,referencegrants}.yaml "$dest/"
+  cp -f "$po"/example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,prometheusrules}.yaml "$dest/"
+  chmod 0644 "$dest"/*.yaml
+}
+
 recipe_pulumi() {
   gobuild pulumi github.com/pulumi/pulumi/pkg/v3/cmd/pulumi \
     "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION"
@@ -141,7 +153,7 @@ main() {
     echo "[toolchain] another build is running; waiting for it"
     flock 9
   fi
-  local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
+  local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok crds
              pulumi pulumi-language-python pulumi-resource-kubernetes)
   [ $# -gt 0 ] && all=("$@")
   local total=$SECONDS piece
@@ -153,6 +165,8 @@ main() {
       kube-scheduler) step kube-scheduler "v$K8S_VERSION" k8s kube-scheduler ;;
       kubectl) step kubectl "v$K8S_VERSION" k8s kubectl ;;
       kwok) step kwok "v$KWOK_VERSION" kwok kwok ../share/kwok/stages.yaml ;;
+      crds) step crds "gateway-api v1.4.0, prometheus-operator v0.85.0" crds \
+        ../share/crds/gateway.networking.k8s.io_httproutes.yaml ../share/crds/monitoring.coreos.com_servicemonitors.yaml ;;
       pulumi) step pulumi "v$PULUMI_VERSION" pulumi pulumi ;;
       pulumi-language-python) step pulumi-language-python "v$PULUMI_VERSION" pulumi \
         pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python ;;

@@ -10,7 +10,9 @@ SOPHIA_ROOT="${SOPHIA_ROOT:-$(cd "$_sophia_tc_here/.." && pwd)}"
 . "$_sophia_tc_here/versions.env"
 SOPHIA_TOOLCHAIN_DIR="${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$TOOLCHAIN_VERSION"
 SOPHIA_TOOLCHAIN_BIN="$SOPHIA_TOOLCHAIN_DIR/bin"
-export SOPHIA_ROOT SOPHIA_TOOLCHAIN_DIR SOPHIA_TOOLCHAIN_BIN
+# CRD manifests (toolchain/build.sh piece `crds`) the local stack applies.
+SOPHIA_CRDS_DIR="$SOPHIA_TOOLCHAIN_DIR/share/crds"
+export SOPHIA_ROOT SOPHIA_TOOLCHAIN_DIR SOPHIA_TOOLCHAIN_BIN SOPHIA_CRDS_DIR
 
 case ":$PATH:" in
   *":$SOPHIA_TOOLCHAIN_BIN:"*) ;;
