@@ -48,6 +48,7 @@ from components.workload import (
     disruption_budget,
     dns_egress,
     labels_for,
+    metadata_for,
     pod_security,
     pods_named,
 )
@@ -116,9 +117,7 @@ class PgBouncer(pulumi.ComponentResource):
         ns, app = args.namespace, "pgbouncer"
         labels = labels_for(app, "database-pooler")
         selector = {"app.kubernetes.io/name": app}
-
-        def meta(resource_name: str = app, annotations: Mapping[str, str] | None = None) -> ObjectMetaArgs:
-            return ObjectMetaArgs(name=resource_name, namespace=ns, labels=labels, annotations=annotations)
+        meta = metadata_for(ns, labels, app)
 
         ini = pulumi.Output.all(args.database_url, args.read_replica_url).apply(
             lambda urls: pgbouncer_ini(urls[0], urls[1], args))

@@ -56,6 +56,7 @@ from components.workload import (
     disruption_budget,
     dns_egress,
     labels_for,
+    metadata_for,
     namespace_peer,
     pod_security,
     pods_named,
@@ -121,9 +122,7 @@ class Qdrant(pulumi.ComponentResource):
         labels = labels_for(app, "vector-database")
         selector = {"app.kubernetes.io/name": app}
         headless = f"{app}-headless"
-
-        def meta(resource_name: str = app, annotations: Mapping[str, str] | None = None) -> ObjectMetaArgs:
-            return ObjectMetaArgs(name=resource_name, namespace=ns, labels=labels, annotations=annotations)
+        meta = metadata_for(ns, labels, app)
 
         config_text = pulumi.Output.from_input(args.api_key).apply(lambda key: server_config(key, distributed))
         secret = k8s.core.v1.Secret(f"{name}-config", metadata=meta("qdrant-config"), type="Opaque",

@@ -44,6 +44,7 @@ from components.workload import (
     container_security,
     disruption_budget,
     labels_for,
+    metadata_for,
     namespace_peer,
     pod_security,
     pods_named,
@@ -112,9 +113,7 @@ class Redis(pulumi.ComponentResource):
         ns, app = args.namespace, "redis"
         labels = labels_for(app, "cache")
         selector = {"app.kubernetes.io/name": app}
-
-        def meta(resource_name: str = app, annotations: Mapping[str, str] | None = None) -> ObjectMetaArgs:
-            return ObjectMetaArgs(name=resource_name, namespace=ns, labels=labels, annotations=annotations)
+        meta = metadata_for(ns, labels, app)
 
         config = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta("redis-config"),
                                        data={"redis.conf": redis_conf(args)}, opts=child)

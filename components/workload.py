@@ -53,6 +53,13 @@ def pods_named(names: list[str] | tuple[str, ...], namespace: str | None = None)
         match_labels={"kubernetes.io/metadata.name": namespace}))
 
 
+def metadata_for(namespace: str, labels: Mapping[str, str], default_name: str):
+    """A metadata builder for one workload's objects: same namespace and labels, a name each."""
+    def meta(resource_name: str = default_name, annotations: Mapping[str, str] | None = None) -> ObjectMetaArgs:
+        return ObjectMetaArgs(name=resource_name, namespace=namespace, labels=dict(labels), annotations=annotations)
+    return meta
+
+
 def dns_egress() -> NetworkPolicyEgressRuleArgs:
     """Egress to the cluster DNS, which every workload that resolves a name needs."""
     return NetworkPolicyEgressRuleArgs(
