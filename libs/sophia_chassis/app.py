@@ -1,0 +1,92 @@
+"""The FastAPI app factory: health, readiness, metrics, request ids, JSON logs, problems."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any, Awaitable, Callable, Iterable, Mapping
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from sophia_chassis.logs import configure_logging
+from sophia_chassis.metrics import RequestMetrics
+from sophia_chassis.problems import install_problem_handlers, problem
+from sophia_chassis.settings import ServiceSettings
+
+Check = Callable[[], Awaitable[Any]]
+Hook = Callable[[], Awaitable[Any]]
+READINESS_TIMEOUT_SECONDS = 2.0
+
+
+def create_app(settings: ServiceSettings, *, readiness: Mapping[str, Check] | None = None,
+               on_startup: Iterable[Hook] = (), on_shutdown: Iterable[Hook] = (), **fastapi_kwargs: Any) -> FastAPI:
+    configure_logging(settings.log_level)
+    log = structlog.get_logger()
+    checks = dict(readiness or {})
+    registry = CollectorRegistry()
+    metrics = RequestMetrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        for hook in on_startup:
+            await hook()
+        log.info("started", service=settings.service_name, port=settings.port)
+        yield
+        # Graceful shutdown: uvicorn has stopped accepting and drained requests; release clients.
+        for hook in on_shutdown:
+            await hook()
+        log.info("stopped", service=settings.service_name)
+
+    app = FastAPI(title=settings.service_name, lifespan=lifespan, **fastapi_kwargs)
+    app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
+    install_problem_handlers(app)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-ID"] = request_id
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            metrics.observe(settings.service_name, template, request.method, status, elapsed)
+            if template not in ("/healthz", "/readyz", "/metrics"):
+                log.info("request", method=request.method, route=template, status=status,
+                         duration_ms=round(elapsed * 1000, 2))
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz():
+        async def run(name: str, check: Check) -> tuple[str, str | None]:
+            try:
+                result = await asyncio.wait_for(check(), READINESS_TIMEOUT_SECONDS)
+                return name, None if result is not False else "not ready"
+            except Exception as exc:  # a failing dependency is an answer, not an error
+                return name, f"{type(exc).__name__}: {exc}"[:200]
+
+        results = dict(await asyncio.gather(*(run(n, c) for n, c in checks.items())))
+        failed = {name: why for name, why in results.items() if why}
+        if failed:
+            return problem(503, "Not ready", f"failing: {', '.join(sorted(failed))}", checks=failed)
+        return {"status": "ready", "checks": sorted(results)}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
