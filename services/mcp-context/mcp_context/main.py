@@ -1,0 +1,180 @@
+"""mcp-context: memories and embeddings over Qdrant with a Redis embedding cache,
+served as REST and as an MCP server (streamable HTTP at /mcp) from one app.
+
+Run with `uvicorn --factory mcp_context.main:build_app` (settings come from env and
+the mounted secret files when the app is built, not at import)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import redis.asyncio as redis
+import structlog
+from fastapi import FastAPI, HTTPException
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel, Field
+from qdrant_client import AsyncQdrantClient
+
+from mcp_context.cache import CACHE_TTL_SECONDS, CachedEmbedder
+from mcp_context.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder
+from mcp_context.store import Memory, MemoryStore
+from sophia_chassis import ServiceSettings, create_app
+
+log = structlog.get_logger()
+
+
+class Settings(ServiceSettings):
+    service_name: str = "mcp-context"
+    embedding_provider: str = "local"  # openai | local
+    embedding_model: str = "text-embedding-3-large"
+    embedding_cache_ttl_seconds: int = CACHE_TTL_SECONDS
+    openai_api_key: str | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    redis_url: str | None = None
+    redis_password: str | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_path: str = ":memory:"  # embedded mode when no server URL
+    qdrant_collection: str = "sophia-memories"
+
+
+class MemoryIn(BaseModel):
+    text: str = Field(min_length=1, max_length=100_000)
+    namespace: str = "default"
+    user: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+class SearchIn(BaseModel):
+    query: str = Field(min_length=1)
+    top_k: int = Field(5, ge=1, le=100)
+    score_threshold: float | None = Field(None, ge=-1, le=1)
+    namespace: str | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    if settings.embedding_provider == "openai":
+        if settings.openai_api_key:
+            return OpenAIEmbedder(settings.openai_api_key, settings.openai_base_url, settings.embedding_model)
+        log.warning("openai_key_missing_using_local_embedder")
+    return MiniLMEmbedder()
+
+
+class ContextService:
+    """The service's behaviour, shared by the REST routes and the MCP tools."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        client = None
+        if settings.redis_url:
+            client = redis.Redis.from_url(settings.redis_url, password=settings.redis_password,
+                                          socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.embedder = CachedEmbedder(build_embedder(settings), client, settings.embedding_cache_ttl_seconds)
+        if settings.qdrant_url:
+            qdrant = AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+        elif settings.qdrant_path == ":memory:":
+            qdrant = AsyncQdrantClient(location=":memory:")
+        else:
+            qdrant = AsyncQdrantClient(path=settings.qdrant_path)
+        self.store = MemoryStore(qdrant, settings.qdrant_collection, self.embedder.dimensions,
+                                 payload_indexes=bool(settings.qdrant_url))
+
+    async def add(self, items: list[MemoryIn]) -> list[str]:
+        memories = [Memory(text=i.text, namespace=i.namespace, user=i.user, metadata=i.metadata) for i in items]
+        vectors = await self.embedder.embed([m.text for m in memories])
+        await self.store.upsert(memories, vectors)
+        return [m.id for m in memories]
+
+    async def search(self, query: SearchIn) -> list[dict[str, Any]]:
+        [vector] = await self.embedder.embed([query.query])
+        return await self.store.search(vector, limit=query.top_k, score_threshold=query.score_threshold,
+                                       namespace=query.namespace, user=query.user, metadata=query.metadata)
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.load()
+    service = ContextService(settings)
+    mcp = MCPServer("mcp-context", instructions="Store and search long-term memories.")
+    exits = AsyncExitStack()
+
+    @mcp.tool()
+    async def store_memory(text: str, namespace: str = "default", user: str | None = None,
+                           metadata: dict[str, Any] | None = None) -> dict[str, str]:
+        """Store a memory; returns its id."""
+        [memory_id] = await service.add([MemoryIn(text=text, namespace=namespace, user=user, metadata=metadata or {})])
+        return {"id": memory_id}
+
+    @mcp.tool()
+    async def search_memories(query: str, top_k: int = 5, namespace: str | None = None,
+                              user: str | None = None) -> list[dict[str, Any]]:
+        """Semantic search over stored memories, best match first."""
+        return await service.search(SearchIn(query=query, top_k=top_k, namespace=namespace, user=user))
+
+    @mcp.tool()
+    async def delete_memory(memory_id: str) -> dict[str, bool]:
+        """Delete a memory by id."""
+        return {"deleted": await service.store.delete(memory_id)}
+
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        # Reached by cluster DNS names behind a NetworkPolicy, not from browsers.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    async def start() -> None:
+        await service.store.ensure_collection()
+        await exits.enter_async_context(mcp.session_manager.run())
+
+    async def stop() -> None:
+        await exits.aclose()
+        if service.embedder.client is not None:
+            await service.embedder.client.aclose()
+        await service.store.client.close()
+
+    async def redis_ready() -> bool:
+        return await service.embedder.ping()
+
+    async def qdrant_ready() -> bool:
+        return await service.store.client.collection_exists(service.store.collection)
+
+    app = create_app(settings, readiness={"redis": redis_ready, "qdrant": qdrant_ready},
+                     on_startup=[start], on_shutdown=[stop])
+    app.state.service = service
+
+    @app.post("/memories", status_code=201)
+    async def add_memory(item: MemoryIn) -> dict[str, str]:
+        return {"id": (await service.add([item]))[0]}
+
+    @app.post("/memories/batch", status_code=201)
+    async def add_batch(items: list[MemoryIn]) -> dict[str, list[str]]:
+        if not 1 <= len(items) <= 1000:
+            raise HTTPException(422, "a batch holds 1 to 1000 memories")
+        return {"ids": await service.add(items)}
+
+    @app.post("/memories/search")
+    async def search(query: SearchIn) -> dict[str, Any]:
+        return {"results": await service.search(query)}
+
+    @app.get("/memories/{memory_id}")
+    async def get_memory(memory_id: str) -> dict[str, Any]:
+        found = await service.store.get(memory_id)
+        if found is None:
+            raise HTTPException(404, f"no memory {memory_id}")
+        return found
+
+    @app.delete("/memories/{memory_id}", status_code=204)
+    async def delete(memory_id: str) -> None:
+        if not await service.store.delete(memory_id):
+            raise HTTPException(404, f"no memory {memory_id}")
+
+    @app.get("/embeddings/info")
+    async def info() -> dict[str, Any]:
+        return {"model": service.embedder.model, "dimensions": service.embedder.dimensions,
+                "cache": {"hits": service.embedder.hits, "misses": service.embedder.misses}}
+
+    app.router.routes.extend(mcp_app.routes)
+    return app
+
