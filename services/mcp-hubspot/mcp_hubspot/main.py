@@ -1,0 +1,100 @@
+"""mcp-hubspot: the CRM (HubSpot CRM v3) as REST and as MCP tools.
+
+Run with `uvicorn --factory mcp_hubspot.main:build_app`."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel, Field
+
+from mcp_hubspot.hubspot import HubSpotClient, HubSpotError
+from sophia_chassis import ServiceSettings, create_app
+
+
+class Settings(ServiceSettings):
+    service_name: str = "mcp-hubspot"
+    hubspot_api_url: str = "https://api.hubapi.com"
+    hubspot_access_token: str | None = None
+
+
+class Filter(BaseModel):
+    propertyName: str  # noqa: N815 (HubSpot's field names)
+    operator: str = "EQ"
+    value: Any = None
+
+
+class SearchIn(BaseModel):
+    filters: list[Filter] = []
+    properties: list[str] | None = None
+    limit: int = Field(100, ge=1, le=1000)
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.load()
+    crm = HubSpotClient(settings.hubspot_access_token or "", settings.hubspot_api_url)
+    mcp = MCPServer("mcp-hubspot", instructions="Read and search the CRM: contacts, companies, deals, engagements.")
+    exits = AsyncExitStack()
+
+    async def call(coro):
+        try:
+            return await coro
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except HubSpotError as exc:
+            raise HTTPException(502 if exc.status >= 500 else exc.status, str(exc)) from None
+
+    @mcp.tool()
+    async def search_crm(object_type: str, filters: list[dict[str, Any]] | None = None,
+                         properties: list[str] | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Search contacts, companies, deals or engagements with HubSpot filters (ANDed)."""
+        return await crm.search(object_type, filters or [], properties, limit)
+
+    @mcp.tool()
+    async def get_record(object_type: str, object_id: str) -> dict[str, Any]:
+        """One CRM record by type and id."""
+        return await crm.get(object_type, object_id)
+
+    @mcp.tool()
+    async def list_associations(object_type: str, object_id: str, to_type: str) -> list[dict[str, Any]]:
+        """Records of `to_type` associated with a record (e.g. a company's deals)."""
+        return await crm.associations(object_type, object_id, to_type)
+
+    async def start() -> None:
+        await exits.enter_async_context(mcp.session_manager.run())
+
+    async def token_present() -> bool:
+        return bool(settings.hubspot_access_token)
+
+    app = create_app(settings, readiness={"hubspot-token": token_present},
+                     on_startup=[start], on_shutdown=[exits.aclose, crm.aclose])
+
+    @app.get("/hubspot/{object_type}")
+    async def list_objects(object_type: str, limit: int = 100) -> dict[str, Any]:
+        return {"results": await call(crm.list(object_type, limit=limit))}
+
+    @app.get("/hubspot/{object_type}/{object_id}")
+    async def get_object(object_type: str, object_id: str) -> dict[str, Any]:
+        return await call(crm.get(object_type, object_id))
+
+    @app.post("/hubspot/{object_type}", status_code=201)
+    async def create_object(object_type: str, properties: dict[str, Any]) -> dict[str, Any]:
+        return await call(crm.create(object_type, properties))
+
+    @app.post("/hubspot/{object_type}/search")
+    async def search(object_type: str, query: SearchIn) -> dict[str, Any]:
+        filters = [f.model_dump() for f in query.filters]
+        return {"results": await call(crm.search(object_type, filters, query.properties, query.limit))}
+
+    @app.get("/hubspot/{object_type}/{object_id}/associations/{to_type}")
+    async def associations(object_type: str, object_id: str, to_type: str) -> dict[str, Any]:
+        return {"results": await call(crm.associations(object_type, object_id, to_type))}
+
+    app.router.routes.extend(mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)).routes)
+    return app
