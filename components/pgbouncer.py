@@ -8,7 +8,6 @@ connections share a few server connections.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 from urllib.parse import unquote, urlsplit
@@ -45,6 +44,7 @@ from components.workload import (
     RUN_AS,
     UPSTREAM_IMAGE_SKIP,
     container_security,
+    content_checksum,
     disruption_budget,
     dns_egress,
     labels_for,
@@ -125,7 +125,7 @@ class PgBouncer(pulumi.ComponentResource):
             lambda pw: f'"{CLIENT_USER}" "{pw}"\n')
         secret = k8s.core.v1.Secret(f"{name}-config", metadata=meta("pgbouncer-config"), type="Opaque", string_data={
             "pgbouncer.ini": pulumi.Output.secret(ini), "userlist.txt": pulumi.Output.secret(userlist)}, opts=child)
-        checksum = pulumi.Output.all(ini, userlist).apply(lambda v: hashlib.sha256("".join(v).encode()).hexdigest())
+        checksum = content_checksum(ini, userlist)
 
         container = ContainerArgs(
             name="pgbouncer", image=args.image, image_pull_policy="Always",

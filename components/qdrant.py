@@ -8,7 +8,6 @@ mcp-context creates its collection with (`SEED_COLLECTION`).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -53,6 +52,7 @@ from components.workload import (
     RUN_AS,
     UPSTREAM_IMAGE_SKIP,
     container_security,
+    content_checksum,
     disruption_budget,
     dns_egress,
     labels_for,
@@ -161,7 +161,7 @@ class Qdrant(pulumi.ComponentResource):
             affinity = AffinityArgs(pod_anti_affinity=PodAntiAffinityArgs(
                 required_during_scheduling_ignored_during_execution=[PodAffinityTermArgs(
                     topology_key="kubernetes.io/hostname", label_selector=LabelSelectorArgs(match_labels=selector))]))
-        checksum = config_text.apply(lambda c: hashlib.sha256(c.encode()).hexdigest())
+        checksum = content_checksum(config_text)
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset", metadata=meta(annotations=UPSTREAM_IMAGE_SKIP),
             spec=StatefulSetSpecArgs(

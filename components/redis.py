@@ -42,6 +42,7 @@ from components.workload import (
     RUN_AS,
     UPSTREAM_IMAGE_SKIP,
     container_security,
+    content_checksum,
     disruption_budget,
     labels_for,
     metadata_for,
@@ -142,8 +143,7 @@ class Redis(pulumi.ComponentResource):
             volumes.append(VolumeArgs(name="data", empty_dir=EmptyDirVolumeSourceArgs(size_limit="1Gi")))
 
         # Redis runs ACL checks on the ACL file's users, so the config hash must include it.
-        checksum = pulumi.Output.all(acl, redis_conf(args)).apply(
-            lambda v: hashlib.sha256("".join(v).encode()).hexdigest())
+        checksum = content_checksum(acl, redis_conf(args))
         redis = ContainerArgs(
             name="redis", image=args.image, image_pull_policy="Always",
             command=["redis-server", "/etc/redis/redis.conf"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Mapping
 
 import pulumi
@@ -58,6 +59,11 @@ def metadata_for(namespace: str, labels: Mapping[str, str], default_name: str):
     def meta(resource_name: str = default_name, annotations: Mapping[str, str] | None = None) -> ObjectMetaArgs:
         return ObjectMetaArgs(name=resource_name, namespace=namespace, labels=dict(labels), annotations=annotations)
     return meta
+
+
+def content_checksum(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
+    """A hash of a workload's rendered config, for a pod annotation that rolls pods when it changes."""
+    return pulumi.Output.all(*parts).apply(lambda values: hashlib.sha256("".join(values).encode()).hexdigest())
 
 
 def dns_egress() -> NetworkPolicyEgressRuleArgs:
