@@ -6,14 +6,12 @@ the mounted secret files when the app is built, not at import)."""
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from typing import Any
 
 import redis.asyncio as redis
 import structlog
 from fastapi import FastAPI, HTTPException
 from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, Field
 from qdrant_client import AsyncQdrantClient
 
@@ -21,6 +19,7 @@ from mcp_context.cache import CACHE_TTL_SECONDS, CachedEmbedder
 from mcp_context.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder
 from mcp_context.store import Memory, MemoryStore
 from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis.mcp import McpEndpoint
 
 log = structlog.get_logger()
 
@@ -99,7 +98,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
     service = ContextService(settings)
     mcp = MCPServer("mcp-context", instructions="Store and search long-term memories.")
-    exits = AsyncExitStack()
+    endpoint = McpEndpoint(mcp)
 
     @mcp.tool()
     async def store_memory(text: str, namespace: str = "default", user: str | None = None,
@@ -119,17 +118,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         """Delete a memory by id."""
         return {"deleted": await service.store.delete(memory_id)}
 
-    mcp_app = mcp.streamable_http_app(
-        streamable_http_path="/mcp",
-        # Reached by cluster DNS names behind a NetworkPolicy, not from browsers.
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-
     async def start() -> None:
         await service.store.ensure_collection()
-        await exits.enter_async_context(mcp.session_manager.run())
+        await endpoint.start()
 
     async def stop() -> None:
-        await exits.aclose()
+        await endpoint.stop()
         if service.embedder.client is not None:
             await service.embedder.client.aclose()
         await service.store.client.close()
@@ -175,6 +169,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return {"model": service.embedder.model, "dimensions": service.embedder.dimensions,
                 "cache": {"hits": service.embedder.hits, "misses": service.embedder.misses}}
 
-    app.router.routes.extend(mcp_app.routes)
+    endpoint.attach(app)
     return app
 

@@ -4,16 +4,15 @@ Run with `uvicorn --factory mcp_hubspot.main:build_app`."""
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import BaseModel, Field
 
 from mcp_hubspot.hubspot import HubSpotClient, HubSpotError
 from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis.mcp import McpEndpoint
 
 
 class Settings(ServiceSettings):
@@ -38,7 +37,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
     crm = HubSpotClient(settings.hubspot_access_token or "", settings.hubspot_api_url)
     mcp = MCPServer("mcp-hubspot", instructions="Read and search the CRM: contacts, companies, deals, engagements.")
-    exits = AsyncExitStack()
+    endpoint = McpEndpoint(mcp)
 
     async def call(coro):
         try:
@@ -64,14 +63,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         """Records of `to_type` associated with a record (e.g. a company's deals)."""
         return await crm.associations(object_type, object_id, to_type)
 
-    async def start() -> None:
-        await exits.enter_async_context(mcp.session_manager.run())
-
     async def token_present() -> bool:
         return bool(settings.hubspot_access_token)
 
     app = create_app(settings, readiness={"hubspot-token": token_present},
-                     on_startup=[start], on_shutdown=[exits.aclose, crm.aclose])
+                     on_startup=[endpoint.start], on_shutdown=[endpoint.stop, crm.aclose])
 
     @app.get("/hubspot/{object_type}")
     async def list_objects(object_type: str, limit: int = 100) -> dict[str, Any]:
@@ -94,7 +90,5 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def associations(object_type: str, object_id: str, to_type: str) -> dict[str, Any]:
         return {"results": await call(crm.associations(object_type, object_id, to_type))}
 
-    app.router.routes.extend(mcp.streamable_http_app(
-        streamable_http_path="/mcp",
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)).routes)
+    endpoint.attach(app)
     return app
