@@ -1,0 +1,232 @@
+"""mcp-github: repository awareness over the GitHub REST API, as REST (under /github) and
+as MCP tools (streamable HTTP at /mcp) from one app, plus `index_repository`, which sends
+a repository's files in chunks to mcp-context so agents can search them.
+
+Run with `uvicorn --factory mcp_github.main:build_app` (settings are read when the app is
+built, not at import); `mcp_github.main:app` works too and builds it on first access."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field
+
+from mcp_github.context import ContextClient, ContextError
+from mcp_github.github import GitHubClient, GitHubError, RateLimited
+from mcp_github.indexer import Indexer
+from mcp_github.state import MemoryStateStore, RedisStateStore, StateStore
+from sophia_chassis import CircuitOpenError, ServiceSettings, create_app
+from sophia_chassis.http import UpstreamError
+from sophia_chassis.mcp import McpEndpoint
+from sophia_chassis.problems import problem
+
+
+class Settings(ServiceSettings):
+    service_name: str = "mcp-github"
+    github_api_url: str = "https://api.github.com"
+    github_token: str | None = None  # secret file GITHUB_TOKEN; unauthenticated (60 requests/h) without it
+    github_timeout_seconds: float = 15.0
+    github_attempts: int = 3
+    github_backoff_max_seconds: float = 10.0
+    # A rate-limit wait up to this long is slept through; a longer one is answered 429 + Retry-After.
+    github_max_rate_limit_wait_seconds: float = 30.0
+    mcp_context_url: str = "http://mcp-context:8080"
+    redis_url: str | None = None  # index state; in-process without it
+    redis_password: str | None = None
+    index_max_file_bytes: int = 200_000
+    index_max_files: int = 5000
+    index_chunk_chars: int = 1500
+
+
+class IndexIn(BaseModel):
+    ref: str | None = Field(None, description="branch, tag or SHA; the default branch when unset")
+    force: bool = Field(False, description="re-send every file even if unchanged")
+
+
+def repo_summary(r: dict[str, Any]) -> dict[str, Any]:
+    return {"full_name": r["full_name"], "private": r.get("private", False), "default_branch": r.get("default_branch"),
+            "description": r.get("description"), "language": r.get("language"), "updated_at": r.get("updated_at"),
+            "html_url": r.get("html_url")}
+
+
+def commit_summary(c: dict[str, Any]) -> dict[str, Any]:
+    return {"sha": c["sha"], "message": c["commit"]["message"],
+            "author": (c.get("author") or {}).get("login") or c["commit"]["author"]["name"],
+            "date": c["commit"]["author"].get("date"), "html_url": c.get("html_url")}
+
+
+def pull_summary(p: dict[str, Any]) -> dict[str, Any]:
+    return {"number": p["number"], "title": p["title"], "state": p["state"], "user": p["user"]["login"],
+            "draft": p.get("draft", False), "merged_at": p.get("merged_at"), "updated_at": p.get("updated_at"),
+            "head": p["head"]["ref"], "base": p["base"]["ref"], "html_url": p.get("html_url")}
+
+
+def code_hit(i: dict[str, Any]) -> dict[str, Any]:
+    return {"repository": i["repository"]["full_name"], "path": i["path"], "sha": i.get("sha"),
+            "html_url": i.get("html_url")}
+
+
+class GitHubService:
+    """The behaviour the REST routes and the MCP tools share."""
+
+    def __init__(self, settings: Settings):
+        self.github = GitHubClient(settings.github_token, settings.github_api_url,
+                                   timeout=settings.github_timeout_seconds, attempts=settings.github_attempts,
+                                   backoff_max=settings.github_backoff_max_seconds,
+                                   max_rate_limit_wait=settings.github_max_rate_limit_wait_seconds)
+        self.context = ContextClient(settings.mcp_context_url)
+        self.state: StateStore = (RedisStateStore(settings.redis_url, settings.redis_password)
+                                  if settings.redis_url else MemoryStateStore())
+        self.indexer = Indexer(self.github, self.context, self.state, max_file_bytes=settings.index_max_file_bytes,
+                               max_files=settings.index_max_files, chunk_chars=settings.index_chunk_chars)
+
+    async def list_repositories(self, owner: str | None, limit: int) -> list[dict[str, Any]]:
+        return [repo_summary(r) for r in await self.github.repositories(owner, limit)]
+
+    async def get_file(self, owner: str, repo: str, path: str, ref: str | None) -> dict[str, Any]:
+        return {"repository": f"{owner}/{repo}", "path": path, "ref": ref,
+                "text": await self.github.file(owner, repo, path, ref)}
+
+    async def search_code(self, query: str, repo: str | None, limit: int) -> list[dict[str, Any]]:
+        q = f"{query} repo:{repo}" if repo else query
+        return [code_hit(i) for i in await self.github.search_code(q, limit)]
+
+    async def recent_commits(self, owner: str, repo: str, ref: str | None, limit: int) -> list[dict[str, Any]]:
+        return [commit_summary(c) for c in await self.github.commits(owner, repo, limit, ref)]
+
+    async def pull_requests(self, owner: str, repo: str, state: str, limit: int) -> list[dict[str, Any]]:
+        return [pull_summary(p) for p in await self.github.pulls(owner, repo, state, limit)]
+
+    async def index(self, owner: str, repo: str, ref: str | None, force: bool) -> dict[str, Any]:
+        return (await self.indexer.index(owner, repo, ref, force)).as_dict()
+
+    async def aclose(self) -> None:
+        await self.github.aclose()
+        await self.context.aclose()
+        await self.state.aclose()
+
+
+# What a tool reports to the agent as a failed call (a message it can act on), not a crash.
+EXPECTED_ERRORS = (GitHubError, RateLimited, ContextError, UpstreamError, CircuitOpenError)
+
+
+async def tool_call(coro):
+    try:
+        return await coro
+    except EXPECTED_ERRORS as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.load()
+    service = GitHubService(settings)
+    mcp = MCPServer("mcp-github", instructions="Read GitHub repositories (files, code search, commits, pull "
+                                               "requests) and index them into mcp-context for semantic search.")
+
+    @mcp.tool()
+    async def list_repositories(owner: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Repositories of an organisation or user, or the token's own when no owner is given."""
+        return await tool_call(service.list_repositories(owner, min(limit, 1000)))
+
+    @mcp.tool()
+    async def get_file(owner: str, repo: str, path: str, ref: str | None = None) -> dict[str, Any]:
+        """A text file's content at a ref (default branch when unset)."""
+        return await tool_call(service.get_file(owner, repo, path, ref))
+
+    @mcp.tool()
+    async def search_code(query: str, repo: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """GitHub code search (its query syntax); `repo` as owner/name narrows it to one repository."""
+        return await tool_call(service.search_code(query, repo, min(limit, 100)))
+
+    @mcp.tool()
+    async def recent_commits(owner: str, repo: str, ref: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Latest commits on a branch (default branch when unset): sha, message, author, date."""
+        return await tool_call(service.recent_commits(owner, repo, ref, min(limit, 500)))
+
+    @mcp.tool()
+    async def pull_requests(owner: str, repo: str, state: str = "open", limit: int = 20) -> list[dict[str, Any]]:
+        """Pull requests by state (open, closed, all), most recently updated first."""
+        return await tool_call(service.pull_requests(owner, repo, state, min(limit, 500)))
+
+    @mcp.tool()
+    async def index_repository(owner: str, repo: str, ref: str | None = None, force: bool = False) -> dict[str, Any]:
+        """Send the repository's text files in chunks to mcp-context (namespace github:<owner>/<repo>);
+        a re-run sends only files changed since the last indexed commit."""
+        return await tool_call(service.index(owner, repo, ref, force))
+
+    endpoint = McpEndpoint(mcp)
+
+    readiness = {"github": service.github.ping, "mcp-context": service.context.ping}
+    if settings.redis_url:
+        readiness["redis"] = service.state.ping
+    app = create_app(settings, readiness=readiness, on_startup=[endpoint.start],
+                     on_shutdown=[endpoint.stop, service.aclose])
+    app.state.service = service
+
+    @app.exception_handler(GitHubError)
+    async def github_error(_: Request, exc: GitHubError):
+        if exc.status == 401:
+            return problem(502, "Upstream error", f"GitHub rejected the token (GITHUB_TOKEN): {exc.message}")
+        if exc.status in (403, 404, 409, 422):  # no access, no such thing, empty repository, bad query
+            return problem(exc.status, "GitHub: " + exc.message, str(exc))
+        return problem(502, "Upstream error", str(exc))
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_: Request, exc: RateLimited):
+        response = problem(429, "GitHub rate limit", str(exc))
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        return response
+
+    @app.exception_handler(ContextError)
+    async def context_error(_: Request, exc: ContextError):
+        return problem(502, "Upstream error", str(exc))
+
+    @app.get("/github/repos")
+    async def repos(owner: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+        return {"results": await service.list_repositories(owner, limit)}
+
+    @app.get("/github/repos/{owner}/{repo}/contents/{path:path}")
+    async def contents(owner: str, repo: str, path: str, ref: str | None = None) -> dict[str, Any]:
+        return await service.get_file(owner, repo, path, ref)
+
+    @app.get("/github/search/code")
+    async def code(q: str, repo: str | None = None, limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
+        return {"results": await service.search_code(q, repo, limit)}
+
+    @app.get("/github/repos/{owner}/{repo}/commits")
+    async def commits(owner: str, repo: str, ref: str | None = None,
+                      limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
+        return {"results": await service.recent_commits(owner, repo, ref, limit)}
+
+    @app.get("/github/repos/{owner}/{repo}/pulls")
+    async def pulls(owner: str, repo: str, state: Literal["open", "closed", "all"] = "open",
+                    limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
+        return {"results": await service.pull_requests(owner, repo, state, limit)}
+
+    @app.post("/github/repos/{owner}/{repo}/index")
+    async def index(owner: str, repo: str, body: IndexIn | None = None) -> dict[str, Any]:
+        body = body or IndexIn()
+        return await service.index(owner, repo, body.ref, body.force)
+
+    @app.get("/github/repos/{owner}/{repo}/index")
+    async def index_state(owner: str, repo: str) -> dict[str, Any]:
+        state = await service.state.get(f"{owner}/{repo}")
+        if state is None:
+            return {"repository": f"{owner}/{repo}", "indexed": False}
+        return {"repository": f"{owner}/{repo}", "indexed": state.commit is not None, "commit": state.commit,
+                "ref": state.ref, "files": len(state.files), "chunks": sum(len(f.ids) for f in state.files.values()),
+                "namespace": Indexer.namespace(owner, repo)}
+
+    endpoint.attach(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn mcp_github.main:app` (no --factory) builds the app on first access, not at import.
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
