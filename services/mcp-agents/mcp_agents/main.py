@@ -1,0 +1,207 @@
+"""mcp-agents: accepts agent tasks, queues them on a Redis Stream shared by every replica's
+workers, runs a tool-using loop over the MCP services through agno-coordinator, keeps
+task state and results in PostgreSQL and streams progress as server-sent events.
+
+Run with `uvicorn --factory mcp_agents.main:build_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+from mcp_agents.loop import ModelClient, Outcome, run_agent
+from mcp_agents.queue import TaskQueue
+from mcp_agents.store import TERMINAL, IdempotencyConflict, Task, TaskStore
+from mcp_agents.tools import Toolbox
+from mcp_agents.worker import Worker, requeue_lost
+from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis.problems import problem
+
+SSE_POLL_SECONDS = 0.2
+SSE_KEEPALIVE_POLLS = 75  # a comment line every 15 s keeps proxies from closing an idle stream
+
+
+class Settings(ServiceSettings):
+    service_name: str = "mcp-agents"
+    redis_url: str = "redis://localhost:6379/0"
+    redis_password: str | None = None  # secret file REDIS_PASSWORD (the service's ACL user)
+    # PostgreSQL: a full URL, or libpq's PG* variables the platform sets (PGPASSWORD is a secret file).
+    database_url: str | None = None
+    pghost: str = "localhost"
+    pgport: int = 5432
+    pguser: str = "sophia"
+    pgdatabase: str = "sophia"
+    pgpassword: str | None = None
+    agno_coordinator_url: str = "http://agno-coordinator:8080"
+    mcp_context_url: str | None = "http://mcp-context:8080"
+    mcp_github_url: str | None = "http://mcp-github:8080"
+    mcp_hubspot_url: str | None = "http://mcp-hubspot:8080"
+    workers: int = 2  # concurrent tasks per replica (each mostly waits on the model)
+    visibility_timeout_seconds: float = 60.0  # a task unacknowledged this long is re-claimed
+    max_attempts: int = 3
+    default_max_steps: int = 8
+    default_time_limit_seconds: float = 120.0
+    model_timeout_seconds: float = 60.0
+
+    def conninfo(self) -> str:
+        if self.database_url:
+            return self.database_url
+        password = f":{quote(self.pgpassword, safe='')}" if self.pgpassword else ""
+        return f"postgresql://{quote(self.pguser, safe='')}{password}@{self.pghost}:{self.pgport}/{self.pgdatabase}"
+
+    def mcp_servers(self) -> dict[str, str]:
+        urls = {"context": self.mcp_context_url, "github": self.mcp_github_url, "hubspot": self.mcp_hubspot_url}
+        return {name: url for name, url in urls.items() if url}
+
+
+class TaskIn(BaseModel):
+    goal: str = Field(min_length=1, max_length=20_000, description="what the agent should find out or do")
+    max_steps: int | None = Field(None, ge=1, le=25, description="model calls allowed (default 8)")
+    time_limit_seconds: float | None = Field(None, gt=0, le=600, description="wall-clock limit (default 120)")
+
+
+def build_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.load()
+    redis = Redis.from_url(settings.redis_url, password=settings.redis_password)
+    store = TaskStore(settings.conninfo())
+    queue = TaskQueue(redis, visibility_timeout_seconds=settings.visibility_timeout_seconds)
+    model = ModelClient(f"{settings.agno_coordinator_url}", settings.internal_api_token,
+                        timeout=settings.model_timeout_seconds)
+    running: list[asyncio.Task] = []
+
+    async def run(task: Task, emit) -> Outcome:
+        async with Toolbox(settings.mcp_servers()) as toolbox:
+            if toolbox.unavailable:
+                await emit("tools_unavailable", toolbox.unavailable)
+            for name in toolbox.tools:
+                tool_calls.labels(name, "offered")  # a labelled zero shows the tool exists
+            return await run_agent(task.goal, model, _Counted(toolbox), emit, max_steps=task.max_steps,
+                                   deadline=time.monotonic() + task.time_limit_seconds)
+
+    async def start() -> None:
+        await store.open()
+        await queue.ensure_group()
+        # Unique per process start: a restarted pod must not inherit a dead consumer's name.
+        host = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        for n in range(settings.workers):
+            worker = Worker(f"{host}-{n}", store, queue, run, max_attempts=settings.max_attempts,
+                            on_finished=lambda outcome, seconds: (tasks_total.labels(outcome).inc(),
+                                                                  task_seconds.observe(seconds)))
+            running.append(asyncio.create_task(worker.run_forever(), name=worker.name))
+        running.append(asyncio.create_task(requeue_lost(store, queue, settings.visibility_timeout_seconds)))
+
+    async def stop() -> None:
+        # Unfinished tasks stay unacknowledged in the stream: another replica re-claims them.
+        for job in running:
+            job.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await store.close()
+        await model.aclose()
+        await redis.aclose()
+
+    async def redis_ready() -> bool:
+        return bool(await redis.ping())
+
+    app = create_app(settings, readiness={"redis": redis_ready, "postgres": store.ping},
+                     on_startup=[start], on_shutdown=[stop])
+    registry = app.state.registry
+    tasks_total = Counter("agents_tasks_total", "Agent tasks finished, by outcome", ["outcome"], registry=registry)
+    submitted_total = Counter("agents_tasks_submitted_total", "Task submissions, by whether they created a task",
+                              ["created"], registry=registry)
+    task_seconds = Histogram("agents_task_duration_seconds", "Time from a worker taking a task to its outcome",
+                             buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=registry)
+    tool_calls = Counter("agents_tool_calls_total", "MCP tool calls made by agents, by tool and outcome",
+                         ["tool", "outcome"], registry=registry)
+
+    class _Counted:
+        def __init__(self, toolbox: Toolbox):
+            self.toolbox = toolbox
+
+        def openai_tools(self) -> list[dict[str, Any]]:
+            return self.toolbox.openai_tools()
+
+        async def call(self, name: str, arguments: dict[str, Any]) -> str:
+            try:
+                output = await self.toolbox.call(name, arguments)
+            except Exception:
+                tool_calls.labels(name, "error").inc()
+                raise
+            tool_calls.labels(name, "ok").inc()
+            return output
+
+    @app.post("/agents/tasks", status_code=202)
+    async def submit(body: TaskIn, response: Response,
+                     idempotency_key: str | None = Header(None, max_length=200)) -> dict[str, Any]:
+        """Queue a task. The same `Idempotency-Key` returns the first task instead of a second one."""
+        try:
+            task, created = await store.submit(body.goal, body.max_steps or settings.default_max_steps,
+                                               body.time_limit_seconds or settings.default_time_limit_seconds,
+                                               idempotency_key)
+        except IdempotencyConflict as exc:
+            return problem(409, "Idempotency key reused", str(exc))
+        submitted_total.labels(str(created).lower()).inc()
+        response.headers["Location"] = f"/agents/tasks/{task.id}"
+        if created:
+            await store.event(task.id, "queued", {"goal": task.goal})
+            try:
+                await queue.enqueue(task.id)
+            except Exception:  # recorded in PostgreSQL: requeue_lost queues it once Redis is back
+                pass
+        else:
+            response.status_code = 200
+        return task.public()
+
+    @app.get("/agents/tasks/{task_id}")
+    async def get_task(task_id: str):
+        task = await store.get(task_id)
+        if task is None:
+            return problem(404, "No such task", f"no task {task_id!r}")
+        return task.public()
+
+    @app.get("/agents/tasks/{task_id}/events")
+    async def events(task_id: str, request: Request, last_event_id: int = Header(0)):
+        """Progress as server-sent events (`id` is the event's sequence number, so a client
+        reconnecting with Last-Event-ID resumes); the stream ends after the outcome."""
+        if await store.get(task_id) is None:
+            return problem(404, "No such task", f"no task {task_id!r}")
+
+        async def stream():
+            seq, idle = last_event_id, 0
+            while not await request.is_disconnected():
+                batch = await store.events_after(task_id, seq)
+                for event in batch:
+                    seq = event["seq"]
+                    yield f"id: {seq}\nevent: {event['kind']}\ndata: {json.dumps(event)}\n\n"
+                    if event["kind"] in TERMINAL:
+                        return
+                if batch:
+                    idle = 0
+                    continue
+                idle += 1
+                if idle % SSE_KEEPALIVE_POLLS == 0:
+                    yield ": keep-alive\n\n"
+                await asyncio.sleep(SSE_POLL_SECONDS)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/agents/tools")
+    async def list_tools() -> JSONResponse:
+        """The tools an agent would be offered now, and the MCP servers that could not be reached."""
+        async with Toolbox(settings.mcp_servers()) as toolbox:
+            return JSONResponse({"tools": [t.openai()["function"] for t in toolbox.tools.values()],
+                                 "unavailable": toolbox.unavailable})
+
+    return app
