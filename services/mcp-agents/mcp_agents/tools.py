@@ -68,6 +68,14 @@ class Toolbox:
         return session
 
     async def __aenter__(self) -> "Toolbox":
+        try:
+            await self._open_all()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _open_all(self) -> None:
         for server, url in self.servers.items():
             try:
                 session = await self._connect(server, url)
@@ -77,10 +85,9 @@ class Toolbox:
                 continue
             self._sessions[server] = session
             for tool in listed:
-                entry = Tool(server, tool.name, tool.description or "", tool.inputSchema)
+                entry = Tool(server, tool.name, tool.description or "", tool.input_schema)
                 if not self.only or entry.qualified in self.only or server in self.only:
                     self.tools[entry.qualified] = entry
-        return self
 
     async def __aexit__(self, *exc) -> None:
         await self._stack.aclose()
