@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make dev`: every service that has code, running locally with uvicorn on its own port
-# (8101, 8102, ... in folder order), a local redis-server if none answers on 6379, and
-# each service's callees' URLs pointed at the local ports. Ctrl-C stops them all.
+# (8101, 8102, ... in folder order), a local redis-server and PostgreSQL if none answer on
+# 6379 and 5432, and each service's callees' URLs pointed at the local ports.
+# Ctrl-C stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -14,6 +15,23 @@ if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
   echo "[dev] redis-server on 127.0.0.1:6379"
 fi
 
+# mcp-agents keeps its tasks in PostgreSQL: a throwaway local cluster unless one answers on 5432.
+DATABASE_URL=${DATABASE_URL:-postgresql://sophia@127.0.0.1:5432/postgres}
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  data=$PWD/.state/dev-postgres run_as=()
+  [[ $(id -u) -eq 0 ]] && run_as=(runuser -u postgres --)  # initdb refuses to run as root
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    mkdir -p "$data"
+    if ((${#run_as[@]})); then chown postgres: "$data"; fi
+    "${run_as[@]}" "$bin/initdb" -D "$data" -U sophia --auth=trust -E UTF8 >/dev/null
+  fi
+  "${run_as[@]}" "$bin/postgres" -D "$data" -p 5432 -h 127.0.0.1 -k "$data" >/dev/null 2>&1 &
+  pids+=($!)
+  until pg_isready -q -h 127.0.0.1 -p 5432; do sleep 0.1; done
+  echo "[dev] postgres on 127.0.0.1:5432 (data in .state/dev-postgres)"
+fi
+
 port=8100 env_urls=()
 declare -A ports
 for dir in services/*/; do
@@ -24,7 +42,7 @@ for dir in services/*/; do
 done
 for name in "${!ports[@]}"; do
   pkg=${name//-/_}
-  env "${env_urls[@]}" PORT="${ports[$name]}" REDIS_URL="redis://127.0.0.1:6379/0" SOPHIA_SECRETS_DIR="${SOPHIA_SECRETS_DIR:-.state/dev-secrets}" \
+  env "${env_urls[@]}" PORT="${ports[$name]}" REDIS_URL="redis://127.0.0.1:6379/0" DATABASE_URL="$DATABASE_URL" SOPHIA_SECRETS_DIR="${SOPHIA_SECRETS_DIR:-.state/dev-secrets}" \
     PYTHONPATH="libs:services/$name" $PY -m uvicorn --factory "$pkg.main:build_app" --host 127.0.0.1 --port "${ports[$name]}" &
   pids+=($!)
   echo "[dev] $name on http://127.0.0.1:${ports[$name]} (MCP at /mcp where it has one)"
