@@ -1,0 +1,77 @@
+"""agno-coordinator tests: the chassis and the service importable; two fake OpenAI-compatible
+providers on loopback (tests/services/openai_chat_fake.py), one as "openai", one as
+"anthropic", each with its own key and models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+for path in (ROOT / "libs", ROOT / "services" / "agno-coordinator"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from agno_coordinator.main import Settings  # noqa: E402
+from tests.services.conftest import serve  # noqa: E402
+from tests.services.openai_chat_fake import FakeChat, build_fake_chat  # noqa: E402
+
+OPENAI_KEY, ANTHROPIC_KEY = "sk-openai-test", "sk-ant-test"
+
+
+def model(name: str, provider: str, upstream: str, price_in: float, price_out: float, tier: str,
+          latency_ms: int, context_window: int = 128_000) -> dict:
+    return dict(name=name, provider=provider, upstream=upstream, input_usd_per_mtok=price_in,
+                output_usd_per_mtok=price_out, tier=tier, latency_ms=latency_ms, context_window=context_window)
+
+
+# Table names differ from upstream ids on purpose: the answer must carry the table name.
+TABLE = [
+    model("mini", "openai", "gpt-4o-mini", 0.15, 0.60, "medium", 900),
+    model("haiku", "anthropic", "claude-haiku", 0.80, 4.00, "medium", 1200),
+    model("big", "openai", "gpt-4o", 2.50, 10.00, "high", 2500),
+    model("sonnet", "anthropic", "claude-sonnet", 3.00, 15.00, "high", 3000, 200_000),
+]
+
+
+@pytest.fixture
+def openai_fake() -> FakeChat:
+    return FakeChat(api_key=OPENAI_KEY, models=("gpt-4o-mini", "gpt-4o"), retry_after_seconds=1, slow_seconds=2.0)
+
+
+@pytest.fixture
+def anthropic_fake() -> FakeChat:
+    return FakeChat(api_key=ANTHROPIC_KEY, models=("claude-haiku", "claude-sonnet"), retry_after_seconds=1,
+                    slow_seconds=2.0)
+
+
+@pytest.fixture
+def openai_url(openai_fake: FakeChat) -> Iterator[str]:
+    with serve(build_fake_chat(openai_fake)) as url:
+        yield f"{url}/v1"
+
+
+@pytest.fixture
+def anthropic_url(anthropic_fake: FakeChat) -> Iterator[str]:
+    with serve(build_fake_chat(anthropic_fake)) as url:
+        yield f"{url}/v1/"  # trailing slash, as Anthropic's documented base URL has
+
+
+@pytest.fixture
+def make_settings(openai_url: str, anthropic_url: str):
+    def make(**overrides) -> Settings:
+        values = dict(openai_api_key=OPENAI_KEY, openai_base_url=openai_url, anthropic_api_key=ANTHROPIC_KEY,
+                      anthropic_base_url=anthropic_url, coordinator_models=json.dumps({"models": TABLE}),
+                      provider_timeout_seconds=0.5, provider_attempts=2, provider_backoff_seconds=0.01,
+                      provider_backoff_max_seconds=0.05, provider_max_retry_wait_seconds=1.5,
+                      breaker_failure_threshold=3, breaker_reset_seconds=30.0)
+        return Settings(**{**values, **overrides})
+    return make
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
