@@ -1,0 +1,95 @@
+"""One team run: MCP sessions to the peers opened for the run (in the request's task, as the
+MCP client's cancel scopes require), the team built on them, the outcome mapped to an error
+the API can answer clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import AsyncExitStack
+from typing import Any, Callable
+
+from agno.run import RunStatus
+from agno.team import Team
+from agno.tools.mcp import MCPTools
+
+from agno_teams.metrics import TeamMetrics
+from agno_teams.peers import Peer, PeerError
+from agno_teams.settings import Settings
+from agno_teams.teams import CRM_TOOLS, MEMORY_TOOLS
+
+TeamFactory = Callable[[Settings, MCPTools, MCPTools], Team]
+
+
+class ModelNotConfigured(RuntimeError):
+    pass
+
+
+class ModelError(RuntimeError):
+    """The model call through agno-coordinator failed (after the client's retries)."""
+
+
+class TeamTimeout(RuntimeError):
+    pass
+
+
+class TeamRunner:
+    def __init__(self, settings: Settings, hubspot: Peer, context: Peer, metrics: TeamMetrics):
+        self.settings, self.hubspot, self.context, self.metrics = settings, hubspot, context, metrics
+
+    async def _tools(self, stack: AsyncExitStack, peer: Peer, include: list[str]) -> MCPTools:
+        try:
+            session = await stack.enter_async_context(peer.mcp_session(self.settings.peer_timeout_seconds))
+            tools = MCPTools(session=session, include_tools=include, name=peer.name.replace("-", "_"))
+            await tools.connect()  # agno logs and swallows a failure here: check the outcome instead
+        except Exception as exc:  # an unreachable peer surfaces as an ExceptionGroup from the transport
+            raise PeerError(peer.name, 503, f"MCP endpoint unreachable: {type(exc).__name__}") from exc
+        if not tools.initialized:
+            raise PeerError(peer.name, 503, f"MCP endpoint {peer.base_url}/mcp did not list its tools")
+        return tools
+
+    def require_model(self, name: str) -> None:
+        """Called before any peer traffic: without a model a team run cannot start."""
+        if (missing := self.settings.model_missing()) is not None:
+            self.metrics.runs.labels(name, "not_configured").inc()
+            raise ModelNotConfigured(missing)
+
+    async def run(self, name: str, factory: TeamFactory, prompt: str) -> dict[str, Any]:
+        self.require_model(name)
+        started, outcome = time.perf_counter(), "error"
+        try:
+            async with AsyncExitStack() as stack:
+                crm = await self._tools(stack, self.hubspot, CRM_TOOLS)
+                memories = await self._tools(stack, self.context, MEMORY_TOOLS)
+                team = factory(self.settings, crm, memories)
+                try:
+                    async with asyncio.timeout(self.settings.team_timeout_seconds):  # same task: see module doc
+                        output = await team.arun(prompt)
+                except TimeoutError:
+                    outcome = "timeout"
+                    raise TeamTimeout(f"{name} did not finish in {self.settings.team_timeout_seconds:.0f}s") from None
+            if output.status == RunStatus.error:
+                outcome = "model_error"
+                raise ModelError(f"model call through agno-coordinator failed: {output.content}")
+            outcome = "ok"
+            return {"team": name, "content": output.content, "tool_calls": tool_calls(output)}
+        except PeerError:
+            outcome = "peer_error"
+            raise
+        finally:
+            self.metrics.runs.labels(name, outcome).inc()
+            self.metrics.duration.labels(name).observe(time.perf_counter() - started)
+
+
+def tool_calls(output: Any) -> list[dict[str, Any]]:
+    """Which member called which tool (the leader's delegations included), in order."""
+    calls = [{"member": "leader", "tool": t.tool_name, "args": t.tool_args} for t in (output.tools or [])]
+    for member in output.member_responses or []:
+        who = getattr(member, "agent_id", None) or getattr(member, "agent_name", None)
+        calls += [{"member": who, "tool": t.tool_name, "args": t.tool_args} for t in (member.tools or [])]
+    return calls
+
+
+def prompt(task: str, facts: dict[str, Any]) -> str:
+    return f"{task}\n\nDeterministic facts (computed by rules, authoritative):\n{json.dumps(facts, indent=2)}"
