@@ -38,27 +38,46 @@ TABLE = [
 ]
 
 
-@pytest.fixture
-def openai_fake() -> FakeChat:
-    return FakeChat(api_key=OPENAI_KEY, models=("gpt-4o-mini", "gpt-4o"), retry_after_seconds=1, slow_seconds=2.0)
+def openai_chat() -> FakeChat:
+    return FakeChat(api_key=OPENAI_KEY, models=("gpt-4o-mini", "gpt-4o"), retry_after_seconds=1, slow_seconds=1.0)
 
 
-@pytest.fixture
-def anthropic_fake() -> FakeChat:
+def anthropic_chat() -> FakeChat:
     return FakeChat(api_key=ANTHROPIC_KEY, models=("claude-haiku", "claude-sonnet"), retry_after_seconds=1,
-                    slow_seconds=2.0)
+                    slow_seconds=1.0)
+
+
+# The fake providers are served once per session (a server's start and stop is most of a
+# test's time); each test gets them back in their initial state.
+@pytest.fixture(scope="session")
+def _served_fakes() -> Iterator[tuple[FakeChat, str, FakeChat, str]]:
+    openai, anthropic = openai_chat(), anthropic_chat()
+    with serve(build_fake_chat(openai)) as openai_base, serve(build_fake_chat(anthropic)) as anthropic_base:
+        yield openai, f"{openai_base}/v1", anthropic, f"{anthropic_base}/v1/"  # Anthropic's base URL ends in /
 
 
 @pytest.fixture
-def openai_url(openai_fake: FakeChat) -> Iterator[str]:
-    with serve(build_fake_chat(openai_fake)) as url:
-        yield f"{url}/v1"
+def openai_fake(_served_fakes) -> FakeChat:
+    fake = _served_fakes[0]
+    fake.__dict__.update(openai_chat().__dict__)
+    return fake
 
 
 @pytest.fixture
-def anthropic_url(anthropic_fake: FakeChat) -> Iterator[str]:
-    with serve(build_fake_chat(anthropic_fake)) as url:
-        yield f"{url}/v1/"  # trailing slash, as Anthropic's documented base URL has
+def anthropic_fake(_served_fakes) -> FakeChat:
+    fake = _served_fakes[2]
+    fake.__dict__.update(anthropic_chat().__dict__)
+    return fake
+
+
+@pytest.fixture
+def openai_url(_served_fakes, openai_fake: FakeChat) -> str:
+    return _served_fakes[1]
+
+
+@pytest.fixture
+def anthropic_url(_served_fakes, anthropic_fake: FakeChat) -> str:
+    return _served_fakes[3]
 
 
 @pytest.fixture
@@ -66,7 +85,7 @@ def make_settings(openai_url: str, anthropic_url: str):
     def make(**overrides) -> Settings:
         values = dict(openai_api_key=OPENAI_KEY, openai_base_url=openai_url, anthropic_api_key=ANTHROPIC_KEY,
                       anthropic_base_url=anthropic_url, coordinator_models=json.dumps({"models": TABLE}),
-                      provider_timeout_seconds=0.5, provider_attempts=2, provider_backoff_seconds=0.01,
+                      provider_timeout_seconds=0.4, provider_attempts=2, provider_backoff_seconds=0.01,
                       provider_backoff_max_seconds=0.05, provider_max_retry_wait_seconds=1.5,
                       breaker_failure_threshold=3, breaker_reset_seconds=30.0)
         return Settings(**{**values, **overrides})
