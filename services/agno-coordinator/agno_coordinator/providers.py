@@ -78,7 +78,8 @@ class Provider:
                 self.breaker.before_call(self.name)
             except CircuitOpenError as exc:
                 # Opened by our own retries: report what actually went wrong.
-                raise last or ProviderFailure("circuit_open", f"{self.name}: {exc}") from exc
+                remaining = self.breaker.reset_timeout - (time.monotonic() - self.breaker.opened_at)
+                raise last or ProviderFailure("circuit_open", f"{self.name}: {exc}", max(0.0, remaining)) from exc
             response = None
             try:
                 request = self._client.build_request("POST", "chat/completions", json=body, headers=headers)

@@ -10,6 +10,8 @@ import time
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 
 from agno_coordinator.main import build_app
 from conftest import user
@@ -143,7 +145,7 @@ def test_every_breaker_open_is_a_503_with_retry_after_and_not_ready(make_setting
     assert opened.status_code == 502 and [a["model"] for a in opened.json()["attempts"]] == ["mini", "haiku",
                                                                                             "big", "sonnet"]
     assert calls == 2  # each breaker opened on its first failure; big and sonnet were never called
-    assert shed.status_code == 503 and shed.headers["Retry-After"]
+    assert shed.status_code == 503 and 25 <= int(shed.headers["Retry-After"]) <= 30  # the breakers' reset time
     assert {a["reason"] for a in shed.json()["attempts"]} == {"circuit_open"}
     assert len(openai_fake.requests) + len(anthropic_fake.requests) == calls
     assert ready.status_code == 503 and "circuit breaker is open" in ready.json()["checks"]["providers"]
@@ -166,3 +168,35 @@ def test_a_stream_whose_provider_hangs_before_answering_falls_back(coordinator, 
                       json={"messages": user("stream it"), "stream": True}) as r:
         body = r.read().decode()
     assert r.headers["X-Sophia-Model"] == "haiku" and body.rstrip().endswith("data: [DONE]")
+
+
+def broken_stream_provider() -> FastAPI:
+    """A provider that starts a stream and dies mid-way (the connection drops)."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions():
+        async def events():
+            chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o-mini",
+                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "partial"},
+                                  "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+            raise RuntimeError("the GPU node went away")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def test_a_stream_that_breaks_after_its_first_byte_ends_with_an_error_event(make_settings, anthropic_fake) -> None:
+    with serve(broken_stream_provider()) as broken, \
+            serve(build_app(make_settings(openai_base_url=f"{broken}/v1"))) as url:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=15,
+                          json={"messages": user("stream it"), "stream": True}) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        outcome = metric(url, "coordinator_requests_total", model="mini", provider="openai", outcome="stream_error")
+    assert r.status_code == 200 and r.headers["X-Sophia-Model"] == "mini"
+    assert events[0]["model"] == "mini" and events[0]["choices"][0]["delta"]["content"] == "partial"
+    assert events[-1]["error"]["type"] == "upstream_error" and "openai stream broke" in events[-1]["error"]["message"]
+    assert anthropic_fake.requests == []  # too late to fall back: the caller already had a byte
+    assert outcome == 1
