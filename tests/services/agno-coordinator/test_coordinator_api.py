@@ -194,3 +194,20 @@ def test_usage_and_cost_are_exported_as_metrics(coordinator) -> None:
     assert metric(coordinator, "coordinator_provider_up", provider="anthropic") == 1
     assert 'provider="local"' not in httpx.get(f"{coordinator}/metrics").text  # not configured, not exported
     assert httpx.get(f"{coordinator}/readyz").json() == {"status": "ready", "checks": ["providers"]}
+
+
+def test_the_official_openai_client_talks_to_it(coordinator, openai_fake: FakeChat) -> None:
+    """What agno-teams and agents use (Agno's OpenAI models are built on this SDK)."""
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{coordinator}/v1", api_key="unused", max_retries=0)
+    openai_fake.script("gpt-4o-mini", Reply(tool_calls=[("lookup_customer", {"email": "ana@example.com"})]),
+                       Reply(content="one two three"))
+    done = client.chat.completions.create(model="auto", messages=user("who is ana?"), tools=TOOLS)
+    assert done.model == "mini" and done.choices[0].message.tool_calls[0].function.name == "lookup_customer"
+    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="mini", messages=user("count"), stream=True) if c.choices]
+    assert "".join(pieces).strip() == "one two three"
+    assert [m.id for m in client.models.list()][:2] == ["auto", "mini"]
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model="auto", messages=user("hi"),
+                                       extra_headers={"X-Sophia-Max-Cost-USD": "0"})
