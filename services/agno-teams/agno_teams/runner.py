@@ -59,16 +59,10 @@ class TeamRunner:
         self.require_model(name)
         started, outcome = time.perf_counter(), "error"
         try:
-            async with AsyncExitStack() as stack:
-                crm = await self._tools(stack, self.hubspot, CRM_TOOLS)
-                memories = await self._tools(stack, self.context, MEMORY_TOOLS)
-                team = factory(self.settings, crm, memories)
-                try:
-                    async with asyncio.timeout(self.settings.team_timeout_seconds):  # same task: see module doc
-                        output = await team.arun(prompt)
-                except TimeoutError:
-                    outcome = "timeout"
-                    raise TeamTimeout(f"{name} did not finish in {self.settings.team_timeout_seconds:.0f}s") from None
+            try:
+                output = await self._run(name, factory, prompt)
+            except BaseExceptionGroup as group:  # the MCP client's task groups wrap what the body raised
+                raise _first_known(group) from group
             if output.status == RunStatus.error:
                 outcome = "model_error"
                 raise ModelError(f"model call through agno-coordinator failed: {output.content}")
@@ -77,9 +71,32 @@ class TeamRunner:
         except PeerError:
             outcome = "peer_error"
             raise
+        except TeamTimeout:
+            outcome = "timeout"
+            raise
         finally:
             self.metrics.runs.labels(name, outcome).inc()
             self.metrics.duration.labels(name).observe(time.perf_counter() - started)
+
+    async def _run(self, name: str, factory: TeamFactory, prompt: str) -> Any:
+        async with AsyncExitStack() as stack:
+            crm = await self._tools(stack, self.hubspot, CRM_TOOLS)
+            memories = await self._tools(stack, self.context, MEMORY_TOOLS)
+            team = factory(self.settings, crm, memories)
+            try:
+                async with asyncio.timeout(self.settings.team_timeout_seconds):  # same task: see module doc
+                    return await team.arun(prompt)
+            except TimeoutError:
+                raise TeamTimeout(f"{name} did not finish in {self.settings.team_timeout_seconds:.0f}s") from None
+
+
+def _first_known(group: BaseExceptionGroup) -> Exception:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_known(exc)
+        if isinstance(exc, (PeerError, TeamTimeout, ModelError)):
+            return exc
+    return PeerError("mcp", 502, f"MCP session failed: {group.exceptions[0]!r}"[:300])
 
 
 def tool_calls(output: Any) -> list[dict[str, Any]]:
