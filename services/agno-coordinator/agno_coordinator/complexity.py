@@ -45,7 +45,8 @@ class Complexity:
 def estimate(body: dict[str, Any]) -> Complexity:
     messages = body.get("messages") or []
     text = "\n".join(message_text(m) for m in messages if isinstance(m, dict))
-    last_user = next((message_text(m) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), "")
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    last_user = message_text(users[-1]) if users else ""
     score, signals = 0, []
 
     tokens = len(text) // CHARS_PER_TOKEN

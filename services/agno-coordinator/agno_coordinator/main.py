@@ -56,11 +56,13 @@ class Coordinator:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.table = load_table(settings.coordinator_models)  # raises TableError: the service does not start
-        common = dict(timeout=settings.provider_timeout_seconds, connect_timeout=settings.provider_connect_timeout_seconds,
+        common = dict(timeout=settings.provider_timeout_seconds,
+                      connect_timeout=settings.provider_connect_timeout_seconds,
                       attempts=settings.provider_attempts, backoff=settings.provider_backoff_seconds,
                       backoff_max=settings.provider_backoff_max_seconds,
                       max_retry_wait=settings.provider_max_retry_wait_seconds,
-                      failure_threshold=settings.breaker_failure_threshold, reset_timeout=settings.breaker_reset_seconds)
+                      failure_threshold=settings.breaker_failure_threshold,
+                      reset_timeout=settings.breaker_reset_seconds)
         self.providers = {
             "openai": Provider("openai", settings.openai_base_url, settings.openai_api_key, **common),
             "anthropic": Provider("anthropic", settings.anthropic_base_url, settings.anthropic_api_key, **common),
@@ -115,10 +117,11 @@ class Coordinator:
             except ProviderFailure as failure:
                 self.accounting.attempt(spec, failure.reason)
                 failures.append((spec, failure))
-                if i + 1 < len(route.candidates):
+                following = route.candidates[i + 1].name if i + 1 < len(route.candidates) else None
+                if following:
                     self.accounting.fallback(spec, failure.reason)
                 log.warning("model_failed", model=spec.name, provider=spec.provider, reason=failure.reason,
-                            detail=str(failure), next=route.candidates[i + 1].name if i + 1 < len(route.candidates) else None)
+                            detail=str(failure), next=following)
         return _all_failed(failures)
 
     def _answer(self, spec: ModelSpec, route: Plan, failures: list, response: httpx.Response) -> Response:

@@ -52,7 +52,8 @@ class Provider:
                  reset_timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None):
         self.name, self.base_url = name, (base_url or "").rstrip("/") + "/"
         self.configured = bool(base_url) and (bool(api_key) or not key_required)
-        self.attempts, self.backoff, self.backoff_max, self.max_retry_wait = attempts, backoff, backoff_max, max_retry_wait
+        self.attempts, self.backoff, self.backoff_max = attempts, backoff, backoff_max
+        self.max_retry_wait = max_retry_wait
         self.breaker = CircuitBreaker(failure_threshold, reset_timeout)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, transport=transport,
@@ -69,7 +70,8 @@ class Provider:
     def _delay(self, attempt: int) -> float:
         return min(self.backoff_max, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
-    async def send(self, body: dict[str, Any], *, stream: bool, headers: dict[str, str] | None = None) -> httpx.Response:
+    async def send(self, body: dict[str, Any], *, stream: bool,
+                   headers: dict[str, str] | None = None) -> httpx.Response:
         """POST chat/completions. Returns a 2xx response: read when `stream` is false, open
         (body unread, caller closes it) when true. Raises ProviderFailure or ProviderRejected."""
         last: ProviderFailure | None = None
