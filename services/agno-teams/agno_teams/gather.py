@@ -13,7 +13,7 @@ DEAL_PROPERTIES = ["dealname", "amount", "dealstage", "pipeline", "closedate", "
                    "hs_is_closed_won", "hs_v2_date_entered_current_stage", "hs_lastmodifieddate"]
 ENGAGEMENT_PROPERTIES = ["hs_timestamp", "hs_note_body", "hs_call_title", "hs_email_subject", "hs_meeting_title"]
 IDS_PER_SEARCH = 5  # one EQ filter per group, and HubSpot allows 5 groups per search
-CONCURRENCY = 4  # searches in flight per gathering (HubSpot's search API allows a few per second)
+CONCURRENCY = 4  # searches in flight across the service (HubSpot's search API allows a few per second)
 
 
 class Gatherer:
