@@ -256,3 +256,26 @@ def test_mcp_client_lists_and_calls_the_tools(local_app) -> None:
     assert tools == {"store_memory", "search_memories", "delete_memory"}
     assert not stored.is_error and not found.is_error
     assert "Sophia's MCP memory works" in str(found.structured_content or found.content)
+
+
+def test_a_burst_beyond_the_redis_pool_waits_for_the_cache_instead_of_running_the_model(redis_url: str) -> None:
+    """Measured in bench-context: failing over to the model when the pool was busy made every
+    hit a model run and throughput collapsed. A burst now queues for a connection."""
+    app = build_app(Settings(redis_url=redis_url, embedding_provider="local", redis_max_connections=2,
+                             qdrant_collection="burst"))
+    with serve(app) as url:
+        queries = [f"burst question {i}" for i in range(4)]
+        for q in queries:  # warm the cache
+            httpx.post(f"{url}/memories/search", json={"query": q}).raise_for_status()
+        embedder = app.state.service.embedder
+        misses_before = embedder.misses
+
+        async def burst() -> list[int]:
+            limits = httpx.Limits(max_connections=300)  # more requests in flight than redis-py's default pool
+            async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+                answers = await asyncio.gather(*(client.post("/memories/search", json={"query": queries[i % 4]})
+                                                 for i in range(200)))
+            return [a.status_code for a in answers]
+
+        assert asyncio.run(burst()) == [200] * 200
+        assert embedder.misses == misses_before  # 200 hits through 2 connections, no model runs

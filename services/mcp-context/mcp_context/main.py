@@ -33,6 +33,7 @@ class Settings(ServiceSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     redis_url: str | None = None
     redis_password: str | None = None
+    redis_max_connections: int = 64
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_path: str = ":memory:"  # embedded mode when no server URL
@@ -70,8 +71,13 @@ class ContextService:
         self.settings = settings
         client = None
         if settings.redis_url:
-            client = redis.Redis.from_url(settings.redis_url, password=settings.redis_password,
-                                          socket_timeout=0.5, socket_connect_timeout=0.5)
+            # A blocking pool: under a burst, waiting for a free connection beats failing over to the
+            # model, which costs far more CPU and feeds the burst (measured: throughput collapsed).
+            # A Redis that is down or hung still fails fast through the socket timeouts.
+            pool = redis.BlockingConnectionPool.from_url(
+                settings.redis_url, password=settings.redis_password, max_connections=settings.redis_max_connections,
+                timeout=10, socket_timeout=0.5, socket_connect_timeout=0.5)
+            client = redis.Redis(connection_pool=pool)
         self.embedder = CachedEmbedder(build_embedder(settings), client, settings.embedding_cache_ttl_seconds)
         if settings.qdrant_url:
             qdrant = AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
