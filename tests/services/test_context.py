@@ -134,6 +134,7 @@ def test_embedding_cache_uses_one_round_trip_and_the_seed_ttl(local_app, redis_u
     assert calls(middle, "mget") - calls(before, "mget") == 1  # one MGET for five texts
     assert calls(middle, "set") - calls(before, "set") == 5  # written in one pipeline
     assert 86000 < client.ttl(cache_key(cached.model, texts[0])) <= 86400
+    assert len(client.get(cache_key(cached.model, texts[0]))) == 4 * cached.dimensions  # float32 bytes
     assert (cached.misses, cached.hits) == (5, 5) and first == second
 
 
