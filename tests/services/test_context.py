@@ -205,7 +205,8 @@ def test_openai_embedder_batches_within_api_limits_and_keeps_order() -> None:
 
     calls: list[dict[str, Any]] = []
     with serve(fake_openai(calls, {})) as openai_url:
-        embedder = OpenAIEmbedder("test-key", f"{openai_url}/v1")
+        # Few dimensions: the batching is under test, and 2500 x 3072 floats of JSON take ~25 s.
+        embedder = OpenAIEmbedder("test-key", f"{openai_url}/v1", dimensions=16)
         texts = [f"text {i}" for i in range(2500)]
 
         async def both():
@@ -213,7 +214,8 @@ def test_openai_embedder_batches_within_api_limits_and_keeps_order() -> None:
 
         vectors, single = asyncio.run(both())
     assert [len(c["input"]) for c in calls[:2]] == [2048, 452]
-    assert len(vectors) == 2500 and vectors[2499] == single[0]
+    assert len(vectors) == 2500 and vectors[2499] == single[0] and len(single[0]) == 16
+    assert all(c["dimensions"] == 16 and c["model"] == "text-embedding-3-large" for c in calls)
 
 
 def test_embedding_provider_failure_is_a_clear_problem(redis_url: str) -> None:

@@ -56,11 +56,13 @@ def test_a_failing_hubspot_opens_the_breaker(crm: FakeHubSpot, hubspot_url: str)
 
 
 def test_a_timeout_is_retried(crm: FakeHubSpot, hubspot_url: str) -> None:
-    crm.faults, crm.slow_seconds = ["slow"], 1.0
+    crm.faults, crm.slow_seconds = ["slow"], 2.0
     with serve(build_app(settings(hubspot_url, hubspot_timeout_seconds=0.3))) as url:
         started = time.monotonic()
         response = httpx.get(f"{url}/hubspot/deals", timeout=10)
-    assert response.status_code == 200 and time.monotonic() - started < 1.5
+        elapsed = time.monotonic() - started  # not counting the servers' shutdown
+    # Answered by the retry, well before the slow answer would have come.
+    assert response.status_code == 200 and elapsed < 1.5
 
 
 def test_readiness_asks_hubspot_and_caches_a_success(crm: FakeHubSpot, hubspot_url: str) -> None:
