@@ -80,3 +80,35 @@ def test_submission_is_idempotent_by_client_key_and_runs_are_exclusive(database_
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_task_whose_workers_keep_dying_fails_with_the_reason(database_url: str, redis_url: str) -> None:
+    from mcp_agents.loop import Outcome
+    from mcp_agents.worker import Worker
+
+    async def scenario():
+        redis = Redis.from_url(redis_url)
+        store, queue = TaskStore(database_url), TaskQueue(redis, visibility_timeout_seconds=0.05)
+        await store.open()
+        await queue.ensure_group()
+        task, _ = await store.submit("crashes its worker", 5, 60, None)
+        await queue.enqueue(task.id)
+        ran: list[str] = []
+
+        async def run(task, emit):
+            ran.append(task.id)
+            return Outcome("should not run", 1)
+
+        for dead in ("w1", "w2", "w3"):  # three workers take it and die without acknowledging
+            delivery = await queue.next(dead, block_ms=100)
+            assert delivery.task_id == task.id and await store.start(task.id, dead, 0.05)
+            await asyncio.sleep(0.1)
+        worker = Worker("w4", store, queue, run, max_attempts=3)
+        await worker.handle(await queue.next("w4", block_ms=100))
+        final = await store.get(task.id)
+        assert final.state == "failed" and final.error.startswith("gave up after 3 attempts") and not ran
+        assert await queue.pending() == 0  # acknowledged: it will not come back
+        await store.close()
+        await redis.aclose()
+
+    asyncio.run(scenario())
