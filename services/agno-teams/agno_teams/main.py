@@ -37,17 +37,22 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     peer_args = {"timeout": settings.peer_timeout_seconds, "attempts": settings.peer_attempts}
     hubspot = Peer("mcp-hubspot", settings.mcp_hubspot_url, **peer_args)
     context = Peer("mcp-context", settings.mcp_context_url, **peer_args)
+    coordinator = (Peer("agno-coordinator", settings.agno_coordinator_url, timeout=settings.peer_timeout_seconds,
+                        attempts=1, headers={"Authorization": f"Bearer {settings.model_key()}"})
+                   if settings.agno_coordinator_url else None)
     gatherer = Gatherer(hubspot, context, max_engagements=settings.max_engagements_per_type,
                         support_namespace=settings.support_namespace)
 
     async def close() -> None:
         await hubspot.aclose()
         await context.aclose()
+        if coordinator:
+            await coordinator.aclose()
 
     app = create_app(settings, readiness={"mcp-hubspot": hubspot.ping, "mcp-context": context.ping},
                      on_shutdown=[close])
     metrics = TeamMetrics(app.state.registry)
-    runner = TeamRunner(settings, hubspot, context, metrics)
+    runner = TeamRunner(settings, hubspot, context, metrics, coordinator)
 
     @app.exception_handler(PeerError)
     async def peer_failed(_: Request, exc: PeerError):
@@ -92,7 +97,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/teams/client-health/companies/{company_id}/review")
     async def company_review(company_id: str, body: ReviewIn | None = None,
                              as_of: datetime | None = None) -> dict[str, Any]:
-        runner.require_model("ClientHealthTeam")
+        await runner.require_model("ClientHealthTeam")
         result = await health(company_id, as_of)
         task = (f"Review the health of client company {company_id} ({result['company']}) and explain its score."
                 + (f" Focus: {body.focus}" if body and body.focus else ""))
@@ -107,7 +112,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/teams/sales/deals/{deal_id}/analysis")
     async def deal_analysis(deal_id: str, body: ReviewIn | None = None,
                             as_of: datetime | None = None) -> dict[str, Any]:
-        runner.require_model("SalesIntelligenceTeam")
+        await runner.require_model("SalesIntelligenceTeam")
         result = await signals(deal_id, as_of)
         task = (f"Analyse deal {deal_id} ({result['deal']}) and write coaching notes for its owner."
                 + (f" Focus: {body.focus}" if body and body.focus else ""))

@@ -26,9 +26,10 @@ class PeerError(RuntimeError):
 
 
 class Peer:
-    def __init__(self, name: str, base_url: str, *, timeout: float, attempts: int):
+    def __init__(self, name: str, base_url: str, *, timeout: float, attempts: int,
+                 headers: dict[str, str] | None = None):
         self.name, self.base_url = name, base_url.rstrip("/")
-        self._http = ResilientClient(self.base_url, timeout=timeout, attempts=attempts)
+        self._http = ResilientClient(self.base_url, timeout=timeout, attempts=attempts, headers=headers)
         self._probe = ResilientClient(self.base_url, timeout=timeout, attempts=1)
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:

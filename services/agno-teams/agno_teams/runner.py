@@ -35,8 +35,10 @@ class TeamTimeout(RuntimeError):
 
 
 class TeamRunner:
-    def __init__(self, settings: Settings, hubspot: Peer, context: Peer, metrics: TeamMetrics):
+    def __init__(self, settings: Settings, hubspot: Peer, context: Peer, metrics: TeamMetrics,
+                 coordinator: Peer | None = None):
         self.settings, self.hubspot, self.context, self.metrics = settings, hubspot, context, metrics
+        self.coordinator = coordinator
 
     async def _tools(self, stack: AsyncExitStack, peer: Peer, include: list[str]) -> MCPTools:
         try:
@@ -49,14 +51,22 @@ class TeamRunner:
             raise PeerError(peer.name, 503, f"MCP endpoint {peer.base_url}/mcp did not list its tools")
         return tools
 
-    def require_model(self, name: str) -> None:
-        """Called before any peer traffic: without a model a team run cannot start."""
-        if (missing := self.settings.model_missing()) is not None:
+    async def require_model(self, name: str) -> None:
+        """Called before any peer traffic: without a model a team run cannot start. The provider
+        keys live on agno-coordinator, so it is asked too: a model it lists as unavailable is
+        as missing as our own key (its answer to a model call would only be a 503)."""
+        missing = self.settings.model_missing()
+        if missing is None and self.coordinator is not None:
+            listed = await self.coordinator.call("GET", "/v1/models")
+            entry = next((m for m in listed.get("data", []) if m.get("id") == self.settings.model_id), None)
+            if entry is not None and entry.get("available") is False:
+                missing = (f"agno-coordinator has no model available for {self.settings.model_id!r}: configure a "
+                           "provider there (OPENAI_API_KEY or ANTHROPIC_API_KEY secret, or LOCAL_MODEL_URL)")
+        if missing is not None:
             self.metrics.runs.labels(name, "not_configured").inc()
             raise ModelNotConfigured(missing)
 
     async def run(self, name: str, factory: TeamFactory, prompt: str) -> dict[str, Any]:
-        self.require_model(name)
         started, outcome = time.perf_counter(), "error"
         try:
             try:

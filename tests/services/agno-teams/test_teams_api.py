@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import httpx
 
-from teams_data import AS_OF
+from teams_data import AS_OF, MODEL_KEY, teams_settings
+from tests.services.conftest import serve
 
 
 def test_client_health_scores_an_engaged_client_from_the_crm(teams_url: str) -> None:
@@ -70,3 +71,24 @@ def test_without_a_model_key_scoring_works_and_team_runs_say_what_to_set(no_mode
 def test_readiness_asks_both_peers(teams_url: str) -> None:
     response = httpx.get(f"{teams_url}/readyz", timeout=10)
     assert response.status_code == 200 and response.json()["checks"] == ["mcp-context", "mcp-hubspot"]
+
+
+def test_a_coordinator_without_providers_is_a_503_that_says_where_to_configure(mcp_hubspot_url: str,
+                                                                              mcp_context_url: str) -> None:
+    """The provider keys live on agno-coordinator: a real one with none configured."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "services" / "agno-coordinator"))
+    from agno_coordinator.main import Settings as CoordinatorSettings, build_app as build_coordinator
+    from agno_teams.main import build_app
+
+    with serve(build_coordinator(CoordinatorSettings())) as coordinator, \
+            serve(build_app(teams_settings(mcp_hubspot_url=mcp_hubspot_url, mcp_context_url=mcp_context_url,
+                                           agno_coordinator_url=coordinator, model_api_key=MODEL_KEY))) as url:
+        review = httpx.post(f"{url}/teams/client-health/companies/501/review", timeout=30)
+        score = httpx.get(f"{url}/teams/client-health/companies/501", params=AS_OF, timeout=30)
+    assert review.status_code == 503 and review.json()["title"] == "Model not configured"
+    assert "agno-coordinator has no model available" in review.json()["detail"]
+    assert "OPENAI_API_KEY" in review.json()["detail"]
+    assert score.status_code == 200 and score.json()["score"] == 90  # the deterministic part still answers
