@@ -5,6 +5,7 @@ for a cache hit vs a miss. Prints figures; bounded in time (a few minutes)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing as mp
 import os
 import shutil
@@ -51,36 +52,49 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+class Tally:
+    """Latencies of answered searches and the count of failed ones."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    async def search(self, session, query: str, since: float) -> None:
+        """One search; its latency counts from `since` (a time.monotonic() instant)."""
+        import aiohttp
+
+        try:
+            async with session.post("/memories/search", json={"query": query, "top_k": 5}) as r:
+                await r.read()
+                if r.status == 200:
+                    self.latencies.append(time.monotonic() - since)
+                else:
+                    self.errors += 1
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            self.errors += 1
+
+    def result(self, elapsed: float) -> dict:
+        return {"requests": len(self.latencies), "errors": self.errors, "elapsed": elapsed,
+                "latencies": self.latencies}
+
+
 async def _load(url: str, concurrency: int, seconds: float, queries: list[str]) -> dict:
     """Closed loop: `concurrency` connections, each sending its next search as soon as the last answers."""
     import aiohttp
 
-    latencies: list[float] = []
-    errors = 0
+    tally = Tally()
     deadline = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         async def worker(n: int) -> None:
-            nonlocal errors
-            i = n
-            while time.monotonic() < deadline:
-                started = time.perf_counter()
-                try:
-                    async with session.post("/memories/search",
-                                            json={"query": queries[i % len(queries)], "top_k": 5}) as r:
-                        await r.read()
-                        if r.status != 200:
-                            errors += 1
-                        else:
-                            latencies.append(time.perf_counter() - started)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    errors += 1
-                i += concurrency
+            for i in itertools.count(n, concurrency):
+                if time.monotonic() >= deadline:
+                    return
+                await tally.search(session, queries[i % len(queries)], time.monotonic())
 
         started = time.monotonic()
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
-        elapsed = time.monotonic() - started
-    return {"requests": len(latencies), "errors": errors, "elapsed": elapsed, "latencies": latencies}
+        return tally.result(time.monotonic() - started)
 
 
 async def _paced(url: str, users: int, rate: float, seconds: float, queries: list[str]) -> dict:
@@ -90,39 +104,27 @@ async def _paced(url: str, users: int, rate: float, seconds: float, queries: lis
 
     import aiohttp
 
-    latencies: list[float] = []
-    errors = 0
+    tally = Tally()
     rng = random.Random(7)
     mean_think = users / rate
     deadline = time.monotonic() + seconds
 
     async def user(n: int) -> None:
-        nonlocal errors
         connector = aiohttp.TCPConnector(limit=1)
         async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
             async with session.get("/healthz") as r:  # open the connection before the clock starts
                 await r.read()
             planned = time.monotonic() + rng.uniform(0, mean_think)
-            i = n
-            while planned < deadline:
+            for i in itertools.count(n, users):
+                if planned >= deadline:
+                    return
                 await asyncio.sleep(max(0.0, planned - time.monotonic()))
-                try:
-                    async with session.post("/memories/search",
-                                            json={"query": queries[i % len(queries)], "top_k": 5}) as r:
-                        await r.read()
-                        if r.status != 200:
-                            errors += 1
-                        else:
-                            latencies.append(time.monotonic() - planned)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    errors += 1
-                i += users
+                await tally.search(session, queries[i % len(queries)], planned)
                 planned += rng.expovariate(1 / mean_think)
 
     started = time.monotonic()
     await asyncio.gather(*(user(n) for n in range(users)))
-    return {"requests": len(latencies), "errors": errors, "elapsed": time.monotonic() - started,
-            "latencies": latencies}
+    return tally.result(time.monotonic() - started)
 
 
 def load_generator(url: str, concurrency: int, seconds: float, queries: list[str], out: mp.Queue,

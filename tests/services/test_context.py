@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,7 +14,7 @@ import pytest
 import redis
 from fastapi import FastAPI, Header, HTTPException, Request
 
-from .conftest import free_port, serve
+from .conftest import free_port, redis_server_at, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "mcp-context"))
 
@@ -29,21 +26,8 @@ from components.qdrant import SEED_COLLECTION  # noqa: E402
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    server = shutil.which("redis-server")
-    assert server, "redis-server is missing: scripts/bootstrap.sh installs it from apt-packages.txt"
-    port = free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    with redis_server_at() as url:
+        yield url
 
 
 def fake_openai(calls: list[dict[str, Any]], fail: dict[str, int]) -> FastAPI:

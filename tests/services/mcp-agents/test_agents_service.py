@@ -51,9 +51,10 @@ def wait_for(url: str, task_id: str, states: tuple[str, ...] = ("succeeded", "fa
     raise AssertionError(f"task {task_id} still {task['state']}")
 
 
-def sse_events(url: str) -> list[dict[str, Any]]:
+def sse_events(url: str, last_event_id: int | None = None) -> list[dict[str, Any]]:
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     events = []
-    with httpx.stream("GET", url, timeout=20) as response:
+    with httpx.stream("GET", url, headers=headers, timeout=20) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
             if line.startswith("data: "):
@@ -88,7 +89,7 @@ def test_a_task_runs_the_tool_loop_over_mcp_and_streams_progress(database_url, r
         assert "renews its contract in March" in tool_message["content"]
 
         # Resuming the stream after event 4 replays only what came after it.
-        resumed = sse_events_after(f"{url}/agents/tasks/{task_id}/events", 4)
+        resumed = sse_events(f"{url}/agents/tasks/{task_id}/events", last_event_id=4)
         assert [e["seq"] for e in resumed] == [5, 6]
 
         # Same key, same body: the same task, not a second run.
@@ -104,15 +105,6 @@ def test_a_task_runs_the_tool_loop_over_mcp_and_streams_progress(database_url, r
         assert 'agents_tool_calls_total{outcome="ok",tool="context__search_memories"} 1.0' in metrics
         assert httpx.get(f"{url}/readyz").status_code == 200
         assert httpx.get(f"{url}/agents/tasks/00000000-0000-0000-0000-000000000000").status_code == 404
-
-
-def sse_events_after(url: str, last: int) -> list[dict[str, Any]]:
-    events = []
-    with httpx.stream("GET", url, headers={"Last-Event-ID": str(last)}, timeout=20) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[6:]))
-    return events
 
 
 def test_limits_end_a_run_with_a_clear_reason(database_url, redis_url, context_url, model) -> None:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +14,7 @@ for path in (ROOT / "libs", ROOT / "services" / "mcp-github", ROOT / "services" 
         sys.path.insert(0, str(path))
 
 from github_fake import TOKEN, FakeGitHub, build_fake_github  # noqa: E402
-from tests.services.conftest import free_port, serve  # noqa: E402
+from tests.services.conftest import free_port, redis_server_at, serve  # noqa: E402
 
 REPO_FILES = {
     "README.md": "# Billing\nComputes invoices for every customer at the end of the month.\n",
@@ -47,23 +44,8 @@ def github_url(fake: FakeGitHub) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: scripts/bootstrap.sh installs it from apt-packages.txt"
-    import redis
-
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    with redis_server_at() as url:
+        yield url
 
 
 __all__ = ["TOKEN", "serve", "free_port"]
