@@ -26,6 +26,8 @@ ALLOY = ("alloy", "1.4.0", "https://grafana.github.io/helm-charts")
 LATENCY_THRESHOLD_SECONDS = 0.1
 LATENCY_SLO = 0.99
 ERROR_RATIO_THRESHOLD = 0.05
+FALLBACK_RATIO_THRESHOLD = 0.2  # a fifth of model calls falling back: a provider is sick
+AGENT_FAILURE_RATIO_THRESHOLD = 0.25
 # Google SRE workbook, multiwindow multi-burn-rate alerts: (long window, short window, burn rate, severity).
 BURN_RATE_WINDOWS = (("1h", "5m", 14.4, "page"), ("6h", "30m", 6.0, "page"),
                      ("1d", "2h", 3.0, "ticket"), ("3d", "6h", 1.0, "ticket"))
@@ -82,11 +84,50 @@ def alert_rules() -> list[dict[str, Any]]:
              "annotations": {"summary": "{{ $labels.service }} answers more than 5 % of requests with 5xx"}},
         ]},
         {"name": "sophia-latency-slo", "rules": record + burn},
+        {"name": "sophia-ai", "rules": [
+            # Per provider 0 also means "not configured", so only all of them at 0 is an outage.
+            {"alert": "NoModelProviderUsable", "expr": "max(coordinator_provider_up) == 0", "for": "5m",
+             "labels": {"severity": "page"},
+             "annotations": {"summary": "agno-coordinator has no usable model provider (keys missing or every "
+                                        "provider's breaker open): model calls answer 503"}},
+            {"alert": "ModelFallbacksHigh",
+             "expr": ("sum(rate(coordinator_fallbacks_total[15m])) / sum(rate(coordinator_requests_total[15m]))"
+                      f" > {FALLBACK_RATIO_THRESHOLD}"),
+             "for": "15m", "labels": {"severity": "ticket"},
+             "annotations": {"summary": "more than 20 % of model calls fall back to another model"}},
+            {"alert": "AgentTasksFailing",
+             "expr": ('sum(rate(agents_tasks_total{outcome="failed"}[30m])) / sum(rate(agents_tasks_total[30m]))'
+                      f" > {AGENT_FAILURE_RATIO_THRESHOLD}"),
+             "for": "30m", "labels": {"severity": "ticket"},
+             "annotations": {"summary": "more than 25 % of agent tasks fail (limits, model or tool errors)"}},
+        ]},
     ]
+
+
+# Panels of the services' own metrics (their code: services/<name>/), added to their dashboards.
+SERVICE_PANELS: dict[str, dict[str, list[str]]] = {
+    "agno-coordinator": {
+        "Spend USD per hour, by model": ["sum by (model) (rate(coordinator_cost_usd_total{sel}[1h])) * 3600"],
+        "Tokens per second, by model": ["sum by (model) (rate(coordinator_tokens_total{sel}[5m]))"],
+        "Fallbacks per second, by provider and reason":
+            ["sum by (from_provider, reason) (rate(coordinator_fallbacks_total{sel}[5m]))"],
+        "Providers usable": ["min by (provider) (coordinator_provider_up{sel})"],
+    },
+    "mcp-agents": {
+        "Tasks finished per minute, by outcome": ["sum by (outcome) (rate(agents_tasks_total{sel}[5m])) * 60"],
+        "Task duration p50 / p95 (s)": [
+            "histogram_quantile(0.5, sum by (le) (rate(agents_task_duration_seconds_bucket{sel}[15m])))",
+            "histogram_quantile(0.95, sum by (le) (rate(agents_task_duration_seconds_bucket{sel}[15m])))"],
+        "Tool calls per second, by tool and outcome":
+            ["sum by (tool, outcome) (rate(agents_tool_calls_total{sel}[5m]))"],
+    },
+}
 
 
 def dashboard(service: str) -> dict[str, Any]:
     sel = f'service="{service}"'
+    own = {title: [e.replace("{sel}", "{" + sel + "}") for e in exprs]
+           for title, exprs in SERVICE_PANELS.get(service, {}).items()}
     targets = {
         "Requests per second": [f"sum(rate({REQUESTS}{{{sel}}}[5m]))"],
         "Error ratio (5xx)": [f'sum(rate({REQUESTS}{{{sel},status=~"5.."}}[5m])) / sum(rate({REQUESTS}{{{sel}}}[5m]))'],
@@ -97,7 +138,7 @@ def dashboard(service: str) -> dict[str, Any]:
             f'kube_horizontalpodautoscaler_status_current_replicas{{horizontalpodautoscaler="{service}"}}',
             f'kube_horizontalpodautoscaler_status_desired_replicas{{horizontalpodautoscaler="{service}"}}',
             f'kube_horizontalpodautoscaler_spec_max_replicas{{horizontalpodautoscaler="{service}"}}'],
-    }
+    } | own
     panels = [{"id": i + 1, "type": "timeseries", "title": title, "datasource": {"type": "prometheus"},
                "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
                "targets": [{"expr": expr, "refId": chr(65 + j)} for j, expr in enumerate(exprs)]}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.observability import BURN_RATE_WINDOWS, alert_rules, dashboard
+from components.observability import BURN_RATE_WINDOWS, SERVICE_PANELS, alert_rules, dashboard
 from infra.discovery import discover
 from infra.render import helm_releases, offline_config, remote_manifests, run_program
 
@@ -83,7 +84,8 @@ def test_every_service_is_scraped_and_has_a_dashboard(rendered: dict[str, list[d
         assert find(objects, "Service", spec.name)["metadata"]["labels"]["sophia.ai/scrape"] == "true"
         board = json.loads(find(objects, "ConfigMap", f"dashboard-{spec.name}")["data"][f"{spec.name}.json"])
         titles = {p["title"] for p in board["panels"]}
-        assert titles == {"Requests per second", "Error ratio (5xx)", "Latency p50 / p99 (s)", "Replicas vs HPA"}
+        common = {"Requests per second", "Error ratio (5xx)", "Latency p50 / p99 (s)", "Replicas vs HPA"}
+        assert titles == common | set(SERVICE_PANELS.get(spec.name, {}))
         exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
         assert "histogram_quantile(0.99" in exprs and "kube_horizontalpodautoscaler_spec_max_replicas" in exprs
 
@@ -109,7 +111,23 @@ def test_alert_rules_cover_down_errors_and_multiwindow_burn_rates() -> None:
         assert 'le="0.1"' in rules[f"sophia:latency_slow_ratio:rate{long_w}"]["expr"]
 
 
-@pytest.mark.parametrize("service", ["mcp-context", "orchestrator"])
+@pytest.mark.parametrize("service", ["mcp-context", "orchestrator", "agno-coordinator", "mcp-agents"])
 def test_dashboard_selects_only_its_service(service: str) -> None:
     exprs = [t["expr"] for p in dashboard(service)["panels"] for t in p["targets"]]
     assert all(service in e for e in exprs)
+
+
+def test_ai_alerts_and_panels_query_the_metrics_the_services_export() -> None:
+    """The names must match what agno-coordinator and mcp-agents register, or nothing fires."""
+    root = Path(__file__).resolve().parents[2]
+    exported = set()
+    for module in ("agno-coordinator/agno_coordinator/accounting.py", "mcp-agents/mcp_agents/main.py"):
+        exported |= set(re.findall(r'(?:Counter|Histogram|GaugeMetricFamily)\(\s*"(\w+)"',
+                                   (root / "services" / module).read_text()))
+    rules = {r["alert"]: r for g in alert_rules() if g["name"] == "sophia-ai" for r in g["rules"]}
+    assert set(rules) == {"NoModelProviderUsable", "ModelFallbacksHigh", "AgentTasksFailing"}
+    queried = set()
+    for expr in [r["expr"] for r in rules.values()] + [t["expr"] for s in ("agno-coordinator", "mcp-agents")
+                                                       for p in dashboard(s)["panels"] for t in p["targets"]]:
+        queried |= {re.sub(r"_(bucket|count|sum)$", "", m) for m in re.findall(r"\b(coordinator_\w+|agents_\w+)", expr)}
+    assert queried and queried <= exported, queried - exported
