@@ -36,12 +36,20 @@ class CircuitBreaker:
     state: str = "closed"
     failures: int = 0
     opened_at: float = field(default=0.0)
+    trial_at: float = field(default=0.0)
 
     def before_call(self, host: str) -> None:
+        now = time.monotonic()
         if self.state == "open":
-            if time.monotonic() - self.opened_at < self.reset_timeout:
+            if now - self.opened_at < self.reset_timeout:
                 raise CircuitOpenError(f"{host} is failing; circuit open for {self.reset_timeout:.0f}s")
-            self.state = "half-open"  # one trial call decides
+            self.state, self.trial_at = "half-open", now  # this call is the one trial that decides
+        elif self.state == "half-open":
+            # Concurrent callers wait for the trial rather than all hitting a sick upstream; a trial
+            # that never reported (its caller was cancelled) is replaced after the reset timeout.
+            if now - self.trial_at < self.reset_timeout:
+                raise CircuitOpenError(f"{host} is failing; a trial call is deciding whether it recovered")
+            self.trial_at = now
 
     def record_success(self) -> None:
         self.state, self.failures = "closed", 0

@@ -148,6 +148,27 @@ def test_half_open_breaker_closes_after_a_good_call() -> None:
     assert client.breaker("127.0.0.1").state == "closed"
 
 
+def test_half_open_breaker_lets_one_trial_through_at_a_time() -> None:
+    from sophia_chassis.http import CircuitBreaker
+
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=0.1)
+    breaker.record_failure()
+    time.sleep(0.12)
+    breaker.before_call("upstream")  # the trial
+    with pytest.raises(CircuitOpenError, match="trial call"):
+        breaker.before_call("upstream")  # a concurrent caller fails fast meanwhile
+    time.sleep(0.12)
+    breaker.before_call("upstream")  # the first trial never reported: another one goes
+    breaker.record_failure()
+    assert breaker.state == "open"
+    time.sleep(0.12)
+    breaker.before_call("upstream")
+    breaker.record_success()
+    breaker.before_call("upstream")
+    breaker.before_call("upstream")
+    assert breaker.state == "closed"
+
+
 def test_connection_refused_is_retried_then_reported() -> None:
     from .conftest import free_port
 

@@ -20,23 +20,7 @@ from agno_coordinator.main import Settings  # noqa: E402
 from tests.services.conftest import serve  # noqa: E402
 from tests.services.openai_chat_fake import FakeChat, build_fake_chat  # noqa: E402
 
-OPENAI_KEY, ANTHROPIC_KEY = "sk-openai-test", "sk-ant-test"
-
-
-def model(name: str, provider: str, upstream: str, price_in: float, price_out: float, tier: str,
-          latency_ms: int, context_window: int = 128_000) -> dict:
-    return dict(name=name, provider=provider, upstream=upstream, input_usd_per_mtok=price_in,
-                output_usd_per_mtok=price_out, tier=tier, latency_ms=latency_ms, context_window=context_window)
-
-
-# Table names differ from upstream ids on purpose: the answer must carry the table name.
-TABLE = [
-    model("mini", "openai", "gpt-4o-mini", 0.15, 0.60, "medium", 900),
-    model("haiku", "anthropic", "claude-haiku", 0.80, 4.00, "medium", 1200),
-    model("big", "openai", "gpt-4o", 2.50, 10.00, "high", 2500),
-    model("sonnet", "anthropic", "claude-sonnet", 3.00, 15.00, "high", 3000, 200_000),
-]
-
+from coordinator_data import ANTHROPIC_KEY, OPENAI_KEY, TABLE  # noqa: E402
 
 def openai_chat() -> FakeChat:
     return FakeChat(api_key=OPENAI_KEY, models=("gpt-4o-mini", "gpt-4o"), retry_after_seconds=1, slow_seconds=1.0)
@@ -90,7 +74,3 @@ def make_settings(openai_url: str, anthropic_url: str):
                       breaker_failure_threshold=3, breaker_reset_seconds=30.0)
         return Settings(**{**values, **overrides})
     return make
-
-
-def user(text: str) -> list[dict]:
-    return [{"role": "user", "content": text}]

@@ -12,7 +12,7 @@ import pytest
 from agno_coordinator.main import Settings, build_app
 from agno_coordinator.router import NO_PROVIDER
 from agno_coordinator.table import TableError
-from conftest import OPENAI_KEY, user
+from coordinator_data import OPENAI_KEY, user
 from tests.services.conftest import serve
 from tests.services.openai_chat_fake import FakeChat, Reply
 

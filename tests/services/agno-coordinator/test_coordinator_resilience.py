@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
 from agno_coordinator.main import build_app
-from conftest import user
+from coordinator_data import user
 from tests.services.conftest import serve
 from tests.services.openai_chat_fake import FakeChat
 from test_coordinator_api import chat, metric

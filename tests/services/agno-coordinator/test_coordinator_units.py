@@ -10,7 +10,7 @@ import pytest
 from agno_coordinator.complexity import Complexity, estimate, from_header
 from agno_coordinator.router import NO_PROVIDER, Limits, NoProvider, NoRoute, UnknownModel, plan
 from agno_coordinator.table import DEFAULT_TABLE, ModelTable, TableError, load_table
-from conftest import TABLE, model, user
+from coordinator_data import TABLE, model, user
 
 ALL = ("openai", "anthropic")
 

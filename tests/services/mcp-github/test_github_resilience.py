@@ -84,8 +84,10 @@ def test_server_errors_are_retried_then_a_502_then_the_breaker_opens(fake: FakeG
 
 
 def test_a_timeout_is_retried(fake: FakeGitHub, github_url: str) -> None:
-    fake.faults, fake.slow_seconds = ["slow"], 1.0
+    fake.faults, fake.slow_seconds = ["slow"], 2.0
     with serve(build_app(settings(github_url, github_timeout_seconds=0.3))) as url:
         started = time.monotonic()
         response = httpx.get(f"{url}/github{COMMITS}", timeout=10)
-    assert response.status_code == 200 and time.monotonic() - started < 1.5
+        elapsed = time.monotonic() - started  # not counting the servers' shutdown
+    # Answered by the retry, well before the slow answer would have come.
+    assert response.status_code == 200 and elapsed < 1.5
