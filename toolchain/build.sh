@@ -64,7 +64,11 @@ gobuild() {
   mv -f "$BIN/.$out.tmp" "$BIN/$out"
 }
 
-moddir() { go list -m -f '{{.Dir}}' "$1"; }
+# A module's source directory. `go list -m` leaves Dir empty until the module is in the module
+# cache, which on a fresh machine it is not (nothing has compiled it yet): download it first.
+moddir() {
+  go mod download "$1" && go list -m -f '{{.Dir}}' "$1" | grep . || { echo "moddir: no source for $1" >&2; return 1; }
+}
 
 # ---------------------------------------------------------------- recipes
 recipe_etcd() {
@@ -93,7 +97,7 @@ recipe_kwok() {
   # defaults kwokctl uses (nodes become Ready and heartbeat through leases, pods become
   # Running/Ready, complete and delete), shipped in the kwok module itself.
   local st
-  st="$(moddir sigs.k8s.io/kwok)/kustomize/stage"
+  st="$(moddir sigs.k8s.io/kwok)/kustomize/stage" || return 1
   mkdir -p "$CACHE/share/kwok"
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
            pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
@@ -123,7 +127,7 @@ recipe_pulumi_language_python() {
   # The exec shim and the Python dynamic-provider plugin (`pulumi.dynamic` resources run in
   # `pulumi-resource-pulumi-python`) are scripts shipped in the sdk module at the same version.
   local sdk
-  sdk="$(moddir github.com/pulumi/pulumi/sdk/v3)"
+  sdk="$(moddir github.com/pulumi/pulumi/sdk/v3)" || return 1
   install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$BIN/pulumi-language-python-exec"
   install -m 0755 "$sdk/python/dist/pulumi-resource-pulumi-python" "$BIN/pulumi-resource-pulumi-python"
 }
@@ -133,7 +137,7 @@ recipe_pulumi_resource_kubernetes() {
   # copy of this wrapper module holding a writable copy of the command.
   local scratch="$SRC/pulumi-kubernetes" cmd
   [ -x "$BIN/pulumi" ] || { echo "build the pulumi piece first (it registers the plugin)"; return 1; }
-  cmd="$(moddir github.com/pulumi/pulumi-kubernetes/provider/v4)/cmd/pulumi-resource-kubernetes"
+  cmd="$(moddir github.com/pulumi/pulumi-kubernetes/provider/v4)/cmd/pulumi-resource-kubernetes" || return 1
   rm -rf "$scratch" && mkdir -p "$scratch/cmd"
   cp go.mod go.sum tools.go "$scratch/"
   cp -r "$cmd" "$scratch/cmd/" && chmod -R u+w "$scratch"
