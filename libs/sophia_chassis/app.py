@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.metrics import RequestMetrics
@@ -45,26 +46,7 @@ def create_app(settings: ServiceSettings, *, readiness: Mapping[str, Check] | No
     app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
     install_problem_handlers(app)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-ID"] = request_id
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            elapsed = time.perf_counter() - started
-            metrics.observe(settings.service_name, template, request.method, status, elapsed)
-            if template not in ("/healthz", "/readyz", "/metrics"):
-                log.info("request", method=request.method, route=template, status=status,
-                         duration_ms=round(elapsed * 1000, 2))
-            structlog.contextvars.unbind_contextvars("request_id")
+    app.add_middleware(ObserveRequests, service=settings.service_name, metrics=metrics)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -90,3 +72,50 @@ def create_app(settings: ServiceSettings, *, readiness: Mapping[str, Check] | No
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class ObserveRequests:
+    """Request id, metrics and the request log line, as a plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware costs a task and a body re-stream per request and breaks contextvars
+    for streamed answers (SSE, MCP). A request is measured up to its response's start (time
+    to first byte), so a long event stream does not count as a slow request."""
+
+    QUIET = ("/healthz", "/readyz", "/metrics")
+
+    def __init__(self, app: ASGIApp, service: str, metrics: RequestMetrics):
+        self.app, self.service, self.metrics = app, service, metrics
+        self.log = structlog.get_logger()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
+        request_id = given or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        observed = False
+
+        def observe(status: int) -> None:
+            nonlocal observed
+            if observed:
+                return
+            observed = True
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            self.metrics.observe(self.service, template, scope["method"], status, elapsed)
+            if template not in self.QUIET:
+                self.log.info("request", method=scope["method"], route=template, status=status,
+                              duration_ms=round(elapsed * 1000, 2))
+
+        async def send_observed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+                observe(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            observe(500)  # no response started: the error handler outside answers 500
+            structlog.contextvars.unbind_contextvars("request_id")

@@ -74,6 +74,33 @@ def test_health_readiness_metrics_request_id_and_problems() -> None:
     assert closed == ["client"]  # shutdown hooks ran
 
 
+def test_a_streamed_answer_counts_to_its_first_byte_and_keeps_its_request_id() -> None:
+    """An event stream open for a while is not a slow request (the latency SLO reads this histogram)."""
+    from fastapi.responses import StreamingResponse
+
+    app = create_app(ServiceSettings(service_name="streamer"))
+
+    @app.get("/events")
+    async def events():
+        async def body():
+            for n in range(3):
+                yield f"data: {n}\n\n"
+                await asyncio.sleep(0.15)
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    with serve(app) as url:
+        started = time.monotonic()
+        response = httpx.get(f"{url}/events", headers={"X-Request-ID": "stream-1"})
+        took = time.monotonic() - started
+        metrics = httpx.get(f"{url}/metrics").text
+    assert response.text.count("data:") == 3 and took >= 0.45
+    assert response.headers["X-Request-ID"] == "stream-1"
+    fast = next(line for line in metrics.splitlines() if line.startswith("http_request_duration_seconds_bucket")
+                and 'route="/events"' in line and 'le="0.1"' in line)
+    assert fast.endswith(" 1.0")
+
+
 def test_settings_come_from_env_and_secret_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "OPENAI_API_KEY").write_text("sk-from-file")
     monkeypatch.setenv("SOPHIA_SECRETS_DIR", str(tmp_path))
