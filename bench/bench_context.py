@@ -135,8 +135,21 @@ def load_generator(url: str, concurrency: int, seconds: float, queries: list[str
         out.put(asyncio.run(_paced(url, concurrency, rate, seconds, queries)))
 
 
+def wait_drained(url: str, timeout: float = 120) -> None:
+    """Requests whose clients gave up (timeouts) are still served; the next level starts when
+    they are done, which is when /healthz answers promptly again."""
+    deadline, prompt = time.monotonic() + timeout, 0
+    with httpx.Client(base_url=url, timeout=timeout) as client:
+        while prompt < 3 and time.monotonic() < deadline:
+            started = time.perf_counter()
+            client.get("/healthz")
+            prompt = prompt + 1 if time.perf_counter() - started < 0.02 else 0
+            time.sleep(0.2)
+
+
 def run_level(url: str, concurrency: int, seconds: float, queries: list[str], rate: float | None = None) -> dict:
     """One load level from a separate process, so the generator does not share the server's event loop."""
+    wait_drained(url)
     out: mp.Queue = mp.Queue()
     gen = mp.Process(target=load_generator, args=(url, concurrency, seconds, queries, out, rate))
     gen.start()
