@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,6 +41,7 @@ def fake_openai(calls: list[dict[str, Any]], fail: dict[str, int]) -> FastAPI:
             raise HTTPException(401, "bad key")
         body = await request.json()
         calls.append(body)
+        await asyncio.sleep(fail.get("delay", 0))
         if fail.get("status"):
             raise HTTPException(fail["status"], "upstream trouble")
         assert len(body["input"]) <= 2048
@@ -163,6 +165,11 @@ def fake_qdrant(created: dict[str, Any]) -> FastAPI:
         created.setdefault(f"{name}/indexes", []).append((await request.json())["field_name"])
         return ok({"operation_id": 1, "status": "completed"})
 
+    @app.post("/collections/{name}/points/query")
+    async def query(name: str, request: Request):
+        created.setdefault(f"{name}/queries", []).append(await request.json())
+        return ok({"points": []})
+
     return app
 
 
@@ -182,6 +189,27 @@ def test_collection_is_created_on_a_qdrant_server_exactly_as_the_seed_says() -> 
     assert {k: body["optimizers_config"][k] for k in ("default_segment_number", "max_optimization_threads")} == \
         SEED_COLLECTION["optimizers_config"]
     assert created["sophia-memories/indexes"] == ["namespace", "user"]
+
+
+def test_a_search_whose_client_has_gone_is_not_run() -> None:
+    """Under overload, clients time out; their searches must not keep the store busy for nobody."""
+    created: dict[str, Any] = {}
+    calls: list[dict[str, Any]] = []
+    fail = {"delay": 0.6}  # the embedding outlasts the first client's patience
+    with serve(fake_qdrant(created)) as qdrant_url, serve(fake_openai(calls, fail)) as openai_url:
+        app = build_app(Settings(qdrant_url=qdrant_url, qdrant_api_key="q-key", embedding_provider="openai",
+                                 openai_api_key="test-key", openai_base_url=f"{openai_url}/v1",
+                                 qdrant_collection="abandon"))
+        with serve(app) as url:
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(f"{url}/memories/search", json={"query": "anyone there?"}, timeout=0.2)
+            time.sleep(0.8)
+            metrics = httpx.get(f"{url}/metrics").text
+            fail["delay"] = 0
+            answered = httpx.post(f"{url}/memories/search", json={"query": "still here"}, timeout=10)
+    assert "context_searches_abandoned_total 1.0" in metrics
+    assert answered.status_code == 200 and answered.json() == {"results": []}
+    assert len(calls) == 2 and len(created["abandon/queries"]) == 1  # only the waiting caller's search ran
 
 
 def test_openai_embedder_batches_within_api_limits_and_keeps_order() -> None:

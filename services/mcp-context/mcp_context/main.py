@@ -6,12 +6,13 @@ the mounted secret files when the app is built, not at import)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import redis.asyncio as redis
 import structlog
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request, Response
 from mcp.server.mcpserver import MCPServer
+from prometheus_client import Counter
 from pydantic import BaseModel, Field
 from qdrant_client import AsyncQdrantClient
 
@@ -94,8 +95,13 @@ class ContextService:
         await self.store.upsert(memories, vectors)
         return [m.id for m in memories]
 
-    async def search(self, query: SearchIn) -> list[dict[str, Any]]:
+    async def search(self, query: SearchIn, abandoned: Callable[[], Awaitable[bool]] | None = None
+                     ) -> list[dict[str, Any]] | None:
+        """None when `abandoned` says the caller has gone: under overload, clients that timed out
+        would otherwise keep the store busy for nobody (measured in bench-context)."""
         [vector] = await self.embedder.embed([query.query])
+        if abandoned is not None and await abandoned():
+            return None
         return await self.store.search(vector, limit=query.top_k, score_threshold=query.score_threshold,
                                        namespace=query.namespace, user=query.user, metadata=query.metadata)
 
@@ -143,6 +149,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app = create_app(settings, readiness={"redis": redis_ready, "qdrant": qdrant_ready},
                      on_startup=[start], on_shutdown=[stop])
     app.state.service = service
+    requests_abandoned = Counter("context_searches_abandoned_total",
+                                 "Searches not run because their client had gone", registry=app.state.registry)
 
     @app.post("/memories", status_code=201)
     async def add_memory(item: MemoryIn) -> dict[str, str]:
@@ -155,8 +163,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return {"ids": await service.add(items)}
 
     @app.post("/memories/search")
-    async def search(query: SearchIn) -> dict[str, Any]:
-        return {"results": await service.search(query)}
+    async def search(query: SearchIn, request: Request):
+        results = await service.search(query, abandoned=request.is_disconnected)
+        if results is None:
+            requests_abandoned.inc()
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+        return {"results": results}
 
     @app.get("/memories/{memory_id}")
     async def get_memory(memory_id: str) -> dict[str, Any]:
