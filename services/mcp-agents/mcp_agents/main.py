@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import socket
-import time
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -87,8 +86,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
                 await emit("tools_unavailable", toolbox.unavailable)
             for name in toolbox.tools:
                 tool_calls.labels(name, "offered")  # a labelled zero shows the tool exists
-            return await run_agent(task.goal, model, _Counted(toolbox), emit, max_steps=task.max_steps,
-                                   deadline=time.monotonic() + task.time_limit_seconds)
+            return await run_agent(task.goal, model, _Counted(toolbox), emit, max_steps=task.max_steps)
 
     async def start() -> None:
         await store.open()
