@@ -12,9 +12,18 @@ from typing import Iterator
 
 import uvicorn
 
-LIBS = Path(__file__).resolve().parents[2] / "libs"
-if str(LIBS) not in sys.path:
-    sys.path.insert(0, str(LIBS))
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def importable(*folders: str) -> None:
+    """Put repository folders (a service's code, another test folder's fakes) on sys.path, once each."""
+    for folder in folders:
+        path = str(ROOT / folder)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+importable("libs")
 
 
 def free_port() -> int:

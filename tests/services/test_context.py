@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -15,9 +14,9 @@ import pytest
 import redis
 from fastapi import FastAPI, Header, HTTPException, Request
 
-from .conftest import free_port, redis_server_at, serve
+from .conftest import importable, free_port, redis_server_at, serve
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "mcp-context"))
+importable("services/mcp-context")
 
 from mcp_context.cache import cache_key  # noqa: E402
 from mcp_context.main import Settings, build_app  # noqa: E402

@@ -4,18 +4,16 @@ search filterGroups, v4 associations, bearer auth and 429 + Retry-After."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
-from .conftest import serve
+from .conftest import importable, serve
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "mcp-hubspot"))
+importable("services/mcp-hubspot")
 
 from mcp_hubspot.main import Settings, build_app  # noqa: E402
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from .conftest import free_port, serve
+from .conftest import importable, free_port, serve
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services" / "orchestrator"))
+importable("services/orchestrator")
 
 from orchestrator.main import MAPPINGS, Settings, build_app, resolve  # noqa: E402
 

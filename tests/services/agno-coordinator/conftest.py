@@ -5,16 +5,13 @@ providers on loopback (tests/services/openai_chat_fake.py), one as "openai", one
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-for path in (ROOT / "libs", ROOT / "services" / "agno-coordinator"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from tests.services.conftest import importable
+
+importable("services/agno-coordinator")
 
 from agno_coordinator.main import Settings  # noqa: E402
 from tests.services.conftest import serve  # noqa: E402

@@ -3,15 +3,11 @@ HubSpot, mcp-context with its offline embedder and embedded Qdrant) importable."
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-for path in (ROOT / "libs", ROOT / "services" / "agno-teams", ROOT / "services" / "mcp-hubspot",
-             ROOT / "services" / "mcp-context", ROOT / "tests" / "services" / "mcp-hubspot",
-             ROOT / "tests" / "services" / "agno-teams"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from tests.services.conftest import importable
+
+importable("services/agno-teams", "services/mcp-hubspot", "services/mcp-context", "tests/services/mcp-hubspot",
+           "tests/services/agno-teams")
 
 from typing import Iterator  # noqa: E402
 

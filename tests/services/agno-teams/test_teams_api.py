@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from teams_data import AS_OF, MODEL_KEY, teams_settings
-from tests.services.conftest import serve
+from tests.services.conftest import importable, serve
 
 
 def test_client_health_scores_an_engaged_client_from_the_crm(teams_url: str) -> None:
@@ -76,10 +76,7 @@ def test_readiness_asks_both_peers(teams_url: str) -> None:
 def test_a_coordinator_without_providers_is_a_503_that_says_where_to_configure(mcp_hubspot_url: str,
                                                                               mcp_context_url: str) -> None:
     """The provider keys live on agno-coordinator: a real one with none configured."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "services" / "agno-coordinator"))
+    importable("services/agno-coordinator")
     from agno_coordinator.main import Settings as CoordinatorSettings, build_app as build_coordinator
     from agno_teams.main import build_app
 

@@ -7,17 +7,14 @@ answers from what it found."""
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[3]
-for path in (ROOT / "libs", ROOT / "tests" / "services" / "mcp-github", *(ROOT / "services" / name for name in (
-        "mcp-agents", "agno-coordinator", "mcp-github", "mcp-context"))):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from tests.services.conftest import importable
+
+importable("tests/services/mcp-github", "services/mcp-agents", "services/agno-coordinator", "services/mcp-github",
+           "services/mcp-context")
 
 from agno_coordinator.main import Settings as CoordinatorSettings, build_app as build_coordinator  # noqa: E402
 from github_fake import TOKEN, FakeGitHub, build_fake_github  # noqa: E402

@@ -3,17 +3,14 @@ a fresh database and an empty Redis per test), the fake model server, real peers
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-for path in (ROOT / "libs", ROOT / "services" / "mcp-agents", ROOT / "services" / "mcp-context"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from tests.services.conftest import importable
+
+importable("services/mcp-agents", "services/mcp-context")
 
 from tests.services.conftest import postgres_server, redis_server_at  # noqa: E402
 

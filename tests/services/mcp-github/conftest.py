@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-for path in (ROOT / "libs", ROOT / "services" / "mcp-github", ROOT / "services" / "mcp-context"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from tests.services.conftest import importable
+
+importable("services/mcp-github", "services/mcp-context")
 
 from github_fake import TOKEN, FakeGitHub, build_fake_github  # noqa: E402
 from tests.services.conftest import free_port, redis_server_at, serve  # noqa: E402

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-for path in (ROOT / "libs", ROOT / "services" / "mcp-hubspot"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from tests.services.conftest import importable
+
+importable("services/mcp-hubspot")
 
 from hubspot_fake import FakeHubSpot, build_fake_hubspot  # noqa: E402
 from tests.services.conftest import serve  # noqa: E402
