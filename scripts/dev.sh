@@ -26,9 +26,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     if ((${#run_as[@]})); then chown postgres: "$data"; fi
     "${run_as[@]}" "$bin/initdb" -D "$data" -U sophia --auth=trust -E UTF8 >/dev/null
   fi
-  "${run_as[@]}" "$bin/postgres" -D "$data" -p 5432 -h 127.0.0.1 -k "$data" >/dev/null 2>&1 &
+  "${run_as[@]}" "$bin/postgres" -D "$data" -p 5432 -h 127.0.0.1 -k "$data" >.state/dev-postgres.log 2>&1 &
   pids+=($!)
-  until pg_isready -q -h 127.0.0.1 -p 5432; do sleep 0.1; done
+  until pg_isready -q -h 127.0.0.1 -p 5432; do
+    kill -0 "${pids[-1]}" 2>/dev/null || { echo "[dev] postgres did not start: .state/dev-postgres.log"; exit 1; }
+    sleep 0.1
+  done
   echo "[dev] postgres on 127.0.0.1:5432 (data in .state/dev-postgres)"
 fi
 
