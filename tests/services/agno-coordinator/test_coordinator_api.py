@@ -198,7 +198,7 @@ def test_usage_and_cost_are_exported_as_metrics(coordinator) -> None:
 
 def test_the_official_openai_client_talks_to_it(coordinator, openai_fake: FakeChat) -> None:
     """What agno-teams and agents use (Agno's OpenAI models are built on this SDK)."""
-    openai = pytest.importorskip("openai")
+    import openai  # pinned in requirements-services.txt: a missing SDK must fail, not skip
     client = openai.OpenAI(base_url=f"{coordinator}/v1", api_key="unused", max_retries=0)
     openai_fake.script("gpt-4o-mini", Reply(tool_calls=[("lookup_customer", {"email": "ana@example.com"})]),
                        Reply(content="one two three"))
