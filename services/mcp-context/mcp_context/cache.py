@@ -1,5 +1,6 @@
 """Redis embedding cache: key = hash(model, text), TTL 24 h (the seed), one round trip
-per batch. Redis being down degrades to no cache, never to an error. Vectors are stored
+per batch. Redis being down degrades to no cache, never to an error; after a few failures a
+breaker skips Redis for a while, so a hung Redis costs a few requests a timeout, not every one. Vectors are stored
 as little-endian float32 bytes (what Qdrant keeps anyway): a quarter of JSON's size and
 decoded without parsing, which is most of a hit's cost (bench-context)."""
 
@@ -11,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import redis.asyncio as redis
 import structlog
+from sophia_chassis.http import CircuitBreaker, CircuitOpenError
 
 from mcp_context.embeddings import Embedder
 
@@ -31,8 +33,10 @@ def decode_vector(raw: bytes) -> list[float]:
 
 
 class CachedEmbedder:
-    def __init__(self, inner: Embedder, client: redis.Redis | None, ttl: int = CACHE_TTL_SECONDS):
+    def __init__(self, inner: Embedder, client: redis.Redis | None, ttl: int = CACHE_TTL_SECONDS,
+                 breaker: CircuitBreaker | None = None):
         self.inner, self.client, self.ttl = inner, client, ttl
+        self.breaker = breaker or CircuitBreaker(failure_threshold=3, reset_timeout=5.0)
         self.model, self.dimensions = inner.model, inner.dimensions
         self.hits = self.misses = 0
 
@@ -40,10 +44,7 @@ class CachedEmbedder:
         keys = [cache_key(self.model, t) for t in texts]
         cached: list[bytes | None] = [None] * len(texts)
         if self.client is not None and texts:
-            try:
-                cached = await self.client.mget(keys)
-            except (redis.RedisError, OSError) as exc:
-                log.warning("embedding_cache_unavailable", error=str(exc))
+            cached = await self._guarded(self.client.mget(keys), default=cached)
         missing = [i for i, value in enumerate(cached) if value is None]
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
@@ -54,14 +55,27 @@ class CachedEmbedder:
         for i, vector in zip(missing, fresh):
             vectors[i] = vector
         if fresh and self.client is not None:
-            try:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for i, vector in zip(missing, fresh):
-                        pipe.set(keys[i], encode_vector(vector), ex=self.ttl)
-                    await pipe.execute()
-            except (redis.RedisError, OSError) as exc:
-                log.warning("embedding_cache_unavailable", error=str(exc))
+            pipe = self.client.pipeline(transaction=False)
+            for i, vector in zip(missing, fresh):
+                pipe.set(keys[i], encode_vector(vector), ex=self.ttl)
+            await self._guarded(pipe.execute(), default=None)
         return vectors
+
+    async def _guarded(self, call, default):
+        """Run a Redis call unless the breaker is open; any Redis failure returns `default`."""
+        try:
+            self.breaker.before_call("redis")
+        except CircuitOpenError:
+            call.close()  # never awaited: close the coroutine so Python does not warn
+            return default
+        try:
+            result = await call
+        except (redis.RedisError, OSError) as exc:
+            self.breaker.record_failure()
+            log.warning("embedding_cache_unavailable", error=str(exc), breaker=self.breaker.state)
+            return default
+        self.breaker.record_success()
+        return result
 
     async def ping(self) -> bool:
         return self.client is None or bool(await self.client.ping())

@@ -35,6 +35,7 @@ class Settings(ServiceSettings):
     redis_url: str | None = None
     redis_password: str | None = None
     redis_max_connections: int = 64
+    redis_timeout_seconds: float = Field(2.0, gt=0)  # connect and reply, each
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_path: str = ":memory:"  # embedded mode when no server URL
@@ -74,10 +75,13 @@ class ContextService:
         if settings.redis_url:
             # A blocking pool: under a burst, waiting for a free connection beats failing over to the
             # model, which costs far more CPU and feeds the burst (measured: throughput collapsed).
-            # A Redis that is down or hung still fails fast through the socket timeouts.
+            # Timeouts are counted on this event loop, which stalls for hundreds of ms under a burst:
+            # tight ones turned healthy calls into misses (seen in CI). A hung Redis is instead cut
+            # off by the cache's breaker after a few timeouts.
             pool = redis.BlockingConnectionPool.from_url(
                 settings.redis_url, password=settings.redis_password, max_connections=settings.redis_max_connections,
-                timeout=10, socket_timeout=0.5, socket_connect_timeout=0.5)
+                timeout=10, socket_timeout=settings.redis_timeout_seconds,
+                socket_connect_timeout=settings.redis_timeout_seconds)
             client = redis.Redis(connection_pool=pool)
         self.embedder = CachedEmbedder(build_embedder(settings), client, settings.embedding_cache_ttl_seconds)
         if settings.qdrant_url:
