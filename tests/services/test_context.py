@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -95,6 +96,22 @@ def test_rest_memories_rank_semantically_and_filter(local_app) -> None:
     gone = httpx.get(f"{url}/memories/{memory_id}")
     assert gone.status_code == 404 and gone.headers["content-type"] == "application/problem+json"
     assert httpx.post(f"{url}/memories", json={"text": ""}).status_code == 422
+    assert httpx.get(f"{url}/memories/not-an-id").status_code == 422  # ids are UUIDs
+    assert httpx.post(f"{url}/memories/search", json={"query": "x", "metadata": {"source": 1.5}}).status_code == 422
+
+
+def test_embedded_memories_survive_a_restart_and_a_shard_of_another_size_is_refused(tmp_path: Path) -> None:
+    from mcp_context.store import EmbeddedMemoryStore
+
+    settings = Settings(embedding_provider="local", qdrant_path=str(tmp_path / "qdrant"))
+    with serve(build_app(settings)) as url:
+        memory_id = httpx.post(f"{url}/memories", json={"text": "Kept on disk", "namespace": "ops"}).json()["id"]
+    with serve(build_app(settings)) as url:
+        found = httpx.post(f"{url}/memories/search", json={"query": "kept on disk", "namespace": "ops"}).json()
+        assert [r["id"] for r in found["results"]] == [memory_id]
+
+    with pytest.raises(RuntimeError, match="QDRANT_PATH.*3072-d"):
+        asyncio.run(EmbeddedMemoryStore(str(tmp_path / "qdrant"), "sophia-memories", 3072).ensure_collection())
 
 
 def test_embedding_cache_uses_one_round_trip_and_the_seed_ttl(local_app, redis_url: str) -> None:
@@ -132,11 +149,13 @@ def test_seed_collection_config(redis_url: str, tmp_path: Path) -> None:
                                  openai_base_url=f"{openai_url}/v1", qdrant_path=str(tmp_path / "qdrant")))
         with serve(app) as url:
             assert httpx.post(f"{url}/memories", json={"text": "hello"}).status_code == 201
-    # The service has stopped and released its embedded store; open it and read what it created.
-    # Embedded Qdrant keeps the vector parameters (it has no HNSW index to configure).
-    info = QdrantClient(path=str(tmp_path / "qdrant")).get_collection("sophia-memories").config
-    assert info.params.vectors.size == SEED_COLLECTION["vectors"]["size"] == 3072
-    assert info.params.vectors.distance.value == "Cosine"
+    # The service has stopped and closed its embedded shard; read the configuration it persisted.
+    config = json.loads((tmp_path / "qdrant" / "sophia-memories" / "edge_config.json").read_text())
+    assert config["vectors"][""] == {"size": SEED_COLLECTION["vectors"]["size"], "distance": "Cosine"}
+    assert SEED_COLLECTION["vectors"]["size"] == 3072
+    hnsw = SEED_COLLECTION["hnsw_config"]
+    assert {k: config["hnsw_config"][k] for k in hnsw} == hnsw
+    assert config["optimizers"]["default_segment_number"] == SEED_COLLECTION["optimizers_config"]["default_segment_number"]
     assert calls[0]["model"] == "text-embedding-3-large" and calls[0]["dimensions"] == 3072
 
 

@@ -7,6 +7,7 @@ the mounted secret files when the app is built, not at import)."""
 from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
+from uuid import UUID
 
 import redis.asyncio as redis
 import structlog
@@ -18,7 +19,7 @@ from qdrant_client import AsyncQdrantClient
 
 from mcp_context.cache import CACHE_TTL_SECONDS, CachedEmbedder
 from mcp_context.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder
-from mcp_context.store import Memory, MemoryStore
+from mcp_context.store import EmbeddedMemoryStore, Memory, MemoryStore, ServerMemoryStore
 from sophia_chassis import ServiceSettings, create_app
 from sophia_chassis.mcp import McpEndpoint
 
@@ -38,7 +39,7 @@ class Settings(ServiceSettings):
     redis_timeout_seconds: float = Field(2.0, gt=0)  # connect and reply, each
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
-    qdrant_path: str = ":memory:"  # embedded mode when no server URL
+    qdrant_path: str = ":memory:"  # embedded (Qdrant Edge) when no server URL: a directory, or ":memory:"
     qdrant_collection: str = "sophia-memories"
 
 
@@ -55,7 +56,7 @@ class SearchIn(BaseModel):
     score_threshold: float | None = Field(None, ge=-1, le=1)
     namespace: str | None = None
     user: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, str | int | bool] | None = None  # what a Qdrant exact match compares
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -84,14 +85,13 @@ class ContextService:
                 socket_connect_timeout=settings.redis_timeout_seconds)
             client = redis.Redis(connection_pool=pool)
         self.embedder = CachedEmbedder(build_embedder(settings), client, settings.embedding_cache_ttl_seconds)
+        self.store: MemoryStore
         if settings.qdrant_url:
-            qdrant = AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-        elif settings.qdrant_path == ":memory:":
-            qdrant = AsyncQdrantClient(location=":memory:")
+            self.store = ServerMemoryStore(AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key),
+                                           settings.qdrant_collection, self.embedder.dimensions)
         else:
-            qdrant = AsyncQdrantClient(path=settings.qdrant_path)
-        self.store = MemoryStore(qdrant, settings.qdrant_collection, self.embedder.dimensions,
-                                 payload_indexes=bool(settings.qdrant_url))
+            self.store = EmbeddedMemoryStore(settings.qdrant_path, settings.qdrant_collection,
+                                             self.embedder.dimensions)
 
     async def add(self, items: list[MemoryIn]) -> list[str]:
         memories = [Memory(text=i.text, namespace=i.namespace, user=i.user, metadata=i.metadata) for i in items]
@@ -130,9 +130,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return await service.search(SearchIn(query=query, top_k=top_k, namespace=namespace, user=user))
 
     @mcp.tool()
-    async def delete_memory(memory_id: str) -> dict[str, bool]:
+    async def delete_memory(memory_id: UUID) -> dict[str, bool]:
         """Delete a memory by id."""
-        return {"deleted": await service.store.delete(memory_id)}
+        return {"deleted": await service.store.delete(str(memory_id))}
 
     async def start() -> None:
         await service.store.ensure_collection()
@@ -142,13 +142,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         await endpoint.stop()
         if service.embedder.client is not None:
             await service.embedder.client.aclose()
-        await service.store.client.close()
+        await service.store.close()
 
     async def redis_ready() -> bool:
         return await service.embedder.ping()
 
     async def qdrant_ready() -> bool:
-        return await service.store.client.collection_exists(service.store.collection)
+        return await service.store.ready()
 
     app = create_app(settings, readiness={"redis": redis_ready, "qdrant": qdrant_ready},
                      on_startup=[start], on_shutdown=[stop])
@@ -175,15 +175,15 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return {"results": results}
 
     @app.get("/memories/{memory_id}")
-    async def get_memory(memory_id: str) -> dict[str, Any]:
-        found = await service.store.get(memory_id)
+    async def get_memory(memory_id: UUID) -> dict[str, Any]:  # ids are UUIDs: anything else is a 422
+        found = await service.store.get(str(memory_id))
         if found is None:
             raise HTTPException(404, f"no memory {memory_id}")
         return found
 
     @app.delete("/memories/{memory_id}", status_code=204)
-    async def delete(memory_id: str) -> None:
-        if not await service.store.delete(memory_id):
+    async def delete(memory_id: UUID) -> None:
+        if not await service.store.delete(str(memory_id)):
             raise HTTPException(404, f"no memory {memory_id}")
 
     @app.get("/embeddings/info")
