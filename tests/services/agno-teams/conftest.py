@@ -52,7 +52,7 @@ def mcp_context_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def chat() -> FakeChat:
-    return FakeChat(api_key=MODEL_KEY, models=("auto",), slow_seconds=3.0)
+    return FakeChat(api_key=MODEL_KEY, models=("auto",), slow_seconds=6.0)  # past the 5 s model timeout
 
 
 @pytest.fixture(scope="session")

@@ -64,5 +64,6 @@ def teams_settings(**overrides):
 
     values = {"model_api_key": None, "internal_api_token": None, "agno_coordinator_url": None,
               "peer_attempts": 2, "peer_timeout_seconds": 5.0, "model_max_retries": 0,
-              "model_timeout_seconds": 2.0, "team_timeout_seconds": 30.0} | overrides
+              # 5 s: scripted replies are instant, but a loaded 2-core CI machine stalls for seconds
+              "model_timeout_seconds": 5.0, "team_timeout_seconds": 30.0} | overrides
     return Settings(**values)

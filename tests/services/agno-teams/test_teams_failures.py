@@ -95,10 +95,10 @@ def test_a_team_run_over_its_time_budget_is_a_504_problem(mcp_hubspot_url: str, 
                                                           coordinator_url: str, fresh_chat: FakeChat) -> None:
     from agno_teams.main import build_app
 
-    fresh_chat.fail("auto", "timeout")  # the fake answers after 3 s; the model timeout (5 s) is not reached
+    fresh_chat.fail("auto", "timeout")  # the fake answers after 6 s; the model timeout (10 s) is not reached
     settings = teams_settings(mcp_hubspot_url=mcp_hubspot_url, mcp_context_url=mcp_context_url,
                               agno_coordinator_url=coordinator_url, model_api_key=MODEL_KEY,
-                              model_timeout_seconds=5.0, team_timeout_seconds=1.0)
+                              model_timeout_seconds=10.0, team_timeout_seconds=1.0)
     fresh_chat.script("auto", Reply(content="too late"))
     with serve(build_app(settings)) as url:
         response = httpx.post(f"{url}/teams/client-health/companies/501/review", params=AS_OF, timeout=30)
