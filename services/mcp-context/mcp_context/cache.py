@@ -1,13 +1,13 @@
 """Redis embedding cache: key = hash(model, text), TTL 24 h (the seed), one round trip
 per batch. Redis being down degrades to no cache, never to an error; after a few failures a
-breaker skips Redis for a while, so a hung Redis costs a few requests a timeout, not every one. Vectors are stored
-as little-endian float32 bytes (what Qdrant keeps anyway): a quarter of JSON's size and
-decoded without parsing, which is most of a hit's cost (bench-context)."""
+breaker skips Redis for a while, so a hung Redis costs a few requests a timeout, not every
+one. Vectors are stored as little-endian float32 bytes (what Qdrant keeps anyway): a quarter
+of JSON's size and decoded without parsing, which is most of a hit's cost (bench-context)."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Any, Coroutine, Sequence, TypeVar
 
 import numpy as np
 import redis.asyncio as redis
@@ -17,6 +17,7 @@ from sophia_chassis.http import CircuitBreaker, CircuitOpenError
 from mcp_context.embeddings import Embedder
 
 CACHE_TTL_SECONDS = 86400
+T = TypeVar("T")
 log = structlog.get_logger()
 
 
@@ -61,7 +62,7 @@ class CachedEmbedder:
             await self._guarded(pipe.execute(), default=None)
         return vectors
 
-    async def _guarded(self, call, default):
+    async def _guarded(self, call: Coroutine[Any, Any, T], default: T) -> T:
         """Run a Redis call unless the breaker is open; any Redis failure returns `default`."""
         try:
             self.breaker.before_call("redis")
