@@ -77,3 +77,20 @@ def test_readiness_asks_hubspot_and_caches_a_success(crm: FakeHubSpot, hubspot_u
     assert not_ready.status_code == 503 and set(not_ready.json()["checks"]) == {"hubspot"}
     assert "ConnectError" in not_ready.json()["checks"]["hubspot"]
     assert bad_token.status_code == 503 and "401" in bad_token.json()["checks"]["hubspot"]
+
+
+def test_hubspot_errors_become_clear_problems(crm: FakeHubSpot, hubspot_url: str) -> None:
+    with serve(build_app(settings(hubspot_url))) as url:
+        missing = httpx.get(f"{url}/hubspot/deals/nope")
+        bad_type = httpx.get(f"{url}/hubspot/widgets")
+    assert missing.status_code == 404 and "resource not found" in missing.json()["detail"]
+    assert bad_type.status_code == 422 and "unknown CRM object type" in bad_type.json()["detail"]
+
+
+def test_bad_token_is_a_clear_problem_and_no_token_is_not_ready(crm: FakeHubSpot, hubspot_url: str) -> None:
+    with serve(build_app(settings(hubspot_url, hubspot_access_token="wrong"))) as url:
+        denied = httpx.get(f"{url}/hubspot/deals")
+    with serve(build_app(settings(hubspot_url, hubspot_access_token=None))) as url:
+        ready = httpx.get(f"{url}/readyz")
+    assert denied.status_code == 401 and "Authentication credentials not found" in denied.json()["detail"]
+    assert ready.status_code == 503 and "hubspot-token" in ready.json()["checks"]
