@@ -25,8 +25,23 @@ SECONDS_PER_LEVEL = float(os.environ.get("BENCH_SECONDS", "10"))
 PACED_USERS = 1000
 PACED_RATES = (25, 50, 100, 200)
 PACED_SECONDS = 2 * SECONDS_PER_LEVEL
-TOPICS = ["invoice", "renewal", "deployment", "outage", "pricing", "onboarding", "churn risk", "meeting", "contract",
-          "support ticket", "feature request", "quarterly review", "security review", "data export", "training"]
+TOPICS = [
+    "invoice",
+    "renewal",
+    "deployment",
+    "outage",
+    "pricing",
+    "onboarding",
+    "churn risk",
+    "meeting",
+    "contract",
+    "support ticket",
+    "feature request",
+    "quarterly review",
+    "security review",
+    "data export",
+    "training",
+]
 
 
 def free_port() -> int:
@@ -70,12 +85,11 @@ class Tally:
                     self.latencies.append(time.monotonic() - since)
                 else:
                     self.errors += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             self.errors += 1
 
     def result(self, elapsed: float) -> dict:
-        return {"requests": len(self.latencies), "errors": self.errors, "elapsed": elapsed,
-                "latencies": self.latencies}
+        return {"requests": len(self.latencies), "errors": self.errors, "elapsed": elapsed, "latencies": self.latencies}
 
 
 async def _load(url: str, concurrency: int, seconds: float, queries: list[str]) -> dict:
@@ -86,6 +100,7 @@ async def _load(url: str, concurrency: int, seconds: float, queries: list[str]) 
     deadline = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
         async def worker(n: int) -> None:
             for i in itertools.count(n, concurrency):
                 if time.monotonic() >= deadline:
@@ -127,8 +142,9 @@ async def _paced(url: str, users: int, rate: float, seconds: float, queries: lis
     return tally.result(time.monotonic() - started)
 
 
-def load_generator(url: str, concurrency: int, seconds: float, queries: list[str], out: mp.Queue,
-                   rate: float | None = None) -> None:
+def load_generator(
+    url: str, concurrency: int, seconds: float, queries: list[str], out: mp.Queue, rate: float | None = None
+) -> None:
     if rate is None:
         out.put(asyncio.run(_load(url, concurrency, seconds, queries)))
     else:
@@ -160,8 +176,10 @@ def run_level(url: str, concurrency: int, seconds: float, queries: list[str], ra
 
 def row(label: str, result: dict) -> str:
     lat = [x * 1000 for x in result["latencies"]]
-    return (f"{label:>12} {result['requests'] / result['elapsed']:>8.0f} {percentile(lat, .5):>8.1f} "
-            f"{percentile(lat, .95):>8.1f} {percentile(lat, .99):>8.1f} {result['errors']:>7}")
+    return (
+        f"{label:>12} {result['requests'] / result['elapsed']:>8.0f} {percentile(lat, 0.5):>8.1f} "
+        f"{percentile(lat, 0.95):>8.1f} {percentile(lat, 0.99):>8.1f} {result['errors']:>7}"
+    )
 
 
 def main() -> int:
@@ -170,29 +188,63 @@ def main() -> int:
         print("bench-context: redis-server is missing (scripts/bootstrap.sh installs it)")
         return 1
     redis_port, app_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'libs'}:{REPO / 'services' / 'mcp-context'}",
-           "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "EMBEDDING_PROVIDER": "local", "LOG_LEVEL": "warning",
-           "SOPHIA_SECRETS_DIR": "/nonexistent"}
-    procs = [subprocess.Popen([redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)]
-    procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "mcp_context.main:build_app",
-                                   "--host", "127.0.0.1", "--port", str(app_port), "--log-level", "warning",
-                                   "--backlog", "4096", "--limit-concurrency", "4096",
-                                   # held-open user connections idle between searches
-                                   "--timeout-keep-alive", "120"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'libs'}:{REPO / 'services' / 'mcp-context'}",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "EMBEDDING_PROVIDER": "local",
+        "LOG_LEVEL": "warning",
+        "SOPHIA_SECRETS_DIR": "/nonexistent",
+    }
+    procs = [
+        subprocess.Popen(
+            [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+    ]
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "mcp_context.main:build_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(app_port),
+                "--log-level",
+                "warning",
+                "--backlog",
+                "4096",
+                "--limit-concurrency",
+                "4096",
+                # held-open user connections idle between searches
+                "--timeout-keep-alive",
+                "120",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
     url = f"http://127.0.0.1:{app_port}"
     try:
         wait_http(f"{url}/readyz")
         t0 = time.perf_counter()
-        texts = [f"Note {i}: the {TOPICS[i % len(TOPICS)]} for account {i % 997} was discussed with owner {i % 41}."
-                 for i in range(MEMORIES)]
+        texts = [
+            f"Note {i}: the {TOPICS[i % len(TOPICS)]} for account {i % 997} was discussed with owner {i % 41}."
+            for i in range(MEMORIES)
+        ]
         with httpx.Client(base_url=url, timeout=300) as client:
             for start in range(0, MEMORIES, 500):
-                batch = [{"text": t, "namespace": "bench"} for t in texts[start:start + 500]]
+                batch = [{"text": t, "namespace": "bench"} for t in texts[start : start + 500]]
                 client.post("/memories/batch", json=batch).raise_for_status()
-        print(f"bench-context: stored {MEMORIES} memories in {time.perf_counter() - t0:.1f}s "
-              "(local MiniLM embeddings, embedded Qdrant Edge)")
+        print(
+            f"bench-context: stored {MEMORIES} memories in {time.perf_counter() - t0:.1f}s "
+            "(local MiniLM embeddings, embedded Qdrant Edge)"
+        )
 
         queries = [f"what happened with the {topic} for account {n}?" for topic in TOPICS for n in range(20)]
         # Warm the embedding cache so the load measures search, as repeated queries do in use.
@@ -210,7 +262,6 @@ def main() -> int:
 
         sys.path[:0] = [str(REPO / "libs"), str(REPO / "services" / "mcp-context")]
         import redis.asyncio as aioredis
-
         from mcp_context.cache import CachedEmbedder
         from mcp_context.embeddings import MiniLMEmbedder
 
@@ -229,8 +280,10 @@ def main() -> int:
             return statistics.median(misses) * 1000, statistics.median(hits) * 1000
 
         miss, hit = asyncio.run(hit_vs_miss())
-        print(f"bench-context: embedding one text, median of 50: miss {miss:.2f} ms (model), hit {hit:.2f} ms "
-              f"(Redis) -> hit is {miss / hit:.0f}x faster (target >= 20x)")
+        print(
+            f"bench-context: embedding one text, median of 50: miss {miss:.2f} ms (model), hit {hit:.2f} ms "
+            f"(Redis) -> hit is {miss / hit:.0f}x faster (target >= 20x)"
+        )
     finally:
         for proc in reversed(procs):
             proc.terminate()

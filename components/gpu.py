@@ -9,8 +9,9 @@ behind `GpuNodeProvisioner`; no provisioner is implemented yet.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -71,8 +72,11 @@ class GpuPoolsArgs:
 
 def join_flags(pool: str) -> list[str]:
     """`k3s agent` flags so a joining node enters the pool already labelled and tainted."""
-    return [f"--node-label={GPU_NODE_LABEL}=true", f"--node-label={POOL_LABEL}={pool}",
-            f"--node-taint={GPU_RESOURCE}=present:NoSchedule"]
+    return [
+        f"--node-label={GPU_NODE_LABEL}=true",
+        f"--node-label={POOL_LABEL}={pool}",
+        f"--node-taint={GPU_RESOURCE}=present:NoSchedule",
+    ]
 
 
 class GpuPools(pulumi.ComponentResource):
@@ -84,33 +88,48 @@ class GpuPools(pulumi.ComponentResource):
         # K3s registers the nvidia containerd runtime when it finds the toolkit; pods opt in by class,
         # and the class's scheduling keeps them on GPU nodes.
         self.runtime_class = k8s.node.v1.RuntimeClass(
-            f"{name}-runtime-class", metadata=ObjectMetaArgs(name=RUNTIME_CLASS, labels=labels_for(RUNTIME_CLASS)),
-            handler="nvidia", scheduling=SchedulingArgs(node_selector={GPU_NODE_LABEL: "true"},
-                                                         tolerations=[GPU_TOLERATION]), opts=child)
+            f"{name}-runtime-class",
+            metadata=ObjectMetaArgs(name=RUNTIME_CLASS, labels=labels_for(RUNTIME_CLASS)),
+            handler="nvidia",
+            scheduling=SchedulingArgs(node_selector={GPU_NODE_LABEL: "true"}, tolerations=[GPU_TOLERATION]),
+            opts=child,
+        )
         for pool in args.pools:
             for node in pool.nodes:
                 k8s.core.v1.NodePatch(
                     f"{name}-{pool.name}-{node}",
-                    metadata=ObjectMetaPatchArgs(name=node, labels={GPU_NODE_LABEL: "true", POOL_LABEL: pool.name,
-                                                                    "sophia.ai/instance-type": pool.instance_type}),
-                    spec=NodeSpecPatchArgs(taints=[TaintPatchArgs(key=GPU_RESOURCE, value="present",
-                                                                  effect="NoSchedule")]),
-                    opts=child)
+                    metadata=ObjectMetaPatchArgs(
+                        name=node,
+                        labels={
+                            GPU_NODE_LABEL: "true",
+                            POOL_LABEL: pool.name,
+                            "sophia.ai/instance-type": pool.instance_type,
+                        },
+                    ),
+                    spec=NodeSpecPatchArgs(
+                        taints=[TaintPatchArgs(key=GPU_RESOURCE, value="present", effect="NoSchedule")]
+                    ),
+                    opts=child,
+                )
 
         app = "nvidia-device-plugin"
         selector = {"app.kubernetes.io/name": app}
         k8s.apps.v1.DaemonSet(
             f"{name}-device-plugin",
-            metadata=ObjectMetaArgs(name=app, namespace=args.device_plugin_namespace, labels=labels_for(app, "gpu"),
-                                    annotations={
-                                        "checkov.io/skip1": "CKV_K8S_43=upstream image pinned by exact version tag",
-                                        "checkov.io/skip2": "CKV_K8S_23=must run as root to create its socket in the "
-                                                            "kubelet's root-owned device-plugins directory",
-                                        "checkov.io/skip3": "CKV_K8S_40=runs as root (see CKV_K8S_23)",
-                                        "checkov.io/skip4": "CKV_K8S_8=no health endpoint; the kubelet drops and "
-                                                            "re-registers the plugin when it dies",
-                                        "checkov.io/skip5": "CKV_K8S_9=no health endpoint (see CKV_K8S_8)",
-                                    }),
+            metadata=ObjectMetaArgs(
+                name=app,
+                namespace=args.device_plugin_namespace,
+                labels=labels_for(app, "gpu"),
+                annotations={
+                    "checkov.io/skip1": "CKV_K8S_43=upstream image pinned by exact version tag",
+                    "checkov.io/skip2": "CKV_K8S_23=must run as root to create its socket in the "
+                    "kubelet's root-owned device-plugins directory",
+                    "checkov.io/skip3": "CKV_K8S_40=runs as root (see CKV_K8S_23)",
+                    "checkov.io/skip4": "CKV_K8S_8=no health endpoint; the kubelet drops and "
+                    "re-registers the plugin when it dies",
+                    "checkov.io/skip5": "CKV_K8S_9=no health endpoint (see CKV_K8S_8)",
+                },
+            ),
             spec=DaemonSetSpecArgs(
                 selector=LabelSelectorArgs(match_labels=selector),
                 update_strategy=DaemonSetUpdateStrategyArgs(type="RollingUpdate"),
@@ -119,27 +138,57 @@ class GpuPools(pulumi.ComponentResource):
                     spec=PodSpecArgs(
                         priority_class_name="system-node-critical",
                         security_context=PodSecurityContextArgs(
-                            run_as_user=0, seccomp_profile=SeccompProfileArgs(type="RuntimeDefault")),
+                            run_as_user=0, seccomp_profile=SeccompProfileArgs(type="RuntimeDefault")
+                        ),
                         runtime_class_name=RUNTIME_CLASS,
                         automount_service_account_token=False,
                         node_selector={GPU_NODE_LABEL: "true"},
                         tolerations=[GPU_TOLERATION],
-                        containers=[ContainerArgs(
-                            name="device-plugin", image=args.device_plugin_image, image_pull_policy="Always",
-                            env=[EnvVarArgs(name="FAIL_ON_INIT_ERROR", value="false")],
-                            resources=ResourceRequirementsArgs(requests={"cpu": "10m", "memory": "32Mi"},
-                                                               limits={"cpu": "100m", "memory": "128Mi"}),
-                            # As NVIDIA's static manifest: no privilege, all capabilities dropped.
-                            security_context=SecurityContextArgs(
-                                allow_privilege_escalation=False, privileged=False, read_only_root_filesystem=True,
-                                capabilities=CapabilitiesArgs(drop=["ALL"]),
-                                seccomp_profile=SeccompProfileArgs(type="RuntimeDefault")),
-                            volume_mounts=[VolumeMountArgs(name="device-plugins",
-                                                           mount_path="/var/lib/kubelet/device-plugins")])],
-                        volumes=[VolumeArgs(name="device-plugins", host_path=HostPathVolumeSourceArgs(
-                            path="/var/lib/kubelet/device-plugins", type="Directory"))]))),
-            opts=child)
-        self.register_outputs({
-            "pools": {p.name: {"instance_type": p.instance_type, "node_count": p.node_count,
-                               "labelled_nodes": list(p.nodes), "k3s_agent_flags": join_flags(p.name)}
-                      for p in args.pools}})
+                        containers=[
+                            ContainerArgs(
+                                name="device-plugin",
+                                image=args.device_plugin_image,
+                                image_pull_policy="Always",
+                                env=[EnvVarArgs(name="FAIL_ON_INIT_ERROR", value="false")],
+                                resources=ResourceRequirementsArgs(
+                                    requests={"cpu": "10m", "memory": "32Mi"}, limits={"cpu": "100m", "memory": "128Mi"}
+                                ),
+                                # As NVIDIA's static manifest: no privilege, all capabilities dropped.
+                                security_context=SecurityContextArgs(
+                                    allow_privilege_escalation=False,
+                                    privileged=False,
+                                    read_only_root_filesystem=True,
+                                    capabilities=CapabilitiesArgs(drop=["ALL"]),
+                                    seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
+                                ),
+                                volume_mounts=[
+                                    VolumeMountArgs(name="device-plugins", mount_path="/var/lib/kubelet/device-plugins")
+                                ],
+                            )
+                        ],
+                        volumes=[
+                            VolumeArgs(
+                                name="device-plugins",
+                                host_path=HostPathVolumeSourceArgs(
+                                    path="/var/lib/kubelet/device-plugins", type="Directory"
+                                ),
+                            )
+                        ],
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "pools": {
+                    p.name: {
+                        "instance_type": p.instance_type,
+                        "node_count": p.node_count,
+                        "labelled_nodes": list(p.nodes),
+                        "k3s_agent_flags": join_flags(p.name),
+                    }
+                    for p in args.pools
+                }
+            }
+        )

@@ -10,8 +10,9 @@ or from an existing Secret (e.g. synced from ESC).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -21,8 +22,9 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 from components.workload import labels_for
 
 GATEWAY_API_VERSION = "v1.4.0"
-GATEWAY_API_CRDS = (f"https://github.com/kubernetes-sigs/gateway-api/releases/download/"
-                    f"{GATEWAY_API_VERSION}/standard-install.yaml")
+GATEWAY_API_CRDS = (
+    f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml"
+)
 NGF_CHART, NGF_VERSION, NGF_REPO = "nginx-gateway-fabric", "2.2.1", "oci://ghcr.io/nginx/charts"
 CERT_MANAGER_CHART, CERT_MANAGER_VERSION, CERT_MANAGER_REPO = "cert-manager", "v1.19.1", "https://charts.jetstack.io"
 GATEWAY_CLASS = "nginx"
@@ -57,10 +59,12 @@ class IngressArgs:
     crds: Sequence[pulumi.Resource] = ()
 
 
-def _custom(name: str, api_version: str, kind: str, metadata: ObjectMetaArgs, spec: dict[str, Any],
-            opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
-    return k8s.apiextensions.CustomResource(name, api_version=api_version, kind=kind, metadata=metadata,
-                                            spec=spec, opts=opts)
+def _custom(
+    name: str, api_version: str, kind: str, metadata: ObjectMetaArgs, spec: dict[str, Any], opts: pulumi.ResourceOptions
+) -> k8s.apiextensions.CustomResource:
+    return k8s.apiextensions.CustomResource(
+        name, api_version=api_version, kind=kind, metadata=metadata, spec=spec, opts=opts
+    )
 
 
 def route_name(route: RouteSpec) -> str:
@@ -74,11 +78,15 @@ class Ingress(pulumi.ComponentResource):
         super().__init__("sophia:platform:Ingress", name, None, opts)
         self.not_deployed = []
         if not args.install_controller:
-            self.not_deployed.append(f"ingress controller: NGINX Gateway Fabric {NGF_VERSION} chart (Helm repository "
-                                     "unreachable offline); the Gateway and routes are created but nothing serves them")
+            self.not_deployed.append(
+                f"ingress controller: NGINX Gateway Fabric {NGF_VERSION} chart (Helm repository "
+                "unreachable offline); the Gateway and routes are created but nothing serves them"
+            )
         if not args.nginx_policies:
-            self.not_deployed.append(f"ingress limits: {2 * len(args.routes)} ClientSettingsPolicy/RateLimitPolicy "
-                                     "objects (their CRDs ship only with the NGF chart)")
+            self.not_deployed.append(
+                f"ingress limits: {2 * len(args.routes)} ClientSettingsPolicy/RateLimitPolicy "
+                "objects (their CRDs ship only with the NGF chart)"
+            )
         if not args.create_routes:
             self.register_outputs({"not_deployed": self.not_deployed})
             return
@@ -89,72 +97,181 @@ class Ingress(pulumi.ComponentResource):
         if args.install_controller:
             crds = k8s.yaml.v2.ConfigFile(f"{name}-gateway-api-crds", file=GATEWAY_API_CRDS, opts=child)
             # helm.v3.Release (not helm.v4.Chart): the chart's install relies on Helm hooks.
-            controller = k8s.helm.v3.Release(f"{name}-controller", ReleaseArgs(
-                name="ngf", chart=NGF_CHART, version=NGF_VERSION, namespace=ns,
-                repository_opts=RepositoryOptsArgs(repo=NGF_REPO),
-                values={"nginxGateway": {"replicas": args.replicas, "gatewayClassName": GATEWAY_CLASS},
-                        "nginx": {"replicas": args.replicas,
-                                  "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}}},
-                atomic=True, cleanup_on_fail=True), opts=pulumi.ResourceOptions(parent=self, depends_on=[crds]))
+            controller = k8s.helm.v3.Release(
+                f"{name}-controller",
+                ReleaseArgs(
+                    name="ngf",
+                    chart=NGF_CHART,
+                    version=NGF_VERSION,
+                    namespace=ns,
+                    repository_opts=RepositoryOptsArgs(repo=NGF_REPO),
+                    values={
+                        "nginxGateway": {"replicas": args.replicas, "gatewayClassName": GATEWAY_CLASS},
+                        "nginx": {
+                            "replicas": args.replicas,
+                            "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
+                        },
+                    },
+                    atomic=True,
+                    cleanup_on_fail=True,
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[crds]),
+            )
             after_controller = pulumi.ResourceOptions(parent=self, depends_on=[controller])
         else:
             after_controller = pulumi.ResourceOptions(parent=self, depends_on=list(args.crds))
 
-        listeners: list[dict[str, Any]] = [{"name": "http", "port": 80, "protocol": "HTTP", "hostname": args.domain,
-                                            "allowedRoutes": {"namespaces": {"from": "Same"}}}]
+        listeners: list[dict[str, Any]] = [
+            {
+                "name": "http",
+                "port": 80,
+                "protocol": "HTTP",
+                "hostname": args.domain,
+                "allowedRoutes": {"namespaces": {"from": "Same"}},
+            }
+        ]
         if args.tls_enabled:
             cert_secret = args.tls_secret_name or f"{GATEWAY_NAME}-tls"
             if args.tls_issuer:
-                cert_manager = k8s.helm.v3.Release(f"{name}-cert-manager", ReleaseArgs(
-                    name="cert-manager", chart=CERT_MANAGER_CHART, version=CERT_MANAGER_VERSION, namespace=ns,
-                    repository_opts=RepositoryOptsArgs(repo=CERT_MANAGER_REPO),
-                    values={"crds": {"enabled": True}, "config": {"enableGatewayAPI": True}}, atomic=True),
-                    opts=child)
-                _custom(f"{name}-certificate", "cert-manager.io/v1", "Certificate",
-                        ObjectMetaArgs(name=cert_secret, namespace=ns, labels=labels),
-                        {"secretName": cert_secret, "dnsNames": [args.domain],
-                         "issuerRef": {"kind": "ClusterIssuer", "name": args.tls_issuer}},
-                        pulumi.ResourceOptions(parent=self, depends_on=[cert_manager]))
-            listeners.append({"name": "https", "port": 443, "protocol": "HTTPS", "hostname": args.domain,
-                              "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": cert_secret}]},
-                              "allowedRoutes": {"namespaces": {"from": "Same"}}})
-        gateway = _custom(f"{name}-gateway", "gateway.networking.k8s.io/v1", "Gateway",
-                          ObjectMetaArgs(name=GATEWAY_NAME, namespace=ns, labels=labels),
-                          {"gatewayClassName": GATEWAY_CLASS, "listeners": listeners}, after_controller)
+                cert_manager = k8s.helm.v3.Release(
+                    f"{name}-cert-manager",
+                    ReleaseArgs(
+                        name="cert-manager",
+                        chart=CERT_MANAGER_CHART,
+                        version=CERT_MANAGER_VERSION,
+                        namespace=ns,
+                        repository_opts=RepositoryOptsArgs(repo=CERT_MANAGER_REPO),
+                        values={"crds": {"enabled": True}, "config": {"enableGatewayAPI": True}},
+                        atomic=True,
+                    ),
+                    opts=child,
+                )
+                _custom(
+                    f"{name}-certificate",
+                    "cert-manager.io/v1",
+                    "Certificate",
+                    ObjectMetaArgs(name=cert_secret, namespace=ns, labels=labels),
+                    {
+                        "secretName": cert_secret,
+                        "dnsNames": [args.domain],
+                        "issuerRef": {"kind": "ClusterIssuer", "name": args.tls_issuer},
+                    },
+                    pulumi.ResourceOptions(parent=self, depends_on=[cert_manager]),
+                )
+            listeners.append(
+                {
+                    "name": "https",
+                    "port": 443,
+                    "protocol": "HTTPS",
+                    "hostname": args.domain,
+                    "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": cert_secret}]},
+                    "allowedRoutes": {"namespaces": {"from": "Same"}},
+                }
+            )
+        gateway = _custom(
+            f"{name}-gateway",
+            "gateway.networking.k8s.io/v1",
+            "Gateway",
+            ObjectMetaArgs(name=GATEWAY_NAME, namespace=ns, labels=labels),
+            {"gatewayClassName": GATEWAY_CLASS, "listeners": listeners},
+            after_controller,
+        )
         on_gateway = pulumi.ResourceOptions(parent=self, depends_on=[gateway])
         serving_listener = "https" if args.tls_enabled else "http"
         if args.tls_enabled:
-            _custom(f"{name}-https-redirect", "gateway.networking.k8s.io/v1", "HTTPRoute",
-                    ObjectMetaArgs(name="https-redirect", namespace=ns, labels=labels),
-                    {"parentRefs": [{"name": GATEWAY_NAME, "sectionName": "http"}], "hostnames": [args.domain],
-                     "rules": [{"filters": [{"type": "RequestRedirect",
-                                             "requestRedirect": {"scheme": "https", "statusCode": 301}}]}]},
-                    on_gateway)
+            _custom(
+                f"{name}-https-redirect",
+                "gateway.networking.k8s.io/v1",
+                "HTTPRoute",
+                ObjectMetaArgs(name="https-redirect", namespace=ns, labels=labels),
+                {
+                    "parentRefs": [{"name": GATEWAY_NAME, "sectionName": "http"}],
+                    "hostnames": [args.domain],
+                    "rules": [
+                        {
+                            "filters": [
+                                {"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}
+                            ]
+                        }
+                    ],
+                },
+                on_gateway,
+            )
 
         # Routes live beside the Gateway; a ReferenceGrant lets them reach Services in the services namespace.
-        _custom(f"{name}-reference-grant", "gateway.networking.k8s.io/v1beta1", "ReferenceGrant",
-                ObjectMetaArgs(name="routes-to-services", namespace=args.services_namespace, labels=labels),
-                {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns}],
-                 "to": [{"group": "", "kind": "Service"}]}, on_gateway)
+        _custom(
+            f"{name}-reference-grant",
+            "gateway.networking.k8s.io/v1beta1",
+            "ReferenceGrant",
+            ObjectMetaArgs(name="routes-to-services", namespace=args.services_namespace, labels=labels),
+            {
+                "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns}],
+                "to": [{"group": "", "kind": "Service"}],
+            },
+            on_gateway,
+        )
         for route in args.routes:
             rname = route_name(route)
             meta = ObjectMetaArgs(name=rname, namespace=ns, labels=labels_for(route.service, "route"))
             target = {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": rname}
-            _custom(f"{name}-route-{rname}", "gateway.networking.k8s.io/v1", "HTTPRoute", meta, {
-                "parentRefs": [{"name": GATEWAY_NAME, "sectionName": serving_listener}],
-                "hostnames": [args.domain],
-                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": route.path}}],
-                           "backendRefs": [{"name": route.service, "namespace": args.services_namespace,
-                                            "port": route.port}]}]}, on_gateway)
+            _custom(
+                f"{name}-route-{rname}",
+                "gateway.networking.k8s.io/v1",
+                "HTTPRoute",
+                meta,
+                {
+                    "parentRefs": [{"name": GATEWAY_NAME, "sectionName": serving_listener}],
+                    "hostnames": [args.domain],
+                    "rules": [
+                        {
+                            "matches": [{"path": {"type": "PathPrefix", "value": route.path}}],
+                            "backendRefs": [
+                                {"name": route.service, "namespace": args.services_namespace, "port": route.port}
+                            ],
+                        }
+                    ],
+                },
+                on_gateway,
+            )
             if not args.nginx_policies:
                 continue
-            _custom(f"{name}-body-{rname}", "gateway.nginx.org/v1alpha1", "ClientSettingsPolicy", meta,
-                    {"targetRef": target, "body": {"maxSize": f"{route.max_body_size_mb}m"}}, on_gateway)
+            _custom(
+                f"{name}-body-{rname}",
+                "gateway.nginx.org/v1alpha1",
+                "ClientSettingsPolicy",
+                meta,
+                {"targetRef": target, "body": {"maxSize": f"{route.max_body_size_mb}m"}},
+                on_gateway,
+            )
             # Per client address, with a burst of twice the rate, rejected with 429.
-            _custom(f"{name}-rate-{rname}", "gateway.nginx.org/v1alpha1", "RateLimitPolicy", meta,
-                    {"targetRefs": [target], "rateLimit": {"rejectCode": 429, "local": {"rules": [{
-                        "key": "$binary_remote_addr", "zoneSize": "10m", "rate": f"{route.rate_limit_rps}r/s",
-                        "burst": 2 * route.rate_limit_rps}]}}}, on_gateway)
+            _custom(
+                f"{name}-rate-{rname}",
+                "gateway.nginx.org/v1alpha1",
+                "RateLimitPolicy",
+                meta,
+                {
+                    "targetRefs": [target],
+                    "rateLimit": {
+                        "rejectCode": 429,
+                        "local": {
+                            "rules": [
+                                {
+                                    "key": "$binary_remote_addr",
+                                    "zoneSize": "10m",
+                                    "rate": f"{route.rate_limit_rps}r/s",
+                                    "burst": 2 * route.rate_limit_rps,
+                                }
+                            ]
+                        },
+                    },
+                },
+                on_gateway,
+            )
 
-        self.register_outputs({"gateway": GATEWAY_NAME, "routes": [r.path for r in args.routes],
-                               "url": f"{'https' if args.tls_enabled else 'http'}://{args.domain}"})
+        self.register_outputs(
+            {
+                "gateway": GATEWAY_NAME,
+                "routes": [r.path for r in args.routes],
+                "url": f"{'https' if args.tls_enabled else 'http'}://{args.domain}",
+            }
+        )

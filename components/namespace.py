@@ -16,15 +16,29 @@ from pulumi_kubernetes.rbac.v1 import PolicyRuleArgs, RoleRefArgs, SubjectArgs
 
 from components.workload import labels_for
 
-VIEWERS_GROUP = "sophia:viewers"      # CI's `pulumi preview`, on-call
+VIEWERS_GROUP = "sophia:viewers"  # CI's `pulumi preview`, on-call
 OPERATORS_GROUP = "sophia:operators"  # rotate secrets, restart workloads
 
 READ_ONLY = [
-    PolicyRuleArgs(api_groups=[""], resources=["pods", "pods/log", "services", "endpoints", "configmaps",
-                                               "persistentvolumeclaims", "serviceaccounts", "events"],
-                   verbs=["get", "list", "watch"]),
-    PolicyRuleArgs(api_groups=["apps"], resources=["deployments", "statefulsets", "daemonsets", "replicasets"],
-                   verbs=["get", "list", "watch"]),
+    PolicyRuleArgs(
+        api_groups=[""],
+        resources=[
+            "pods",
+            "pods/log",
+            "services",
+            "endpoints",
+            "configmaps",
+            "persistentvolumeclaims",
+            "serviceaccounts",
+            "events",
+        ],
+        verbs=["get", "list", "watch"],
+    ),
+    PolicyRuleArgs(
+        api_groups=["apps"],
+        resources=["deployments", "statefulsets", "daemonsets", "replicasets"],
+        verbs=["get", "list", "watch"],
+    ),
     PolicyRuleArgs(api_groups=["autoscaling"], resources=["horizontalpodautoscalers"], verbs=["get", "list", "watch"]),
     PolicyRuleArgs(api_groups=["policy"], resources=["poddisruptionbudgets"], verbs=["get", "list", "watch"]),
     PolicyRuleArgs(api_groups=["networking.k8s.io"], resources=["networkpolicies"], verbs=["get", "list", "watch"]),
@@ -64,35 +78,61 @@ class PlatformNamespace(pulumi.ComponentResource):
         super().__init__("sophia:platform:Namespace", name, None, opts)
         ns = args.name
         labels = labels_for(ns, args.concern)
-        self.namespace = k8s.core.v1.Namespace(name, metadata=ObjectMetaArgs(name=ns, labels={
-            **labels,
-            "sophia.ai/concern": args.concern,
-            "pod-security.kubernetes.io/enforce": args.pod_security,
-            "pod-security.kubernetes.io/audit": "restricted",
-            "pod-security.kubernetes.io/warn": "restricted",
-        }), opts=pulumi.ResourceOptions(parent=self))
+        self.namespace = k8s.core.v1.Namespace(
+            name,
+            metadata=ObjectMetaArgs(
+                name=ns,
+                labels={
+                    **labels,
+                    "sophia.ai/concern": args.concern,
+                    "pod-security.kubernetes.io/enforce": args.pod_security,
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         inside = pulumi.ResourceOptions(parent=self, depends_on=[self.namespace])
 
         def meta(resource_name: str) -> ObjectMetaArgs:
             return ObjectMetaArgs(name=resource_name, namespace=ns, labels=labels)
 
         q = args.quota
-        hard = {"requests.cpu": q.requests_cpu, "requests.memory": q.requests_memory,
-                "limits.cpu": q.limits_cpu, "limits.memory": q.limits_memory, "pods": str(q.pods)}
+        hard = {
+            "requests.cpu": q.requests_cpu,
+            "requests.memory": q.requests_memory,
+            "limits.cpu": q.limits_cpu,
+            "limits.memory": q.limits_memory,
+            "pods": str(q.pods),
+        }
         hard["requests.nvidia.com/gpu"] = str(q.gpus)
-        k8s.core.v1.ResourceQuota(f"{name}-quota", metadata=meta("quota"), spec=ResourceQuotaSpecArgs(hard=hard),
-                                  opts=inside)
+        k8s.core.v1.ResourceQuota(
+            f"{name}-quota", metadata=meta("quota"), spec=ResourceQuotaSpecArgs(hard=hard), opts=inside
+        )
         # Defaults for containers that declare nothing (upstream charts), so the quota can admit them.
-        k8s.core.v1.LimitRange(f"{name}-limits", metadata=meta("defaults"), spec=LimitRangeSpecArgs(limits=[
-            LimitRangeItemArgs(type="Container", default_request={"cpu": "50m", "memory": "64Mi"},
-                               default={"cpu": "500m", "memory": "512Mi"},
-                               max={"cpu": "8", "memory": "32Gi"})]), opts=inside)
+        k8s.core.v1.LimitRange(
+            f"{name}-limits",
+            metadata=meta("defaults"),
+            spec=LimitRangeSpecArgs(
+                limits=[
+                    LimitRangeItemArgs(
+                        type="Container",
+                        default_request={"cpu": "50m", "memory": "64Mi"},
+                        default={"cpu": "500m", "memory": "512Mi"},
+                        max={"cpu": "8", "memory": "32Gi"},
+                    )
+                ]
+            ),
+            opts=inside,
+        )
         if args.default_deny:
             # Every workload here brings its own policy; anything else is denied.
-            k8s.networking.v1.NetworkPolicy(f"{name}-default-deny", metadata=meta("default-deny"),
-                                            spec=NetworkPolicySpecArgs(pod_selector=LabelSelectorArgs(),
-                                                                       policy_types=["Ingress", "Egress"]),
-                                            opts=inside)
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-default-deny",
+                metadata=meta("default-deny"),
+                spec=NetworkPolicySpecArgs(pod_selector=LabelSelectorArgs(), policy_types=["Ingress", "Egress"]),
+                opts=inside,
+            )
 
         self._role(name, "viewer", READ_ONLY, VIEWERS_GROUP, meta, inside)
         if args.operators_rotate_secrets:
@@ -102,8 +142,10 @@ class PlatformNamespace(pulumi.ComponentResource):
     @staticmethod
     def _role(name, role, rules, group, meta, opts) -> None:
         k8s.rbac.v1.Role(f"{name}-{role}", metadata=meta(f"sophia-{role}"), rules=rules, opts=opts)
-        k8s.rbac.v1.RoleBinding(f"{name}-{role}-binding", metadata=meta(f"sophia-{role}"),
-                                role_ref=RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="Role",
-                                                     name=f"sophia-{role}"),
-                                subjects=[SubjectArgs(kind="Group", name=group,
-                                                      api_group="rbac.authorization.k8s.io")], opts=opts)
+        k8s.rbac.v1.RoleBinding(
+            f"{name}-{role}-binding",
+            metadata=meta(f"sophia-{role}"),
+            role_ref=RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="Role", name=f"sophia-{role}"),
+            subjects=[SubjectArgs(kind="Group", name=group, api_group="rbac.authorization.k8s.io")],
+            opts=opts,
+        )

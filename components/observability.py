@@ -8,8 +8,9 @@ dashboard per service — is code here.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -29,8 +30,12 @@ ERROR_RATIO_THRESHOLD = 0.05
 FALLBACK_RATIO_THRESHOLD = 0.2  # a fifth of model calls falling back: a provider is sick
 AGENT_FAILURE_RATIO_THRESHOLD = 0.25
 # Google SRE workbook, multiwindow multi-burn-rate alerts: (long window, short window, burn rate, severity).
-BURN_RATE_WINDOWS = (("1h", "5m", 14.4, "page"), ("6h", "30m", 6.0, "page"),
-                     ("1d", "2h", 3.0, "ticket"), ("3d", "6h", 1.0, "ticket"))
+BURN_RATE_WINDOWS = (
+    ("1h", "5m", 14.4, "page"),
+    ("6h", "30m", 6.0, "page"),
+    ("1d", "2h", 3.0, "ticket"),
+    ("3d", "6h", 1.0, "ticket"),
+)
 # Metric names exported by every service's chassis (prometheus-client).
 REQUESTS = "http_requests_total"
 DURATION = "http_request_duration_seconds"
@@ -56,51 +61,93 @@ class ObservabilityArgs:
 def slow_ratio(window: str) -> str:
     """Share of requests slower than the threshold over `window`, per service."""
     le = f'le="{LATENCY_THRESHOLD_SECONDS}"'
-    return (f"1 - (sum by (service) (rate({DURATION}_bucket{{{le}}}[{window}]))"
-            f" / sum by (service) (rate({DURATION}_count[{window}])))")
+    return (
+        f"1 - (sum by (service) (rate({DURATION}_bucket{{{le}}}[{window}]))"
+        f" / sum by (service) (rate({DURATION}_count[{window}])))"
+    )
 
 
 def alert_rules() -> list[dict[str, Any]]:
     budget = 1 - LATENCY_SLO
-    record = [{"record": f"sophia:latency_slow_ratio:rate{w}", "expr": slow_ratio(w)}
-              for w in sorted({w for pair in BURN_RATE_WINDOWS for w in pair[:2]})]
-    burn = [{
-        "alert": f"LatencyBudgetBurn{long_w.upper()}",
-        "expr": (f"sophia:latency_slow_ratio:rate{long_w} > ({rate} * {budget:.2f})"
-                 f" and sophia:latency_slow_ratio:rate{short_w} > ({rate} * {budget:.2f})"),
-        "labels": {"severity": severity, "slo": "latency-100ms"},
-        "annotations": {"summary": f"{{{{ $labels.service }}}} burns its 100 ms latency budget {rate}x "
-                                   f"(over {long_w} and {short_w})"},
-    } for long_w, short_w, rate, severity in BURN_RATE_WINDOWS]
+    record = [
+        {"record": f"sophia:latency_slow_ratio:rate{w}", "expr": slow_ratio(w)}
+        for w in sorted({w for pair in BURN_RATE_WINDOWS for w in pair[:2]})
+    ]
+    burn = [
+        {
+            "alert": f"LatencyBudgetBurn{long_w.upper()}",
+            "expr": (
+                f"sophia:latency_slow_ratio:rate{long_w} > ({rate} * {budget:.2f})"
+                f" and sophia:latency_slow_ratio:rate{short_w} > ({rate} * {budget:.2f})"
+            ),
+            "labels": {"severity": severity, "slo": "latency-100ms"},
+            "annotations": {
+                "summary": f"{{{{ $labels.service }}}} burns its 100 ms latency budget {rate}x "
+                f"(over {long_w} and {short_w})"
+            },
+        }
+        for long_w, short_w, rate, severity in BURN_RATE_WINDOWS
+    ]
     return [
-        {"name": "sophia-availability", "rules": [
-            {"alert": "ServiceDown", "expr": 'up{namespace="{ns}"} == 0', "for": "2m",
-             "labels": {"severity": "page"},
-             "annotations": {"summary": "{{ $labels.service }} has a target that is not being scraped"}},
-            {"alert": "HighErrorRatio",
-             "expr": (f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
-                      f" / sum by (service) (rate({REQUESTS}[5m])) > {ERROR_RATIO_THRESHOLD}"),
-             "for": "5m", "labels": {"severity": "page"},
-             "annotations": {"summary": "{{ $labels.service }} answers more than 5 % of requests with 5xx"}},
-        ]},
+        {
+            "name": "sophia-availability",
+            "rules": [
+                {
+                    "alert": "ServiceDown",
+                    "expr": 'up{namespace="{ns}"} == 0',
+                    "for": "2m",
+                    "labels": {"severity": "page"},
+                    "annotations": {"summary": "{{ $labels.service }} has a target that is not being scraped"},
+                },
+                {
+                    "alert": "HighErrorRatio",
+                    "expr": (
+                        f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
+                        f" / sum by (service) (rate({REQUESTS}[5m])) > {ERROR_RATIO_THRESHOLD}"
+                    ),
+                    "for": "5m",
+                    "labels": {"severity": "page"},
+                    "annotations": {"summary": "{{ $labels.service }} answers more than 5 % of requests with 5xx"},
+                },
+            ],
+        },
         {"name": "sophia-latency-slo", "rules": record + burn},
-        {"name": "sophia-ai", "rules": [
-            # Per provider 0 also means "not configured", so only all of them at 0 is an outage.
-            {"alert": "NoModelProviderUsable", "expr": "max(coordinator_provider_up) == 0", "for": "5m",
-             "labels": {"severity": "page"},
-             "annotations": {"summary": "agno-coordinator has no usable model provider (keys missing or every "
-                                        "provider's breaker open): model calls answer 503"}},
-            {"alert": "ModelFallbacksHigh",
-             "expr": ("sum(rate(coordinator_fallbacks_total[15m])) / sum(rate(coordinator_requests_total[15m]))"
-                      f" > {FALLBACK_RATIO_THRESHOLD}"),
-             "for": "15m", "labels": {"severity": "ticket"},
-             "annotations": {"summary": "more than 20 % of model calls fall back to another model"}},
-            {"alert": "AgentTasksFailing",
-             "expr": ('sum(rate(agents_tasks_total{outcome="failed"}[30m])) / sum(rate(agents_tasks_total[30m]))'
-                      f" > {AGENT_FAILURE_RATIO_THRESHOLD}"),
-             "for": "30m", "labels": {"severity": "ticket"},
-             "annotations": {"summary": "more than 25 % of agent tasks fail (limits, model or tool errors)"}},
-        ]},
+        {
+            "name": "sophia-ai",
+            "rules": [
+                # Per provider 0 also means "not configured", so only all of them at 0 is an outage.
+                {
+                    "alert": "NoModelProviderUsable",
+                    "expr": "max(coordinator_provider_up) == 0",
+                    "for": "5m",
+                    "labels": {"severity": "page"},
+                    "annotations": {
+                        "summary": "agno-coordinator has no usable model provider (keys missing or every "
+                        "provider's breaker open): model calls answer 503"
+                    },
+                },
+                {
+                    "alert": "ModelFallbacksHigh",
+                    "expr": (
+                        "sum(rate(coordinator_fallbacks_total[15m])) / sum(rate(coordinator_requests_total[15m]))"
+                        f" > {FALLBACK_RATIO_THRESHOLD}"
+                    ),
+                    "for": "15m",
+                    "labels": {"severity": "ticket"},
+                    "annotations": {"summary": "more than 20 % of model calls fall back to another model"},
+                },
+                {
+                    "alert": "AgentTasksFailing",
+                    "expr": (
+                        'sum(rate(agents_tasks_total{outcome="failed"}[30m])) / sum(rate(agents_tasks_total[30m]))'
+                        f" > {AGENT_FAILURE_RATIO_THRESHOLD}"
+                    ),
+                    "for": "30m",
+                    "labels": {"severity": "ticket"},
+                    "annotations": {"summary": "more than 25 % of agent tasks fail (limits, model or tool errors)"},
+                },
+            ],
+        },
     ]
 
 
@@ -109,51 +156,82 @@ SERVICE_PANELS: dict[str, dict[str, list[str]]] = {
     "agno-coordinator": {
         "Spend USD per hour, by model": ["sum by (model) (rate(coordinator_cost_usd_total{sel}[1h])) * 3600"],
         "Tokens per second, by model": ["sum by (model) (rate(coordinator_tokens_total{sel}[5m]))"],
-        "Fallbacks per second, by provider and reason":
-            ["sum by (from_provider, reason) (rate(coordinator_fallbacks_total{sel}[5m]))"],
+        "Fallbacks per second, by provider and reason": [
+            "sum by (from_provider, reason) (rate(coordinator_fallbacks_total{sel}[5m]))"
+        ],
         "Providers usable": ["min by (provider) (coordinator_provider_up{sel})"],
     },
     "mcp-agents": {
         "Tasks finished per minute, by outcome": ["sum by (outcome) (rate(agents_tasks_total{sel}[5m])) * 60"],
         "Task duration p50 / p95 (s)": [
             "histogram_quantile(0.5, sum by (le) (rate(agents_task_duration_seconds_bucket{sel}[15m])))",
-            "histogram_quantile(0.95, sum by (le) (rate(agents_task_duration_seconds_bucket{sel}[15m])))"],
-        "Tool calls per second, by tool and outcome":
-            ["sum by (tool, outcome) (rate(agents_tool_calls_total{sel}[5m]))"],
+            "histogram_quantile(0.95, sum by (le) (rate(agents_task_duration_seconds_bucket{sel}[15m])))",
+        ],
+        "Tool calls per second, by tool and outcome": [
+            "sum by (tool, outcome) (rate(agents_tool_calls_total{sel}[5m]))"
+        ],
     },
 }
 
 
 def dashboard(service: str) -> dict[str, Any]:
     sel = f'service="{service}"'
-    own = {title: [e.replace("{sel}", "{" + sel + "}") for e in exprs]
-           for title, exprs in SERVICE_PANELS.get(service, {}).items()}
+    own = {
+        title: [e.replace("{sel}", "{" + sel + "}") for e in exprs]
+        for title, exprs in SERVICE_PANELS.get(service, {}).items()
+    }
     targets = {
         "Requests per second": [f"sum(rate({REQUESTS}{{{sel}}}[5m]))"],
         "Error ratio (5xx)": [f'sum(rate({REQUESTS}{{{sel},status=~"5.."}}[5m])) / sum(rate({REQUESTS}{{{sel}}}[5m]))'],
         "Latency p50 / p99 (s)": [
             f"histogram_quantile(0.5, sum by (le) (rate({DURATION}_bucket{{{sel}}}[5m])))",
-            f"histogram_quantile(0.99, sum by (le) (rate({DURATION}_bucket{{{sel}}}[5m])))"],
+            f"histogram_quantile(0.99, sum by (le) (rate({DURATION}_bucket{{{sel}}}[5m])))",
+        ],
         "Replicas vs HPA": [
             f'kube_horizontalpodautoscaler_status_current_replicas{{horizontalpodautoscaler="{service}"}}',
             f'kube_horizontalpodautoscaler_status_desired_replicas{{horizontalpodautoscaler="{service}"}}',
-            f'kube_horizontalpodautoscaler_spec_max_replicas{{horizontalpodautoscaler="{service}"}}'],
+            f'kube_horizontalpodautoscaler_spec_max_replicas{{horizontalpodautoscaler="{service}"}}',
+        ],
     } | own
-    panels = [{"id": i + 1, "type": "timeseries", "title": title, "datasource": {"type": "prometheus"},
-               "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
-               "targets": [{"expr": expr, "refId": chr(65 + j)} for j, expr in enumerate(exprs)]}
-              for i, (title, exprs) in enumerate(targets.items())]
-    return {"title": f"Sophia / {service}", "uid": f"sophia-{service}"[:40], "schemaVersion": 39,
-            "time": {"from": "now-6h", "to": "now"}, "panels": panels}
+    panels = [
+        {
+            "id": i + 1,
+            "type": "timeseries",
+            "title": title,
+            "datasource": {"type": "prometheus"},
+            "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
+            "targets": [{"expr": expr, "refId": chr(65 + j)} for j, expr in enumerate(exprs)],
+        }
+        for i, (title, exprs) in enumerate(targets.items())
+    ]
+    return {
+        "title": f"Sophia / {service}",
+        "uid": f"sophia-{service}"[:40],
+        "schemaVersion": 39,
+        "time": {"from": "now-6h", "to": "now"},
+        "panels": panels,
+    }
 
 
-def _release(name: str, chart: tuple[str, str, str], namespace: str, values: dict[str, Any],
-             opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
+def _release(
+    name: str, chart: tuple[str, str, str], namespace: str, values: dict[str, Any], opts: pulumi.ResourceOptions
+) -> k8s.helm.v3.Release:
     chart_name, version, repo = chart
     # helm.v3.Release runs the charts' hooks (helm.v4.Chart would not).
-    return k8s.helm.v3.Release(name, ReleaseArgs(
-        name=chart_name, chart=chart_name, version=version, namespace=namespace,
-        repository_opts=RepositoryOptsArgs(repo=repo), values=values, atomic=True, cleanup_on_fail=True), opts=opts)
+    return k8s.helm.v3.Release(
+        name,
+        ReleaseArgs(
+            name=chart_name,
+            chart=chart_name,
+            version=version,
+            namespace=namespace,
+            repository_opts=RepositoryOptsArgs(repo=repo),
+            values=values,
+            atomic=True,
+            cleanup_on_fail=True,
+        ),
+        opts=opts,
+    )
 
 
 class Observability(pulumi.ComponentResource):
@@ -167,87 +245,160 @@ class Observability(pulumi.ComponentResource):
 
         # Dashboards are plain ConfigMaps that Grafana's sidecar loads; they exist in every stack.
         for service in args.service_names:
-            k8s.core.v1.ConfigMap(f"{name}-dashboard-{service}", metadata=ObjectMetaArgs(
-                name=f"dashboard-{service}", namespace=ns, labels={**labels, "grafana_dashboard": "1"}),
-                data={f"{service}.json": json.dumps(dashboard(service), sort_keys=True)}, opts=child)
+            k8s.core.v1.ConfigMap(
+                f"{name}-dashboard-{service}",
+                metadata=ObjectMetaArgs(
+                    name=f"dashboard-{service}", namespace=ns, labels={**labels, "grafana_dashboard": "1"}
+                ),
+                data={f"{service}.json": json.dumps(dashboard(service), sort_keys=True)},
+                opts=child,
+            )
 
         self.not_deployed = []
         if not args.install_charts:
             self.not_deployed.append(
                 f"observability: {PROMETHEUS_STACK[0]} {PROMETHEUS_STACK[1]}, {LOKI[0]} {LOKI[1]} and {ALLOY[0]} "
                 f"{ALLOY[1]} charts (Helm repositories unreachable offline); the ServiceMonitor, rules and dashboards "
-                "are created but nothing reads them")
+                "are created but nothing reads them"
+            )
             if args.monitoring_resources:
                 self._monitoring_resources(name, args, pulumi.ResourceOptions(parent=self, depends_on=list(args.crds)))
             self.register_outputs({"not_deployed": self.not_deployed})
             return
 
         storage = {"storageClassName": args.storage_class} if args.storage_class else {}
-        stack = _release(f"{name}-prometheus-stack", PROMETHEUS_STACK, ns, {
-            "prometheus": {"prometheusSpec": {
-                "replicas": args.replicas, "retention": args.retention,
-                # Pick up ServiceMonitors and rules that are not labelled for this Helm release.
-                "serviceMonitorSelectorNilUsesHelmValues": False, "ruleSelectorNilUsesHelmValues": False,
-                "storageSpec": {"volumeClaimTemplate": {"spec": {
-                    **storage, "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": args.prometheus_storage}}}}}}},
-            "alertmanager": {"alertmanagerSpec": {"replicas": 3 if args.replicas > 1 else 1}},
-            "grafana": {
-                "replicas": args.replicas,
-                "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": ns}},
-                "additionalDataSources": [{"name": "Loki", "type": "loki", "uid": "loki",
-                                           "url": f"http://loki-gateway.{ns}.svc.cluster.local"}]},
-        }, child)
-        loki = _release(f"{name}-loki", LOKI, ns, {
-            "deploymentMode": "SingleBinary",
-            "loki": {"auth_enabled": False, "commonConfig": {"replication_factor": 1},
-                     "storage": {"type": "filesystem"},
-                     "schemaConfig": {"configs": [{"from": "2026-01-01", "store": "tsdb", "object_store": "filesystem",
-                                                   "schema": "v13", "index": {"prefix": "index_", "period": "24h"}}]}},
-            "singleBinary": {"replicas": 1, "persistence": {**storage, "size": args.loki_storage}},
-            "read": {"replicas": 0}, "write": {"replicas": 0}, "backend": {"replicas": 0},
-        }, child)
-        _release(f"{name}-alloy", ALLOY, ns, {"alloy": {"configMap": {"content": alloy_config(ns)}}},
-                 pulumi.ResourceOptions(parent=self, depends_on=[loki]))
+        stack = _release(
+            f"{name}-prometheus-stack",
+            PROMETHEUS_STACK,
+            ns,
+            {
+                "prometheus": {
+                    "prometheusSpec": {
+                        "replicas": args.replicas,
+                        "retention": args.retention,
+                        # Pick up ServiceMonitors and rules that are not labelled for this Helm release.
+                        "serviceMonitorSelectorNilUsesHelmValues": False,
+                        "ruleSelectorNilUsesHelmValues": False,
+                        "storageSpec": {
+                            "volumeClaimTemplate": {
+                                "spec": {
+                                    **storage,
+                                    "accessModes": ["ReadWriteOnce"],
+                                    "resources": {"requests": {"storage": args.prometheus_storage}},
+                                }
+                            }
+                        },
+                    }
+                },
+                "alertmanager": {"alertmanagerSpec": {"replicas": 3 if args.replicas > 1 else 1}},
+                "grafana": {
+                    "replicas": args.replicas,
+                    "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": ns}},
+                    "additionalDataSources": [
+                        {
+                            "name": "Loki",
+                            "type": "loki",
+                            "uid": "loki",
+                            "url": f"http://loki-gateway.{ns}.svc.cluster.local",
+                        }
+                    ],
+                },
+            },
+            child,
+        )
+        loki = _release(
+            f"{name}-loki",
+            LOKI,
+            ns,
+            {
+                "deploymentMode": "SingleBinary",
+                "loki": {
+                    "auth_enabled": False,
+                    "commonConfig": {"replication_factor": 1},
+                    "storage": {"type": "filesystem"},
+                    "schemaConfig": {
+                        "configs": [
+                            {
+                                "from": "2026-01-01",
+                                "store": "tsdb",
+                                "object_store": "filesystem",
+                                "schema": "v13",
+                                "index": {"prefix": "index_", "period": "24h"},
+                            }
+                        ]
+                    },
+                },
+                "singleBinary": {"replicas": 1, "persistence": {**storage, "size": args.loki_storage}},
+                "read": {"replicas": 0},
+                "write": {"replicas": 0},
+                "backend": {"replicas": 0},
+            },
+            child,
+        )
+        _release(
+            f"{name}-alloy",
+            ALLOY,
+            ns,
+            {"alloy": {"configMap": {"content": alloy_config(ns)}}},
+            pulumi.ResourceOptions(parent=self, depends_on=[loki]),
+        )
 
         if args.monitoring_resources:
             self._monitoring_resources(name, args, pulumi.ResourceOptions(parent=self, depends_on=[stack]))
-        self.register_outputs({"grafana": f"http://kube-prometheus-stack-grafana.{ns}.svc.cluster.local",
-                               "charts": [c[0] + "@" + c[1] for c in (PROMETHEUS_STACK, LOKI, ALLOY)]})
+        self.register_outputs(
+            {
+                "grafana": f"http://kube-prometheus-stack-grafana.{ns}.svc.cluster.local",
+                "charts": [c[0] + "@" + c[1] for c in (PROMETHEUS_STACK, LOKI, ALLOY)],
+            }
+        )
 
     @staticmethod
     def _monitoring_resources(name: str, args: ObservabilityArgs, crd_ready: pulumi.ResourceOptions) -> None:
         ns = args.namespace
         labels = labels_for("observability", "monitoring")
         k8s.apiextensions.CustomResource(
-            f"{name}-service-monitor", api_version="monitoring.coreos.com/v1", kind="ServiceMonitor",
+            f"{name}-service-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
             metadata=ObjectMetaArgs(name="sophia-services", namespace=ns, labels=labels),
-            spec={"namespaceSelector": {"matchNames": [args.services_namespace]},
-                  "selector": {"matchLabels": {SCRAPE_LABEL: "true"}},
-                  "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}]},
-            opts=crd_ready)
+            spec={
+                "namespaceSelector": {"matchNames": [args.services_namespace]},
+                "selector": {"matchLabels": {SCRAPE_LABEL: "true"}},
+                "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            },
+            opts=crd_ready,
+        )
         groups = json.loads(json.dumps(alert_rules()).replace("{ns}", args.services_namespace))
         k8s.apiextensions.CustomResource(
-            f"{name}-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
+            f"{name}-rules",
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
             metadata=ObjectMetaArgs(name="sophia-slo", namespace=ns, labels=labels),
-            spec={"groups": groups}, opts=crd_ready)
+            spec={"groups": groups},
+            opts=crd_ready,
+        )
 
 
 def alloy_config(namespace: str) -> str:
     """Alloy: discover pods on this node, tail their logs, push to Loki."""
-    return "\n".join([
-        'discovery.kubernetes "pods" { role = "pod" }',
-        'discovery.relabel "pods" {',
-        "  targets = discovery.kubernetes.pods.targets",
-        '  rule { source_labels = ["__meta_kubernetes_namespace"] target_label = "namespace" }',
-        '  rule { source_labels = ["__meta_kubernetes_pod_label_app_kubernetes_io_name"] target_label = "service" }',
-        '  rule { source_labels = ["__meta_kubernetes_pod_name"] target_label = "pod" }',
-        "}",
-        'loki.source.kubernetes "pods" {',
-        "  targets    = discovery.relabel.pods.output",
-        "  forward_to = [loki.write.default.receiver]",
-        "}",
-        'loki.write "default" {',
-        f'  endpoint {{ url = "http://loki-gateway.{namespace}.svc.cluster.local/loki/api/v1/push" }}',
-        "}",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                'discovery.kubernetes "pods" { role = "pod" }',
+                'discovery.relabel "pods" {',
+                "  targets = discovery.kubernetes.pods.targets",
+                '  rule { source_labels = ["__meta_kubernetes_namespace"] target_label = "namespace" }',
+                '  rule { source_labels = ["__meta_kubernetes_pod_label_app_kubernetes_io_name"] target_label = "service" }',
+                '  rule { source_labels = ["__meta_kubernetes_pod_name"] target_label = "pod" }',
+                "}",
+                'loki.source.kubernetes "pods" {',
+                "  targets    = discovery.relabel.pods.output",
+                "  forward_to = [loki.write.default.receiver]",
+                "}",
+                'loki.write "default" {',
+                f'  endpoint {{ url = "http://loki-gateway.{namespace}.svc.cluster.local/loki/api/v1/push" }}',
+                "}",
+            ]
+        )
+        + "\n"
+    )

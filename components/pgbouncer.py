@@ -8,8 +8,8 @@ connections share a few server connections.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 import pulumi
@@ -71,8 +71,12 @@ class PgBouncerArgs:
     replicas: int = 1
     max_client_connections: int = 2000
     default_pool_size: int = 20
-    resources: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: {
-        "requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}})
+    resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        }
+    )
     image: str = "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"
 
 
@@ -85,8 +89,13 @@ def database_entry(alias: str, url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql") or not parts.hostname or not parts.path.strip("/"):
         raise DatabaseUrlError(f"{alias}: not a postgres URL (expected postgresql://user:password@host/dbname)")
-    fields = {"host": parts.hostname, "port": str(parts.port or 5432), "dbname": parts.path.strip("/"),
-              "user": unquote(parts.username or ""), "password": unquote(parts.password or "")}
+    fields = {
+        "host": parts.hostname,
+        "port": str(parts.port or 5432),
+        "dbname": parts.path.strip("/"),
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+    }
     return f"{alias} = " + " ".join(f"{k}={v}" for k, v in fields.items() if v)
 
 
@@ -95,16 +104,26 @@ def pgbouncer_ini(primary: str, replica: str | None, args: PgBouncerArgs) -> str
     databases = [database_entry(dbname, primary)]
     if replica:
         databases.append(database_entry(f"{dbname}_ro", replica))
-    return "\n".join([
-        "[databases]", *databases, "",
-        "[pgbouncer]",
-        "listen_addr = 0.0.0.0", f"listen_port = {PORT}",
-        "auth_type = scram-sha-256", "auth_file = /etc/pgbouncer/userlist.txt",
-        "pool_mode = transaction",
-        f"max_client_conn = {args.max_client_connections}", f"default_pool_size = {args.default_pool_size}",
-        "server_tls_sslmode = require", "ignore_startup_parameters = extra_float_digits,options",
-        "unix_socket_dir =", "admin_users =", "",
-    ])
+    return "\n".join(
+        [
+            "[databases]",
+            *databases,
+            "",
+            "[pgbouncer]",
+            "listen_addr = 0.0.0.0",
+            f"listen_port = {PORT}",
+            "auth_type = scram-sha-256",
+            "auth_file = /etc/pgbouncer/userlist.txt",
+            "pool_mode = transaction",
+            f"max_client_conn = {args.max_client_connections}",
+            f"default_pool_size = {args.default_pool_size}",
+            "server_tls_sslmode = require",
+            "ignore_startup_parameters = extra_float_digits,options",
+            "unix_socket_dir =",
+            "admin_users =",
+            "",
+        ]
+    )
 
 
 class PgBouncer(pulumi.ComponentResource):
@@ -120,61 +139,114 @@ class PgBouncer(pulumi.ComponentResource):
         meta = metadata_for(ns, labels, app)
 
         ini = pulumi.Output.all(args.database_url, args.read_replica_url).apply(
-            lambda urls: pgbouncer_ini(urls[0], urls[1], args))
-        userlist = pulumi.Output.from_input(args.client_password).apply(
-            lambda pw: f'"{CLIENT_USER}" "{pw}"\n')
-        secret = k8s.core.v1.Secret(f"{name}-config", metadata=meta("pgbouncer-config"), type="Opaque", string_data={
-            "pgbouncer.ini": pulumi.Output.secret(ini), "userlist.txt": pulumi.Output.secret(userlist)}, opts=child)
+            lambda urls: pgbouncer_ini(urls[0], urls[1], args)
+        )
+        userlist = pulumi.Output.from_input(args.client_password).apply(lambda pw: f'"{CLIENT_USER}" "{pw}"\n')
+        secret = k8s.core.v1.Secret(
+            f"{name}-config",
+            metadata=meta("pgbouncer-config"),
+            type="Opaque",
+            string_data={"pgbouncer.ini": pulumi.Output.secret(ini), "userlist.txt": pulumi.Output.secret(userlist)},
+            opts=child,
+        )
         checksum = content_checksum(ini, userlist)
 
         container = ContainerArgs(
-            name="pgbouncer", image=args.image, image_pull_policy="Always",
+            name="pgbouncer",
+            image=args.image,
+            image_pull_policy="Always",
             command=["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"],
             ports=[ContainerPortArgs(name="postgres", container_port=PORT)],
-            resources=ResourceRequirementsArgs(requests=dict(args.resources["requests"]),
-                                               limits=dict(args.resources["limits"])),
+            resources=ResourceRequirementsArgs(
+                requests=dict(args.resources["requests"]), limits=dict(args.resources["limits"])
+            ),
             liveness_probe=ProbeArgs(tcp_socket=TCPSocketActionArgs(port="postgres"), period_seconds=10),
             readiness_probe=ProbeArgs(tcp_socket=TCPSocketActionArgs(port="postgres"), period_seconds=5),
             security_context=container_security(PGBOUNCER_UID),
-            volume_mounts=[VolumeMountArgs(name="config", mount_path="/etc/pgbouncer", read_only=True),
-                           VolumeMountArgs(name="tmp", mount_path="/tmp")],
+            volume_mounts=[
+                VolumeMountArgs(name="config", mount_path="/etc/pgbouncer", read_only=True),
+                VolumeMountArgs(name="tmp", mount_path="/tmp"),
+            ],
         )
         k8s.apps.v1.Deployment(
-            f"{name}-deployment", metadata=meta(annotations=UPSTREAM_IMAGE_SKIP),
+            f"{name}-deployment",
+            metadata=meta(annotations=UPSTREAM_IMAGE_SKIP),
             spec=DeploymentSpecArgs(
-                replicas=args.replicas, selector=LabelSelectorArgs(match_labels=selector),
-                strategy=DeploymentStrategyArgs(type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(
-                    max_unavailable=0, max_surge=1)),
+                replicas=args.replicas,
+                selector=LabelSelectorArgs(match_labels=selector),
+                strategy=DeploymentStrategyArgs(
+                    type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1)
+                ),
                 template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(labels=labels, annotations=checksum.apply(
-                        lambda c: {"sophia.ai/config-checksum": c})),
+                    metadata=ObjectMetaArgs(
+                        labels=labels, annotations=checksum.apply(lambda c: {"sophia.ai/config-checksum": c})
+                    ),
                     spec=PodSpecArgs(
-                        automount_service_account_token=False, security_context=pod_security(PGBOUNCER_UID),
+                        automount_service_account_token=False,
+                        security_context=pod_security(PGBOUNCER_UID),
                         containers=[container],
-                        volumes=[VolumeArgs(name="config", secret=SecretVolumeSourceArgs(
-                                     secret_name=secret.metadata.name, default_mode=0o440)),
-                                 VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="16Mi"))]))),
-            opts=child)
-        k8s.core.v1.Service(f"{name}-service", metadata=meta(), spec=ServiceSpecArgs(
-            selector=selector, ports=[ServicePortArgs(name="postgres", port=PORT, target_port="postgres")]), opts=child)
+                        volumes=[
+                            VolumeArgs(
+                                name="config",
+                                secret=SecretVolumeSourceArgs(secret_name=secret.metadata.name, default_mode=0o440),
+                            ),
+                            VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="16Mi")),
+                        ],
+                    ),
+                ),
+            ),
+            opts=child,
+        )
+        k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(),
+            spec=ServiceSpecArgs(
+                selector=selector, ports=[ServicePortArgs(name="postgres", port=PORT, target_port="postgres")]
+            ),
+            opts=child,
+        )
         disruption_budget(f"{name}-pdb", meta(), selector, child)
 
         ingress = []
         if args.callers:
-            ingress.append(NetworkPolicyIngressRuleArgs(from_=[pods_named(list(args.callers), args.services_namespace)],
-                                                        ports=[NetworkPolicyPortArgs(port=PORT, protocol="TCP")]))
-        k8s.networking.v1.NetworkPolicy(f"{name}-netpol", metadata=meta(), spec=NetworkPolicySpecArgs(
-            pod_selector=LabelSelectorArgs(match_labels=selector), policy_types=["Ingress", "Egress"],
-            ingress=ingress,
-            # Out: DNS, and PostgreSQL on the internet (Neon), never the cluster's private ranges.
-            egress=[dns_egress(),
+            ingress.append(
+                NetworkPolicyIngressRuleArgs(
+                    from_=[pods_named(list(args.callers), args.services_namespace)],
+                    ports=[NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
+                )
+            )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol",
+            metadata=meta(),
+            spec=NetworkPolicySpecArgs(
+                pod_selector=LabelSelectorArgs(match_labels=selector),
+                policy_types=["Ingress", "Egress"],
+                ingress=ingress,
+                # Out: DNS, and PostgreSQL on the internet (Neon), never the cluster's private ranges.
+                egress=[
+                    dns_egress(),
                     NetworkPolicyEgressRuleArgs(
-                        to=[NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr="0.0.0.0/0", except_=[
-                            "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"]))],
-                        ports=[NetworkPolicyPortArgs(port=5432, protocol="TCP")])]),
-            opts=child)
+                        to=[
+                            NetworkPolicyPeerArgs(
+                                ip_block=IPBlockArgs(
+                                    cidr="0.0.0.0/0",
+                                    except_=["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"],
+                                )
+                            )
+                        ],
+                        ports=[NetworkPolicyPortArgs(port=5432, protocol="TCP")],
+                    ),
+                ],
+            ),
+            opts=child,
+        )
 
         self.host = f"{app}.{ns}.svc.cluster.local"
         self.database = pulumi.Output.from_input(args.database_url).apply(lambda u: urlsplit(u).path.strip("/"))
-        self.register_outputs({"host": self.host, "database": self.database,
-                               "read_replica": pulumi.Output.from_input(args.read_replica_url).apply(bool)})
+        self.register_outputs(
+            {
+                "host": self.host,
+                "database": self.database,
+                "read_replica": pulumi.Output.from_input(args.read_replica_url).apply(bool),
+            }
+        )

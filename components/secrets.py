@@ -16,8 +16,9 @@ from __future__ import annotations
 import secrets
 import string
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider
@@ -40,8 +41,9 @@ class RotatingSecret(Resource):
 
     result: pulumi.Output[str]
 
-    def __init__(self, name: str, keeper: pulumi.Input[str], length: int = 40,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, keeper: pulumi.Input[str], length: int = 40, opts: pulumi.ResourceOptions | None = None
+    ):
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["result"]))
         super().__init__(_RotatingSecretProvider(), name, {"keeper": keeper, "length": length, "result": None}, opts)
 
@@ -60,7 +62,11 @@ class GeneratedSecrets(pulumi.ComponentResource):
         super().__init__("sophia:platform:GeneratedSecrets", name, None, opts)
         self.values = {}
         for secret_name in sorted(set(args.names)):
-            value = RotatingSecret(f"{name}-{secret_name}", keeper=str(args.rotation), length=args.length,
-                                   opts=pulumi.ResourceOptions(parent=self))
+            value = RotatingSecret(
+                f"{name}-{secret_name}",
+                keeper=str(args.rotation),
+                length=args.length,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
             self.values[secret_name] = pulumi.Output.secret(value.result)
         self.register_outputs({"names": sorted(self.values)})

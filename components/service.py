@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -57,11 +57,11 @@ from pulumi_kubernetes.networking.v1 import (
 from components.image import ImageSource, image_reference
 from components.spec import ServiceSpec
 from components.workload import (
-    disruption_budget,
-    dns_egress,
     NAME_LABEL,
     SCRAPE_LABEL,
     container_security,
+    disruption_budget,
+    dns_egress,
     labels_for,
     namespace_peer,
     pod_security,
@@ -131,8 +131,10 @@ class PlatformService(pulumi.ComponentResource):
         wanted = set(spec.secrets) - set(args.platform_secrets)
         missing, extra = sorted(wanted - set(args.secrets)), sorted(set(args.secrets) - wanted)
         if missing or extra:
-            raise ValueError(f"service {spec.name}: secrets must be exactly the manifest's "
-                             f"(missing: {missing}, not asked for: {extra})")
+            raise ValueError(
+                f"service {spec.name}: secrets must be exactly the manifest's "
+                f"(missing: {missing}, not asked for: {extra})"
+            )
         all_secrets = {**args.secrets, **args.platform_secrets}
         child = pulumi.ResourceOptions(parent=self)
         labels = labels_for(spec.name)
@@ -142,19 +144,30 @@ class PlatformService(pulumi.ComponentResource):
             return ObjectMetaArgs(name=resource_name, namespace=ns, labels={**labels, **(extra_labels or {})})
 
         self.service_account = k8s.core.v1.ServiceAccount(
-            f"{name}-sa", metadata=meta(), automount_service_account_token=spec.automount_service_account_token,
-            opts=child)
+            f"{name}-sa",
+            metadata=meta(),
+            automount_service_account_token=spec.automount_service_account_token,
+            opts=child,
+        )
 
         volumes = [VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="256Mi"))]
         mounts = [VolumeMountArgs(name="tmp", mount_path="/tmp")]
         self.secret: k8s.core.v1.Secret | None = None
         if all_secrets:
             self.secret = k8s.core.v1.Secret(
-                f"{name}-secrets", metadata=meta(f"{spec.name}-secrets"), type="Opaque",
-                string_data={k: pulumi.Output.secret(v) for k, v in sorted(all_secrets.items())}, opts=child)
+                f"{name}-secrets",
+                metadata=meta(f"{spec.name}-secrets"),
+                type="Opaque",
+                string_data={k: pulumi.Output.secret(v) for k, v in sorted(all_secrets.items())},
+                opts=child,
+            )
             # Files, not env vars: env leaks into crash dumps and child processes.
-            volumes.append(VolumeArgs(name="secrets", secret=SecretVolumeSourceArgs(
-                secret_name=self.secret.metadata.name, default_mode=0o440)))
+            volumes.append(
+                VolumeArgs(
+                    name="secrets",
+                    secret=SecretVolumeSourceArgs(secret_name=self.secret.metadata.name, default_mode=0o440),
+                )
+            )
             mounts.append(VolumeMountArgs(name="secrets", mount_path=SECRETS_MOUNT, read_only=True))
 
         env_values = {**spec.env, **args.env}
@@ -171,14 +184,19 @@ class PlatformService(pulumi.ComponentResource):
         if args.gpu is not None and spec.gpu is not None:
             gpus = str(spec.gpu.count)
             resources = ResourceRequirementsArgs(
-                requests={**resources.requests, GPU_RESOURCE: gpus}, limits={**resources.limits, GPU_RESOURCE: gpus})
+                requests={**resources.requests, GPU_RESOURCE: gpus}, limits={**resources.limits, GPU_RESOURCE: gpus}
+            )
             tolerations = [TolerationArgs(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")]
             node_selector = dict(args.gpu.node_selector)
             runtime_class = args.gpu.runtime_class_name
 
         def http_probe(path: str, period: int, failures: int) -> ProbeArgs:
-            return ProbeArgs(http_get=HTTPGetActionArgs(path=path, port="http"), period_seconds=period,
-                             timeout_seconds=2, failure_threshold=failures)
+            return ProbeArgs(
+                http_get=HTTPGetActionArgs(path=path, port="http"),
+                period_seconds=period,
+                timeout_seconds=2,
+                failure_threshold=failures,
+            )
 
         container = ContainerArgs(
             name=spec.name,
@@ -186,7 +204,10 @@ class PlatformService(pulumi.ComponentResource):
             image_pull_policy=args.image_pull_policy,
             ports=[ContainerPortArgs(name="http", container_port=spec.port, protocol="TCP")],
             env=[EnvVarArgs(name=k, value=v) for k, v in sorted(env_values.items())]
-            + [EnvVarArgs(name="SOPHIA_SECRETS_DIR", value=SECRETS_MOUNT), EnvVarArgs(name="PORT", value=str(spec.port))],
+            + [
+                EnvVarArgs(name="SOPHIA_SECRETS_DIR", value=SECRETS_MOUNT),
+                EnvVarArgs(name="PORT", value=str(spec.port)),
+            ],
             resources=resources,
             startup_probe=http_probe(spec.probes.startup, 2, 30),
             liveness_probe=http_probe(spec.probes.liveness, 10, 3),
@@ -195,20 +216,32 @@ class PlatformService(pulumi.ComponentResource):
             volume_mounts=mounts,
         )
 
-        spread = [TopologySpreadConstraintArgs(
-            max_skew=1, topology_key="kubernetes.io/hostname", when_unsatisfiable="ScheduleAnyway",
-            label_selector=LabelSelectorArgs(match_labels=selector))]
+        spread = [
+            TopologySpreadConstraintArgs(
+                max_skew=1,
+                topology_key="kubernetes.io/hostname",
+                when_unsatisfiable="ScheduleAnyway",
+                label_selector=LabelSelectorArgs(match_labels=selector),
+            )
+        ]
         if args.spread_across_zones:
-            spread.append(TopologySpreadConstraintArgs(
-                max_skew=1, topology_key="topology.kubernetes.io/zone", when_unsatisfiable="ScheduleAnyway",
-                label_selector=LabelSelectorArgs(match_labels=selector)))
+            spread.append(
+                TopologySpreadConstraintArgs(
+                    max_skew=1,
+                    topology_key="topology.kubernetes.io/zone",
+                    when_unsatisfiable="ScheduleAnyway",
+                    label_selector=LabelSelectorArgs(match_labels=selector),
+                )
+            )
 
-        pod_annotations = pulumi.Output.all(checksum).apply(lambda c: {
-            "sophia.ai/config-checksum": c[0],
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(spec.port),
-            "prometheus.io/path": spec.metrics_path,
-        })
+        pod_annotations = pulumi.Output.all(checksum).apply(
+            lambda c: {
+                "sophia.ai/config-checksum": c[0],
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(spec.port),
+                "prometheus.io/path": spec.metrics_path,
+            }
+        )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta(),
@@ -216,8 +249,9 @@ class PlatformService(pulumi.ComponentResource):
                 # No `replicas`: the HPA owns the count, and re-applying must not reset it.
                 selector=LabelSelectorArgs(match_labels=selector),
                 revision_history_limit=5,
-                strategy=DeploymentStrategyArgs(type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(
-                    max_unavailable=0, max_surge="25%")),
+                strategy=DeploymentStrategyArgs(
+                    type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge="25%")
+                ),
                 template=PodTemplateSpecArgs(
                     metadata=ObjectMetaArgs(labels=labels, annotations=pod_annotations),
                     spec=PodSpecArgs(
@@ -240,8 +274,11 @@ class PlatformService(pulumi.ComponentResource):
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=meta(extra_labels={SCRAPE_LABEL: "true"}),
-            spec=ServiceSpecArgs(type="ClusterIP", selector=selector, ports=[ServicePortArgs(
-                name="http", port=SERVICE_PORT, target_port="http", protocol="TCP")]),
+            spec=ServiceSpecArgs(
+                type="ClusterIP",
+                selector=selector,
+                ports=[ServicePortArgs(name="http", port=SERVICE_PORT, target_port="http", protocol="TCP")],
+            ),
             opts=child,
         )
 
@@ -251,19 +288,34 @@ class PlatformService(pulumi.ComponentResource):
             metadata=meta(),
             spec=HorizontalPodAutoscalerSpecArgs(
                 scale_target_ref=CrossVersionObjectReferenceArgs(
-                    api_version="apps/v1", kind="Deployment", name=self.deployment.metadata.name),
+                    api_version="apps/v1", kind="Deployment", name=self.deployment.metadata.name
+                ),
                 min_replicas=scaling.min_replicas,
                 max_replicas=scaling.max_replicas,
-                metrics=[MetricSpecArgs(type="Resource", resource=ResourceMetricSourceArgs(
-                    name="cpu", target=MetricTargetArgs(type="Utilization",
-                                                        average_utilization=scaling.cpu_target)))],
+                metrics=[
+                    MetricSpecArgs(
+                        type="Resource",
+                        resource=ResourceMetricSourceArgs(
+                            name="cpu",
+                            target=MetricTargetArgs(type="Utilization", average_utilization=scaling.cpu_target),
+                        ),
+                    )
+                ],
                 behavior=HorizontalPodAutoscalerBehaviorArgs(
                     # Up fast (bursts of users), down slowly (avoid flapping).
-                    scale_up=HPAScalingRulesArgs(stabilization_window_seconds=0, select_policy="Max", policies=[
-                        HPAScalingPolicyArgs(type="Percent", value=100, period_seconds=15),
-                        HPAScalingPolicyArgs(type="Pods", value=4, period_seconds=15)]),
-                    scale_down=HPAScalingRulesArgs(stabilization_window_seconds=300, select_policy="Min", policies=[
-                        HPAScalingPolicyArgs(type="Percent", value=10, period_seconds=60)]),
+                    scale_up=HPAScalingRulesArgs(
+                        stabilization_window_seconds=0,
+                        select_policy="Max",
+                        policies=[
+                            HPAScalingPolicyArgs(type="Percent", value=100, period_seconds=15),
+                            HPAScalingPolicyArgs(type="Pods", value=4, period_seconds=15),
+                        ],
+                    ),
+                    scale_down=HPAScalingRulesArgs(
+                        stabilization_window_seconds=300,
+                        select_policy="Min",
+                        policies=[HPAScalingPolicyArgs(type="Percent", value=10, period_seconds=60)],
+                    ),
                 ),
             ),
             opts=child,
@@ -272,16 +324,19 @@ class PlatformService(pulumi.ComponentResource):
         self.pdb = disruption_budget(f"{name}-pdb", meta(), selector, child)
 
         self.network_policy = k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol", metadata=meta(), spec=_network_policy(spec, args, selector), opts=child)
+            f"{name}-netpol", metadata=meta(), spec=_network_policy(spec, args, selector), opts=child
+        )
 
         self.url = pulumi.Output.concat("http://", spec.name, ".", ns, ".svc.cluster.local:", str(SERVICE_PORT))
-        self.register_outputs({
-            "deployment": self.deployment.metadata.name,
-            "service": self.service.metadata.name,
-            "url": self.url,
-            "image": container.image,
-            "scrape": {"namespace": ns, "service": spec.name, "port": "http", "path": spec.metrics_path},
-        })
+        self.register_outputs(
+            {
+                "deployment": self.deployment.metadata.name,
+                "service": self.service.metadata.name,
+                "url": self.url,
+                "image": container.image,
+                "scrape": {"namespace": ns, "service": spec.name, "port": "http", "path": spec.metrics_path},
+            }
+        )
 
 
 def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict[str, str]) -> NetworkPolicySpecArgs:
@@ -299,17 +354,29 @@ def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict
     egress = [dns_egress()]
     if args.callees:
         # Policies see the pod's container port, not the Service's port 80.
-        egress.append(NetworkPolicyEgressRuleArgs(
-            to=[pods_named(list(args.callees))],
-            ports=[NetworkPolicyPortArgs(port=p, protocol="TCP") for p in sorted(set(args.callees.values()))]))
+        egress.append(
+            NetworkPolicyEgressRuleArgs(
+                to=[pods_named(list(args.callees))],
+                ports=[NetworkPolicyPortArgs(port=p, protocol="TCP") for p in sorted(set(args.callees.values()))],
+            )
+        )
     for peer in args.datastores:
-        egress.append(NetworkPolicyEgressRuleArgs(
-            to=[namespace_peer(peer.namespace, peer.pod_labels)],
-            ports=[NetworkPolicyPortArgs(port=peer.port, protocol="TCP")]))
+        egress.append(
+            NetworkPolicyEgressRuleArgs(
+                to=[namespace_peer(peer.namespace, peer.pod_labels)],
+                ports=[NetworkPolicyPortArgs(port=peer.port, protocol="TCP")],
+            )
+        )
     if spec.calls.external:
-        egress.append(NetworkPolicyEgressRuleArgs(
-            to=[NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES))],
-            ports=[NetworkPolicyPortArgs(port=443, protocol="TCP")]))
+        egress.append(
+            NetworkPolicyEgressRuleArgs(
+                to=[NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES))],
+                ports=[NetworkPolicyPortArgs(port=443, protocol="TCP")],
+            )
+        )
     return NetworkPolicySpecArgs(
         pod_selector=LabelSelectorArgs(match_labels=selector),
-        policy_types=["Ingress", "Egress"], ingress=ingress, egress=egress)
+        policy_types=["Ingress", "Egress"],
+        ingress=ingress,
+        egress=egress,
+    )

@@ -55,13 +55,22 @@ def cpu_millicores(quantity: str) -> int:
     return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
 
 
-_MEMORY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_MEMORY_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
 
 
 def memory_bytes(quantity: str) -> int:
     number = re.match(r"^[0-9]+", quantity).group(0)  # type: ignore[union-attr]
-    return int(number) * _MEMORY_UNITS[quantity[len(number):]]
+    return int(number) * _MEMORY_UNITS[quantity[len(number) :]]
 
 
 class Resources(_Strict):
@@ -69,13 +78,17 @@ class Resources(_Strict):
     limits: ResourceAmounts = ResourceAmounts(cpu="500m", memory="512Mi")
 
     @model_validator(mode="after")
-    def _requests_within_limits(self) -> "Resources":
+    def _requests_within_limits(self) -> Resources:
         if cpu_millicores(self.requests.cpu) > cpu_millicores(self.limits.cpu):
-            raise ValueError(f"resources.requests.cpu {self.requests.cpu} is above resources.limits.cpu "
-                             f"{self.limits.cpu}; a request must not exceed its limit")
+            raise ValueError(
+                f"resources.requests.cpu {self.requests.cpu} is above resources.limits.cpu "
+                f"{self.limits.cpu}; a request must not exceed its limit"
+            )
         if memory_bytes(self.requests.memory) > memory_bytes(self.limits.memory):
-            raise ValueError(f"resources.requests.memory {self.requests.memory} is above resources.limits.memory "
-                             f"{self.limits.memory}; a request must not exceed its limit")
+            raise ValueError(
+                f"resources.requests.memory {self.requests.memory} is above resources.limits.memory "
+                f"{self.limits.memory}; a request must not exceed its limit"
+            )
         return self
 
 
@@ -87,10 +100,12 @@ class Scaling(_Strict):
     cpu_target: int = Field(70, ge=10, le=95, description="average CPU utilization, percent of request")
 
     @model_validator(mode="after")
-    def _min_le_max(self) -> "Scaling":
+    def _min_le_max(self) -> Scaling:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"scaling.min_replicas ({self.min_replicas}) is greater than scaling.max_replicas "
-                             f"({self.max_replicas}); set min_replicas <= max_replicas")
+            raise ValueError(
+                f"scaling.min_replicas ({self.min_replicas}) is greater than scaling.max_replicas "
+                f"({self.max_replicas}); set min_replicas <= max_replicas"
+            )
         return self
 
 
@@ -153,8 +168,10 @@ class ServiceSpec(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         if not DNS_LABEL.match(v) or len(v) > 40:
-            raise ValueError(f"{v!r} is not a valid service name; use lowercase letters, digits and '-', "
-                             "starting with a letter, at most 40 characters")
+            raise ValueError(
+                f"{v!r} is not a valid service name; use lowercase letters, digits and '-', "
+                "starting with a letter, at most 40 characters"
+            )
         return v
 
     @field_validator("env")
@@ -176,7 +193,7 @@ class ServiceSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _no_self_call(self) -> "ServiceSpec":
+    def _no_self_call(self) -> ServiceSpec:
         if self.name in self.calls.services:
             raise ValueError(f"calls.services lists the service itself ({self.name}); remove it")
         return self

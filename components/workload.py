@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -27,22 +27,34 @@ def labels_for(name: str, component: str | None = None) -> dict[str, str]:
 
 def pod_security(uid: int = RUN_AS, gid: int | None = None) -> PodSecurityContextArgs:
     gid = uid if gid is None else gid
-    return PodSecurityContextArgs(run_as_non_root=True, run_as_user=uid, run_as_group=gid, fs_group=gid,
-                                  seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"))
+    return PodSecurityContextArgs(
+        run_as_non_root=True,
+        run_as_user=uid,
+        run_as_group=gid,
+        fs_group=gid,
+        seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
+    )
 
 
 def container_security(uid: int = RUN_AS, gid: int | None = None) -> SecurityContextArgs:
     gid = uid if gid is None else gid
     return SecurityContextArgs(
-        run_as_non_root=True, run_as_user=uid, run_as_group=gid, privileged=False,
-        allow_privilege_escalation=False, read_only_root_filesystem=True,
-        capabilities=CapabilitiesArgs(drop=["ALL"]), seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"))
+        run_as_non_root=True,
+        run_as_user=uid,
+        run_as_group=gid,
+        privileged=False,
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        capabilities=CapabilitiesArgs(drop=["ALL"]),
+        seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
+    )
 
 
 def namespace_peer(namespace: str, pod_labels: Mapping[str, str] | None = None) -> NetworkPolicyPeerArgs:
     return NetworkPolicyPeerArgs(
         namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace}),
-        pod_selector=LabelSelectorArgs(match_labels=dict(pod_labels)) if pod_labels else None)
+        pod_selector=LabelSelectorArgs(match_labels=dict(pod_labels)) if pod_labels else None,
+    )
 
 
 def pods_named(names: list[str] | tuple[str, ...], namespace: str | None = None) -> NetworkPolicyPeerArgs:
@@ -50,14 +62,18 @@ def pods_named(names: list[str] | tuple[str, ...], namespace: str | None = None)
     selector = LabelSelectorArgs(match_expressions=[{"key": NAME_LABEL, "operator": "In", "values": sorted(names)}])
     if namespace is None:
         return NetworkPolicyPeerArgs(pod_selector=selector)
-    return NetworkPolicyPeerArgs(pod_selector=selector, namespace_selector=LabelSelectorArgs(
-        match_labels={"kubernetes.io/metadata.name": namespace}))
+    return NetworkPolicyPeerArgs(
+        pod_selector=selector,
+        namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace}),
+    )
 
 
 def metadata_for(namespace: str, labels: Mapping[str, str], default_name: str):
     """A metadata builder for one workload's objects: same namespace and labels, a name each."""
+
     def meta(resource_name: str = default_name, annotations: Mapping[str, str] | None = None) -> ObjectMetaArgs:
         return ObjectMetaArgs(name=resource_name, namespace=namespace, labels=dict(labels), annotations=annotations)
+
     return meta
 
 
@@ -70,14 +86,20 @@ def dns_egress() -> NetworkPolicyEgressRuleArgs:
     """Egress to the cluster DNS, which every workload that resolves a name needs."""
     return NetworkPolicyEgressRuleArgs(
         to=[namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
-        ports=[NetworkPolicyPortArgs(port=53, protocol="UDP"), NetworkPolicyPortArgs(port=53, protocol="TCP")])
+        ports=[NetworkPolicyPortArgs(port=53, protocol="UDP"), NetworkPolicyPortArgs(port=53, protocol="TCP")],
+    )
 
 
-def disruption_budget(resource_name: str, metadata: ObjectMetaArgs, selector: Mapping[str, str],
-                      opts: pulumi.ResourceOptions) -> k8s.policy.v1.PodDisruptionBudget:
+def disruption_budget(
+    resource_name: str, metadata: ObjectMetaArgs, selector: Mapping[str, str], opts: pulumi.ResourceOptions
+) -> k8s.policy.v1.PodDisruptionBudget:
     # maxUnavailable (not minAvailable) keeps node drains possible at any replica count.
-    return k8s.policy.v1.PodDisruptionBudget(resource_name, metadata=metadata, spec=PodDisruptionBudgetSpecArgs(
-        max_unavailable=1, selector=LabelSelectorArgs(match_labels=dict(selector))), opts=opts)
+    return k8s.policy.v1.PodDisruptionBudget(
+        resource_name,
+        metadata=metadata,
+        spec=PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=LabelSelectorArgs(match_labels=dict(selector))),
+        opts=opts,
+    )
 
 
 # Upstream images are pinned by exact version tag; their digests can't be resolved on

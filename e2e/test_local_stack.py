@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 
+import local_stack
 import pytest
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
@@ -14,7 +15,6 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-import local_stack
 from infra.discovery import discover
 
 SERVICES = [s for s in discover()]
@@ -58,8 +58,9 @@ def test_gpu_pods_run_only_on_gpu_nodes(kube) -> None:
     gpu_services = {s.name for s in SERVICES if s.gpu is not None}
     seen = 0
     for pod in kube.list(Pod, namespace="sophia"):
-        wants_gpu = any("nvidia.com/gpu" in ((c.resources.limits or {}) if c.resources else {})
-                        for c in pod.spec.containers)
+        wants_gpu = any(
+            "nvidia.com/gpu" in ((c.resources.limits or {}) if c.resources else {}) for c in pod.spec.containers
+        )
         name = pod.metadata.labels["app.kubernetes.io/name"]
         assert wants_gpu == (name in gpu_services), pod.metadata.name
         if pod.spec.nodeName:
@@ -70,7 +71,7 @@ def test_gpu_pods_run_only_on_gpu_nodes(kube) -> None:
 
 def test_platform_components_exist(kube) -> None:
     names = {n.metadata.name for n in kube.list(Namespace)}
-    assert OUR_NAMESPACES <= names
+    assert names >= OUR_NAMESPACES
     for name in ("redis", "qdrant"):
         sts = kube.get(StatefulSet, name, namespace="sophia-data")
         assert (sts.status.readyReplicas or 0) == sts.spec.replicas
@@ -102,6 +103,8 @@ def test_destroy_removes_the_namespaces(kube, timings) -> None:
     timings.append((step.label, step.seconds))
     # Pulumi waits for namespace deletion; allow the namespace controller a moment more.
     deadline = time.monotonic() + 60
-    while (remaining := {n.metadata.name for n in kube.list(Namespace)} & OUR_NAMESPACES) and time.monotonic() < deadline:
+    while (
+        remaining := {n.metadata.name for n in kube.list(Namespace)} & OUR_NAMESPACES
+    ) and time.monotonic() < deadline:
         time.sleep(2)
     assert remaining == set()

@@ -31,9 +31,11 @@ class ConfigError(ValueError):
     def __init__(self, stack: str, problems: list[str]):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"stack '{stack}' has {len(problems)} configuration error(s):\n{lines}\n"
-                         f"Fix them in Pulumi.{stack}.yaml (or `pulumi config set --path {NAMESPACE}:<key> <value>`); "
-                         "nothing was deployed.")
+        super().__init__(
+            f"stack '{stack}' has {len(problems)} configuration error(s):\n{lines}\n"
+            f"Fix them in Pulumi.{stack}.yaml (or `pulumi config set --path {NAMESPACE}:<key> <value>`); "
+            "nothing was deployed."
+        )
 
 
 class _Strict(BaseModel):
@@ -47,11 +49,13 @@ class Tls(_Strict):
     secret_name: str | None = None
 
     @model_validator(mode="after")
-    def _source(self) -> "Tls":
+    def _source(self) -> Tls:
         if self.enabled and bool(self.issuer) == bool(self.secret_name):
-            raise ValueError(f"{NAMESPACE}:tls: with enabled=true set exactly one of tls.issuer "
-                             f"(cert-manager ClusterIssuer) or tls.secret_name (given: issuer={self.issuer!r}, "
-                             f"secret_name={self.secret_name!r})")
+            raise ValueError(
+                f"{NAMESPACE}:tls: with enabled=true set exactly one of tls.issuer "
+                f"(cert-manager ClusterIssuer) or tls.secret_name (given: issuer={self.issuer!r}, "
+                f"secret_name={self.secret_name!r})"
+            )
         return self
 
 
@@ -73,10 +77,12 @@ class GpuPool(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _nodes_fit(self) -> "GpuPool":
+    def _nodes_fit(self) -> GpuPool:
         if len(self.nodes) > self.node_count:
-            raise ValueError(f"{NAMESPACE}:gpu_pools: pool {self.name} lists {len(self.nodes)} nodes but node_count is "
-                             f"{self.node_count}; raise node_count or list fewer nodes")
+            raise ValueError(
+                f"{NAMESPACE}:gpu_pools: pool {self.name} lists {len(self.nodes)} nodes but node_count is "
+                f"{self.node_count}; raise node_count or list fewer nodes"
+            )
         return self
 
 
@@ -99,13 +105,17 @@ class Data(_Strict):
             raise ValueError(f"{v!r} is not a Redis memory size; use e.g. '256mb' or '2gb'")
         return v
 
-    def for_environment(self, environment: str) -> "Data":
+    def for_environment(self, environment: str) -> Data:
         prod = environment == "prod"
-        return self.model_copy(update={
-            "redis_persistence": prod if self.redis_persistence is None else self.redis_persistence,
-            "qdrant_replicas": (3 if prod else 1) if self.qdrant_replicas is None else self.qdrant_replicas,
-            "pgbouncer_replicas": (2 if prod else 1) if self.pgbouncer_replicas is None else self.pgbouncer_replicas,
-        })
+        return self.model_copy(
+            update={
+                "redis_persistence": prod if self.redis_persistence is None else self.redis_persistence,
+                "qdrant_replicas": (3 if prod else 1) if self.qdrant_replicas is None else self.qdrant_replicas,
+                "pgbouncer_replicas": (2 if prod else 1)
+                if self.pgbouncer_replicas is None
+                else self.pgbouncer_replicas,
+            }
+        )
 
 
 class ServiceOverride(_Strict):
@@ -140,12 +150,14 @@ class Namespaces(_Strict):
     ingress: str = "sophia-ingress"
 
     @model_validator(mode="after")
-    def _valid(self) -> "Namespaces":
+    def _valid(self) -> Namespaces:
         names = self.model_dump()
         for concern, ns in names.items():
             if not DNS_LABEL.match(ns) or len(ns) > 63:
-                raise ValueError(f"{NAMESPACE}:namespaces.{concern}: {ns!r} is not a namespace name; "
-                                 "use lowercase letters, digits and '-'")
+                raise ValueError(
+                    f"{NAMESPACE}:namespaces.{concern}: {ns!r} is not a namespace name; "
+                    "use lowercase letters, digits and '-'"
+                )
         if len(set(names.values())) != len(names):
             raise ValueError(f"{NAMESPACE}:namespaces: each concern needs its own namespace (given: {names})")
         return self
@@ -205,36 +217,50 @@ class StackConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _cross_field_rules(self) -> "StackConfig":
+    def _cross_field_rules(self) -> StackConfig:
         env = self.environment
         if env == "local" and self.registry:
-            raise ValueError(f"{NAMESPACE}:registry: the local stack builds no images (given: {self.registry!r}); "
-                             f"remove it and set {NAMESPACE}:images.<service> instead")
+            raise ValueError(
+                f"{NAMESPACE}:registry: the local stack builds no images (given: {self.registry!r}); "
+                f"remove it and set {NAMESPACE}:images.<service> instead"
+            )
         if env != "local" and not self.registry:
-            raise ValueError(f"{NAMESPACE}:registry: the {env} stack builds and pushes images, so it needs a "
-                             "registry (given: nothing); set e.g. 'registry.example.com/sophia'")
+            raise ValueError(
+                f"{NAMESPACE}:registry: the {env} stack builds and pushes images, so it needs a "
+                "registry (given: nothing); set e.g. 'registry.example.com/sophia'"
+            )
         if env == "prod" and not self.tls.enabled:
-            raise ValueError(f"{NAMESPACE}:tls.enabled: prod serves only over TLS (given: false); set "
-                             "tls.enabled=true with tls.issuer or tls.secret_name")
+            raise ValueError(
+                f"{NAMESPACE}:tls.enabled: prod serves only over TLS (given: false); set "
+                "tls.enabled=true with tls.issuer or tls.secret_name"
+            )
         pool_names = [p.name for p in self.gpu_pools]
         if len(set(pool_names)) != len(pool_names):
             raise ValueError(f"{NAMESPACE}:gpu_pools: pool names must be unique (given: {pool_names})")
         for name, override in self.services.items():
             lo, hi = override.min_replicas, override.max_replicas
             if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"{NAMESPACE}:services.{name}.min_replicas ({lo}) is greater than "
-                                 f"max_replicas ({hi}); set min_replicas <= max_replicas")
+                raise ValueError(
+                    f"{NAMESPACE}:services.{name}.min_replicas ({lo}) is greater than "
+                    f"max_replicas ({hi}); set min_replicas <= max_replicas"
+                )
             if env == "prod" and lo is not None and lo < 2:
-                raise ValueError(f"{NAMESPACE}:services.{name}.min_replicas: prod needs at least 2 replicas "
-                                 f"for availability (given: {lo})")
+                raise ValueError(
+                    f"{NAMESPACE}:services.{name}.min_replicas: prod needs at least 2 replicas "
+                    f"for availability (given: {lo})"
+                )
         if env == "prod":
             data = self.data.for_environment(env)
             if data.qdrant_replicas < 3:
-                raise ValueError(f"{NAMESPACE}:data.qdrant_replicas: prod runs Qdrant distributed with at least 3 "
-                                 f"replicas (given: {data.qdrant_replicas})")
+                raise ValueError(
+                    f"{NAMESPACE}:data.qdrant_replicas: prod runs Qdrant distributed with at least 3 "
+                    f"replicas (given: {data.qdrant_replicas})"
+                )
             if data.pgbouncer_replicas < 2:
-                raise ValueError(f"{NAMESPACE}:data.pgbouncer_replicas: prod needs at least 2 replicas "
-                                 f"(given: {data.pgbouncer_replicas})")
+                raise ValueError(
+                    f"{NAMESPACE}:data.pgbouncer_replicas: prod needs at least 2 replicas "
+                    f"(given: {data.pgbouncer_replicas})"
+                )
         return self
 
     @property
@@ -287,15 +313,16 @@ def raw_stack_config() -> dict[str, Any]:
 
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{NAMESPACE}:"
-    return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in merged.items() if k.startswith(prefix)}
 
 
 def secret_keys_available(stack: str, raw: dict[str, Any]) -> set[str]:
     """The names of the secrets the stack provides (from ESC); values are never read here."""
     secrets = _decode(raw.get(SECRETS_KEY, {})) or {}
     if not isinstance(secrets, dict):
-        raise ConfigError(stack, [f"{NAMESPACE}:{SECRETS_KEY}: must be a map of NAME: value "
-                                  f"(given a {type(secrets).__name__})"])
+        raise ConfigError(
+            stack, [f"{NAMESPACE}:{SECRETS_KEY}: must be a map of NAME: value (given a {type(secrets).__name__})"]
+        )
     bad = sorted(k for k in secrets if not ENV_NAME.match(k))
     if bad:
         raise ConfigError(stack, [f"{NAMESPACE}:{SECRETS_KEY}: keys {bad} are not UPPER_SNAKE_CASE names"])

@@ -35,8 +35,12 @@ def _load_one(folder: Path) -> ServiceSpec:
     if not isinstance(data, dict):
         raise ManifestError([f"{where}: must be a mapping of keys (given a {type(data).__name__})"])
     if "name" in data and data["name"] != folder.name:
-        raise ManifestError([f"{where}: name {data['name']!r} differs from its folder {folder.name!r}; "
-                             "remove `name` (the folder names the service)"])
+        raise ManifestError(
+            [
+                f"{where}: name {data['name']!r} differs from its folder {folder.name!r}; "
+                "remove `name` (the folder names the service)"
+            ]
+        )
     try:
         return ServiceSpec.model_validate({**data, "name": folder.name})
     except ValidationError as exc:
@@ -57,8 +61,10 @@ def discover(services_dir: Path = SERVICES_DIR) -> list[ServiceSpec]:
     specs: list[ServiceSpec] = []
     for folder in folders:
         if not (folder / MANIFEST).is_file():
-            problems.append(f"services/{folder.name}: no {MANIFEST}; add one (port, resources, calls...) "
-                            "or move the folder out of services/")
+            problems.append(
+                f"services/{folder.name}: no {MANIFEST}; add one (port, resources, calls...) "
+                "or move the folder out of services/"
+            )
             continue
         try:
             specs.append(_load_one(folder))
@@ -72,13 +78,17 @@ def discover(services_dir: Path = SERVICES_DIR) -> list[ServiceSpec]:
     for spec in specs:
         for callee in spec.calls.services:
             if callee not in names:
-                problems.append(f"services/{spec.name}/{MANIFEST}: calls.services: {callee!r} is not a "
-                                f"discovered service (known: {sorted(names)})")
+                problems.append(
+                    f"services/{spec.name}/{MANIFEST}: calls.services: {callee!r} is not a "
+                    f"discovered service (known: {sorted(names)})"
+                )
         for route in spec.routes:
             owner = seen_routes.setdefault(route.path, spec.name)
             if owner != spec.name:
-                problems.append(f"services/{spec.name}/{MANIFEST}: routes: {route.path!r} is claimed by both "
-                                f"services/{owner} and services/{spec.name}; each path prefix belongs to one service")
+                problems.append(
+                    f"services/{spec.name}/{MANIFEST}: routes: {route.path!r} is claimed by both "
+                    f"services/{owner} and services/{spec.name}; each path prefix belongs to one service"
+                )
     if problems:
         raise ManifestError(problems)
     return specs

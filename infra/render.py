@@ -19,18 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pulumi
+import pulumi.runtime.config as runtime_config
 import yaml
+from pulumi.runtime.mocks import test as run_under_mocks
+
+from infra.config import NAMESPACE, SECRETS_KEY
+from infra.discovery import SERVICES_DIR, discover
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-import pulumi  # noqa: E402
-import pulumi.runtime.config as runtime_config  # noqa: E402
-from pulumi.runtime.mocks import test as run_under_mocks  # noqa: E402
-
-from infra.config import NAMESPACE, SECRETS_KEY  # noqa: E402
-from infra.discovery import SERVICES_DIR, discover  # noqa: E402
 
 REDACTED = "<redacted>"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -70,7 +67,7 @@ def stack_file_config(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
     """The `config:` of Pulumi.<stack>.yaml, keyed `sophia:<key>` as the engine passes it."""
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
-        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
         raise SystemExit(f"render: no stack '{stack}' (no {path.name}); known stacks: {', '.join(known)}")
     doc = yaml.safe_load(path.read_text()) or {}
     return dict(doc.get("config") or {})
@@ -81,8 +78,9 @@ def _engine_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def run_program(stack: str, config: dict[str, Any], services_dir: Path = SERVICES_DIR,
-                mocks: RenderMocks | None = None) -> list[Registered]:
+def run_program(
+    stack: str, config: dict[str, Any], services_dir: Path = SERVICES_DIR, mocks: RenderMocks | None = None
+) -> list[Registered]:
     """Run the Pulumi program under mocks with `config` and return what it registered."""
     from infra.program import run
 
@@ -177,11 +175,22 @@ def write(out: Path, objects: list[dict[str, Any]], releases: list[dict[str, Any
         path = out / "charts" / f"{name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         repo = (rel.get("repositoryOpts") or {}).get("repo", "")
-        path.write_text(yaml.safe_dump({"chart": rel.get("chart"), "version": rel.get("version"),
-                                        "repository": repo, "namespace": rel.get("namespace"),
-                                        "values": rel.get("values", {})}, sort_keys=False))
-        notes.append(f"chart {rel.get('chart')} {rel.get('version')} ({repo}) not expanded offline: "
-                     f"reference and values in {path.relative_to(out)}")
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "chart": rel.get("chart"),
+                    "version": rel.get("version"),
+                    "repository": repo,
+                    "namespace": rel.get("namespace"),
+                    "values": rel.get("values", {}),
+                },
+                sort_keys=False,
+            )
+        )
+        notes.append(
+            f"chart {rel.get('chart')} {rel.get('version')} ({repo}) not expanded offline: "
+            f"reference and values in {path.relative_to(out)}"
+        )
     return notes
 
 
@@ -201,13 +210,17 @@ def main(argv: list[str] | None = None) -> int:
         for old in sorted(args.out.rglob("*.yaml")):
             old.unlink()
     notes = write(args.out, objects, helm_releases(resources))
-    notes += [f"manifest {url} not expanded offline: the provider reads it at deploy time"
-              for url in remote_manifests(resources)]
+    notes += [
+        f"manifest {url} not expanded offline: the provider reads it at deploy time"
+        for url in remote_manifests(resources)
+    ]
     for note in notes:
         print(note)
     builds = sum(1 for r in resources if r.type == "docker-build:index:Image")
-    print(f"rendered {len(objects)} Kubernetes objects of stack '{args.stack}' into {args.out} "
-          f"in {time.perf_counter() - started:.2f}s")
+    print(
+        f"rendered {len(objects)} Kubernetes objects of stack '{args.stack}' into {args.out} "
+        f"in {time.perf_counter() - started:.2f}s"
+    )
     if builds:
         print(f"{builds} images are built at deploy time; their digests here are placeholders ({MOCK_DIGEST[:15]}...)")
     return 0

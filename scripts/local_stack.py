@@ -28,8 +28,13 @@ def pulumi_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PULUMI_BACKEND_URL", f"file://{STATE / 'pulumi'}")  # as toolchain/env.sh
     env.setdefault("PULUMI_CONFIG_PASSPHRASE", "local-only-not-a-secret")  # as toolchain/env.sh
-    env.update({"PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-                "PULUMI_SKIP_CONFIRMATIONS": "true"})
+    env.update(
+        {
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_SKIP_CONFIRMATIONS": "true",
+        }
+    )
     return env
 
 
@@ -43,17 +48,23 @@ def ensure_backend(env: dict[str, str]) -> None:
 def pulumi(*args: str, capture: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
     ensure_backend(pulumi_env())
     cmd = ["pulumi", *args, "--stack", STACK, "--non-interactive"]
-    return subprocess.run(cmd, cwd=REPO, env=pulumi_env(), text=True, check=check,
-                          capture_output=capture)
+    return subprocess.run(cmd, cwd=REPO, env=pulumi_env(), text=True, check=check, capture_output=capture)
 
 
 def ensure_stack() -> None:
     ensure_backend(pulumi_env())
-    listed = subprocess.run(["pulumi", "stack", "ls", "--json", "--non-interactive"], cwd=REPO, env=pulumi_env(),
-                            text=True, capture_output=True, check=True)
+    listed = subprocess.run(
+        ["pulumi", "stack", "ls", "--json", "--non-interactive"],
+        cwd=REPO,
+        env=pulumi_env(),
+        text=True,
+        capture_output=True,
+        check=True,
+    )
     if not any(s["name"] == STACK for s in json.loads(listed.stdout or "[]")):
-        subprocess.run(["pulumi", "stack", "init", STACK, "--non-interactive"], cwd=REPO, env=pulumi_env(),
-                       text=True, check=True)
+        subprocess.run(
+            ["pulumi", "stack", "init", STACK, "--non-interactive"], cwd=REPO, env=pulumi_env(), text=True, check=True
+        )
 
 
 @dataclass
@@ -95,8 +106,11 @@ def running_summary() -> list[str]:
         lines.append(f"{ns}: " + (", ".join(parts) if parts else "(no workloads)"))
     for ds in kube.list(DaemonSet, namespace="kube-system", labels={"app.kubernetes.io/part-of": "sophia"}):
         lines.append(f"kube-system: {ds.metadata.name} {ds.status.numberReady}/{ds.status.desiredNumberScheduled}")
-    gpu_pods = [p for p in kube.list(Pod, namespace="sophia")
-                if any("nvidia.com/gpu" in ((c.resources.limits or {}) if c.resources else {}) for c in p.spec.containers)]
+    gpu_pods = [
+        p
+        for p in kube.list(Pod, namespace="sophia")
+        if any("nvidia.com/gpu" in ((c.resources.limits or {}) if c.resources else {}) for c in p.spec.containers)
+    ]
     for p in gpu_pods:
         lines.append(f"GPU pod {p.metadata.name} on node {p.spec.nodeName}")
     return lines
@@ -114,8 +128,9 @@ def cmd_up() -> int:
         print(f"  {line}")
     print("[up] not deployed locally, and why:")
     for line in stack_outputs.get("not_deployed", []) + [
-            "images: none is pulled; the control plane's nodes are simulated (kwok), so pods run no code "
-            "(`make dev` runs the services)"]:
+        "images: none is pulled; the control plane's nodes are simulated (kwok), so pods run no code "
+        "(`make dev` runs the services)"
+    ]:
         print(f"  - {line}")
     return 0
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Response
@@ -23,8 +24,14 @@ Hook = Callable[[], Awaitable[Any]]
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
-def create_app(settings: ServiceSettings, *, readiness: Mapping[str, Check] | None = None,
-               on_startup: Iterable[Hook] = (), on_shutdown: Iterable[Hook] = (), **fastapi_kwargs: Any) -> FastAPI:
+def create_app(
+    settings: ServiceSettings,
+    *,
+    readiness: Mapping[str, Check] | None = None,
+    on_startup: Iterable[Hook] = (),
+    on_shutdown: Iterable[Hook] = (),
+    **fastapi_kwargs: Any,
+) -> FastAPI:
     configure_logging(settings.log_level)
     log = structlog.get_logger()
     checks = dict(readiness or {})
@@ -105,8 +112,13 @@ class ObserveRequests:
             elapsed = time.perf_counter() - started
             self.metrics.observe(self.service, template, scope["method"], status, elapsed)
             if template not in self.QUIET:
-                self.log.info("request", method=scope["method"], route=template, status=status,
-                              duration_ms=round(elapsed * 1000, 2))
+                self.log.info(
+                    "request",
+                    method=scope["method"],
+                    route=template,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
 
         async def send_observed(message: Message) -> None:
             if message["type"] == "http.response.start":

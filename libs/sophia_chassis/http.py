@@ -74,9 +74,19 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 
 
 class ResilientClient:
-    def __init__(self, base_url: str = "", *, timeout: float = 5.0, attempts: int = 3, backoff_initial: float = 0.1,
-                 backoff_max: float = 5.0, failure_threshold: int = 5, reset_timeout: float = 30.0,
-                 headers: dict[str, str] | None = None, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str = "",
+        *,
+        timeout: float = 5.0,
+        attempts: int = 3,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        failure_threshold: int = 5,
+        reset_timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers, transport=transport)
         self._attempts, self._backoff_max = attempts, backoff_max
         self._exponential = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max)
@@ -96,8 +106,12 @@ class ResilientClient:
         host = self._client.build_request(method, url).url.host
         breaker = self.breaker(host)
         try:
-            async for attempt in AsyncRetrying(stop=stop_after_attempt(self._attempts), wait=self._wait,
-                                               retry=retry_if_exception_type(_Retryable), reraise=True):
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=self._wait,
+                retry=retry_if_exception_type(_Retryable),
+                reraise=True,
+            ):
                 with attempt:
                     breaker.before_call(host)
                     try:

@@ -25,7 +25,10 @@ class McpEndpoint:
         await self._running.aclose()
 
     def attach(self, app: FastAPI) -> None:
-        app.router.routes.extend(self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH,
-            # Reached by cluster DNS names behind a NetworkPolicy, not from browsers.
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)).routes)
+        app.router.routes.extend(
+            self.server.streamable_http_app(
+                streamable_http_path=MCP_PATH,
+                # Reached by cluster DNS names behind a NetworkPolicy, not from browsers.
+                transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            ).routes
+        )

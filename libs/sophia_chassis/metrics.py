@@ -13,8 +13,9 @@ class RequestMetrics:
     def __init__(self, registry: CollectorRegistry):
         labels = ("service", "route", "method", "status")
         self.requests = Counter("http_requests_total", "HTTP requests handled", labels, registry=registry)
-        self.duration = Histogram("http_request_duration_seconds", "HTTP request duration", labels,
-                                  buckets=LATENCY_BUCKETS, registry=registry)
+        self.duration = Histogram(
+            "http_request_duration_seconds", "HTTP request duration", labels, buckets=LATENCY_BUCKETS, registry=registry
+        )
 
     def observe(self, service: str, route: str, method: str, status: int, seconds: float) -> None:
         values = (service, route, method, str(status))

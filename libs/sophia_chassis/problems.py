@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-
-import structlog
 
 MEDIA_TYPE = "application/problem+json"
 

@@ -14,8 +14,9 @@ from infra.render import RenderMocks, kubernetes_objects, offline_config, run_pr
 STACKS = ("local", "dev", "prod")
 
 
-def render_objects(stack: str, overrides: dict[str, Any] | None = None,
-                   services_dir: Path = SERVICES_DIR) -> list[dict[str, Any]]:
+def render_objects(
+    stack: str, overrides: dict[str, Any] | None = None, services_dir: Path = SERVICES_DIR
+) -> list[dict[str, Any]]:
     config = offline_config(stack, services_dir)
     overrides = dict(overrides or {})
     if "secrets" in overrides:  # added to the stand-ins, not instead of them

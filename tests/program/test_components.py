@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pulumi
 import pytest
@@ -21,30 +22,57 @@ from infra.render import RenderMocks, kubernetes_objects
 QUOTA = Quota("1", "1Gi", "2", "2Gi", 10)
 
 COMPONENTS: dict[str, tuple[Callable[[], pulumi.ComponentResource], str, list[str]]] = {
-    "namespace": (lambda: PlatformNamespace("ns", NamespaceArgs(name="apps", concern="services", quota=QUOTA)),
-                  "sophia:platform:Namespace",
-                  ["Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "Role", "RoleBinding"]),
-    "redis": (lambda: Redis("redis", RedisArgs(namespace="data", users={"svc": "pw"}, exporter_password="x",
-                                               services_namespace="apps")),
-              "sophia:platform:Redis",
-              ["ConfigMap", "Secret", "StatefulSet", "Service", "PodDisruptionBudget", "NetworkPolicy"]),
-    "qdrant": (lambda: Qdrant("qdrant", QdrantArgs(namespace="data", api_key="k", services_namespace="apps",
-                                                   callers=["svc"], replicas=3)),
-               "sophia:platform:Qdrant",
-               ["Secret", "StatefulSet", "Service", "Service", "PodDisruptionBudget", "NetworkPolicy"]),
-    "pgbouncer": (lambda: PgBouncer("pgb", PgBouncerArgs(namespace="data", database_url="postgresql://u:p@h/db",
-                                                         client_password="c", services_namespace="apps")),
-                  "sophia:platform:PgBouncer",
-                  ["Secret", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"]),
-    "gpu": (lambda: GpuPools("gpu", GpuPoolsArgs(pools=[GpuPoolArgs("gh200", "gpu_1x_gh200", 2, ["node-a"])])),
-            "sophia:platform:GpuPools", ["RuntimeClass", "Node", "DaemonSet"]),
-    "ingress": (lambda: Ingress("ingress", IngressArgs(namespace="edge", services_namespace="apps",
-                                                       domain="example.com", routes=[RouteSpec("svc", "/svc")])),
-                "sophia:platform:Ingress",
-                ["Gateway", "ReferenceGrant", "HTTPRoute", "ClientSettingsPolicy", "RateLimitPolicy"]),
-    "observability": (lambda: Observability("obs", ObservabilityArgs(namespace="mon", services_namespace="apps",
-                                                                     service_names=["svc"])),
-                      "sophia:platform:Observability", ["ConfigMap", "ServiceMonitor", "PrometheusRule"]),
+    "namespace": (
+        lambda: PlatformNamespace("ns", NamespaceArgs(name="apps", concern="services", quota=QUOTA)),
+        "sophia:platform:Namespace",
+        ["Namespace", "ResourceQuota", "LimitRange", "NetworkPolicy", "Role", "RoleBinding"],
+    ),
+    "redis": (
+        lambda: Redis(
+            "redis", RedisArgs(namespace="data", users={"svc": "pw"}, exporter_password="x", services_namespace="apps")
+        ),
+        "sophia:platform:Redis",
+        ["ConfigMap", "Secret", "StatefulSet", "Service", "PodDisruptionBudget", "NetworkPolicy"],
+    ),
+    "qdrant": (
+        lambda: Qdrant(
+            "qdrant", QdrantArgs(namespace="data", api_key="k", services_namespace="apps", callers=["svc"], replicas=3)
+        ),
+        "sophia:platform:Qdrant",
+        ["Secret", "StatefulSet", "Service", "Service", "PodDisruptionBudget", "NetworkPolicy"],
+    ),
+    "pgbouncer": (
+        lambda: PgBouncer(
+            "pgb",
+            PgBouncerArgs(
+                namespace="data", database_url="postgresql://u:p@h/db", client_password="c", services_namespace="apps"
+            ),
+        ),
+        "sophia:platform:PgBouncer",
+        ["Secret", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"],
+    ),
+    "gpu": (
+        lambda: GpuPools("gpu", GpuPoolsArgs(pools=[GpuPoolArgs("gh200", "gpu_1x_gh200", 2, ["node-a"])])),
+        "sophia:platform:GpuPools",
+        ["RuntimeClass", "Node", "DaemonSet"],
+    ),
+    "ingress": (
+        lambda: Ingress(
+            "ingress",
+            IngressArgs(
+                namespace="edge", services_namespace="apps", domain="example.com", routes=[RouteSpec("svc", "/svc")]
+            ),
+        ),
+        "sophia:platform:Ingress",
+        ["Gateway", "ReferenceGrant", "HTTPRoute", "ClientSettingsPolicy", "RateLimitPolicy"],
+    ),
+    "observability": (
+        lambda: Observability(
+            "obs", ObservabilityArgs(namespace="mon", services_namespace="apps", service_names=["svc"])
+        ),
+        "sophia:platform:Observability",
+        ["ConfigMap", "ServiceMonitor", "PrometheusRule"],
+    ),
 }
 
 
@@ -87,5 +115,8 @@ def test_qdrant_refuses_an_even_quorum() -> None:
 
 
 def test_gpu_join_flags_match_what_the_component_labels() -> None:
-    assert join_flags("gh200") == ["--node-label=sophia.ai/gpu=true", "--node-label=sophia.ai/gpu-pool=gh200",
-                                   "--node-taint=nvidia.com/gpu=present:NoSchedule"]
+    assert join_flags("gh200") == [
+        "--node-label=sophia.ai/gpu=true",
+        "--node-label=sophia.ai/gpu-pool=gh200",
+        "--node-taint=nvidia.com/gpu=present:NoSchedule",
+    ]

@@ -29,50 +29,126 @@ def with_changes(stack: str, **changes: Any) -> dict[str, Any]:
 
 BAD_CONFIGS = [
     ("missing environment", "dev", {"environment": None}, "sophia:environment: required but not set"),
-    ("unknown environment", "dev", {"environment": "staging"},
-     "sophia:environment: Input should be 'local', 'dev' or 'prod' (given: 'staging')"),
+    (
+        "unknown environment",
+        "dev",
+        {"environment": "staging"},
+        "sophia:environment: Input should be 'local', 'dev' or 'prod' (given: 'staging')",
+    ),
     ("bad domain", "dev", {"domain": "Not A Host!"}, "sophia:domain: 'Not A Host!' is not a DNS hostname"),
-    ("prod without TLS", "prod", {"tls": {"enabled": False}}, "sophia:tls.enabled: prod serves only over TLS (given: false)"),
-    ("TLS without a source", "dev", {"tls": {"enabled": True}},
-     "sophia:tls: with enabled=true set exactly one of tls.issuer"),
-    ("TLS with two sources", "dev", {"tls": {"enabled": True, "issuer": "le", "secret_name": "crt"}},
-     "given: issuer='le', secret_name='crt'"),
-    ("negative GPU pool size", "prod", {"gpu_pools": [{"name": "gh200", "node_count": -1}]},
-     "sophia:gpu_pools.0.node_count: Input should be greater than or equal to 0 (given: -1)"),
-    ("duplicate GPU pools", "prod", {"gpu_pools": [{"name": "a", "node_count": 1}, {"name": "a", "node_count": 2}]},
-     "sophia:gpu_pools: pool names must be unique (given: ['a', 'a'])"),
-    ("bad GPU pool name", "prod", {"gpu_pools": [{"name": "GH_200", "node_count": 1}]},
-     "sophia:gpu_pools.0.name: 'GH_200' is not a valid pool name"),
-    ("HPA min above max", "dev", {"services": {"mcp-context": {"min_replicas": 5, "max_replicas": 3}}},
-     "sophia:services.mcp-context.min_replicas (5) is greater than max_replicas (3)"),
-    ("prod with one replica", "prod", {"services": {"mcp-context": {"min_replicas": 1}}},
-     "sophia:services.mcp-context.min_replicas: prod needs at least 2 replicas for availability (given: 1)"),
-    ("local with a registry", "local", {"registry": "registry.example.com/sophia"},
-     "sophia:registry: the local stack builds no images"),
+    (
+        "prod without TLS",
+        "prod",
+        {"tls": {"enabled": False}},
+        "sophia:tls.enabled: prod serves only over TLS (given: false)",
+    ),
+    (
+        "TLS without a source",
+        "dev",
+        {"tls": {"enabled": True}},
+        "sophia:tls: with enabled=true set exactly one of tls.issuer",
+    ),
+    (
+        "TLS with two sources",
+        "dev",
+        {"tls": {"enabled": True, "issuer": "le", "secret_name": "crt"}},
+        "given: issuer='le', secret_name='crt'",
+    ),
+    (
+        "negative GPU pool size",
+        "prod",
+        {"gpu_pools": [{"name": "gh200", "node_count": -1}]},
+        "sophia:gpu_pools.0.node_count: Input should be greater than or equal to 0 (given: -1)",
+    ),
+    (
+        "duplicate GPU pools",
+        "prod",
+        {"gpu_pools": [{"name": "a", "node_count": 1}, {"name": "a", "node_count": 2}]},
+        "sophia:gpu_pools: pool names must be unique (given: ['a', 'a'])",
+    ),
+    (
+        "bad GPU pool name",
+        "prod",
+        {"gpu_pools": [{"name": "GH_200", "node_count": 1}]},
+        "sophia:gpu_pools.0.name: 'GH_200' is not a valid pool name",
+    ),
+    (
+        "HPA min above max",
+        "dev",
+        {"services": {"mcp-context": {"min_replicas": 5, "max_replicas": 3}}},
+        "sophia:services.mcp-context.min_replicas (5) is greater than max_replicas (3)",
+    ),
+    (
+        "prod with one replica",
+        "prod",
+        {"services": {"mcp-context": {"min_replicas": 1}}},
+        "sophia:services.mcp-context.min_replicas: prod needs at least 2 replicas for availability (given: 1)",
+    ),
+    (
+        "local with a registry",
+        "local",
+        {"registry": "registry.example.com/sophia"},
+        "sophia:registry: the local stack builds no images",
+    ),
     ("dev without a registry", "dev", {"registry": None}, "sophia:registry: the dev stack builds and pushes images"),
     ("malformed registry", "dev", {"registry": "HTTP://Bad"}, "sophia:registry: 'HTTP://Bad' is not a registry path"),
     ("bad image tag", "dev", {"image_tag": "bad tag!"}, "sophia:image_tag: 'bad tag!' is not a valid image tag"),
-    ("unsupported platform", "prod", {"image_platforms": ["windows/amd64"]},
-     "sophia:image_platforms: 'windows/amd64' is not a supported platform"),
+    (
+        "unsupported platform",
+        "prod",
+        {"image_platforms": ["windows/amd64"]},
+        "sophia:image_platforms: 'windows/amd64' is not a supported platform",
+    ),
     ("misspelt key", "dev", {"replicas": 3}, "sophia:replicas: unknown key (given: 3)"),
-    ("shared namespaces", "dev", {"namespaces": {"services": "sophia", "data": "sophia"}},
-     "sophia:namespaces: each concern needs its own namespace"),
-    ("unsupported Kubernetes", "dev", {"kubernetes": {"version": "2.0"}},
-     "sophia:kubernetes.version: '2.0' is not a supported Kubernetes version"),
-    ("HPA target out of range", "dev", {"services": {"mcp-github": {"cpu_target": 200}}},
-     "sophia:services.mcp-github.cpu_target: Input should be less than or equal to 95 (given: 200)"),
-    ("negative rotation", "dev", {"secret_rotation": -1},
-     "sophia:secret_rotation: Input should be greater than or equal to 0 (given: -1)"),
-    ("override for a missing service", "dev", {"services": {"nope": {"min_replicas": 2}}},
-     "sophia:services.nope: no such service (discovered: ['agno-coordinator'"),
-    ("merged min above manifest max", "dev", {"services": {"mcp-context": {"min_replicas": 12}}},
-     "sophia:services.mcp-context: min_replicas 12 is greater than max_replicas 10 after merging"),
-    ("secret missing from ESC", "dev", {"secrets": {"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x",
-                                                   "HUBSPOT_ACCESS_TOKEN": "x"}},
-     "sophia:secrets.GITHUB_TOKEN: mcp-github needs it but the stack has none"),
+    (
+        "shared namespaces",
+        "dev",
+        {"namespaces": {"services": "sophia", "data": "sophia"}},
+        "sophia:namespaces: each concern needs its own namespace",
+    ),
+    (
+        "unsupported Kubernetes",
+        "dev",
+        {"kubernetes": {"version": "2.0"}},
+        "sophia:kubernetes.version: '2.0' is not a supported Kubernetes version",
+    ),
+    (
+        "HPA target out of range",
+        "dev",
+        {"services": {"mcp-github": {"cpu_target": 200}}},
+        "sophia:services.mcp-github.cpu_target: Input should be less than or equal to 95 (given: 200)",
+    ),
+    (
+        "negative rotation",
+        "dev",
+        {"secret_rotation": -1},
+        "sophia:secret_rotation: Input should be greater than or equal to 0 (given: -1)",
+    ),
+    (
+        "override for a missing service",
+        "dev",
+        {"services": {"nope": {"min_replicas": 2}}},
+        "sophia:services.nope: no such service (discovered: ['agno-coordinator'",
+    ),
+    (
+        "merged min above manifest max",
+        "dev",
+        {"services": {"mcp-context": {"min_replicas": 12}}},
+        "sophia:services.mcp-context: min_replicas 12 is greater than max_replicas 10 after merging",
+    ),
+    (
+        "secret missing from ESC",
+        "dev",
+        {"secrets": {"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x", "HUBSPOT_ACCESS_TOKEN": "x"}},
+        "sophia:secrets.GITHUB_TOKEN: mcp-github needs it but the stack has none",
+    ),
     ("secrets not a map", "dev", {"secrets": ["OPENAI_API_KEY"]}, "sophia:secrets: must be a map of NAME: value"),
-    ("calling a disabled service", "dev", {"services": {"mcp-context": {"enabled": False}}},
-     "sophia:services.mcp-github.enabled: mcp-context is disabled but mcp-github calls it"),
+    (
+        "calling a disabled service",
+        "dev",
+        {"services": {"mcp-context": {"enabled": False}}},
+        "sophia:services.mcp-github.enabled: mcp-context is disabled but mcp-github calls it",
+    ),
 ]
 
 
@@ -86,7 +162,9 @@ def test_bad_config_is_refused_before_any_resource(stack: str, changes: dict[str
     assert f"Pulumi.{stack}.yaml" in message and "nothing was deployed" in message
 
 
-@pytest.mark.parametrize("stack,changes,expected", [c[1:] for c in BAD_CONFIGS[:3]], ids=[c[0] for c in BAD_CONFIGS[:3]])
+@pytest.mark.parametrize(
+    "stack,changes,expected", [c[1:] for c in BAD_CONFIGS[:3]], ids=[c[0] for c in BAD_CONFIGS[:3]]
+)
 def test_nothing_is_registered_for_a_bad_config(stack: str, changes: dict[str, Any], expected: str) -> None:
     from infra.render import RenderMocks, run_program
 

@@ -10,8 +10,15 @@ from infra.discovery import ManifestError, discover
 
 from .conftest import find, render_objects
 
-SEED_SERVICES = {"mcp-context", "mcp-github", "mcp-hubspot", "mcp-agents", "agno-coordinator", "agno-teams",
-                 "orchestrator"}
+SEED_SERVICES = {
+    "mcp-context",
+    "mcp-github",
+    "mcp-hubspot",
+    "mcp-agents",
+    "agno-coordinator",
+    "agno-teams",
+    "orchestrator",
+}
 
 
 def test_the_seven_seed_services_are_discovered_with_seed_scaling() -> None:
@@ -32,13 +39,32 @@ def add_service(services: Path, name: str, manifest: str, dockerfile: bool = Tru
 
 @pytest.mark.parametrize("stack", ["local", "prod"])
 def test_adding_a_folder_deploys_a_new_service(services_copy: Path, stack: str) -> None:
-    add_service(services_copy, "mcp-slack", "port: 9000\nsecrets: [SLACK_TOKEN]\ncalls:\n  services: [mcp-context]\n"
-                                            "routes:\n  - path: /slack\n")
-    objects = render_objects(stack, {"secrets": {"SLACK_TOKEN": "x", "OPENAI_API_KEY": "x", "GITHUB_TOKEN": "x",
-                                                 "HUBSPOT_ACCESS_TOKEN": "x", "ANTHROPIC_API_KEY": "x"}},
-                             services_dir=services_copy)
-    for kind in ("ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                 "NetworkPolicy"):
+    add_service(
+        services_copy,
+        "mcp-slack",
+        "port: 9000\nsecrets: [SLACK_TOKEN]\ncalls:\n  services: [mcp-context]\nroutes:\n  - path: /slack\n",
+    )
+    objects = render_objects(
+        stack,
+        {
+            "secrets": {
+                "SLACK_TOKEN": "x",
+                "OPENAI_API_KEY": "x",
+                "GITHUB_TOKEN": "x",
+                "HUBSPOT_ACCESS_TOKEN": "x",
+                "ANTHROPIC_API_KEY": "x",
+            }
+        },
+        services_dir=services_copy,
+    )
+    for kind in (
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ):
         find(objects, kind, "mcp-slack")
     find(objects, "Secret", "mcp-slack-secrets")
     container = find(objects, "Deployment", "mcp-slack")["spec"]["template"]["spec"]["containers"][0]
@@ -52,11 +78,18 @@ def test_adding_a_folder_deploys_a_new_service(services_copy: Path, stack: str) 
 BAD_MANIFESTS = [
     ("port: 80\n", "port: Input should be greater than or equal to 1024 (given: 80)"),
     ("prot: 8080\n", "prot: unknown key; check the spelling"),
-    ("scaling: {min_replicas: 4, max_replicas: 2}\n", "scaling.min_replicas (4) is greater than scaling.max_replicas (2)"),
-    ("resources: {requests: {cpu: 2, memory: 1Gi}, limits: {cpu: 1, memory: 1Gi}}\n",
-     "resources.requests.cpu 2 is above resources.limits.cpu 1"),
-    ("resources: {requests: {cpu: 0.5, memory: 2Gi}, limits: {cpu: 1, memory: 1Gi}}\n",
-     "resources.requests.memory 2Gi is above resources.limits.memory 1Gi"),
+    (
+        "scaling: {min_replicas: 4, max_replicas: 2}\n",
+        "scaling.min_replicas (4) is greater than scaling.max_replicas (2)",
+    ),
+    (
+        "resources: {requests: {cpu: 2, memory: 1Gi}, limits: {cpu: 1, memory: 1Gi}}\n",
+        "resources.requests.cpu 2 is above resources.limits.cpu 1",
+    ),
+    (
+        "resources: {requests: {cpu: 0.5, memory: 2Gi}, limits: {cpu: 1, memory: 1Gi}}\n",
+        "resources.requests.memory 2Gi is above resources.limits.memory 1Gi",
+    ),
     ("resources: {requests: {cpu: 1 core, memory: 1Gi}}\n", "'1 core' is not a CPU quantity"),
     ("calls: {services: [mcp-nothing]}\n", "calls.services: 'mcp-nothing' is not a discovered service"),
     ("calls: {datastores: [mongodb]}\n", "calls.datastores.0: Input should be 'qdrant', 'redis' or 'postgres'"),

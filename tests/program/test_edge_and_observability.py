@@ -23,7 +23,9 @@ def kinds(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def test_a_route_with_limits_for_every_declared_path(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["prod"]
     declared = {(s.name, r.path, r.rate_limit_rps, r.max_body_size_mb) for s in discover() for r in s.routes}
-    routes = {o["metadata"]["name"]: o for o in kinds(objects, "HTTPRoute") if o["metadata"]["name"] != "https-redirect"}
+    routes = {
+        o["metadata"]["name"]: o for o in kinds(objects, "HTTPRoute") if o["metadata"]["name"] != "https-redirect"
+    }
     assert len(routes) == len(declared)
     for service, path, rps, body in declared:
         name = f"{service}-{path.strip('/')}"
@@ -67,7 +69,8 @@ def test_charts_are_pinned_and_local_installs_none() -> None:
         assert re.fullmatch(r"v?\d+\.\d+\.\d+", rel["version"]), rel["version"]
     assert releases["kube-prometheus-stack"]["values"]["alertmanager"]["alertmanagerSpec"]["replicas"] == 3
     assert remote_manifests(resources) == [
-        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.0/standard-install.yaml"]
+        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.0/standard-install.yaml"
+    ]
     local = run_program("local", offline_config("local"))
     assert helm_releases(local) == []
     # Locally the CRDs come from the toolchain's files (taken from Go modules), never from the internet.
@@ -122,12 +125,14 @@ def test_ai_alerts_and_panels_query_the_metrics_the_services_export() -> None:
     root = Path(__file__).resolve().parents[2]
     exported = set()
     for module in ("agno-coordinator/agno_coordinator/accounting.py", "mcp-agents/mcp_agents/main.py"):
-        exported |= set(re.findall(r'(?:Counter|Histogram|GaugeMetricFamily)\(\s*"(\w+)"',
-                                   (root / "services" / module).read_text()))
+        exported |= set(
+            re.findall(r'(?:Counter|Histogram|GaugeMetricFamily)\(\s*"(\w+)"', (root / "services" / module).read_text())
+        )
     rules = {r["alert"]: r for g in alert_rules() if g["name"] == "sophia-ai" for r in g["rules"]}
     assert set(rules) == {"NoModelProviderUsable", "ModelFallbacksHigh", "AgentTasksFailing"}
     queried = set()
-    for expr in [r["expr"] for r in rules.values()] + [t["expr"] for s in ("agno-coordinator", "mcp-agents")
-                                                       for p in dashboard(s)["panels"] for t in p["targets"]]:
+    for expr in [r["expr"] for r in rules.values()] + [
+        t["expr"] for s in ("agno-coordinator", "mcp-agents") for p in dashboard(s)["panels"] for t in p["targets"]
+    ]:
         queried |= {re.sub(r"_(bucket|count|sum)$", "", m) for m in re.findall(r"\b(coordinator_\w+|agents_\w+)", expr)}
     assert queried and queried <= exported, queried - exported

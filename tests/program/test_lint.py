@@ -1,30 +1,18 @@
-"""The program's code has no unused imports, undefined names or dead assignments."""
+"""One lint over the whole repository: ruff's checks and its formatter (pyproject.toml [tool.ruff])."""
 
+import subprocess
+import sys
 from pathlib import Path
 
-from pyflakes.api import checkPath
-from pyflakes.reporter import Reporter
-
 REPO = Path(__file__).resolve().parents[2]
+RUFF = [sys.executable, "-m", "ruff"]
 
 
-class Collect(Reporter):
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def unexpectedError(self, filename, msg):  # noqa: N802 (pyflakes API)
-        self.problems.append(f"{filename}: {msg}")
-
-    def syntaxError(self, filename, msg, lineno, offset, text):  # noqa: N802
-        self.problems.append(f"{filename}:{lineno}: {msg}")
-
-    def flake(self, message):
-        self.problems.append(str(message))
+def test_the_repository_passes_ruff_check() -> None:
+    result = subprocess.run([*RUFF, "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_program_code_is_clean() -> None:
-    reporter = Collect()
-    paths = [p for folder in ("infra", "components", "tests/program") for p in sorted((REPO / folder).rglob("*.py"))]
-    for path in paths + [REPO / "bench" / "bench_program.py"]:
-        checkPath(str(path), reporter)
-    assert reporter.problems == []
+def test_the_repository_is_ruff_formatted() -> None:
+    result = subprocess.run([*RUFF, "format", "--check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, "run `.venv/bin/ruff format .`\n" + result.stdout + result.stderr

@@ -31,8 +31,9 @@ def test_seed_collection_is_the_seeds() -> None:
 
 
 @pytest.mark.parametrize("stack,replicas,distributed", [("local", 1, False), ("dev", 1, False), ("prod", 3, True)])
-def test_qdrant_per_stack(rendered: dict[str, list[dict[str, Any]]], stack: str, replicas: int,
-                          distributed: bool) -> None:
+def test_qdrant_per_stack(
+    rendered: dict[str, list[dict[str, Any]]], stack: str, replicas: int, distributed: bool
+) -> None:
     objects = rendered[stack]
     sts = find(objects, "StatefulSet", "qdrant")
     assert sts["spec"]["replicas"] == replicas
@@ -68,8 +69,9 @@ def test_redis_acl_has_a_user_per_caller_and_no_plaintext() -> None:
 
 
 @pytest.mark.parametrize("stack,persistent", [("local", False), ("dev", False), ("prod", True)])
-def test_redis_is_a_bounded_cache_with_auth(rendered: dict[str, list[dict[str, Any]]], stack: str,
-                                            persistent: bool) -> None:
+def test_redis_is_a_bounded_cache_with_auth(
+    rendered: dict[str, list[dict[str, Any]]], stack: str, persistent: bool
+) -> None:
     objects = rendered[stack]
     conf = find(objects, "ConfigMap", "redis-config")["data"]["redis.conf"]
     assert "maxmemory-policy allkeys-lru" in conf and "aclfile /etc/redis/acl/users.acl" in conf
@@ -85,20 +87,27 @@ def test_redis_is_a_bounded_cache_with_auth(rendered: dict[str, list[dict[str, A
 
 def test_services_get_their_data_store_connections(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["prod"]
-    env = {e["name"]: e.get("value") for e in
-           find(objects, "Deployment", "mcp-context")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in find(objects, "Deployment", "mcp-context")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["QDRANT_URL"] == "http://qdrant.sophia-data.svc.cluster.local:6333"
     assert env["REDIS_URL"] == "redis://mcp-context@redis.sophia-data.svc.cluster.local:6379/0"
     assert env["EMBEDDING_CACHE_TTL_SECONDS"] == "86400"
-    agents = {e["name"]: e.get("value") for e in
-              find(objects, "Deployment", "mcp-agents")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    agents = {
+        e["name"]: e.get("value")
+        for e in find(objects, "Deployment", "mcp-agents")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert agents["PGHOST"] == "pgbouncer.sophia-data.svc.cluster.local" and agents["PGDATABASE"] == "sophia"
 
 
 def test_pgbouncer_pools_primary_and_read_replica() -> None:
     args = PgBouncerArgs(namespace="d", database_url="", client_password="", services_namespace="s")
-    ini = pgbouncer_ini("postgresql://app:p%40ss@ep-1.neon.tech/sophia?sslmode=require",
-                        "postgresql://app:pw@ep-1-ro.neon.tech:5433/sophia", args)
+    ini = pgbouncer_ini(
+        "postgresql://app:p%40ss@ep-1.neon.tech/sophia?sslmode=require",
+        "postgresql://app:pw@ep-1-ro.neon.tech:5433/sophia",
+        args,
+    )
     assert "sophia = host=ep-1.neon.tech port=5432 dbname=sophia user=app password=p@ss" in ini
     assert "sophia_ro = host=ep-1-ro.neon.tech port=5433 dbname=sophia" in ini
     assert "pool_mode = transaction" in ini and "server_tls_sslmode = require" in ini
@@ -108,9 +117,12 @@ def test_pgbouncer_pools_primary_and_read_replica() -> None:
 
 
 def checksums(objects: list[dict[str, Any]]) -> dict[str, str]:
-    return {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["annotations"]["sophia.ai/config-checksum"]
-            for o in objects if o["kind"] in ("Deployment", "StatefulSet")
-            and "sophia.ai/config-checksum" in o["spec"]["template"]["metadata"].get("annotations", {})}
+    return {
+        o["metadata"]["name"]: o["spec"]["template"]["metadata"]["annotations"]["sophia.ai/config-checksum"]
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet")
+        and "sophia.ai/config-checksum" in o["spec"]["template"]["metadata"].get("annotations", {})
+    }
 
 
 def test_bumping_the_rotation_rotates_generated_secrets_and_rolls_every_pod_that_mounts_one() -> None:
@@ -154,8 +166,11 @@ def test_roles_are_least_privilege(rendered: dict[str, list[dict[str, Any]]]) ->
 
 def test_prod_has_a_pdb_for_every_workload(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["prod"]
-    workloads = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects
-                 if o["kind"] in ("Deployment", "StatefulSet") and o["metadata"]["namespace"] in OUR_NAMESPACES}
+    workloads = {
+        (o["metadata"]["namespace"], o["metadata"]["name"])
+        for o in objects
+        if o["kind"] in ("Deployment", "StatefulSet") and o["metadata"]["namespace"] in OUR_NAMESPACES
+    }
     pdbs = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "PodDisruptionBudget"}
     assert workloads and workloads <= pdbs
     assert find(objects, "Deployment", "pgbouncer")["spec"]["replicas"] >= 2
@@ -165,7 +180,9 @@ def test_gpu_pools_label_taint_and_advertise(rendered: dict[str, list[dict[str, 
     prod = rendered["prod"]
     runtime = find(prod, "RuntimeClass", "nvidia")
     assert runtime["handler"] == "nvidia"
-    assert runtime["scheduling"]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert runtime["scheduling"]["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
     plugin = find(prod, "DaemonSet", "nvidia-device-plugin")["spec"]["template"]["spec"]
     assert plugin["nodeSelector"] == {"sophia.ai/gpu": "true"}
     for kind, name in (("RuntimeClass", "nvidia"), ("DaemonSet", "nvidia-device-plugin")):

@@ -15,9 +15,16 @@ from infra.render import MOCK_DIGEST, RenderMocks, kubernetes_objects
 
 from .conftest import find
 
-SPEC = ServiceSpec.model_validate({
-    "name": "svc", "port": 9000, "secrets": ["API_KEY"], "env": {"MODE": "fast"},
-    "calls": {"services": ["peer"], "datastores": ["redis"], "external": True}, "routes": [{"path": "/svc"}]})
+SPEC = ServiceSpec.model_validate(
+    {
+        "name": "svc",
+        "port": 9000,
+        "secrets": ["API_KEY"],
+        "env": {"MODE": "fast"},
+        "calls": {"services": ["peer"], "datastores": ["redis"], "external": True},
+        "routes": [{"path": "/svc"}],
+    }
+)
 
 
 def build(args: PlatformServiceArgs) -> tuple[list[dict[str, Any]], RenderMocks, dict[str, str]]:
@@ -28,17 +35,26 @@ def build(args: PlatformServiceArgs) -> tuple[list[dict[str, Any]], RenderMocks,
     def program():
         component = PlatformService(args.spec.name, args)
         return pulumi.Output.all(component.urn, component.deployment.urn, component.url).apply(
-            lambda v: urns.update(component=v[0], deployment=v[1], url=v[2]))
+            lambda v: urns.update(component=v[0], deployment=v[1], url=v[2])
+        )
 
     run_under_mocks(program)()
     return kubernetes_objects(mocks.resources), mocks, urns
 
 
 def args(**changes: Any) -> PlatformServiceArgs:
-    base = dict(spec=SPEC, namespace="apps", image="example/svc:1", secrets={"API_KEY": "s3cret"},
-                env={"PEER_URL": "http://peer"}, callers=["caller"], callees={"peer": 8080},
-                datastores=[Peer("data", {"app.kubernetes.io/name": "redis"}, 6379)],
-                ingress_namespace="ingress", metrics_namespace="monitoring")
+    base = dict(
+        spec=SPEC,
+        namespace="apps",
+        image="example/svc:1",
+        secrets={"API_KEY": "s3cret"},
+        env={"PEER_URL": "http://peer"},
+        callers=["caller"],
+        callees={"peer": 8080},
+        datastores=[Peer("data", {"app.kubernetes.io/name": "redis"}, 6379)],
+        ingress_namespace="ingress",
+        metrics_namespace="monitoring",
+    )
     return PlatformServiceArgs(**{**base, **changes})
 
 
@@ -49,8 +65,17 @@ def pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_makes_each_object_once_parented_to_the_component() -> None:
     objects, _, urns = build(args())
     kinds = sorted(o["kind"] for o in objects)
-    assert kinds == sorted(["ServiceAccount", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler",
-                            "PodDisruptionBudget", "NetworkPolicy"])
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "Secret",
+            "Deployment",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+        ]
+    )
     assert "sophia:platform:Service$kubernetes:apps/v1:Deployment" in urns["deployment"]
     assert urns["url"] == "http://svc.apps.svc.cluster.local:80"
 
@@ -69,7 +94,10 @@ def test_deployment_is_hardened_and_leaves_replicas_to_the_hpa() -> None:
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert {p: container[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe", "startupProbe")} == {
-        "livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"}
+        "livenessProbe": "/healthz",
+        "readinessProbe": "/readyz",
+        "startupProbe": "/healthz",
+    }
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
     assert [c["topologyKey"] for c in spec["topologySpreadConstraints"]] == ["kubernetes.io/hostname"]
     assert "nodeSelector" not in spec and "tolerations" not in spec
@@ -110,7 +138,9 @@ def test_network_policy_allows_only_declared_traffic() -> None:
     sources = [rule["from"][0] for rule in policy["ingress"]]
     assert sources[0]["podSelector"]["matchExpressions"][0]["values"] == ["caller"]
     assert [s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources[1:]] == [
-        "ingress", "monitoring"]
+        "ingress",
+        "monitoring",
+    ]
     assert all(rule["ports"] == [{"port": 9000, "protocol": "TCP"}] for rule in policy["ingress"])
     egress_ports = [sorted(p["port"] for p in rule["ports"]) for rule in policy["egress"]]
     assert egress_ports == [[53, 53], [8080], [6379], [443]]
@@ -120,8 +150,10 @@ def test_network_policy_allows_only_declared_traffic() -> None:
 def test_no_ingress_from_the_controller_without_routes_nor_callers() -> None:
     quiet = SPEC.model_copy(update={"routes": ()})
     objects, _, _ = build(args(spec=quiet, callers=[], ingress_namespace="ingress"))
-    sources = [rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-               for rule in find(objects, "NetworkPolicy", "svc")["spec"]["ingress"]]
+    sources = [
+        rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for rule in find(objects, "NetworkPolicy", "svc")["spec"]["ingress"]
+    ]
     assert sources == ["monitoring"]
 
 
@@ -135,12 +167,19 @@ def test_gpu_service_gets_request_selector_toleration_and_runtime() -> None:
     assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert spec["runtimeClassName"] == "nvidia"
     assert [c["topologyKey"] for c in spec["topologySpreadConstraints"]] == [
-        "kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    ]
 
 
 def test_built_image_is_deployed_by_digest(tmp_path) -> None:
-    source = ImageBuild(context=tmp_path, dockerfile=tmp_path / "Dockerfile", repository="reg.example.com/svc",
-                        tag="v1", platforms=("linux/amd64", "linux/arm64"))
+    source = ImageBuild(
+        context=tmp_path,
+        dockerfile=tmp_path / "Dockerfile",
+        repository="reg.example.com/svc",
+        tag="v1",
+        platforms=("linux/amd64", "linux/arm64"),
+    )
     objects, mocks, _ = build(args(image=source))
     assert pod(objects)["spec"]["containers"][0]["image"] == f"reg.example.com/svc@{MOCK_DIGEST}"
     image = next(r for r in mocks.resources if r.type == "docker-build:index:Image")

@@ -19,8 +19,14 @@ from .conftest import STACKS, find
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
-SERVICE_KINDS = ("ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                 "NetworkPolicy")
+SERVICE_KINDS = (
+    "ServiceAccount",
+    "Deployment",
+    "Service",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+)
 
 # Custom resources are not in the Kubernetes OpenAPI schema; their CRDs (installed by the
 # ingress controller, cert-manager and the Prometheus operator charts) validate them on apply.
@@ -47,9 +53,14 @@ def test_every_service_has_its_objects(rendered: dict[str, list[dict[str, Any]]]
         for kind in SERVICE_KINDS:
             find(objects, kind, spec.name)
         # Exactly what the manifest asks for plus the credentials of what it calls, nothing more.
-        expected = set(spec.secrets) | {"INTERNAL_API_TOKEN"} | {
-            {"redis": "REDIS_PASSWORD", "qdrant": "QDRANT_API_KEY", "postgres": "PGPASSWORD"}[d]
-            for d in spec.calls.datastores}
+        expected = (
+            set(spec.secrets)
+            | {"INTERNAL_API_TOKEN"}
+            | {
+                {"redis": "REDIS_PASSWORD", "qdrant": "QDRANT_API_KEY", "postgres": "PGPASSWORD"}[d]
+                for d in spec.calls.datastores
+            }
+        )
         secret = find(objects, "Secret", f"{spec.name}-secrets")
         assert set(secret["stringData"]) == expected
         mounts = find(objects, "Deployment", spec.name)["spec"]["template"]["spec"]["volumes"]
@@ -82,8 +93,17 @@ def test_objects_validate_against_the_kubernetes_schema(rendered: dict[str, list
 def test_checkov_finds_nothing(rendered: dict[str, list[dict[str, Any]]], stack: str, tmp_path: Path) -> None:
     write(tmp_path, rendered[stack], [])
     skips = CHECKOV_SKIPS.get(stack, {})
-    cmd = [str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download", "-o", "json",
-           "--quiet"] + (["--skip-check", ",".join(skips)] if skips else [])
+    cmd = [
+        str(CHECKOV),
+        "-d",
+        str(tmp_path),
+        "--framework",
+        "kubernetes",
+        "--skip-download",
+        "-o",
+        "json",
+        "--quiet",
+    ] + (["--skip-check", ",".join(skips)] if skips else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
     report = json.loads(proc.stdout)
     summary = report["summary"]
@@ -94,8 +114,11 @@ def test_checkov_finds_nothing(rendered: dict[str, list[dict[str, Any]]], stack:
 
 def pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The platform services' pod specs (Deployments in the services namespace)."""
-    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objects
-            if o["kind"] == "Deployment" and o["metadata"]["namespace"] == "sophia"}
+    return {
+        o["metadata"]["name"]: o["spec"]["template"]["spec"]
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["namespace"] == "sophia"
+    }
 
 
 def test_gpu_scheduling_only_where_a_pool_exists(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -107,7 +130,7 @@ def test_gpu_scheduling_only_where_a_pool_exists(rendered: dict[str, list[dict[s
             assert has_gpu == (name in gpu_services), (stack, name)
             assert ("tolerations" in spec) == (name in gpu_services), (stack, name)
     # dev has no GPU machines: the optional GPU service runs on CPU there.
-    for name, spec in pod_specs(rendered["dev"]).items():
+    for spec in pod_specs(rendered["dev"]).values():
         assert "tolerations" not in spec and "nvidia.com/gpu" not in spec["containers"][0]["resources"]["limits"]
 
 

@@ -6,9 +6,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import uvicorn
 
@@ -85,17 +85,42 @@ def postgres_server() -> Iterator[str]:
     if user:
         entry = pwd.getpwnam(user)
         os.chown(data, entry.pw_uid, entry.pw_gid)
-    subprocess.run([_postgres_bin("initdb"), "-D", data, "-U", "sophia", "--auth=trust", "-E", "UTF8"],
-                   check=True, stdout=subprocess.DEVNULL, user=user)
+    subprocess.run(
+        [_postgres_bin("initdb"), "-D", data, "-U", "sophia", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        user=user,
+    )
     port = free_port()
-    proc = subprocess.Popen([_postgres_bin("postgres"), "-D", data, "-p", str(port), "-h", "127.0.0.1",
-                             "-k", data, "-c", "fsync=off", "-c", "full_page_writes=off"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user)
+    proc = subprocess.Popen(
+        [
+            _postgres_bin("postgres"),
+            "-D",
+            data,
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            data,
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user=user,
+    )
     url = f"postgresql://sophia@127.0.0.1:{port}/postgres"
     try:
         deadline = time.monotonic() + 20
-        while subprocess.run([_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                             stdout=subprocess.DEVNULL).returncode != 0:
+        while (
+            subprocess.run(
+                [_postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL
+            ).returncode
+            != 0
+        ):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("PostgreSQL did not start")
             time.sleep(0.05)
@@ -117,8 +142,10 @@ def redis_server_at() -> Iterator[str]:
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: scripts/bootstrap.sh installs it from apt-packages.txt"
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     try:
         for _ in range(250):

@@ -16,8 +16,9 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -68,16 +69,23 @@ def completion(model: str, reply: Reply, body: dict[str, Any]) -> dict[str, Any]
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.tool_calls:
         message["tool_calls"] = [
-            {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-             "function": {"name": name, "arguments": json.dumps(args)}}
-            for name, args in reply.tool_calls]
+            {
+                "id": f"call_{uuid.uuid4().hex[:12]}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
+            for name, args in reply.tool_calls
+        ]
     prompt = count_tokens(json.dumps(body["messages"]))
     output = count_tokens(json.dumps(message))
-    return {"id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "message": message,
-                         "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}}
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output},
+    }
 
 
 def chunks(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -88,8 +96,18 @@ def chunks(result: dict[str, Any]) -> list[dict[str, Any]]:
     for word in (message["content"] or "").split(" ") if message["content"] else []:
         deltas.append({"content": word + " "})
     for i, call in enumerate(message.get("tool_calls", [])):
-        deltas.append({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
-                                       "function": {"name": call["function"]["name"], "arguments": ""}}]})
+        deltas.append(
+            {
+                "tool_calls": [
+                    {
+                        "index": i,
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["function"]["name"], "arguments": ""},
+                    }
+                ]
+            }
+        )
         deltas.append({"tool_calls": [{"index": i, "function": {"arguments": call["function"]["arguments"]}}]})
     out = [base | {"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     out.append(base | {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": result["usage"]})
@@ -102,13 +120,23 @@ def build_fake_chat(fake: FakeChat) -> FastAPI:
     def unauthorized(request: Request) -> JSONResponse | None:
         if fake.api_key is None or request.headers.get("authorization") == f"Bearer {fake.api_key}":
             return None
-        return JSONResponse({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                                       "code": "invalid_api_key"}}, status_code=401)
+        return JSONResponse(
+            {
+                "error": {
+                    "message": "Incorrect API key provided.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+            status_code=401,
+        )
 
     @app.get("/v1/models")
     async def models(request: Request):
-        return unauthorized(request) or {"object": "list",
-                                         "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in fake.models]}
+        return unauthorized(request) or {
+            "object": "list",
+            "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in fake.models],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -118,20 +146,31 @@ def build_fake_chat(fake: FakeChat) -> FastAPI:
             return denied
         model = body.get("model")
         if model not in fake.models:
-            return JSONResponse({"error": {"message": f"The model `{model}` does not exist", "type": "invalid_request_error",
-                                           "code": "model_not_found"}}, status_code=404)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": f"The model `{model}` does not exist",
+                        "type": "invalid_request_error",
+                        "code": "model_not_found",
+                    }
+                },
+                status_code=404,
+            )
         pending = fake.failures.get(model) or []
         if pending:
             outcome = pending.pop(0)
             if outcome == "timeout":
                 await asyncio.sleep(fake.slow_seconds)
             elif outcome == 429:
-                return JSONResponse({"error": {"message": "Rate limit reached", "type": "requests",
-                                               "code": "rate_limit_exceeded"}}, status_code=429,
-                                    headers={"Retry-After": str(fake.retry_after_seconds)})
+                return JSONResponse(
+                    {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
+                    status_code=429,
+                    headers={"Retry-After": str(fake.retry_after_seconds)},
+                )
             else:
-                return JSONResponse({"error": {"message": "The server had an error", "type": "server_error"}},
-                                    status_code=int(outcome))
+                return JSONResponse(
+                    {"error": {"message": "The server had an error", "type": "server_error"}}, status_code=int(outcome)
+                )
         result = completion(model, fake.reply_for(body), body)
         if not body.get("stream"):
             return result

@@ -96,8 +96,11 @@ def test_a_streamed_answer_counts_to_its_first_byte_and_keeps_its_request_id() -
         metrics = httpx.get(f"{url}/metrics").text
     assert response.text.count("data:") == 3 and took >= 0.45
     assert response.headers["X-Request-ID"] == "stream-1"
-    fast = next(line for line in metrics.splitlines() if line.startswith("http_request_duration_seconds_bucket")
-                and 'route="/events"' in line and 'le="0.1"' in line)
+    fast = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("http_request_duration_seconds_bucket") and 'route="/events"' in line and 'le="0.1"' in line
+    )
     assert fast.endswith(" 1.0")
 
 
@@ -142,8 +145,9 @@ def test_honours_retry_after_on_429() -> None:
 def test_gives_up_with_a_clear_error_and_the_breaker_opens() -> None:
     calls: list[float] = []
     with serve(flaky_upstream([(500, {})], calls)) as url:
-        client = ResilientClient(url, attempts=2, backoff_initial=0.01, backoff_max=0.02, failure_threshold=3,
-                                 reset_timeout=60)
+        client = ResilientClient(
+            url, attempts=2, backoff_initial=0.01, backoff_max=0.02, failure_threshold=3, reset_timeout=60
+        )
 
         async def scenario():
             with pytest.raises(UpstreamError, match="answered 500 after 2 attempts"):

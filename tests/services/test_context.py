@@ -7,15 +7,16 @@ import asyncio
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 import redis
 from fastapi import FastAPI, Header, HTTPException, Request
 
-from .conftest import importable, free_port, redis_server_at, serve
+from .conftest import free_port, importable, redis_server_at, serve
 
 importable("services/mcp-context")
 
@@ -48,11 +49,20 @@ def fake_openai(calls: list[dict[str, Any]], fail: dict[str, int]) -> FastAPI:
         data = []
         for index, text in enumerate(body["input"]):
             seed = hashlib.sha256(text.encode()).digest()
-            data.append({"object": "embedding", "index": index,
-                         "embedding": [seed[i % 32] / 255.0 + 0.01 for i in range(body["dimensions"])]})
+            data.append(
+                {
+                    "object": "embedding",
+                    "index": index,
+                    "embedding": [seed[i % 32] / 255.0 + 0.01 for i in range(body["dimensions"])],
+                }
+            )
         # Out of order on purpose: clients must use `index`.
-        return {"object": "list", "data": list(reversed(data)), "model": body["model"],
-                "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+        return {
+            "object": "list",
+            "data": list(reversed(data)),
+            "model": body["model"],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1},
+        }
 
     return app
 
@@ -65,11 +75,19 @@ def local_app(redis_url: str) -> Iterator[tuple[str, FastAPI]]:
 
 
 MEMORIES = [
-    {"text": "The customer prefers to be contacted by email on Mondays.", "namespace": "crm", "user": "ana",
-     "metadata": {"source": "hubspot"}},
+    {
+        "text": "The customer prefers to be contacted by email on Mondays.",
+        "namespace": "crm",
+        "user": "ana",
+        "metadata": {"source": "hubspot"},
+    },
     {"text": "A man is eating a piece of bread at the bakery.", "namespace": "notes", "user": "ana"},
-    {"text": "The deployment pipeline failed because the Docker registry was down.", "namespace": "ops",
-     "user": "bo", "metadata": {"source": "github"}},
+    {
+        "text": "The deployment pipeline failed because the Docker registry was down.",
+        "namespace": "ops",
+        "user": "bo",
+        "metadata": {"source": "github"},
+    },
     {"text": "Quarterly revenue grew by twelve percent.", "namespace": "crm", "user": "bo"},
 ]
 
@@ -116,7 +134,6 @@ def test_embedded_memories_survive_a_restart_and_a_shard_of_another_size_is_refu
 
 def test_embedding_cache_uses_one_round_trip_and_the_seed_ttl(local_app, redis_url: str) -> None:
     import redis.asyncio as aioredis
-
     from mcp_context.cache import CachedEmbedder
 
     _, app = local_app
@@ -141,12 +158,18 @@ def test_embedding_cache_uses_one_round_trip_and_the_seed_ttl(local_app, redis_u
 
 
 def test_seed_collection_config(redis_url: str, tmp_path: Path) -> None:
-    from qdrant_client import QdrantClient
 
     calls: list[dict[str, Any]] = []
     with serve(fake_openai(calls, {})) as openai_url:
-        app = build_app(Settings(redis_url=redis_url, embedding_provider="openai", openai_api_key="test-key",
-                                 openai_base_url=f"{openai_url}/v1", qdrant_path=str(tmp_path / "qdrant")))
+        app = build_app(
+            Settings(
+                redis_url=redis_url,
+                embedding_provider="openai",
+                openai_api_key="test-key",
+                openai_base_url=f"{openai_url}/v1",
+                qdrant_path=str(tmp_path / "qdrant"),
+            )
+        )
         with serve(app) as url:
             assert httpx.post(f"{url}/memories", json={"text": "hello"}).status_code == 201
     # The service has stopped and closed its embedded shard; read the configuration it persisted.
@@ -155,7 +178,9 @@ def test_seed_collection_config(redis_url: str, tmp_path: Path) -> None:
     assert SEED_COLLECTION["vectors"]["size"] == 3072
     hnsw = SEED_COLLECTION["hnsw_config"]
     assert {k: config["hnsw_config"][k] for k in hnsw} == hnsw
-    assert config["optimizers"]["default_segment_number"] == SEED_COLLECTION["optimizers_config"]["default_segment_number"]
+    assert (
+        config["optimizers"]["default_segment_number"] == SEED_COLLECTION["optimizers_config"]["default_segment_number"]
+    )
     assert calls[0]["model"] == "text-embedding-3-large" and calls[0]["dimensions"] == 3072
 
 
@@ -196,16 +221,25 @@ def test_collection_is_created_on_a_qdrant_server_exactly_as_the_seed_says() -> 
     with serve(fake_qdrant(created)) as qdrant_url:
         calls: list[dict[str, Any]] = []
         with serve(fake_openai(calls, {})) as openai_url:
-            app = build_app(Settings(qdrant_url=qdrant_url, qdrant_api_key="q-key", embedding_provider="openai",
-                                     openai_api_key="test-key", openai_base_url=f"{openai_url}/v1"))
+            app = build_app(
+                Settings(
+                    qdrant_url=qdrant_url,
+                    qdrant_api_key="q-key",
+                    embedding_provider="openai",
+                    openai_api_key="test-key",
+                    openai_base_url=f"{openai_url}/v1",
+                )
+            )
             with serve(app):
                 pass
     body = created["sophia-memories"]
     assert body["vectors"] == {"size": 3072, "distance": "Cosine"}
-    assert {k: body["hnsw_config"][k] for k in ("m", "ef_construct", "full_scan_threshold")} == \
-        SEED_COLLECTION["hnsw_config"]
-    assert {k: body["optimizers_config"][k] for k in ("default_segment_number", "max_optimization_threads")} == \
-        SEED_COLLECTION["optimizers_config"]
+    assert {k: body["hnsw_config"][k] for k in ("m", "ef_construct", "full_scan_threshold")} == SEED_COLLECTION[
+        "hnsw_config"
+    ]
+    assert {
+        k: body["optimizers_config"][k] for k in ("default_segment_number", "max_optimization_threads")
+    } == SEED_COLLECTION["optimizers_config"]
     assert created["sophia-memories/indexes"] == ["namespace", "user"]
 
 
@@ -215,9 +249,16 @@ def test_a_search_whose_client_has_gone_is_not_run() -> None:
     calls: list[dict[str, Any]] = []
     fail = {"delay": 0.6}  # the embedding outlasts the first client's patience
     with serve(fake_qdrant(created)) as qdrant_url, serve(fake_openai(calls, fail)) as openai_url:
-        app = build_app(Settings(qdrant_url=qdrant_url, qdrant_api_key="q-key", embedding_provider="openai",
-                                 openai_api_key="test-key", openai_base_url=f"{openai_url}/v1",
-                                 qdrant_collection="abandon"))
+        app = build_app(
+            Settings(
+                qdrant_url=qdrant_url,
+                qdrant_api_key="q-key",
+                embedding_provider="openai",
+                openai_api_key="test-key",
+                openai_base_url=f"{openai_url}/v1",
+                qdrant_collection="abandon",
+            )
+        )
         with serve(app) as url:
             with pytest.raises(httpx.TimeoutException):
                 httpx.post(f"{url}/memories/search", json={"query": "anyone there?"}, timeout=0.2)
@@ -251,8 +292,14 @@ def test_openai_embedder_batches_within_api_limits_and_keeps_order() -> None:
 def test_embedding_provider_failure_is_a_clear_problem(redis_url: str) -> None:
     calls: list[dict[str, Any]] = []
     with serve(fake_openai(calls, {"status": 500})) as openai_url:
-        app = build_app(Settings(embedding_provider="openai", openai_api_key="test-key",
-                                 openai_base_url=f"{openai_url}/v1", qdrant_collection="failing"))
+        app = build_app(
+            Settings(
+                embedding_provider="openai",
+                openai_api_key="test-key",
+                openai_base_url=f"{openai_url}/v1",
+                qdrant_collection="failing",
+            )
+        )
         with serve(app) as url:
             response = httpx.post(f"{url}/memories", json={"text": "hello"})
     assert response.status_code == 502 and response.json()["title"] == "Upstream error"
@@ -283,12 +330,13 @@ def test_a_hung_redis_is_skipped_after_a_few_timeouts() -> None:
         while True:
             try:
                 accepted.append(listener.accept()[0])
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return len(accepted)
 
     port = listener.getsockname()[1]
-    app = build_app(Settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_seconds=0.3,
-                             qdrant_collection="hung-redis"))
+    app = build_app(
+        Settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_seconds=0.3, qdrant_collection="hung-redis")
+    )
     try:
         with serve(app) as url:
             for i in range(3):  # each waits out one timeout, then the breaker opens
@@ -319,7 +367,9 @@ def test_mcp_client_lists_and_calls_the_tools(local_app) -> None:
                 await session.initialize()
                 tools = {t.name for t in (await session.list_tools()).tools}
                 stored = await session.call_tool("store_memory", {"text": "Sophia's MCP memory works", "user": "mcp"})
-                found = await session.call_tool("search_memories", {"query": "does the MCP memory work?", "user": "mcp"})
+                found = await session.call_tool(
+                    "search_memories", {"query": "does the MCP memory work?", "user": "mcp"}
+                )
                 return tools, stored, found
 
     tools, stored, found = asyncio.run(session_run())
@@ -331,8 +381,9 @@ def test_mcp_client_lists_and_calls_the_tools(local_app) -> None:
 def test_a_burst_beyond_the_redis_pool_waits_for_the_cache_instead_of_running_the_model(redis_url: str) -> None:
     """Measured in bench-context: failing over to the model when the pool was busy made every
     hit a model run and throughput collapsed. A burst now queues for a connection."""
-    app = build_app(Settings(redis_url=redis_url, embedding_provider="local", redis_max_connections=2,
-                             qdrant_collection="burst"))
+    app = build_app(
+        Settings(redis_url=redis_url, embedding_provider="local", redis_max_connections=2, qdrant_collection="burst")
+    )
     with serve(app) as url:
         queries = [f"burst question {i}" for i in range(4)]
         for q in queries:  # warm the cache
@@ -343,8 +394,9 @@ def test_a_burst_beyond_the_redis_pool_waits_for_the_cache_instead_of_running_th
         async def burst() -> list[int]:
             limits = httpx.Limits(max_connections=300)  # more requests in flight than redis-py's default pool
             async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-                answers = await asyncio.gather(*(client.post("/memories/search", json={"query": queries[i % 4]})
-                                                 for i in range(200)))
+                answers = await asyncio.gather(
+                    *(client.post("/memories/search", json={"query": queries[i % 4]}) for i in range(200))
+                )
             return [a.status_code for a in answers]
 
         assert asyncio.run(burst()) == [200] * 200

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from .conftest import importable, free_port, serve
+from .conftest import free_port, importable, serve
 
 importable("services/orchestrator")
 

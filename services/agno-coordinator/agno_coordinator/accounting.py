@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -21,8 +22,9 @@ class ProviderUp(Collector):
         self.providers = list(providers)
 
     def collect(self):
-        gauge = GaugeMetricFamily("coordinator_provider_up", "Provider configured and its breaker not open",
-                                  labels=["provider"])
+        gauge = GaugeMetricFamily(
+            "coordinator_provider_up", "Provider configured and its breaker not open", labels=["provider"]
+        )
         for p in self.providers:
             if p.configured:
                 gauge.add_metric([p.name], 1.0 if p.up else 0.0)
@@ -31,14 +33,27 @@ class ProviderUp(Collector):
 
 class Accounting:
     def __init__(self, registry: CollectorRegistry, providers: Iterable[Provider]):
-        self.requests = Counter("coordinator_requests_total", "Calls to a model, by outcome",
-                                ("model", "provider", "outcome"), registry=registry)
-        self.tokens = Counter("coordinator_tokens_total", "Tokens used, as the provider reported them "
-                              "(estimated when it did not)", ("model", "kind"), registry=registry)
-        self.cost = Counter("coordinator_cost_usd_total", "Spend in USD from the model table's prices",
-                            ("model",), registry=registry)
-        self.fallbacks = Counter("coordinator_fallbacks_total", "Moves to the next model after a provider failed",
-                                 ("from_provider", "reason"), registry=registry)
+        self.requests = Counter(
+            "coordinator_requests_total",
+            "Calls to a model, by outcome",
+            ("model", "provider", "outcome"),
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "coordinator_tokens_total",
+            "Tokens used, as the provider reported them (estimated when it did not)",
+            ("model", "kind"),
+            registry=registry,
+        )
+        self.cost = Counter(
+            "coordinator_cost_usd_total", "Spend in USD from the model table's prices", ("model",), registry=registry
+        )
+        self.fallbacks = Counter(
+            "coordinator_fallbacks_total",
+            "Moves to the next model after a provider failed",
+            ("from_provider", "reason"),
+            registry=registry,
+        )
         registry.register(ProviderUp(providers))
 
     def attempt(self, spec: ModelSpec, outcome: str) -> None:

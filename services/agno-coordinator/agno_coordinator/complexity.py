@@ -14,7 +14,9 @@ from agno_coordinator.table import TIER_NAMES
 # Words that signal multi-step reasoning rather than lookup or chit-chat.
 REASONING = re.compile(
     r"\b(step[- ]by[- ]step|prove|proof|derive|analy[sz]e|analysis|architecture|design|trade-?offs?|debug|"
-    r"optimi[sz]e|refactor|root cause|algorithm|complexity|reason about|compare|plan)\b", re.IGNORECASE)
+    r"optimi[sz]e|refactor|root cause|algorithm|complexity|reason about|compare|plan)\b",
+    re.IGNORECASE,
+)
 CODE_FENCE = "```"
 CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb; routing needs a size, not an exact count
 

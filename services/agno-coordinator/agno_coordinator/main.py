@@ -56,18 +56,22 @@ class Coordinator:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.table = load_table(settings.coordinator_models)  # raises TableError: the service does not start
-        common = dict(timeout=settings.provider_timeout_seconds,
-                      connect_timeout=settings.provider_connect_timeout_seconds,
-                      attempts=settings.provider_attempts, backoff=settings.provider_backoff_seconds,
-                      backoff_max=settings.provider_backoff_max_seconds,
-                      max_retry_wait=settings.provider_max_retry_wait_seconds,
-                      failure_threshold=settings.breaker_failure_threshold,
-                      reset_timeout=settings.breaker_reset_seconds)
+        common = dict(
+            timeout=settings.provider_timeout_seconds,
+            connect_timeout=settings.provider_connect_timeout_seconds,
+            attempts=settings.provider_attempts,
+            backoff=settings.provider_backoff_seconds,
+            backoff_max=settings.provider_backoff_max_seconds,
+            max_retry_wait=settings.provider_max_retry_wait_seconds,
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_timeout=settings.breaker_reset_seconds,
+        )
         self.providers = {
             "openai": Provider("openai", settings.openai_base_url, settings.openai_api_key, **common),
             "anthropic": Provider("anthropic", settings.anthropic_base_url, settings.anthropic_api_key, **common),
-            "local": Provider("local", settings.local_model_url, settings.local_model_api_key, key_required=False,
-                              **common),
+            "local": Provider(
+                "local", settings.local_model_url, settings.local_model_api_key, key_required=False, **common
+            ),
         }
         self.accounting: Accounting | None = None
 
@@ -85,15 +89,26 @@ class Coordinator:
         data = [{"id": "auto", "object": "model", "owned_by": "agno-coordinator", "available": bool(self.configured())}]
         for m in self.table.models:
             provider = self.providers[m.provider]
-            data.append({"id": m.name, "object": "model", "owned_by": m.provider, "upstream": m.upstream,
-                         "tier": tier_name(m.tier), "input_usd_per_mtok": m.input_usd_per_mtok,
-                         "output_usd_per_mtok": m.output_usd_per_mtok, "latency_ms": m.latency_ms,
-                         "context_window": m.context_window, "configured": provider.configured,
-                         "available": provider.up})
+            data.append(
+                {
+                    "id": m.name,
+                    "object": "model",
+                    "owned_by": m.provider,
+                    "upstream": m.upstream,
+                    "tier": tier_name(m.tier),
+                    "input_usd_per_mtok": m.input_usd_per_mtok,
+                    "output_usd_per_mtok": m.output_usd_per_mtok,
+                    "latency_ms": m.latency_ms,
+                    "context_window": m.context_window,
+                    "configured": provider.configured,
+                    "available": provider.up,
+                }
+            )
         return {"object": "list", "data": data}
 
-    async def complete(self, body: dict[str, Any], complexity: Complexity, limits: Limits,
-                       request_id: str | None) -> Response:
+    async def complete(
+        self, body: dict[str, Any], complexity: Complexity, limits: Limits, request_id: str | None
+    ) -> Response:
         route = plan(self.table, self.configured(), body, complexity, limits, self.settings.default_completion_tokens)
         stream = bool(body.get("stream"))
         failures: list[tuple[ModelSpec, ProviderFailure]] = []
@@ -111,17 +126,26 @@ class Coordinator:
             except ProviderRejected as exc:
                 self.accounting.attempt(spec, "rejected")
                 upstream_response = exc.response
-                return Response(upstream_response.content, status_code=upstream_response.status_code,
-                                media_type=upstream_response.headers.get("content-type", "application/json"),
-                                headers=_route_headers(spec, route, failures))
+                return Response(
+                    upstream_response.content,
+                    status_code=upstream_response.status_code,
+                    media_type=upstream_response.headers.get("content-type", "application/json"),
+                    headers=_route_headers(spec, route, failures),
+                )
             except ProviderFailure as failure:
                 self.accounting.attempt(spec, failure.reason)
                 failures.append((spec, failure))
                 following = route.candidates[i + 1].name if i + 1 < len(route.candidates) else None
                 if following:
                     self.accounting.fallback(spec, failure.reason)
-                log.warning("model_failed", model=spec.name, provider=spec.provider, reason=failure.reason,
-                            detail=str(failure), next=following)
+                log.warning(
+                    "model_failed",
+                    model=spec.name,
+                    provider=spec.provider,
+                    reason=failure.reason,
+                    detail=str(failure),
+                    next=following,
+                )
         return _all_failed(failures)
 
     def _answer(self, spec: ModelSpec, route: Plan, failures: list, response: httpx.Response) -> Response:
@@ -135,8 +159,16 @@ class Coordinator:
         tokens = usage_tokens(data.get("usage")) or (route.prompt_tokens, _estimate_output(data.get("choices")))
         cost = self.accounting.usage(spec, *tokens)
         self.accounting.attempt(spec, "ok")
-        log.info("routed", model=spec.name, provider=spec.provider, complexity=route.complexity.tier,
-                 fallbacks=len(failures), prompt_tokens=tokens[0], completion_tokens=tokens[1], cost_usd=cost)
+        log.info(
+            "routed",
+            model=spec.name,
+            provider=spec.provider,
+            complexity=route.complexity.tier,
+            fallbacks=len(failures),
+            prompt_tokens=tokens[0],
+            completion_tokens=tokens[1],
+            cost_usd=cost,
+        )
         headers = _route_headers(spec, route, failures) | {"X-Sophia-Cost-USD": f"{cost:.6f}"}
         return JSONResponse(data, headers=headers)
 
@@ -167,8 +199,12 @@ class Coordinator:
                 outcome = "stream_error"
                 provider.breaker.record_failure()
                 log.warning("stream_broken", model=spec.name, provider=spec.provider, error=type(exc).__name__)
-                error = {"error": {"message": f"{spec.provider} stream broke: {type(exc).__name__}",
-                                   "type": "upstream_error"}}
+                error = {
+                    "error": {
+                        "message": f"{spec.provider} stream broke: {type(exc).__name__}",
+                        "type": "upstream_error",
+                    }
+                }
                 yield f"data: {json.dumps(error)}\n\n"
             finally:
                 await response.aclose()
@@ -176,8 +212,11 @@ class Coordinator:
                 tokens = usage_tokens(usage) or (route.prompt_tokens, max(1, chars // CHARS_PER_TOKEN))
                 accounting.usage(spec, *tokens)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers=_route_headers(spec, route, failures) | {"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers=_route_headers(spec, route, failures) | {"Cache-Control": "no-cache"},
+        )
 
     async def aclose(self) -> None:
         for p in self.providers.values():
@@ -185,9 +224,13 @@ class Coordinator:
 
 
 def _route_headers(spec: ModelSpec, route: Plan, failures: list) -> dict[str, str]:
-    headers = {"X-Sophia-Model": spec.name, "X-Sophia-Provider": spec.provider,
-               "X-Sophia-Fallbacks": str(len(failures)), "X-Sophia-Complexity": tier_name(route.complexity.tier),
-               "X-Sophia-Estimated-Cost-USD": f"{route.estimated_cost(spec):.6f}"}
+    headers = {
+        "X-Sophia-Model": spec.name,
+        "X-Sophia-Provider": spec.provider,
+        "X-Sophia-Fallbacks": str(len(failures)),
+        "X-Sophia-Complexity": tier_name(route.complexity.tier),
+        "X-Sophia-Estimated-Cost-USD": f"{route.estimated_cost(spec):.6f}",
+    }
     if failures:
         headers["X-Sophia-Failed"] = ", ".join(f"{s.name}@{s.provider}={f.reason}" for s, f in failures)
     return headers
@@ -195,8 +238,9 @@ def _route_headers(spec: ModelSpec, route: Plan, failures: list) -> dict[str, st
 
 def _all_failed(failures: list[tuple[ModelSpec, ProviderFailure]]) -> Response:
     attempts = [{"model": s.name, "provider": s.provider, "reason": f.reason, "detail": str(f)} for s, f in failures]
-    detail = "every model that fits failed: " + "; ".join(f"{a['model']} ({a['reason']}): {a['detail']}"
-                                                          for a in attempts)
+    detail = "every model that fits failed: " + "; ".join(
+        f"{a['model']} ({a['reason']}): {a['detail']}" for a in attempts
+    )
     shedding = all(f.reason in ("circuit_open", "rate_limited", "unavailable") for _, f in failures)
     if not shedding:
         return problem(502, "Upstream error", detail, attempts=attempts)
@@ -226,14 +270,16 @@ def _parse_request(body: Any, headers) -> tuple[Complexity, Limits]:
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
         raise BadRequest("the body must be an OpenAI chat completion request with a non-empty `messages` list")
     if body.get("model") is not None and not isinstance(body["model"], str):
-        raise BadRequest("`model` must be a string: a name from GET /v1/models, or \"auto\"")
+        raise BadRequest('`model` must be a string: a name from GET /v1/models, or "auto"')
     try:
         complexity = from_header(headers["x-sophia-complexity"]) if "x-sophia-complexity" in headers else estimate(body)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     limits = Limits()
-    for header, attr, kind in (("x-sophia-max-latency-ms", "max_latency_ms", int),
-                               ("x-sophia-max-cost-usd", "max_cost_usd", float)):
+    for header, attr, kind in (
+        ("x-sophia-max-latency-ms", "max_latency_ms", int),
+        ("x-sophia-max-cost-usd", "max_cost_usd", float),
+    ):
         if header in headers:
             try:
                 value = kind(headers[header])

@@ -46,18 +46,35 @@ CONFIG_FAILURES = {401: "auth", 403: "auth", 404: "model_not_found"}
 
 
 class Provider:
-    def __init__(self, name: str, base_url: str | None, api_key: str | None, *, key_required: bool = True,
-                 timeout: float = 60.0, connect_timeout: float = 5.0, attempts: int = 2, backoff: float = 0.5,
-                 backoff_max: float = 4.0, max_retry_wait: float = 5.0, failure_threshold: int = 5,
-                 reset_timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        name: str,
+        base_url: str | None,
+        api_key: str | None,
+        *,
+        key_required: bool = True,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        attempts: int = 2,
+        backoff: float = 0.5,
+        backoff_max: float = 4.0,
+        max_retry_wait: float = 5.0,
+        failure_threshold: int = 5,
+        reset_timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self.name, self.base_url = name, (base_url or "").rstrip("/") + "/"
         self.configured = bool(base_url) and (bool(api_key) or not key_required)
         self.attempts, self.backoff, self.backoff_max = attempts, backoff, backoff_max
         self.max_retry_wait = max_retry_wait
         self.breaker = CircuitBreaker(failure_threshold, reset_timeout)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, transport=transport,
-                                         timeout=httpx.Timeout(timeout, connect=connect_timeout))
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        )
 
     @property
     def up(self) -> bool:
@@ -70,8 +87,9 @@ class Provider:
     def _delay(self, attempt: int) -> float:
         return min(self.backoff_max, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
-    async def send(self, body: dict[str, Any], *, stream: bool,
-                   headers: dict[str, str] | None = None) -> httpx.Response:
+    async def send(
+        self, body: dict[str, Any], *, stream: bool, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         """POST chat/completions. Returns a 2xx response: read when `stream` is false, open
         (body unread, caller closes it) when true. Raises ProviderFailure or ProviderRejected."""
         last: ProviderFailure | None = None
@@ -114,8 +132,9 @@ class Provider:
                     break
                 delay = wait if wait is not None else self._delay(attempt)
                 if delay > self.max_retry_wait:
-                    last = ProviderFailure(reason, f"{last}; asks to wait {delay:.0f}s, longer than "
-                                                   f"{self.max_retry_wait:.0f}s", wait)
+                    last = ProviderFailure(
+                        reason, f"{last}; asks to wait {delay:.0f}s, longer than {self.max_retry_wait:.0f}s", wait
+                    )
                     break
                 await asyncio.sleep(delay)
                 continue

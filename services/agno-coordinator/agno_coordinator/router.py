@@ -4,14 +4,14 @@ reason why nothing fits out."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from agno_coordinator.complexity import Complexity, estimate_tokens
 from agno_coordinator.table import ModelSpec, ModelTable, tier_name
 
-NO_PROVIDER = ("no model provider configured: set OPENAI_API_KEY or ANTHROPIC_API_KEY secret, "
-               "or LOCAL_MODEL_URL")
+NO_PROVIDER = "no model provider configured: set OPENAI_API_KEY or ANTHROPIC_API_KEY secret, or LOCAL_MODEL_URL"
 
 
 LIMITS = ("context_window", "max_latency_ms", "max_cost_usd")  # checked in this order
@@ -58,16 +58,23 @@ def completion_budget(body: dict[str, Any], default: int) -> int:
     return default
 
 
-def plan(table: ModelTable, configured: Iterable[str], body: dict[str, Any], complexity: Complexity,
-         limits: Limits, default_completion_tokens: int = 1024) -> Plan:
+def plan(
+    table: ModelTable,
+    configured: Iterable[str],
+    body: dict[str, Any],
+    complexity: Complexity,
+    limits: Limits,
+    default_completion_tokens: int = 1024,
+) -> Plan:
     configured = set(configured)
     if not configured:
         raise NoProvider(NO_PROVIDER)
     requested = body.get("model") or "auto"
     explicit = None if requested == "auto" else table.get(requested)
     if requested != "auto" and explicit is None:
-        raise UnknownModel(f"model {requested!r} is not in the model table; GET /v1/models lists them, "
-                           f"or ask for \"auto\"")
+        raise UnknownModel(
+            f'model {requested!r} is not in the model table; GET /v1/models lists them, or ask for "auto"'
+        )
     pool = [m for m in table.models if m.provider in configured]
     if not pool:
         raise NoProvider(f"{NO_PROVIDER} (the model table has no model for {', '.join(sorted(configured))})")
@@ -110,8 +117,11 @@ def plan(table: ModelTable, configured: Iterable[str], body: dict[str, Any], com
     if not able and survivors and explicit is None:
         best = max(m.tier for m in survivors)
         if complexity.explicit:
-            raise NoRoute("complexity", f"X-Sophia-Complexity is {tier_name(complexity.tier)} but the best model "
-                                        f"within the limits handles {tier_name(best)}")
+            raise NoRoute(
+                "complexity",
+                f"X-Sophia-Complexity is {tier_name(complexity.tier)} but the best model "
+                f"within the limits handles {tier_name(best)}",
+            )
         # An estimate is a guess: rather than refuse, use the ablest models that fit.
         able = [m for m in survivors if m.tier == best]
     able.sort(key=lambda m: (cost(m), m.latency_ms, m.name))
@@ -124,12 +134,18 @@ def plan(table: ModelTable, configured: Iterable[str], body: dict[str, Any], com
 def _limit_detail(limit: str, models: list[ModelSpec], prompt: int, completion: int, limits: Limits, cost) -> str:
     if limit == "context_window":
         largest = max(models, key=lambda m: m.context_window)
-        return (f"the request needs about {prompt + completion} tokens ({prompt} prompt + {completion} completion); "
-                f"the largest context window available is {largest.context_window} ({largest.name})")
+        return (
+            f"the request needs about {prompt + completion} tokens ({prompt} prompt + {completion} completion); "
+            f"the largest context window available is {largest.context_window} ({largest.name})"
+        )
     if limit == "max_latency_ms":
         fastest = min(models, key=lambda m: m.latency_ms)
-        return (f"no available model answers within X-Sophia-Max-Latency-Ms={limits.max_latency_ms}; "
-                f"the fastest is {fastest.name} at {fastest.latency_ms} ms")
+        return (
+            f"no available model answers within X-Sophia-Max-Latency-Ms={limits.max_latency_ms}; "
+            f"the fastest is {fastest.name} at {fastest.latency_ms} ms"
+        )
     cheapest = min(models, key=cost)
-    return (f"no available model fits X-Sophia-Max-Cost-USD={limits.max_cost_usd}; the cheapest estimate is "
-            f"{cost(cheapest):.6f} USD ({cheapest.name}, {prompt} prompt + {completion} completion tokens)")
+    return (
+        f"no available model fits X-Sophia-Max-Cost-USD={limits.max_cost_usd}; the cheapest estimate is "
+        f"{cost(cheapest):.6f} USD ({cheapest.name}, {prompt} prompt + {completion} completion tokens)"
+    )

@@ -56,7 +56,7 @@ class ModelTable(BaseModel):
     models: list[ModelSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def unique_names(self) -> "ModelTable":
+    def unique_names(self) -> ModelTable:
         seen: set[str] = set()
         for spec in self.models:
             if spec.name in seen or spec.name == "auto":

@@ -55,8 +55,11 @@ def _pipeline(deals: list[dict[str, Any]], now: datetime) -> Reason:
 
 
 def _overdue_deals(deals: list[dict[str, Any]], now: datetime) -> Reason:
-    overdue = [(prop(d, "dealname") or d.get("id"), days_between(close, now)) for d in deals
-               if deal_state(d) == "open" and (close := time_prop(d, "closedate")) is not None and close < now]
+    overdue = [
+        (prop(d, "dealname") or d.get("id"), days_between(close, now))
+        for d in deals
+        if deal_state(d) == "open" and (close := time_prop(d, "closedate")) is not None and close < now
+    ]
     if not overdue:
         return Reason("overdue_deals", 0, "no open deal is past its close date")
     listed = ", ".join(f"{name} ({days} days)" for name, days in overdue)
@@ -65,12 +68,18 @@ def _overdue_deals(deals: list[dict[str, Any]], now: datetime) -> Reason:
 
 def _lost_deals(deals: list[dict[str, Any]], now: datetime) -> Reason:
     since = now - timedelta(days=180)
-    lost = [prop(d, "dealname") or d.get("id") for d in deals
-            if deal_state(d) == "lost" and (close := time_prop(d, "closedate")) is not None and since <= close <= now]
+    lost = [
+        prop(d, "dealname") or d.get("id")
+        for d in deals
+        if deal_state(d) == "lost" and (close := time_prop(d, "closedate")) is not None and since <= close <= now
+    ]
     if not lost:
         return Reason("lost_deals", 0, "no deal lost in the last 180 days")
-    return Reason("lost_deals", max(-20, -10 * len(lost)), f"{len(lost)} deals lost in the last 180 days: "
-                                                          f"{', '.join(map(str, lost))}")
+    return Reason(
+        "lost_deals",
+        max(-20, -10 * len(lost)),
+        f"{len(lost)} deals lost in the last 180 days: {', '.join(map(str, lost))}",
+    )
 
 
 def _support(signals: list[dict[str, Any]]) -> list[Reason]:
@@ -83,19 +92,42 @@ def _support(signals: list[dict[str, Any]]) -> list[Reason]:
         return "; ".join(str(s.get("text", ""))[:80] for s in items)
 
     return [
-        Reason("support_severe", max(-30, -15 * len(severe)),
-               f"{len(severe)} open high-severity issues" + (f": {quote(severe)}" if severe else "")),
-        Reason("support_other", max(-15, -5 * len(other)),
-               f"{len(other)} other open issues" + (f": {quote(other)}" if other else "")),
+        Reason(
+            "support_severe",
+            max(-30, -15 * len(severe)),
+            f"{len(severe)} open high-severity issues" + (f": {quote(severe)}" if severe else ""),
+        ),
+        Reason(
+            "support_other",
+            max(-15, -5 * len(other)),
+            f"{len(other)} other open issues" + (f": {quote(other)}" if other else ""),
+        ),
     ]
 
 
-def score(company: dict[str, Any], deals: list[dict[str, Any]], engagements: list[dict[str, Any]],
-          support: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    reasons = [_last_engagement(engagements, now), _engagement_volume(engagements, now), _pipeline(deals, now),
-               _overdue_deals(deals, now), _lost_deals(deals, now), *_support(support)]
+def score(
+    company: dict[str, Any],
+    deals: list[dict[str, Any]],
+    engagements: list[dict[str, Any]],
+    support: list[dict[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    reasons = [
+        _last_engagement(engagements, now),
+        _engagement_volume(engagements, now),
+        _pipeline(deals, now),
+        _overdue_deals(deals, now),
+        _lost_deals(deals, now),
+        *_support(support),
+    ]
     total = max(0, min(100, BASELINE + sum(r.points for r in reasons)))
-    return {"company_id": company.get("id"), "company": prop(company, "name"), "score": total, "band": band(total),
-            "baseline": BASELINE, "as_of": now.isoformat(),
-            # Worst first: what a reader should look at.
-            "reasons": [asdict(r) for r in sorted(reasons, key=lambda r: r.points)]}
+    return {
+        "company_id": company.get("id"),
+        "company": prop(company, "name"),
+        "score": total,
+        "band": band(total),
+        "baseline": BASELINE,
+        "as_of": now.isoformat(),
+        # Worst first: what a reader should look at.
+        "reasons": [asdict(r) for r in sorted(reasons, key=lambda r: r.points)],
+    }

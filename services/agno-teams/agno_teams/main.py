@@ -5,7 +5,7 @@ Run with `uvicorn --factory agno_teams.main:build_app`."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,8 +28,8 @@ class ReviewIn(BaseModel):
 
 def as_of_or_now(as_of: datetime | None) -> datetime:
     if as_of is None:
-        return datetime.now(timezone.utc)
-    return as_of if as_of.tzinfo else as_of.replace(tzinfo=timezone.utc)
+        return datetime.now(UTC)
+    return as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -37,11 +37,23 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     peer_args = {"timeout": settings.peer_timeout_seconds, "attempts": settings.peer_attempts}
     hubspot = Peer("mcp-hubspot", settings.mcp_hubspot_url, **peer_args)
     context = Peer("mcp-context", settings.mcp_context_url, **peer_args)
-    coordinator = (Peer("agno-coordinator", settings.agno_coordinator_url, timeout=settings.peer_timeout_seconds,
-                        attempts=1, headers={"Authorization": f"Bearer {settings.model_key()}"})
-                   if settings.agno_coordinator_url else None)
-    gatherer = Gatherer(hubspot, context, max_engagements=settings.max_engagements_per_type,
-                        support_namespace=settings.support_namespace)
+    coordinator = (
+        Peer(
+            "agno-coordinator",
+            settings.agno_coordinator_url,
+            timeout=settings.peer_timeout_seconds,
+            attempts=1,
+            headers={"Authorization": f"Bearer {settings.model_key()}"},
+        )
+        if settings.agno_coordinator_url
+        else None
+    )
+    gatherer = Gatherer(
+        hubspot,
+        context,
+        max_engagements=settings.max_engagements_per_type,
+        support_namespace=settings.support_namespace,
+    )
 
     async def close() -> None:
         await hubspot.aclose()
@@ -49,14 +61,17 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         if coordinator:
             await coordinator.aclose()
 
-    app = create_app(settings, readiness={"mcp-hubspot": hubspot.ping, "mcp-context": context.ping},
-                     on_shutdown=[close])
+    app = create_app(
+        settings, readiness={"mcp-hubspot": hubspot.ping, "mcp-context": context.ping}, on_shutdown=[close]
+    )
     metrics = TeamMetrics(app.state.registry)
     runner = TeamRunner(settings, hubspot, context, metrics, coordinator)
 
     @app.exception_handler(PeerError)
     async def peer_failed(_: Request, exc: PeerError):
-        title = "Not found" if exc.status == 404 else "Dependency unavailable" if exc.status == 503 else "Upstream error"
+        title = (
+            "Not found" if exc.status == 404 else "Dependency unavailable" if exc.status == 503 else "Upstream error"
+        )
         return problem(exc.status, title, str(exc), peer=exc.peer)
 
     @app.exception_handler(ModelNotConfigured)
@@ -73,8 +88,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     async def health(company_id: str, as_of: datetime | None) -> dict[str, Any]:
         data = await gatherer.company(company_id)
-        result = client_health.score(data["company"], data["deals"], data["engagements"], data["support"],
-                                     as_of_or_now(as_of))
+        result = client_health.score(
+            data["company"], data["deals"], data["engagements"], data["support"], as_of_or_now(as_of)
+        )
         metrics.health.observe(result["score"])
         return result
 
@@ -87,37 +103,53 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/teams")
     async def teams() -> dict[str, Any]:
         missing = settings.model_missing()
-        return {"model": {"configured": missing is None, **({"detail": missing} if missing else {})},
-                "teams": ["SalesIntelligenceTeam", "ClientHealthTeam"]}
+        return {
+            "model": {"configured": missing is None, **({"detail": missing} if missing else {})},
+            "teams": ["SalesIntelligenceTeam", "ClientHealthTeam"],
+        }
 
     @app.get("/teams/client-health/companies/{company_id}")
     async def company_health(company_id: str, as_of: datetime | None = None) -> dict[str, Any]:
         return await health(company_id, as_of)
 
     @app.post("/teams/client-health/companies/{company_id}/review")
-    async def company_review(company_id: str, body: ReviewIn | None = None,
-                             as_of: datetime | None = None) -> dict[str, Any]:
+    async def company_review(
+        company_id: str, body: ReviewIn | None = None, as_of: datetime | None = None
+    ) -> dict[str, Any]:
         await runner.require_model("ClientHealthTeam")
         result = await health(company_id, as_of)
-        task = (f"Review the health of client company {company_id} ({result['company']}) and explain its score."
-                + (f" Focus: {body.focus}" if body and body.focus else ""))
+        task = f"Review the health of client company {company_id} ({result['company']}) and explain its score." + (
+            f" Focus: {body.focus}" if body and body.focus else ""
+        )
         run = await runner.run("ClientHealthTeam", client_health_team, prompt(task, result))
-        return {"company_id": company_id, "health": result, "review": run["content"], "team": run["team"],
-                "tool_calls": run["tool_calls"]}
+        return {
+            "company_id": company_id,
+            "health": result,
+            "review": run["content"],
+            "team": run["team"],
+            "tool_calls": run["tool_calls"],
+        }
 
     @app.get("/teams/sales/deals/{deal_id}/signals")
     async def deal_signals(deal_id: str, as_of: datetime | None = None) -> dict[str, Any]:
         return await signals(deal_id, as_of)
 
     @app.post("/teams/sales/deals/{deal_id}/analysis")
-    async def deal_analysis(deal_id: str, body: ReviewIn | None = None,
-                            as_of: datetime | None = None) -> dict[str, Any]:
+    async def deal_analysis(
+        deal_id: str, body: ReviewIn | None = None, as_of: datetime | None = None
+    ) -> dict[str, Any]:
         await runner.require_model("SalesIntelligenceTeam")
         result = await signals(deal_id, as_of)
-        task = (f"Analyse deal {deal_id} ({result['deal']}) and write coaching notes for its owner."
-                + (f" Focus: {body.focus}" if body and body.focus else ""))
+        task = f"Analyse deal {deal_id} ({result['deal']}) and write coaching notes for its owner." + (
+            f" Focus: {body.focus}" if body and body.focus else ""
+        )
         run = await runner.run("SalesIntelligenceTeam", sales_intelligence_team, prompt(task, result))
-        return {"deal_id": deal_id, "signals": result, "analysis": run["content"], "team": run["team"],
-                "tool_calls": run["tool_calls"]}
+        return {
+            "deal_id": deal_id,
+            "signals": result,
+            "analysis": run["content"],
+            "team": run["team"],
+            "tool_calls": run["tool_calls"],
+        }
 
     return app

@@ -4,8 +4,9 @@ tool loop uses their MCP endpoints (see `mcp_session`)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import httpx2
@@ -26,8 +27,9 @@ class PeerError(RuntimeError):
 
 
 class Peer:
-    def __init__(self, name: str, base_url: str, *, timeout: float, attempts: int,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self, name: str, base_url: str, *, timeout: float, attempts: int, headers: dict[str, str] | None = None
+    ):
         self.name, self.base_url = name, base_url.rstrip("/")
         self._http = ResilientClient(self.base_url, timeout=timeout, attempts=attempts, headers=headers)
         self._probe = ResilientClient(self.base_url, timeout=timeout, attempts=1)
@@ -41,8 +43,9 @@ class Peer:
             raise PeerError(self.name, 502, f"failed: {exc}") from exc
         if response.status_code >= 400:
             detail = _detail(response)
-            raise PeerError(self.name, 404 if response.status_code == 404 else 502,
-                            f"answered {response.status_code}: {detail}")
+            raise PeerError(
+                self.name, 404 if response.status_code == 404 else 502, f"answered {response.status_code}: {detail}"
+            )
         return response.json()
 
     async def ping(self) -> bool:

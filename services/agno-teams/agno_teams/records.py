@@ -3,7 +3,7 @@ or epoch milliseconds."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 CLOSED_STAGES = {"closedwon", "closedlost"}  # the default pipeline's closed stages
@@ -18,12 +18,12 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     if value.isdigit():
-        return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def time_prop(record: dict[str, Any], name: str) -> datetime | None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any, Callable
+from typing import Any
 
 from agno.run import RunStatus
 from agno.team import Team
@@ -35,8 +36,9 @@ class TeamTimeout(RuntimeError):
 
 
 class TeamRunner:
-    def __init__(self, settings: Settings, hubspot: Peer, context: Peer, metrics: TeamMetrics,
-                 coordinator: Peer | None = None):
+    def __init__(
+        self, settings: Settings, hubspot: Peer, context: Peer, metrics: TeamMetrics, coordinator: Peer | None = None
+    ):
         self.settings, self.hubspot, self.context, self.metrics = settings, hubspot, context, metrics
         self.coordinator = coordinator
 
@@ -60,8 +62,10 @@ class TeamRunner:
             listed = await self.coordinator.call("GET", "/v1/models")
             entry = next((m for m in listed.get("data", []) if m.get("id") == self.settings.model_id), None)
             if entry is not None and entry.get("available") is False:
-                missing = (f"agno-coordinator has no model available for {self.settings.model_id!r}: configure a "
-                           "provider there (OPENAI_API_KEY or ANTHROPIC_API_KEY secret, or LOCAL_MODEL_URL)")
+                missing = (
+                    f"agno-coordinator has no model available for {self.settings.model_id!r}: configure a "
+                    "provider there (OPENAI_API_KEY or ANTHROPIC_API_KEY secret, or LOCAL_MODEL_URL)"
+                )
         if missing is not None:
             self.metrics.runs.labels(name, "not_configured").inc()
             raise ModelNotConfigured(missing)

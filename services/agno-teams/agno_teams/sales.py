@@ -15,9 +15,12 @@ HIGH_RISK_FLAGS = 3
 def stage_entered(deal: dict[str, Any]) -> datetime | None:
     """When the deal entered its current stage: HubSpot's per-stage entry dates, else its creation."""
     stage = prop(deal, "dealstage")
-    return (time_prop(deal, "hs_v2_date_entered_current_stage")
-            or (time_prop(deal, f"hs_date_entered_{stage}") if stage else None)
-            or time_prop(deal, "createdate") or parse_time(deal.get("createdAt")))
+    return (
+        time_prop(deal, "hs_v2_date_entered_current_stage")
+        or (time_prop(deal, f"hs_date_entered_{stage}") if stage else None)
+        or time_prop(deal, "createdate")
+        or parse_time(deal.get("createdAt"))
+    )
 
 
 def deal_signals(deal: dict[str, Any], engagements: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
@@ -28,8 +31,12 @@ def deal_signals(deal: dict[str, Any], engagements: list[dict[str, Any]], now: d
     close = time_prop(deal, "closedate")
     amount = number_prop(deal, "amount")
     signals: dict[str, Any] = {
-        "deal_id": deal.get("id"), "deal": prop(deal, "dealname"), "state": state, "stage": prop(deal, "dealstage"),
-        "amount": amount, "as_of": now.isoformat(),
+        "deal_id": deal.get("id"),
+        "deal": prop(deal, "dealname"),
+        "state": state,
+        "stage": prop(deal, "dealstage"),
+        "amount": amount,
+        "as_of": now.isoformat(),
         "stage_age_days": days_between(entered, now) if entered else None,
         "days_since_last_touch": days_between(last_touch, now) if last_touch else None,
         "engagements": len(engagements),
@@ -40,6 +47,7 @@ def deal_signals(deal: dict[str, Any], engagements: list[dict[str, Any]], now: d
     }
     flags: list[dict[str, str]] = []
     if state == "open":
+
         def flag(name: str, evidence: str) -> None:
             flags.append({"flag": name, "evidence": evidence})
 
@@ -56,6 +64,7 @@ def deal_signals(deal: dict[str, Any], engagements: list[dict[str, Any]], now: d
         if amount is None:
             flag("no_amount", "no amount set")
     signals["risk_flags"] = flags
-    signals["risk"] = ("closed" if state != "open" else "high" if len(flags) >= HIGH_RISK_FLAGS
-                       else "medium" if flags else "low")
+    signals["risk"] = (
+        "closed" if state != "open" else "high" if len(flags) >= HIGH_RISK_FLAGS else "medium" if flags else "low"
+    )
     return signals

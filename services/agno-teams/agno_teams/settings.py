@@ -27,6 +27,12 @@ class Settings(ServiceSettings):
 
     def model_missing(self) -> str | None:
         """Why no model can be called, or None when one can."""
-        missing = [name for name, value in (("AGNO_COORDINATOR_URL", self.agno_coordinator_url),
-                                            ("MODEL_API_KEY (or INTERNAL_API_TOKEN)", self.model_key())) if not value]
+        missing = [
+            name
+            for name, value in (
+                ("AGNO_COORDINATOR_URL", self.agno_coordinator_url),
+                ("MODEL_API_KEY (or INTERNAL_API_TOKEN)", self.model_key()),
+            )
+            if not value
+        ]
         return f"no model configured: set {' and '.join(missing)}" if missing else None

@@ -5,14 +5,16 @@ answers or the step limit ends the run."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 from sophia_chassis import ResilientClient
 
 SYSTEM_PROMPT = (
     "You are Sophia's agent. Use the tools to find facts before answering; cite the repository files, "
-    "CRM records or memories you used. Answer concisely when you have enough.")
+    "CRM records or memories you used. Answer concisely when you have enough."
+)
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
@@ -59,8 +61,7 @@ class ModelClient:
 async def run_agent(goal: str, model: ModelClient, tools: Tools, emit: Emit, *, max_steps: int) -> Outcome:
     """A step is one model call and the tools it asked for. The time limit is the caller's
     (the worker runs this under asyncio.timeout, which also interrupts a call in flight)."""
-    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM_PROMPT},
-                                      {"role": "user", "content": goal}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": goal}]
     offered = tools.openai_tools()
     for step in range(1, max_steps + 1):
         message = await model.complete(messages, offered)

@@ -7,6 +7,7 @@ Run with `uvicorn --factory mcp_agents.main:build_app`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -76,8 +77,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     redis = Redis.from_url(settings.redis_url, password=settings.redis_password)
     store = TaskStore(settings.conninfo())
     queue = TaskQueue(redis, visibility_timeout_seconds=settings.visibility_timeout_seconds)
-    model = ModelClient(f"{settings.agno_coordinator_url}", settings.internal_api_token,
-                        timeout=settings.model_timeout_seconds)
+    model = ModelClient(
+        f"{settings.agno_coordinator_url}", settings.internal_api_token, timeout=settings.model_timeout_seconds
+    )
     running: list[asyncio.Task] = []
 
     async def run(task: Task, emit) -> Outcome:
@@ -94,9 +96,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         # Unique per process start: a restarted pod must not inherit a dead consumer's name.
         host = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         for n in range(settings.workers):
-            worker = Worker(f"{host}-{n}", store, queue, run, max_attempts=settings.max_attempts,
-                            on_finished=lambda outcome, seconds: (tasks_total.labels(outcome).inc(),
-                                                                  task_seconds.observe(seconds)))
+            worker = Worker(
+                f"{host}-{n}",
+                store,
+                queue,
+                run,
+                max_attempts=settings.max_attempts,
+                on_finished=lambda outcome, seconds: (tasks_total.labels(outcome).inc(), task_seconds.observe(seconds)),
+            )
             running.append(asyncio.create_task(worker.run_forever(), name=worker.name))
         running.append(asyncio.create_task(requeue_lost(store, queue, settings.visibility_timeout_seconds)))
 
@@ -112,16 +119,29 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def redis_ready() -> bool:
         return bool(await redis.ping())
 
-    app = create_app(settings, readiness={"redis": redis_ready, "postgres": store.ping},
-                     on_startup=[start], on_shutdown=[stop])
+    app = create_app(
+        settings, readiness={"redis": redis_ready, "postgres": store.ping}, on_startup=[start], on_shutdown=[stop]
+    )
     registry = app.state.registry
     tasks_total = Counter("agents_tasks_total", "Agent tasks finished, by outcome", ["outcome"], registry=registry)
-    submitted_total = Counter("agents_tasks_submitted_total", "Task submissions, by whether they created a task",
-                              ["created"], registry=registry)
-    task_seconds = Histogram("agents_task_duration_seconds", "Time from a worker taking a task to its outcome",
-                             buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=registry)
-    tool_calls = Counter("agents_tool_calls_total", "MCP tool calls made by agents, by tool and outcome",
-                         ["tool", "outcome"], registry=registry)
+    submitted_total = Counter(
+        "agents_tasks_submitted_total",
+        "Task submissions, by whether they created a task",
+        ["created"],
+        registry=registry,
+    )
+    task_seconds = Histogram(
+        "agents_task_duration_seconds",
+        "Time from a worker taking a task to its outcome",
+        buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+        registry=registry,
+    )
+    tool_calls = Counter(
+        "agents_tool_calls_total",
+        "MCP tool calls made by agents, by tool and outcome",
+        ["tool", "outcome"],
+        registry=registry,
+    )
 
     class _Counted:
         def __init__(self, toolbox: Toolbox):
@@ -140,23 +160,26 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             return output
 
     @app.post("/agents/tasks", status_code=202)
-    async def submit(body: TaskIn, response: Response,
-                     idempotency_key: str | None = Header(None, max_length=200)) -> dict[str, Any]:
+    async def submit(
+        body: TaskIn, response: Response, idempotency_key: str | None = Header(None, max_length=200)
+    ) -> dict[str, Any]:
         """Queue a task. The same `Idempotency-Key` returns the first task instead of a second one."""
         try:
-            task, created = await store.submit(body.goal, body.max_steps or settings.default_max_steps,
-                                               body.time_limit_seconds or settings.default_time_limit_seconds,
-                                               idempotency_key)
+            task, created = await store.submit(
+                body.goal,
+                body.max_steps or settings.default_max_steps,
+                body.time_limit_seconds or settings.default_time_limit_seconds,
+                idempotency_key,
+            )
         except IdempotencyConflict as exc:
             return problem(409, "Idempotency key reused", str(exc))
         submitted_total.labels(str(created).lower()).inc()
         response.headers["Location"] = f"/agents/tasks/{task.id}"
         if created:
             await store.event(task.id, "queued", {"goal": task.goal})
-            try:
+            # Recorded in PostgreSQL: requeue_lost queues it once Redis is back.
+            with contextlib.suppress(Exception):
                 await queue.enqueue(task.id)
-            except Exception:  # recorded in PostgreSQL: requeue_lost queues it once Redis is back
-                pass
         else:
             response.status_code = 200
         return task.public()
@@ -192,14 +215,16 @@ def build_app(settings: Settings | None = None) -> FastAPI:
                     yield ": keep-alive\n\n"
                 await asyncio.sleep(SSE_POLL_SECONDS)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     @app.get("/agents/tools")
     async def list_tools() -> JSONResponse:
         """The tools an agent would be offered now, and the MCP servers that could not be reached."""
         async with Toolbox(settings.mcp_servers()) as toolbox:
-            return JSONResponse({"tools": [t.openai()["function"] for t in toolbox.tools.values()],
-                                 "unavailable": toolbox.unavailable})
+            return JSONResponse(
+                {"tools": [t.openai()["function"] for t in toolbox.tools.values()], "unavailable": toolbox.unavailable}
+            )
 
     return app

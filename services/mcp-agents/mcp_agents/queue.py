@@ -22,8 +22,9 @@ class Delivery:
 
 
 class TaskQueue:
-    def __init__(self, redis: Redis, *, visibility_timeout_seconds: float = 60.0,
-                 stream: str = STREAM, group: str = GROUP):
+    def __init__(
+        self, redis: Redis, *, visibility_timeout_seconds: float = 60.0, stream: str = STREAM, group: str = GROUP
+    ):
         self.redis, self.stream, self.group = redis, stream, group
         self.visibility_ms = int(visibility_timeout_seconds * 1000)
 
@@ -41,8 +42,9 @@ class TaskQueue:
     async def next(self, consumer: str, block_ms: int = 1000) -> Delivery | None:
         """A task for `consumer`: first one abandoned by a dead worker, else a new one."""
         try:
-            _, claimed, _ = await self.redis.xautoclaim(self.stream, self.group, consumer,
-                                                        min_idle_time=self.visibility_ms, start_id="0-0", count=1)
+            _, claimed, _ = await self.redis.xautoclaim(
+                self.stream, self.group, consumer, min_idle_time=self.visibility_ms, start_id="0-0", count=1
+            )
             if claimed:
                 return self._delivery(claimed[0], reclaimed=True)
             read = await self.redis.xreadgroup(self.group, consumer, {self.stream: ">"}, count=1, block=block_ms)
@@ -58,12 +60,14 @@ class TaskQueue:
     @staticmethod
     def _delivery(entry, *, reclaimed: bool) -> Delivery:
         entry_id, fields = entry
-        decode = (lambda v: v.decode() if isinstance(v, bytes) else v)
+
+        def decode(v):
+            return v.decode() if isinstance(v, bytes) else v
+
         return Delivery(decode(entry_id), decode(fields.get(b"task_id", fields.get("task_id"))), reclaimed)
 
     async def heartbeat(self, consumer: str, entry_id: str) -> None:
-        await self.redis.xclaim(self.stream, self.group, consumer, min_idle_time=0, message_ids=[entry_id],
-                                justid=True)
+        await self.redis.xclaim(self.stream, self.group, consumer, min_idle_time=0, message_ids=[entry_id], justid=True)
 
     async def ack(self, entry_id: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

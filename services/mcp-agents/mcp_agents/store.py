@@ -69,16 +69,37 @@ class Task:
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Task":
-        return cls(str(row["id"]), row["goal"], row["max_steps"], row["time_limit_seconds"], row["state"],
-                   row["attempts"], row["worker"], row["result"], row["error"], row["steps"], row["client_key"],
-                   row["created_at"], row["updated_at"])
+    def from_row(cls, row: dict[str, Any]) -> Task:
+        return cls(
+            str(row["id"]),
+            row["goal"],
+            row["max_steps"],
+            row["time_limit_seconds"],
+            row["state"],
+            row["attempts"],
+            row["worker"],
+            row["result"],
+            row["error"],
+            row["steps"],
+            row["client_key"],
+            row["created_at"],
+            row["updated_at"],
+        )
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "goal": self.goal, "state": self.state, "result": self.result, "error": self.error,
-                "steps": self.steps, "attempts": self.attempts, "worker": self.worker,
-                "limits": {"max_steps": self.max_steps, "time_limit_seconds": self.time_limit_seconds},
-                "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat()}
+        return {
+            "id": self.id,
+            "goal": self.goal,
+            "state": self.state,
+            "result": self.result,
+            "error": self.error,
+            "steps": self.steps,
+            "attempts": self.attempts,
+            "worker": self.worker,
+            "limits": {"max_steps": self.max_steps, "time_limit_seconds": self.time_limit_seconds},
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
 
 
 def request_hash(goal: str, max_steps: int, time_limit_seconds: float) -> str:
@@ -87,8 +108,13 @@ def request_hash(goal: str, max_steps: int, time_limit_seconds: float) -> str:
 
 class TaskStore:
     def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 5, **connect_kwargs: Any):
-        self.pool = AsyncConnectionPool(conninfo, min_size=min_size, max_size=max_size, open=False,
-                                        kwargs={"prepare_threshold": None, "row_factory": dict_row} | connect_kwargs)
+        self.pool = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"prepare_threshold": None, "row_factory": dict_row} | connect_kwargs,
+        )
 
     async def open(self) -> None:
         await self.pool.open(wait=True, timeout=15)
@@ -105,22 +131,28 @@ class TaskStore:
             await conn.execute("SELECT 1")
         return True
 
-    async def submit(self, goal: str, max_steps: int, time_limit_seconds: float,
-                     client_key: str | None) -> tuple[Task, bool]:
+    async def submit(
+        self, goal: str, max_steps: int, time_limit_seconds: float, client_key: str | None
+    ) -> tuple[Task, bool]:
         """The task, and whether it was created now (False: the client key's earlier task)."""
         digest = request_hash(goal, max_steps, time_limit_seconds)
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(
-                "INSERT INTO agent_tasks (id, client_key, request_hash, goal, max_steps, time_limit_seconds) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (client_key) DO NOTHING RETURNING *",
-                (uuid.uuid4(), client_key, digest, goal, max_steps, time_limit_seconds))).fetchone()
+            row = await (
+                await conn.execute(
+                    "INSERT INTO agent_tasks (id, client_key, request_hash, goal, max_steps, time_limit_seconds) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (client_key) DO NOTHING RETURNING *",
+                    (uuid.uuid4(), client_key, digest, goal, max_steps, time_limit_seconds),
+                )
+            ).fetchone()
             if row:
                 return Task.from_row(row), True
-            row = await (await conn.execute("SELECT * FROM agent_tasks WHERE client_key = %s",
-                                            (client_key,))).fetchone()
+            row = await (
+                await conn.execute("SELECT * FROM agent_tasks WHERE client_key = %s", (client_key,))
+            ).fetchone()
         if row["request_hash"] != digest:
-            raise IdempotencyConflict(f"Idempotency-Key {client_key!r} was used for a different task; "
-                                      "use a new key for a new task")
+            raise IdempotencyConflict(
+                f"Idempotency-Key {client_key!r} was used for a different task; use a new key for a new task"
+            )
         return Task.from_row(row), False
 
     async def get(self, task_id: str) -> Task | None:
@@ -136,27 +168,38 @@ class TaskStore:
         """Mark a task running on `worker`, counting the attempt. None when it is finished or another
         worker is running it (its heartbeat keeps `updated_at` fresh), so a task never runs twice at once."""
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(
-                "UPDATE agent_tasks SET state = 'running', attempts = attempts + 1, worker = %s, updated_at = now() "
-                "WHERE id = %s AND (state = 'queued' OR (state = 'running' "
-                "AND updated_at < now() - make_interval(secs => %s))) RETURNING *",
-                (worker, task_id, abandoned_after_seconds))).fetchone()
+            row = await (
+                await conn.execute(
+                    "UPDATE agent_tasks SET state = 'running', attempts = attempts + 1, worker = %s, updated_at = now() "
+                    "WHERE id = %s AND (state = 'queued' OR (state = 'running' "
+                    "AND updated_at < now() - make_interval(secs => %s))) RETURNING *",
+                    (worker, task_id, abandoned_after_seconds),
+                )
+            ).fetchone()
         return Task.from_row(row) if row else None
 
-    async def finish(self, task_id: str, *, result: str | None = None, error: str | None = None,
-                     steps: int = 0) -> None:
+    async def finish(
+        self, task_id: str, *, result: str | None = None, error: str | None = None, steps: int = 0
+    ) -> None:
         state = "failed" if error else "succeeded"
         async with self.pool.connection() as conn:
-            await conn.execute("UPDATE agent_tasks SET state = %s, result = %s, error = %s, steps = %s, "
-                               "updated_at = now() WHERE id = %s", (state, result, error, steps, task_id))
+            await conn.execute(
+                "UPDATE agent_tasks SET state = %s, result = %s, error = %s, steps = %s, "
+                "updated_at = now() WHERE id = %s",
+                (state, result, error, steps, task_id),
+            )
         await self.event(task_id, state, {"result": result, "error": error, "steps": steps})
 
     async def stale(self, older_than_seconds: float) -> list[str]:
         """Unfinished tasks untouched for a while: their queue entry may have been evicted from Redis."""
         async with self.pool.connection() as conn:
-            rows = await (await conn.execute(
-                "SELECT id FROM agent_tasks WHERE state IN ('queued', 'running') "
-                "AND updated_at < now() - make_interval(secs => %s)", (older_than_seconds,))).fetchall()
+            rows = await (
+                await conn.execute(
+                    "SELECT id FROM agent_tasks WHERE state IN ('queued', 'running') "
+                    "AND updated_at < now() - make_interval(secs => %s)",
+                    (older_than_seconds,),
+                )
+            ).fetchall()
         return [str(r["id"]) for r in rows]
 
     async def touch(self, task_id: str) -> None:
@@ -165,15 +208,21 @@ class TaskStore:
 
     async def event(self, task_id: str, kind: str, data: dict[str, Any]) -> int:
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(
-                "INSERT INTO agent_task_events (task_id, seq, kind, data) VALUES (%s, "
-                "(SELECT coalesce(max(seq), 0) + 1 FROM agent_task_events WHERE task_id = %s), %s, %s) RETURNING seq",
-                (task_id, task_id, kind, Jsonb(data)))).fetchone()
+            row = await (
+                await conn.execute(
+                    "INSERT INTO agent_task_events (task_id, seq, kind, data) VALUES (%s, "
+                    "(SELECT coalesce(max(seq), 0) + 1 FROM agent_task_events WHERE task_id = %s), %s, %s) RETURNING seq",
+                    (task_id, task_id, kind, Jsonb(data)),
+                )
+            ).fetchone()
         return row["seq"]
 
     async def events_after(self, task_id: str, seq: int) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
-            rows = await (await conn.execute(
-                "SELECT seq, kind, data, at FROM agent_task_events WHERE task_id = %s AND seq > %s ORDER BY seq",
-                (task_id, seq))).fetchall()
+            rows = await (
+                await conn.execute(
+                    "SELECT seq, kind, data, at FROM agent_task_events WHERE task_id = %s AND seq > %s ORDER BY seq",
+                    (task_id, seq),
+                )
+            ).fetchall()
         return [{"seq": r["seq"], "kind": r["kind"], "data": r["data"], "at": r["at"].isoformat()} for r in rows]

@@ -31,8 +31,14 @@ class Tool:
         return f"{self.server}{SEPARATOR}{self.name}"[:64]
 
     def openai(self) -> dict[str, Any]:
-        return {"type": "function", "function": {"name": self.qualified, "description": self.description[:1024],
-                                                 "parameters": self.input_schema or {"type": "object"}}}
+        return {
+            "type": "function",
+            "function": {
+                "name": self.qualified,
+                "description": self.description[:1024],
+                "parameters": self.input_schema or {"type": "object"},
+            },
+        }
 
 
 def result_text(result) -> str:
@@ -67,7 +73,7 @@ class Toolbox:
         self._stack.push_async_callback(stack.aclose)
         return session
 
-    async def __aenter__(self) -> "Toolbox":
+    async def __aenter__(self) -> Toolbox:
         try:
             await self._open_all()
         except BaseException:

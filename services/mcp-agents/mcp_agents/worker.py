@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -19,8 +20,17 @@ Observer = Callable[[str, float], Any]  # (outcome, seconds)
 
 
 class Worker:
-    def __init__(self, name: str, store: TaskStore, queue: TaskQueue, run: Runner, *, max_attempts: int = 3,
-                 on_finished: Observer = lambda outcome, seconds: None, block_ms: int = 1000):
+    def __init__(
+        self,
+        name: str,
+        store: TaskStore,
+        queue: TaskQueue,
+        run: Runner,
+        *,
+        max_attempts: int = 3,
+        on_finished: Observer = lambda outcome, seconds: None,
+        block_ms: int = 1000,
+    ):
         self.name, self.store, self.queue, self.run = name, store, queue, run
         self.max_attempts, self.on_finished, self.block_ms = max_attempts, on_finished, block_ms
         self.abandoned_after = queue.visibility_ms / 1000
@@ -42,11 +52,15 @@ class Worker:
         if task is None:  # finished, unknown, or alive on another worker: this entry is a duplicate
             await self.queue.ack(delivery.entry_id)
             return
-        await self.store.event(task.id, "started", {"worker": self.name, "attempt": task.attempts,
-                                                    "reclaimed": delivery.reclaimed})
+        await self.store.event(
+            task.id, "started", {"worker": self.name, "attempt": task.attempts, "reclaimed": delivery.reclaimed}
+        )
         if task.attempts > self.max_attempts:
-            await self._finish(task, time.monotonic(), error=f"gave up after {self.max_attempts} attempts: "
-                                                             "the workers running it kept stopping")
+            await self._finish(
+                task,
+                time.monotonic(),
+                error=f"gave up after {self.max_attempts} attempts: the workers running it kept stopping",
+            )
             await self.queue.ack(delivery.entry_id)
             return
         heartbeat = asyncio.create_task(self._heartbeat(task.id, delivery.entry_id))
@@ -62,8 +76,9 @@ class Worker:
                 outcome = await self.run(task, emit)
             await self._finish(task, started, result=outcome.answer, steps=outcome.steps)
         except TimeoutError:
-            await self._finish(task, started, error=f"time limit reached ({task.time_limit_seconds:g} s)",
-                               steps=steps["n"])
+            await self._finish(
+                task, started, error=f"time limit reached ({task.time_limit_seconds:g} s)", steps=steps["n"]
+            )
         except LimitReached as exc:
             await self._finish(task, started, error=str(exc), steps=steps["n"])
         except asyncio.CancelledError:
@@ -74,12 +89,19 @@ class Worker:
             heartbeat.cancel()
         await self.queue.ack(delivery.entry_id)
 
-    async def _finish(self, task: Task, started: float, *, result: str | None = None, error: str | None = None,
-                      steps: int = 0) -> None:
+    async def _finish(
+        self, task: Task, started: float, *, result: str | None = None, error: str | None = None, steps: int = 0
+    ) -> None:
         await self.store.finish(task.id, result=result, error=error, steps=steps)
         self.on_finished("failed" if error else "succeeded", time.monotonic() - started)
-        log.info("task_finished", task=task.id, worker=self.name, state="failed" if error else "succeeded",
-                 error=error, steps=steps)
+        log.info(
+            "task_finished",
+            task=task.id,
+            worker=self.name,
+            state="failed" if error else "succeeded",
+            error=error,
+            steps=steps,
+        )
 
     async def _heartbeat(self, task_id: str, entry_id: str) -> None:
         while True:

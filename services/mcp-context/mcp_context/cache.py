@@ -7,14 +7,15 @@ of JSON's size and decoded without parsing, which is most of a hit's cost (bench
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Coroutine, Sequence, TypeVar
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import redis.asyncio as redis
 import structlog
-from sophia_chassis.http import CircuitBreaker, CircuitOpenError
 
 from mcp_context.embeddings import Embedder
+from sophia_chassis.http import CircuitBreaker, CircuitOpenError
 
 CACHE_TTL_SECONDS = 86400
 T = TypeVar("T")
@@ -34,8 +35,13 @@ def decode_vector(raw: bytes) -> list[float]:
 
 
 class CachedEmbedder:
-    def __init__(self, inner: Embedder, client: redis.Redis | None, ttl: int = CACHE_TTL_SECONDS,
-                 breaker: CircuitBreaker | None = None):
+    def __init__(
+        self,
+        inner: Embedder,
+        client: redis.Redis | None,
+        ttl: int = CACHE_TTL_SECONDS,
+        breaker: CircuitBreaker | None = None,
+    ):
         self.inner, self.client, self.ttl = inner, client, ttl
         self.breaker = breaker or CircuitBreaker(failure_threshold=3, reset_timeout=5.0)
         self.model, self.dimensions = inner.model, inner.dimensions
@@ -50,14 +56,17 @@ class CachedEmbedder:
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
         # Rounded to float32 as the cache stores them, so a hit returns exactly what the miss did.
-        fresh = [decode_vector(encode_vector(v)) for v in await self.inner.embed([texts[i] for i in missing])] \
-            if missing else []
+        fresh = (
+            [decode_vector(encode_vector(v)) for v in await self.inner.embed([texts[i] for i in missing])]
+            if missing
+            else []
+        )
         vectors: list[list[float]] = [decode_vector(v) if v is not None else [] for v in cached]
-        for i, vector in zip(missing, fresh):
+        for i, vector in zip(missing, fresh, strict=True):
             vectors[i] = vector
         if fresh and self.client is not None:
             pipe = self.client.pipeline(transaction=False)
-            for i, vector in zip(missing, fresh):
+            for i, vector in zip(missing, fresh, strict=True):
                 pipe.set(keys[i], encode_vector(vector), ex=self.ttl)
             await self._guarded(pipe.execute(), default=None)
         return vectors

@@ -6,8 +6,9 @@ does, without torch and its gigabytes of CUDA wheels."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -45,17 +46,26 @@ def batches(texts: Sequence[str], max_inputs: int, max_chars: int) -> list[list[
 
 
 class OpenAIEmbedder:
-    def __init__(self, api_key: str, base_url: str = "https://api.openai.com/v1", model: str = OPENAI_MODEL,
-                 dimensions: int = OPENAI_DIMENSIONS, client: ResilientClient | None = None):
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = "https://api.openai.com/v1",
+        model: str = OPENAI_MODEL,
+        dimensions: int = OPENAI_DIMENSIONS,
+        client: ResilientClient | None = None,
+    ):
         self.model, self.dimensions = model, dimensions
-        self._client = client or ResilientClient(base_url.rstrip("/"), timeout=30.0,
-                                                 headers={"Authorization": f"Bearer {api_key}"})
+        self._client = client or ResilientClient(
+            base_url.rstrip("/"), timeout=30.0, headers={"Authorization": f"Bearer {api_key}"}
+        )
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
         for batch in batches(texts, OPENAI_MAX_INPUTS, OPENAI_MAX_CHARS_PER_REQUEST):
-            response = await self._client.post("/embeddings", json={
-                "model": self.model, "input": batch, "dimensions": self.dimensions, "encoding_format": "float"})
+            response = await self._client.post(
+                "/embeddings",
+                json={"model": self.model, "input": batch, "dimensions": self.dimensions, "encoding_format": "float"},
+            )
             if response.status_code != 200:
                 raise EmbeddingError(f"embeddings API answered {response.status_code}: {response.text[:200]}")
             data = sorted(response.json()["data"], key=lambda item: item["index"])
@@ -115,8 +125,11 @@ class MiniLMEmbedder:
         ids = np.array([e.ids for e in encodings])
         mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
         positions = np.arange(ids.shape[1])
-        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][positions]
-             + w["embeddings.token_type_embeddings.weight"][0])
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][positions]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
         batch, seq, hidden = x.shape
         head_dim = hidden // self._heads
@@ -124,7 +137,7 @@ class MiniLMEmbedder:
         for i in range(self._layers):
             p = f"encoder.layer.{i}."
 
-            def dense(h, name):
+            def dense(h, name, p=p):
                 return h @ w[p + name + ".weight"].T + w[p + name + ".bias"]
 
             def split(h):
@@ -135,11 +148,15 @@ class MiniLMEmbedder:
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             context = (scores / scores.sum(-1, keepdims=True)) @ v
             context = context.transpose(0, 2, 1, 3).reshape(batch, seq, hidden)
-            x = _layer_norm(dense(context, "attention.output.dense") + x,
-                            w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"])
+            x = _layer_norm(
+                dense(context, "attention.output.dense") + x,
+                w[p + "attention.output.LayerNorm.weight"],
+                w[p + "attention.output.LayerNorm.bias"],
+            )
             inner = _gelu(dense(x, "intermediate.dense"))
-            x = _layer_norm(dense(inner, "output.dense") + x, w[p + "output.LayerNorm.weight"],
-                            w[p + "output.LayerNorm.bias"])
+            x = _layer_norm(
+                dense(inner, "output.dense") + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]
+            )
         pooled = (x * mask[..., None]).sum(1) / np.clip(mask.sum(1, keepdims=True), 1e-9, None)
         return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 

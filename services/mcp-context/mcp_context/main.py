@@ -6,7 +6,8 @@ the mounted secret files when the app is built, not at import)."""
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from uuid import UUID
 
 import redis.asyncio as redis
@@ -80,18 +81,24 @@ class ContextService:
             # tight ones turned healthy calls into misses (seen in CI). A hung Redis is instead cut
             # off by the cache's breaker after a few timeouts.
             pool = redis.BlockingConnectionPool.from_url(
-                settings.redis_url, password=settings.redis_password, max_connections=settings.redis_max_connections,
-                timeout=10, socket_timeout=settings.redis_timeout_seconds,
-                socket_connect_timeout=settings.redis_timeout_seconds)
+                settings.redis_url,
+                password=settings.redis_password,
+                max_connections=settings.redis_max_connections,
+                timeout=10,
+                socket_timeout=settings.redis_timeout_seconds,
+                socket_connect_timeout=settings.redis_timeout_seconds,
+            )
             client = redis.Redis(connection_pool=pool)
         self.embedder = CachedEmbedder(build_embedder(settings), client, settings.embedding_cache_ttl_seconds)
         self.store: MemoryStore
         if settings.qdrant_url:
-            self.store = ServerMemoryStore(AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key),
-                                           settings.qdrant_collection, self.embedder.dimensions)
+            self.store = ServerMemoryStore(
+                AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key),
+                settings.qdrant_collection,
+                self.embedder.dimensions,
+            )
         else:
-            self.store = EmbeddedMemoryStore(settings.qdrant_path, settings.qdrant_collection,
-                                             self.embedder.dimensions)
+            self.store = EmbeddedMemoryStore(settings.qdrant_path, settings.qdrant_collection, self.embedder.dimensions)
 
     async def add(self, items: list[MemoryIn]) -> list[str]:
         memories = [Memory(text=i.text, namespace=i.namespace, user=i.user, metadata=i.metadata) for i in items]
@@ -99,15 +106,22 @@ class ContextService:
         await self.store.upsert(memories, vectors)
         return [m.id for m in memories]
 
-    async def search(self, query: SearchIn, abandoned: Callable[[], Awaitable[bool]] | None = None
-                     ) -> list[dict[str, Any]] | None:
+    async def search(
+        self, query: SearchIn, abandoned: Callable[[], Awaitable[bool]] | None = None
+    ) -> list[dict[str, Any]] | None:
         """None when `abandoned` says the caller has gone: under overload, clients that timed out
         would otherwise keep the store busy for nobody (measured in bench-context)."""
         [vector] = await self.embedder.embed([query.query])
         if abandoned is not None and await abandoned():
             return None
-        return await self.store.search(vector, limit=query.top_k, score_threshold=query.score_threshold,
-                                       namespace=query.namespace, user=query.user, metadata=query.metadata)
+        return await self.store.search(
+            vector,
+            limit=query.top_k,
+            score_threshold=query.score_threshold,
+            namespace=query.namespace,
+            user=query.user,
+            metadata=query.metadata,
+        )
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -117,15 +131,17 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     endpoint = McpEndpoint(mcp)
 
     @mcp.tool()
-    async def store_memory(text: str, namespace: str = "default", user: str | None = None,
-                           metadata: dict[str, Any] | None = None) -> dict[str, str]:
+    async def store_memory(
+        text: str, namespace: str = "default", user: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> dict[str, str]:
         """Store a memory; returns its id."""
         [memory_id] = await service.add([MemoryIn(text=text, namespace=namespace, user=user, metadata=metadata or {})])
         return {"id": memory_id}
 
     @mcp.tool()
-    async def search_memories(query: str, top_k: int = 5, namespace: str | None = None,
-                              user: str | None = None) -> list[dict[str, Any]]:
+    async def search_memories(
+        query: str, top_k: int = 5, namespace: str | None = None, user: str | None = None
+    ) -> list[dict[str, Any]]:
         """Semantic search over stored memories, best match first."""
         return await service.search(SearchIn(query=query, top_k=top_k, namespace=namespace, user=user))
 
@@ -150,11 +166,15 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def qdrant_ready() -> bool:
         return await service.store.ready()
 
-    app = create_app(settings, readiness={"redis": redis_ready, "qdrant": qdrant_ready},
-                     on_startup=[start], on_shutdown=[stop])
+    app = create_app(
+        settings, readiness={"redis": redis_ready, "qdrant": qdrant_ready}, on_startup=[start], on_shutdown=[stop]
+    )
     app.state.service = service
-    requests_abandoned = Counter("context_searches_abandoned_total",
-                                 "Searches not run because their client had gone", registry=app.state.registry)
+    requests_abandoned = Counter(
+        "context_searches_abandoned_total",
+        "Searches not run because their client had gone",
+        registry=app.state.registry,
+    )
 
     @app.post("/memories", status_code=201)
     async def add_memory(item: MemoryIn) -> dict[str, str]:
@@ -188,9 +208,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/embeddings/info")
     async def info() -> dict[str, Any]:
-        return {"model": service.embedder.model, "dimensions": service.embedder.dimensions,
-                "cache": {"hits": service.embedder.hits, "misses": service.embedder.misses}}
+        return {
+            "model": service.embedder.model,
+            "dimensions": service.embedder.dimensions,
+            "cache": {"hits": service.embedder.hits, "misses": service.embedder.misses},
+        }
 
     endpoint.attach(app)
     return app
-

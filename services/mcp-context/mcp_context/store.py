@@ -31,12 +31,18 @@ class Memory:
     created_at: float = field(default_factory=time.time)
 
     def payload(self) -> dict[str, Any]:
-        return {"text": self.text, "namespace": self.namespace, "user": self.user, "metadata": self.metadata,
-                "created_at": self.created_at}
+        return {
+            "text": self.text,
+            "namespace": self.namespace,
+            "user": self.user,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+        }
 
 
-def filter_conditions(namespace: str | None, user: str | None,
-                      metadata: dict[str, Any] | None) -> list[tuple[str, Any]]:
+def filter_conditions(
+    namespace: str | None, user: str | None, metadata: dict[str, Any] | None
+) -> list[tuple[str, Any]]:
     """(payload key, value) pairs that must all match."""
     pairs = [(k, v) for k, v in (("namespace", namespace), ("user", user)) if v is not None]
     return pairs + [(f"metadata.{k}", v) for k, v in (metadata or {}).items()]
@@ -47,9 +53,16 @@ class MemoryStore(Protocol):
 
     async def ensure_collection(self) -> None: ...
     async def upsert(self, memories: list[Memory], vectors: list[list[float]]) -> None: ...
-    async def search(self, vector: list[float], *, limit: int, score_threshold: float | None,
-                     namespace: str | None, user: str | None,
-                     metadata: dict[str, Any] | None) -> list[dict[str, Any]]: ...
+    async def search(
+        self,
+        vector: list[float],
+        *,
+        limit: int,
+        score_threshold: float | None,
+        namespace: str | None,
+        user: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> list[dict[str, Any]]: ...
     async def get(self, memory_id: str) -> dict[str, Any] | None: ...
     async def delete(self, memory_id: str) -> bool: ...
     async def ready(self) -> bool: ...
@@ -68,22 +81,43 @@ class ServerMemoryStore:
         await self.client.create_collection(
             self.collection,
             vectors_config=models.VectorParams(size=self.dimensions, distance=models.Distance.COSINE),
-            hnsw_config=HNSW, optimizers_config=OPTIMIZERS)
+            hnsw_config=HNSW,
+            optimizers_config=OPTIMIZERS,
+        )
         for key in INDEXED_FIELDS:
             await self.client.create_payload_index(self.collection, key, models.PayloadSchemaType.KEYWORD)
 
     async def upsert(self, memories: list[Memory], vectors: list[list[float]]) -> None:
-        await self.client.upsert(self.collection, points=[
-            models.PointStruct(id=m.id, vector=v, payload=m.payload()) for m, v in zip(memories, vectors)])
+        await self.client.upsert(
+            self.collection,
+            points=[
+                models.PointStruct(id=m.id, vector=v, payload=m.payload())
+                for m, v in zip(memories, vectors, strict=True)
+            ],
+        )
 
-    async def search(self, vector: list[float], *, limit: int, score_threshold: float | None, namespace: str | None,
-                     user: str | None, metadata: dict[str, Any] | None) -> list[dict[str, Any]]:
-        must = [models.FieldCondition(key=k, match=models.MatchValue(value=v))
-                for k, v in filter_conditions(namespace, user, metadata)]
-        result = await self.client.query_points(self.collection, query=vector, limit=limit,
-                                                score_threshold=score_threshold,
-                                                query_filter=models.Filter(must=must) if must else None,
-                                                with_payload=True)
+    async def search(
+        self,
+        vector: list[float],
+        *,
+        limit: int,
+        score_threshold: float | None,
+        namespace: str | None,
+        user: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> list[dict[str, Any]]:
+        must = [
+            models.FieldCondition(key=k, match=models.MatchValue(value=v))
+            for k, v in filter_conditions(namespace, user, metadata)
+        ]
+        result = await self.client.query_points(
+            self.collection,
+            query=vector,
+            limit=limit,
+            score_threshold=score_threshold,
+            query_filter=models.Filter(must=must) if must else None,
+            with_payload=True,
+        )
         return [{"id": str(p.id), "score": p.score, **(p.payload or {})} for p in result.points]
 
     async def get(self, memory_id: str) -> dict[str, Any] | None:
@@ -119,10 +153,12 @@ class EmbeddedMemoryStore:
     def config(self) -> edge.EdgeConfig:
         return edge.EdgeConfig(
             vectors=edge.EdgeVectorParams(size=self.dimensions, distance=edge.Distance.Cosine),
-            hnsw_config=edge.HnswIndexConfig(m=HNSW.m, ef_construct=HNSW.ef_construct,
-                                             full_scan_threshold=HNSW.full_scan_threshold),
+            hnsw_config=edge.HnswIndexConfig(
+                m=HNSW.m, ef_construct=HNSW.ef_construct, full_scan_threshold=HNSW.full_scan_threshold
+            ),
             optimizers=edge.EdgeOptimizersConfig(default_segment_number=OPTIMIZERS.default_segment_number),
-            payload_memory=edge.Memory.Cached)
+            payload_memory=edge.Memory.Cached,
+        )
 
     async def ensure_collection(self) -> None:
         if self.shard is not None:
@@ -134,7 +170,8 @@ class EmbeddedMemoryStore:
                 raise RuntimeError(
                     f"QDRANT_PATH: cannot open the embedded Qdrant shard at {self.path} for "
                     f"{self.dimensions}-d vectors ({exc}). It was made by another embedder or is in use by "
-                    "another process: point QDRANT_PATH at another directory, or delete this one.") from exc
+                    "another process: point QDRANT_PATH at another directory, or delete this one."
+                ) from exc
             return
         self.shard = edge.EdgeShard.create(str(self.path), self.config())
         for key in INDEXED_FIELDS:
@@ -146,16 +183,35 @@ class EmbeddedMemoryStore:
         return self.shard
 
     async def upsert(self, memories: list[Memory], vectors: list[list[float]]) -> None:
-        self._shard().update(edge.UpdateOperation.upsert_points(
-            [edge.Point(m.id, v, m.payload()) for m, v in zip(memories, vectors)]))
+        self._shard().update(
+            edge.UpdateOperation.upsert_points(
+                [edge.Point(m.id, v, m.payload()) for m, v in zip(memories, vectors, strict=True)]
+            )
+        )
 
-    async def search(self, vector: list[float], *, limit: int, score_threshold: float | None, namespace: str | None,
-                     user: str | None, metadata: dict[str, Any] | None) -> list[dict[str, Any]]:
-        must = [edge.FieldCondition(key=k, match=edge.MatchValue(v))
-                for k, v in filter_conditions(namespace, user, metadata)]
-        points = self._shard().search(edge.SearchRequest(
-            query=edge.Query.Nearest(vector), limit=limit, score_threshold=score_threshold,
-            filter=edge.Filter(must=must) if must else None, with_payload=True))
+    async def search(
+        self,
+        vector: list[float],
+        *,
+        limit: int,
+        score_threshold: float | None,
+        namespace: str | None,
+        user: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> list[dict[str, Any]]:
+        must = [
+            edge.FieldCondition(key=k, match=edge.MatchValue(v))
+            for k, v in filter_conditions(namespace, user, metadata)
+        ]
+        points = self._shard().search(
+            edge.SearchRequest(
+                query=edge.Query.Nearest(vector),
+                limit=limit,
+                score_threshold=score_threshold,
+                filter=edge.Filter(must=must) if must else None,
+                with_payload=True,
+            )
+        )
         return [{"id": str(p.id), "score": p.score, **(p.payload or {})} for p in points]
 
     async def get(self, memory_id: str) -> dict[str, Any] | None:

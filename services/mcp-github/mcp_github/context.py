@@ -17,14 +17,23 @@ class ContextError(RuntimeError):
 
 
 class ContextClient:
-    def __init__(self, base_url: str, *, timeout: float = 60.0, batch_size: int = 200,
-                 failure_threshold: int = 5, reset_timeout: float = 30.0):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 60.0,
+        batch_size: int = 200,
+        failure_threshold: int = 5,
+        reset_timeout: float = 30.0,
+    ):
         base_url = base_url.rstrip("/")
         # Adding memories is not idempotent (ids are made server-side): sent once. Deletes are retried.
-        self._once = ResilientClient(base_url, timeout=timeout, attempts=1, failure_threshold=failure_threshold,
-                                     reset_timeout=reset_timeout)
-        self._retrying = ResilientClient(base_url, timeout=timeout, failure_threshold=failure_threshold,
-                                         reset_timeout=reset_timeout)
+        self._once = ResilientClient(
+            base_url, timeout=timeout, attempts=1, failure_threshold=failure_threshold, reset_timeout=reset_timeout
+        )
+        self._retrying = ResilientClient(
+            base_url, timeout=timeout, failure_threshold=failure_threshold, reset_timeout=reset_timeout
+        )
         self.batch_size = min(batch_size, BATCH_LIMIT)
 
     async def _call(self, client: ResilientClient, method: str, path: str, **kwargs: Any):
@@ -36,8 +45,9 @@ class ContextClient:
     async def add(self, memories: list[dict[str, Any]]) -> list[str]:
         ids: list[str] = []
         for start in range(0, len(memories), self.batch_size):
-            response = await self._call(self._once, "POST", "/memories/batch",
-                                        json=memories[start:start + self.batch_size])
+            response = await self._call(
+                self._once, "POST", "/memories/batch", json=memories[start : start + self.batch_size]
+            )
             if response.status_code != 201:
                 raise ContextError(response.status_code, response.text[:200])
             ids.extend(response.json()["ids"])

@@ -93,8 +93,11 @@ class RateLimitTransport(httpx.AsyncBaseTransport):
         if wait > self.max_wait:
             await response.aclose()
             raise RateLimited(wait)
-        headers = [(k, v) for k, v in response.headers.multi_items()
-                   if k.lower() not in ("retry-after", "content-length", "content-encoding", "transfer-encoding")]
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("retry-after", "content-length", "content-encoding", "transfer-encoding")
+        ]
         headers.append(("retry-after", f"{wait:.3f}"))
         return httpx.Response(429, headers=headers, content=response.content, request=request)
 
@@ -120,18 +123,38 @@ class GitHubClient:
     """GitHub REST v3: token auth, ETag conditional GETs (304 reuses the cached body and
     costs no rate limit), `Link: rel="next"` pagination, rate limits waited out."""
 
-    def __init__(self, token: str | None, base_url: str = "https://api.github.com", *, timeout: float = 15.0,
-                 attempts: int = 3, backoff_max: float = 10.0, max_rate_limit_wait: float = 30.0,
-                 failure_threshold: int = 5, reset_timeout: float = 30.0, cache_size: int = 2048,
-                 transport: httpx.AsyncBaseTransport | None = None):
-        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
-                   "User-Agent": "sophia-mcp-github"}
+    def __init__(
+        self,
+        token: str | None,
+        base_url: str = "https://api.github.com",
+        *,
+        timeout: float = 15.0,
+        attempts: int = 3,
+        backoff_max: float = 10.0,
+        max_rate_limit_wait: float = 30.0,
+        failure_threshold: int = 5,
+        reset_timeout: float = 30.0,
+        cache_size: int = 2048,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": "sophia-mcp-github",
+        }
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.transport = RateLimitTransport(max_rate_limit_wait, transport)
-        self.http = ResilientClient(base_url.rstrip("/"), timeout=timeout, attempts=attempts, backoff_max=backoff_max,
-                                    failure_threshold=failure_threshold, reset_timeout=reset_timeout,
-                                    headers=headers, transport=self.transport)
+        self.http = ResilientClient(
+            base_url.rstrip("/"),
+            timeout=timeout,
+            attempts=attempts,
+            backoff_max=backoff_max,
+            failure_threshold=failure_threshold,
+            reset_timeout=reset_timeout,
+            headers=headers,
+            transport=self.transport,
+        )
         self._etags: OrderedDict[str, _Cached] = OrderedDict()
         self._cache_size = cache_size
         self.not_modified = 0
@@ -170,8 +193,9 @@ class GitHubClient:
     async def get(self, url: str, params: dict[str, Any] | None = None) -> Any:
         return (await self.page(url, params)).data
 
-    async def paginate(self, url: str, params: dict[str, Any] | None = None, limit: int = 100,
-                       items_key: str | None = None) -> list[Any]:
+    async def paginate(
+        self, url: str, params: dict[str, Any] | None = None, limit: int = 100, items_key: str | None = None
+    ) -> list[Any]:
         """Follows `Link: rel="next"` until `limit` items; search answers keep them under `items`."""
         params = {**(params or {}), "per_page": min(100, max(1, limit))}
         results: list[Any] = []
@@ -195,8 +219,9 @@ class GitHubClient:
             return await self.paginate(f"/users/{quote(owner)}/repos", {"sort": "updated"}, limit)
 
     async def file(self, owner: str, repo: str, path: str, ref: str | None = None) -> str:
-        data = await self.get(f"/repos/{quote(owner)}/{quote(repo)}/contents/{quote(path.strip('/'))}",
-                              {"ref": ref} if ref else None)
+        data = await self.get(
+            f"/repos/{quote(owner)}/{quote(repo)}/contents/{quote(path.strip('/'))}", {"ref": ref} if ref else None
+        )
         if isinstance(data, list) or data.get("type") != "file":
             raise GitHubError(422, f"{path} is not a file")
         if data.get("encoding") == "base64" and data.get("content"):
@@ -244,8 +269,11 @@ class GitHubClient:
         return await self.paginate(f"/repos/{quote(owner)}/{quote(repo)}/commits", {"sha": ref} if ref else {}, limit)
 
     async def pulls(self, owner: str, repo: str, state: str = "open", limit: int = 30) -> list[dict[str, Any]]:
-        return await self.paginate(f"/repos/{quote(owner)}/{quote(repo)}/pulls",
-                                   {"state": state, "sort": "updated", "direction": "desc"}, limit)
+        return await self.paginate(
+            f"/repos/{quote(owner)}/{quote(repo)}/pulls",
+            {"state": state, "sort": "updated", "direction": "desc"},
+            limit,
+        )
 
     async def ping(self) -> bool:
         """Readiness: /rate_limit does not count against the rate limit."""

@@ -18,15 +18,86 @@ from mcp_github.context import ContextClient
 from mcp_github.github import GitHubClient, decode_text
 from mcp_github.state import FileState, RepoState, StateStore
 
-SKIP_DIRS = frozenset({".git", "node_modules", "vendor", "third_party", "dist", "build", "__pycache__", ".venv",
-                       "venv", ".tox", ".mypy_cache", "target"})
-SKIP_NAMES = frozenset({"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "Cargo.lock", "go.sum",
-                        "uv.lock", "composer.lock", "Gemfile.lock"})
-BINARY_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".webp", ".pdf", ".zip", ".gz", ".tgz",
-                             ".bz2", ".xz", ".tar", ".jar", ".war", ".whl", ".egg", ".so", ".dll", ".dylib", ".exe",
-                             ".bin", ".o", ".a", ".pyc", ".class", ".woff", ".woff2", ".ttf", ".otf", ".eot",
-                             ".mp3", ".mp4", ".mov", ".avi", ".wav", ".ogg", ".psd", ".sqlite", ".db", ".parquet",
-                             ".npy", ".pkl", ".pt", ".onnx", ".safetensors"})
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        "node_modules",
+        "vendor",
+        "third_party",
+        "dist",
+        "build",
+        "__pycache__",
+        ".venv",
+        "venv",
+        ".tox",
+        ".mypy_cache",
+        "target",
+    }
+)
+SKIP_NAMES = frozenset(
+    {
+        "package-lock.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "poetry.lock",
+        "Cargo.lock",
+        "go.sum",
+        "uv.lock",
+        "composer.lock",
+        "Gemfile.lock",
+    }
+)
+BINARY_SUFFIXES = frozenset(
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".bmp",
+        ".ico",
+        ".webp",
+        ".pdf",
+        ".zip",
+        ".gz",
+        ".tgz",
+        ".bz2",
+        ".xz",
+        ".tar",
+        ".jar",
+        ".war",
+        ".whl",
+        ".egg",
+        ".so",
+        ".dll",
+        ".dylib",
+        ".exe",
+        ".bin",
+        ".o",
+        ".a",
+        ".pyc",
+        ".class",
+        ".woff",
+        ".woff2",
+        ".ttf",
+        ".otf",
+        ".eot",
+        ".mp3",
+        ".mp4",
+        ".mov",
+        ".avi",
+        ".wav",
+        ".ogg",
+        ".psd",
+        ".sqlite",
+        ".db",
+        ".parquet",
+        ".npy",
+        ".pkl",
+        ".pt",
+        ".onnx",
+        ".safetensors",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +116,7 @@ def chunk_text(text: str, max_chars: int = 1500, overlap_lines: int = 2) -> list
         if len(line) <= max_chars:
             pieces.append((number, line))
         else:
-            pieces.extend((number, line[i:i + max_chars]) for i in range(0, len(line), max_chars))
+            pieces.extend((number, line[i : i + max_chars]) for i in range(0, len(line), max_chars))
     chunks: list[Chunk] = []
     start = 0
     while start < len(pieces):
@@ -90,9 +161,18 @@ class IndexSummary:
 
 
 class Indexer:
-    def __init__(self, github: GitHubClient, context: ContextClient, state: StateStore, *,
-                 max_file_bytes: int = 200_000, max_files: int = 5000, chunk_chars: int = 1500,
-                 group_chunks: int = 200, concurrency: int = 8):
+    def __init__(
+        self,
+        github: GitHubClient,
+        context: ContextClient,
+        state: StateStore,
+        *,
+        max_file_bytes: int = 200_000,
+        max_files: int = 5000,
+        chunk_chars: int = 1500,
+        group_chunks: int = 200,
+        concurrency: int = 8,
+    ):
         self.github, self.context, self.state = github, context, state
         self.max_file_bytes, self.max_files, self.chunk_chars = max_file_bytes, max_files, chunk_chars
         self.group_chunks = group_chunks
@@ -124,7 +204,7 @@ class Indexer:
         entries.sort(key=lambda e: e["path"])
         if len(entries) > self.max_files:
             summary.files_skipped += len(entries) - self.max_files
-            entries = entries[:self.max_files]
+            entries = entries[: self.max_files]
         summary.files_total = len(entries)
         current = {e["path"]: e["sha"] for e in entries}
         files = dict(previous.files)
@@ -139,7 +219,7 @@ class Indexer:
                 summary.files_removed += 1
             group: list[tuple[dict[str, Any], list[Chunk]]] = []
             for start in range(0, len(changed), 32):
-                fetched = await asyncio.gather(*(self._fetch(owner, repo, e) for e in changed[start:start + 32]))
+                fetched = await asyncio.gather(*(self._fetch(owner, repo, e) for e in changed[start : start + 32]))
                 for entry, chunks in fetched:
                     if not chunks:  # binary or blank: remembered, so it is not fetched again
                         summary.files_skipped += 1
@@ -165,21 +245,41 @@ class Indexer:
         text = decode_text(content)
         return entry, (chunk_text(text, self.chunk_chars) if text else [])
 
-    async def _send(self, key: str, ref: str, commit: str, group: list[tuple[dict[str, Any], list[Chunk]]],
-                    files: dict[str, FileState], summary: IndexSummary) -> None:
+    async def _send(
+        self,
+        key: str,
+        ref: str,
+        commit: str,
+        group: list[tuple[dict[str, Any], list[Chunk]]],
+        files: dict[str, FileState],
+        summary: IndexSummary,
+    ) -> None:
         if not group:
             return
         owner, repo = key.split("/", 1)
-        memories = [{"text": f"{key}:{entry['path']} (lines {c.start_line}-{c.end_line})\n{c.text}",
-                     "namespace": self.namespace(owner, repo),
-                     "metadata": {"source": "github", "repository": key, "path": entry["path"], "ref": ref,
-                                  "commit": commit, "blob_sha": entry["sha"], "chunk": n,
-                                  "start_line": c.start_line, "end_line": c.end_line}}
-                    for entry, chunks in group for n, c in enumerate(chunks)]
+        memories = [
+            {
+                "text": f"{key}:{entry['path']} (lines {c.start_line}-{c.end_line})\n{c.text}",
+                "namespace": self.namespace(owner, repo),
+                "metadata": {
+                    "source": "github",
+                    "repository": key,
+                    "path": entry["path"],
+                    "ref": ref,
+                    "commit": commit,
+                    "blob_sha": entry["sha"],
+                    "chunk": n,
+                    "start_line": c.start_line,
+                    "end_line": c.end_line,
+                },
+            }
+            for entry, chunks in group
+            for n, c in enumerate(chunks)
+        ]
         ids = await self.context.add(memories)
         offset = 0
         for entry, chunks in group:
-            new_ids = ids[offset:offset + len(chunks)]
+            new_ids = ids[offset : offset + len(chunks)]
             offset += len(chunks)
             old = files.get(entry["path"])
             files[entry["path"]] = FileState(entry["sha"], new_ids)

@@ -48,48 +48,86 @@ class IndexIn(BaseModel):
 
 
 def repo_summary(r: dict[str, Any]) -> dict[str, Any]:
-    return {"full_name": r["full_name"], "private": r.get("private", False), "default_branch": r.get("default_branch"),
-            "description": r.get("description"), "language": r.get("language"), "updated_at": r.get("updated_at"),
-            "html_url": r.get("html_url")}
+    return {
+        "full_name": r["full_name"],
+        "private": r.get("private", False),
+        "default_branch": r.get("default_branch"),
+        "description": r.get("description"),
+        "language": r.get("language"),
+        "updated_at": r.get("updated_at"),
+        "html_url": r.get("html_url"),
+    }
 
 
 def commit_summary(c: dict[str, Any]) -> dict[str, Any]:
-    return {"sha": c["sha"], "message": c["commit"]["message"],
-            "author": (c.get("author") or {}).get("login") or c["commit"]["author"]["name"],
-            "date": c["commit"]["author"].get("date"), "html_url": c.get("html_url")}
+    return {
+        "sha": c["sha"],
+        "message": c["commit"]["message"],
+        "author": (c.get("author") or {}).get("login") or c["commit"]["author"]["name"],
+        "date": c["commit"]["author"].get("date"),
+        "html_url": c.get("html_url"),
+    }
 
 
 def pull_summary(p: dict[str, Any]) -> dict[str, Any]:
-    return {"number": p["number"], "title": p["title"], "state": p["state"], "user": p["user"]["login"],
-            "draft": p.get("draft", False), "merged_at": p.get("merged_at"), "updated_at": p.get("updated_at"),
-            "head": p["head"]["ref"], "base": p["base"]["ref"], "html_url": p.get("html_url")}
+    return {
+        "number": p["number"],
+        "title": p["title"],
+        "state": p["state"],
+        "user": p["user"]["login"],
+        "draft": p.get("draft", False),
+        "merged_at": p.get("merged_at"),
+        "updated_at": p.get("updated_at"),
+        "head": p["head"]["ref"],
+        "base": p["base"]["ref"],
+        "html_url": p.get("html_url"),
+    }
 
 
 def code_hit(i: dict[str, Any]) -> dict[str, Any]:
-    return {"repository": i["repository"]["full_name"], "path": i["path"], "sha": i.get("sha"),
-            "html_url": i.get("html_url")}
+    return {
+        "repository": i["repository"]["full_name"],
+        "path": i["path"],
+        "sha": i.get("sha"),
+        "html_url": i.get("html_url"),
+    }
 
 
 class GitHubService:
     """The behaviour the REST routes and the MCP tools share."""
 
     def __init__(self, settings: Settings):
-        self.github = GitHubClient(settings.github_token, settings.github_api_url,
-                                   timeout=settings.github_timeout_seconds, attempts=settings.github_attempts,
-                                   backoff_max=settings.github_backoff_max_seconds,
-                                   max_rate_limit_wait=settings.github_max_rate_limit_wait_seconds)
+        self.github = GitHubClient(
+            settings.github_token,
+            settings.github_api_url,
+            timeout=settings.github_timeout_seconds,
+            attempts=settings.github_attempts,
+            backoff_max=settings.github_backoff_max_seconds,
+            max_rate_limit_wait=settings.github_max_rate_limit_wait_seconds,
+        )
         self.context = ContextClient(settings.mcp_context_url)
-        self.state: StateStore = (RedisStateStore(settings.redis_url, settings.redis_password)
-                                  if settings.redis_url else MemoryStateStore())
-        self.indexer = Indexer(self.github, self.context, self.state, max_file_bytes=settings.index_max_file_bytes,
-                               max_files=settings.index_max_files, chunk_chars=settings.index_chunk_chars)
+        self.state: StateStore = (
+            RedisStateStore(settings.redis_url, settings.redis_password) if settings.redis_url else MemoryStateStore()
+        )
+        self.indexer = Indexer(
+            self.github,
+            self.context,
+            self.state,
+            max_file_bytes=settings.index_max_file_bytes,
+            max_files=settings.index_max_files,
+            chunk_chars=settings.index_chunk_chars,
+        )
 
     async def list_repositories(self, owner: str | None, limit: int) -> list[dict[str, Any]]:
         return [repo_summary(r) for r in await self.github.repositories(owner, limit)]
 
     async def get_file(self, owner: str, repo: str, path: str, ref: str | None) -> dict[str, Any]:
-        return {"repository": f"{owner}/{repo}", "path": path, "ref": ref,
-                "text": await self.github.file(owner, repo, path, ref)}
+        return {
+            "repository": f"{owner}/{repo}",
+            "path": path,
+            "ref": ref,
+            "text": await self.github.file(owner, repo, path, ref),
+        }
 
     async def search_code(self, query: str, repo: str | None, limit: int) -> list[dict[str, Any]]:
         q = f"{query} repo:{repo}" if repo else query
@@ -124,8 +162,11 @@ async def tool_call(coro):
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
     service = GitHubService(settings)
-    mcp = MCPServer("mcp-github", instructions="Read GitHub repositories (files, code search, commits, pull "
-                                               "requests) and index them into mcp-context for semantic search.")
+    mcp = MCPServer(
+        "mcp-github",
+        instructions="Read GitHub repositories (files, code search, commits, pull "
+        "requests) and index them into mcp-context for semantic search.",
+    )
 
     @mcp.tool()
     async def list_repositories(owner: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -163,8 +204,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     readiness = {"github": service.github.ping, "mcp-context": service.context.ping}
     if settings.redis_url:
         readiness["redis"] = service.state.ping
-    app = create_app(settings, readiness=readiness, on_startup=[endpoint.start],
-                     on_shutdown=[endpoint.stop, service.aclose])
+    app = create_app(
+        settings, readiness=readiness, on_startup=[endpoint.start], on_shutdown=[endpoint.stop, service.aclose]
+    )
     app.state.service = service
 
     @app.exception_handler(GitHubError)
@@ -198,13 +240,15 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return {"results": await service.search_code(q, repo, limit)}
 
     @app.get("/github/repos/{owner}/{repo}/commits")
-    async def commits(owner: str, repo: str, ref: str | None = None,
-                      limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
+    async def commits(
+        owner: str, repo: str, ref: str | None = None, limit: int = Query(20, ge=1, le=500)
+    ) -> dict[str, Any]:
         return {"results": await service.recent_commits(owner, repo, ref, limit)}
 
     @app.get("/github/repos/{owner}/{repo}/pulls")
-    async def pulls(owner: str, repo: str, state: Literal["open", "closed", "all"] = "open",
-                    limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
+    async def pulls(
+        owner: str, repo: str, state: Literal["open", "closed", "all"] = "open", limit: int = Query(20, ge=1, le=500)
+    ) -> dict[str, Any]:
         return {"results": await service.pull_requests(owner, repo, state, limit)}
 
     @app.post("/github/repos/{owner}/{repo}/index")
@@ -217,9 +261,15 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         state = await service.state.get(f"{owner}/{repo}")
         if state is None:
             return {"repository": f"{owner}/{repo}", "indexed": False}
-        return {"repository": f"{owner}/{repo}", "indexed": state.commit is not None, "commit": state.commit,
-                "ref": state.ref, "files": len(state.files), "chunks": sum(len(f.ids) for f in state.files.values()),
-                "namespace": Indexer.namespace(owner, repo)}
+        return {
+            "repository": f"{owner}/{repo}",
+            "indexed": state.commit is not None,
+            "commit": state.commit,
+            "ref": state.ref,
+            "files": len(state.files),
+            "chunks": sum(len(f.ids) for f in state.files.values()),
+            "namespace": Indexer.namespace(owner, repo),
+        }
 
     endpoint.attach(app)
     return app

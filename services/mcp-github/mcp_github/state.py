@@ -27,10 +27,13 @@ class RepoState:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "RepoState":
+    def from_json(cls, raw: str | bytes) -> RepoState:
         data = json.loads(raw)
-        return cls(data.get("commit"), data.get("ref"),
-                   {p: FileState(f["sha"], list(f.get("ids", []))) for p, f in data.get("files", {}).items()})
+        return cls(
+            data.get("commit"),
+            data.get("ref"),
+            {p: FileState(f["sha"], list(f.get("ids", []))) for p, f in data.get("files", {}).items()},
+        )
 
 
 class StateStore(Protocol):

@@ -21,11 +21,20 @@ class HubSpotError(RuntimeError):
 
 
 class HubSpotClient:
-    def __init__(self, token: str, base_url: str = "https://api.hubapi.com", client: ResilientClient | None = None,
-                 *, timeout: float = 20.0, attempts: int = 3, backoff_max: float = 10.0):
+    def __init__(
+        self,
+        token: str,
+        base_url: str = "https://api.hubapi.com",
+        client: ResilientClient | None = None,
+        *,
+        timeout: float = 20.0,
+        attempts: int = 3,
+        backoff_max: float = 10.0,
+    ):
         headers = {"Authorization": f"Bearer {token}"}
-        self._http = client or ResilientClient(base_url.rstrip("/"), timeout=timeout, attempts=attempts,
-                                               backoff_max=backoff_max, headers=headers)
+        self._http = client or ResilientClient(
+            base_url.rstrip("/"), timeout=timeout, attempts=attempts, backoff_max=backoff_max, headers=headers
+        )
         # Creating a record is not idempotent: a retry after a 5xx or a timeout could create it twice.
         self._writes = ResilientClient(base_url.rstrip("/"), timeout=timeout, attempts=1, headers=headers)
 
@@ -67,9 +76,15 @@ class HubSpotClient:
         self.check_type(object_type)
         return await self._json("POST", f"/crm/v3/objects/{object_type}", write=True, json={"properties": properties})
 
-    async def search(self, object_type: str, filters: list[dict[str, Any]], properties: list[str] | None = None,
-                     limit: int = 100, filter_groups: list[list[dict[str, Any]]] | None = None,
-                     sorts: list[dict[str, str]] | None = None) -> list[dict]:
+    async def search(
+        self,
+        object_type: str,
+        filters: list[dict[str, Any]],
+        properties: list[str] | None = None,
+        limit: int = 100,
+        filter_groups: list[list[dict[str, Any]]] | None = None,
+        sorts: list[dict[str, str]] | None = None,
+    ) -> list[dict]:
         """filters: [{"propertyName", "operator" (EQ, NEQ, GT, LT, CONTAINS_TOKEN, IN, ...), "value"}], ANDed;
         filter_groups: several such lists, ORed (HubSpot allows 5 groups, 6 filters each, 18 in all)."""
         self.check_type(object_type)
@@ -80,8 +95,10 @@ class HubSpotClient:
         results: list[dict] = []
         after: str | None = None
         while len(results) < limit:
-            body: dict[str, Any] = {"filterGroups": [{"filters": g} for g in groups],
-                                    "limit": min(MAX_PAGE, limit - len(results))}
+            body: dict[str, Any] = {
+                "filterGroups": [{"filters": g} for g in groups],
+                "limit": min(MAX_PAGE, limit - len(results)),
+            }
             if properties:
                 body["properties"] = properties
             if sorts:
@@ -106,8 +123,9 @@ class HubSpotClient:
             params: dict[str, Any] = {"limit": min(ASSOCIATIONS_PAGE, limit - len(results))}
             if after:
                 params["after"] = after
-            page = await self._json("GET", f"/crm/v4/objects/{object_type}/{object_id}/associations/{to_type}",
-                                    params=params)
+            page = await self._json(
+                "GET", f"/crm/v4/objects/{object_type}/{object_id}/associations/{to_type}", params=params
+            )
             results.extend(page["results"])
             after = (page.get("paging") or {}).get("next", {}).get("after")
             if not after:

@@ -62,9 +62,13 @@ async def tool_call(coro):
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
-    crm = HubSpotClient(settings.hubspot_access_token or "", settings.hubspot_api_url,
-                        timeout=settings.hubspot_timeout_seconds, attempts=settings.hubspot_attempts,
-                        backoff_max=settings.hubspot_backoff_max_seconds)
+    crm = HubSpotClient(
+        settings.hubspot_access_token or "",
+        settings.hubspot_api_url,
+        timeout=settings.hubspot_timeout_seconds,
+        attempts=settings.hubspot_attempts,
+        backoff_max=settings.hubspot_backoff_max_seconds,
+    )
     mcp = MCPServer("mcp-hubspot", instructions="Read and search the CRM: contacts, companies, deals, engagements.")
     endpoint = McpEndpoint(mcp)
 
@@ -77,8 +81,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(502 if exc.status >= 500 else exc.status, str(exc)) from None
 
     @mcp.tool()
-    async def search_crm(object_type: str, filters: list[dict[str, Any]] | None = None,
-                         properties: list[str] | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    async def search_crm(
+        object_type: str,
+        filters: list[dict[str, Any]] | None = None,
+        properties: list[str] | None = None,
+        limit: int = 20,
+    ) -> list[dict[str, Any]]:
         """Search contacts, companies, deals or engagements with HubSpot filters (ANDed)."""
         return await tool_call(crm.search(object_type, filters or [], properties, limit))
 
@@ -104,8 +112,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         last_ok["at"] = time.monotonic()
         return True
 
-    app = create_app(settings, readiness={"hubspot-token": token_present, "hubspot": hubspot_reachable},
-                     on_startup=[endpoint.start], on_shutdown=[endpoint.stop, crm.aclose])
+    app = create_app(
+        settings,
+        readiness={"hubspot-token": token_present, "hubspot": hubspot_reachable},
+        on_startup=[endpoint.start],
+        on_shutdown=[endpoint.stop, crm.aclose],
+    )
 
     @app.get("/hubspot/{object_type}")
     async def list_objects(object_type: str, limit: int = 100) -> dict[str, Any]:

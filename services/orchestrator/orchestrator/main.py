@@ -18,9 +18,9 @@ FORWARDED_HEADERS = ("content-type", "accept", "authorization", "x-request-id")
 
 @dataclass(frozen=True)
 class Mapping:
-    legacy: str          # old path prefix
-    service: str         # the service that owns it now
-    successor: str       # the new path prefix on that service
+    legacy: str  # old path prefix
+    service: str  # the service that owns it now
+    successor: str  # the new path prefix on that service
 
 
 # The mapping table (docs/orchestrator.md); the longest matching legacy prefix wins.
@@ -50,7 +50,7 @@ def resolve(path: str) -> tuple[Mapping, str] | None:
     """The mapping for a legacy path and the path on the new service."""
     for mapping in sorted(MAPPINGS, key=lambda m: len(m.legacy), reverse=True):
         if path == mapping.legacy or path.startswith(mapping.legacy + "/"):
-            return mapping, mapping.successor + path[len(mapping.legacy):]
+            return mapping, mapping.successor + path[len(mapping.legacy) :]
     return None
 
 
@@ -59,8 +59,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     # Retrying a POST could apply a write twice; only idempotent methods are retried.
     retrying, once = ResilientClient(timeout=30.0), ResilientClient(timeout=30.0, attempts=1)
     app = create_app(settings, on_shutdown=[retrying.aclose, once.aclose])
-    legacy_requests = Counter("legacy_requests_total", "Requests to deprecated legacy paths", ("legacy_path",),
-                              registry=app.state.registry)
+    legacy_requests = Counter(
+        "legacy_requests_total", "Requests to deprecated legacy paths", ("legacy_path",), registry=app.state.registry
+    )
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def forward(request: Request, rest: str) -> Response:
@@ -72,11 +73,20 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         target = settings.url_of(mapping.service) + new_path
         client = retrying if request.method in ("GET", "PUT", "DELETE") else once
         upstream = await client.request(
-            request.method, target, params=request.query_params, content=await request.body(),
-            headers={k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS})
+            request.method,
+            target,
+            params=request.query_params,
+            content=await request.body(),
+            headers={k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS},
+        )
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "location", "etag")}
-        headers.update({"Deprecation": "true", "Sunset": SUNSET,
-                        "Link": f'<{new_path}>; rel="successor-version"; service="{mapping.service}"'})
+        headers.update(
+            {
+                "Deprecation": "true",
+                "Sunset": SUNSET,
+                "Link": f'<{new_path}>; rel="successor-version"; service="{mapping.service}"',
+            }
+        )
         return Response(upstream.content, status_code=upstream.status_code, headers=headers)
 
     return app

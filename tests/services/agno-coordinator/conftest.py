@@ -5,7 +5,7 @@ providers on loopback (tests/services/openai_chat_fake.py), one as "openai", one
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,18 +14,20 @@ from tests.services.conftest import importable
 importable("services/agno-coordinator")
 
 from agno_coordinator.main import Settings  # noqa: E402
+from coordinator_data import ANTHROPIC_KEY, OPENAI_KEY, TABLE  # noqa: E402
+
 from tests.services.conftest import serve  # noqa: E402
 from tests.services.openai_chat_fake import FakeChat, build_fake_chat  # noqa: E402
 
-from coordinator_data import ANTHROPIC_KEY, OPENAI_KEY, TABLE  # noqa: E402
 
 def openai_chat() -> FakeChat:
     return FakeChat(api_key=OPENAI_KEY, models=("gpt-4o-mini", "gpt-4o"), retry_after_seconds=1, slow_seconds=1.0)
 
 
 def anthropic_chat() -> FakeChat:
-    return FakeChat(api_key=ANTHROPIC_KEY, models=("claude-haiku", "claude-sonnet"), retry_after_seconds=1,
-                    slow_seconds=1.0)
+    return FakeChat(
+        api_key=ANTHROPIC_KEY, models=("claude-haiku", "claude-sonnet"), retry_after_seconds=1, slow_seconds=1.0
+    )
 
 
 # The fake providers are served once per session (a server's start and stop is most of a
@@ -64,10 +66,20 @@ def anthropic_url(_served_fakes, anthropic_fake: FakeChat) -> str:
 @pytest.fixture
 def make_settings(openai_url: str, anthropic_url: str):
     def make(**overrides) -> Settings:
-        values = dict(openai_api_key=OPENAI_KEY, openai_base_url=openai_url, anthropic_api_key=ANTHROPIC_KEY,
-                      anthropic_base_url=anthropic_url, coordinator_models=json.dumps({"models": TABLE}),
-                      provider_timeout_seconds=0.4, provider_attempts=2, provider_backoff_seconds=0.01,
-                      provider_backoff_max_seconds=0.05, provider_max_retry_wait_seconds=1.5,
-                      breaker_failure_threshold=3, breaker_reset_seconds=30.0)
+        values = dict(
+            openai_api_key=OPENAI_KEY,
+            openai_base_url=openai_url,
+            anthropic_api_key=ANTHROPIC_KEY,
+            anthropic_base_url=anthropic_url,
+            coordinator_models=json.dumps({"models": TABLE}),
+            provider_timeout_seconds=0.4,
+            provider_attempts=2,
+            provider_backoff_seconds=0.01,
+            provider_backoff_max_seconds=0.05,
+            provider_max_retry_wait_seconds=1.5,
+            breaker_failure_threshold=3,
+            breaker_reset_seconds=30.0,
+        )
         return Settings(**{**values, **overrides})
+
     return make

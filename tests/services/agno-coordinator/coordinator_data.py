@@ -4,14 +4,29 @@ module Python loaded first under that name)."""
 
 from __future__ import annotations
 
-
 OPENAI_KEY, ANTHROPIC_KEY = "sk-openai-test", "sk-ant-test"
 
 
-def model(name: str, provider: str, upstream: str, price_in: float, price_out: float, tier: str,
-          latency_ms: int, context_window: int = 128_000) -> dict:
-    return dict(name=name, provider=provider, upstream=upstream, input_usd_per_mtok=price_in,
-                output_usd_per_mtok=price_out, tier=tier, latency_ms=latency_ms, context_window=context_window)
+def model(
+    name: str,
+    provider: str,
+    upstream: str,
+    price_in: float,
+    price_out: float,
+    tier: str,
+    latency_ms: int,
+    context_window: int = 128_000,
+) -> dict:
+    return dict(
+        name=name,
+        provider=provider,
+        upstream=upstream,
+        input_usd_per_mtok=price_in,
+        output_usd_per_mtok=price_out,
+        tier=tier,
+        latency_ms=latency_ms,
+        context_window=context_window,
+    )
 
 
 # Table names differ from upstream ids on purpose: the answer must carry the table name.

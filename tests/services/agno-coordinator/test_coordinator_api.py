@@ -8,17 +8,24 @@ import json
 
 import httpx
 import pytest
-
 from agno_coordinator.main import Settings, build_app
 from agno_coordinator.router import NO_PROVIDER
 from agno_coordinator.table import TableError
 from coordinator_data import OPENAI_KEY, user
+
 from tests.services.conftest import serve
 from tests.services.openai_chat_fake import FakeChat, Reply
 
-TOOLS = [{"type": "function", "function": {"name": "lookup_customer", "description": "find a customer",
-                                           "parameters": {"type": "object", "properties": {"email": {"type": "string"}},
-                                                          "required": ["email"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_customer",
+            "description": "find a customer",
+            "parameters": {"type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]},
+        },
+    }
+]
 
 
 @pytest.fixture
@@ -38,14 +45,15 @@ def metric(url: str, name: str, **labels) -> float:
         if line.startswith("#") or not line.startswith(name):
             continue
         series, value = line.rsplit(" ", 1)
-        inner = series[len(name):].strip("{}")
+        inner = series[len(name) :].strip("{}")
         if ",".join(sorted(inner.split(","))) == want or (not labels and not inner):
             return float(value)
     return 0.0
 
 
-def test_auto_routes_a_simple_request_to_the_cheapest_model(coordinator, openai_fake: FakeChat,
-                                                            anthropic_fake: FakeChat) -> None:
+def test_auto_routes_a_simple_request_to_the_cheapest_model(
+    coordinator, openai_fake: FakeChat, anthropic_fake: FakeChat
+) -> None:
     r = chat(coordinator, {"model": "auto", "messages": user("What is 2 + 2?")})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -54,7 +62,8 @@ def test_auto_routes_a_simple_request_to_the_cheapest_model(coordinator, openai_
     assert r.headers["X-Sophia-Fallbacks"] == "0" and r.headers["X-Sophia-Complexity"] == "low"
     usage = body["usage"]
     assert float(r.headers["X-Sophia-Cost-USD"]) == pytest.approx(
-        (usage["prompt_tokens"] * 0.15 + usage["completion_tokens"] * 0.60) / 1e6, abs=1e-6)
+        (usage["prompt_tokens"] * 0.15 + usage["completion_tokens"] * 0.60) / 1e6, abs=1e-6
+    )
     sent = openai_fake.requests[0]
     assert sent["body"]["model"] == "gpt-4o-mini" and sent["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
     assert anthropic_fake.requests == []
@@ -78,8 +87,16 @@ def test_an_explicit_model_is_honoured(coordinator, anthropic_fake) -> None:
 
 def test_tools_and_tool_calls_pass_through_unchanged(coordinator, openai_fake: FakeChat) -> None:
     openai_fake.script("gpt-4o-mini", Reply(tool_calls=[("lookup_customer", {"email": "ana@example.com"})]))
-    request = {"model": "mini", "messages": user("Who is ana@example.com?"), "tools": TOOLS, "tool_choice": "auto",
-               "temperature": 0.2, "max_tokens": 200, "user": "agent-7", "metadata": {"team": "sales"}}
+    request = {
+        "model": "mini",
+        "messages": user("Who is ana@example.com?"),
+        "tools": TOOLS,
+        "tool_choice": "auto",
+        "temperature": 0.2,
+        "max_tokens": 200,
+        "user": "agent-7",
+        "metadata": {"team": "sales"},
+    }
     r = chat(coordinator, request)
     choice = r.json()["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
@@ -91,19 +108,25 @@ def test_tools_and_tool_calls_pass_through_unchanged(coordinator, openai_fake: F
 
 def test_streaming_passes_server_sent_events_through(coordinator, openai_fake: FakeChat) -> None:
     openai_fake.script("gpt-4o-mini", Reply(content="streamed words arrive in order"))
-    with httpx.stream("POST", f"{coordinator}/v1/chat/completions", timeout=15,
-                      json={"messages": user("stream please"), "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        f"{coordinator}/v1/chat/completions",
+        timeout=15,
+        json={"messages": user("stream please"), "stream": True},
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["X-Sophia-Model"] == "mini" and "X-Sophia-Cost-USD" not in r.headers
         lines = list(r.iter_lines())
-    events = [line[len("data: "):] for line in lines if line.startswith("data: ")]
+    events = [line[len("data: ") :] for line in lines if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and lines.count("") == len(events)  # one blank line closes each event
     chunks = [json.loads(e) for e in events[:-1]]
     assert {c["model"] for c in chunks} == {"mini"} and {c["object"] for c in chunks} == {"chat.completion.chunk"}
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text.strip() == "streamed words arrive in order"
     usage = chunks[-1]["usage"]
-    assert metric(coordinator, "coordinator_tokens_total", model="mini", kind="completion") == usage["completion_tokens"]
+    assert (
+        metric(coordinator, "coordinator_tokens_total", model="mini", kind="completion") == usage["completion_tokens"]
+    )
     assert metric(coordinator, "coordinator_requests_total", model="mini", provider="openai", outcome="ok") == 1
 
 
@@ -162,22 +185,43 @@ def test_no_provider_configured_is_a_503_saying_what_to_set() -> None:
 
 def test_a_local_provider_needs_only_a_url(openai_url: str, openai_fake: FakeChat) -> None:
     openai_fake.api_key = None  # vLLM without --api-key
-    table = json.dumps([{"name": "local-small", "provider": "local", "upstream": "gpt-4o-mini",
-                         "input_usd_per_mtok": 0, "output_usd_per_mtok": 0, "tier": "low", "latency_ms": 300,
-                         "context_window": 8192}])
-    settings = Settings(openai_api_key=None, anthropic_api_key=None, local_model_url=openai_url, coordinator_models=table)
+    table = json.dumps(
+        [
+            {
+                "name": "local-small",
+                "provider": "local",
+                "upstream": "gpt-4o-mini",
+                "input_usd_per_mtok": 0,
+                "output_usd_per_mtok": 0,
+                "tier": "low",
+                "latency_ms": 300,
+                "context_window": 8192,
+            }
+        ]
+    )
+    settings = Settings(
+        openai_api_key=None, anthropic_api_key=None, local_model_url=openai_url, coordinator_models=table
+    )
     with serve(build_app(settings)) as url:
         r = chat(url, {"messages": user("hi")})
         assert httpx.get(f"{url}/readyz").status_code == 200
-    assert r.status_code == 200 and r.headers["X-Sophia-Provider"] == "local" and r.headers["X-Sophia-Cost-USD"] == "0.000000"
+    assert (
+        r.status_code == 200
+        and r.headers["X-Sophia-Provider"] == "local"
+        and r.headers["X-Sophia-Cost-USD"] == "0.000000"
+    )
     assert "authorization" not in openai_fake.requests[0]["headers"]
 
 
 def test_a_bad_model_table_stops_the_service_at_startup() -> None:
     with pytest.raises(TableError, match=r"models\.0\.latency_ms"):
-        build_app(Settings(coordinator_models='[{"name": "x", "provider": "openai", "upstream": "x", '
-                                              '"input_usd_per_mtok": 1, "output_usd_per_mtok": 1, "tier": 1, '
-                                              '"latency_ms": "fast", "context_window": 1000}]'))
+        build_app(
+            Settings(
+                coordinator_models='[{"name": "x", "provider": "openai", "upstream": "x", '
+                '"input_usd_per_mtok": 1, "output_usd_per_mtok": 1, "tier": 1, '
+                '"latency_ms": "fast", "context_window": 1000}]'
+            )
+        )
 
 
 def test_usage_and_cost_are_exported_as_metrics(coordinator) -> None:
@@ -199,15 +243,21 @@ def test_usage_and_cost_are_exported_as_metrics(coordinator) -> None:
 def test_the_official_openai_client_talks_to_it(coordinator, openai_fake: FakeChat) -> None:
     """What agno-teams and agents use (Agno's OpenAI models are built on this SDK)."""
     import openai  # pinned in requirements-services.txt: a missing SDK must fail, not skip
+
     client = openai.OpenAI(base_url=f"{coordinator}/v1", api_key="unused", max_retries=0)
-    openai_fake.script("gpt-4o-mini", Reply(tool_calls=[("lookup_customer", {"email": "ana@example.com"})]),
-                       Reply(content="one two three"))
+    openai_fake.script(
+        "gpt-4o-mini",
+        Reply(tool_calls=[("lookup_customer", {"email": "ana@example.com"})]),
+        Reply(content="one two three"),
+    )
     done = client.chat.completions.create(model="auto", messages=user("who is ana?"), tools=TOOLS)
     assert done.model == "mini" and done.choices[0].message.tool_calls[0].function.name == "lookup_customer"
-    pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="mini", messages=user("count"), stream=True) if c.choices]
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model="mini", messages=user("count"), stream=True)
+        if c.choices
+    ]
     assert "".join(pieces).strip() == "one two three"
     assert [m.id for m in client.models.list()][:2] == ["auto", "mini"]
     with pytest.raises(openai.UnprocessableEntityError):
-        client.chat.completions.create(model="auto", messages=user("hi"),
-                                       extra_headers={"X-Sophia-Max-Cost-USD": "0"})
+        client.chat.completions.create(model="auto", messages=user("hi"), extra_headers={"X-Sophia-Max-Cost-USD": "0"})

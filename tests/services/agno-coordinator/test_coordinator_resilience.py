@@ -10,14 +10,14 @@ import time
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.responses import StreamingResponse
-
 from agno_coordinator.main import build_app
 from coordinator_data import user
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from test_coordinator_api import chat, metric
+
 from tests.services.conftest import serve
 from tests.services.openai_chat_fake import FakeChat
-from test_coordinator_api import chat, metric
 
 
 @pytest.fixture
@@ -44,7 +44,9 @@ def test_5xx_through_every_attempt_falls_back_to_the_next_model(coordinator, ope
     assert r.headers["X-Sophia-Fallbacks"] == "1" and r.headers["X-Sophia-Failed"] == "mini@openai=server_error"
     assert models_called(openai_fake) == ["gpt-4o-mini"] * 2 and models_called(anthropic_fake) == ["claude-haiku"]
     assert metric(coordinator, "coordinator_fallbacks_total", from_provider="openai", reason="server_error") == 1
-    assert metric(coordinator, "coordinator_requests_total", model="mini", provider="openai", outcome="server_error") == 1
+    assert (
+        metric(coordinator, "coordinator_requests_total", model="mini", provider="openai", outcome="server_error") == 1
+    )
     assert metric(coordinator, "coordinator_requests_total", model="haiku", provider="anthropic", outcome="ok") == 1
 
 
@@ -102,8 +104,9 @@ def test_the_breaker_opens_per_provider_and_later_requests_skip_it(coordinator, 
     assert httpx.get(f"{coordinator}/readyz").status_code == 200  # anthropic still serves
 
 
-def test_the_breaker_half_opens_after_its_reset_time_and_closes_on_success(make_settings, openai_fake,
-                                                                           anthropic_fake) -> None:
+def test_the_breaker_half_opens_after_its_reset_time_and_closes_on_success(
+    make_settings, openai_fake, anthropic_fake
+) -> None:
     with serve(build_app(make_settings(breaker_reset_seconds=0.3))) as url:
         openai_fake.fail("gpt-4o-mini", 500, 500, 500)
         chat(url, {"messages": user("one")})
@@ -123,27 +126,34 @@ def test_everything_failing_is_a_502_listing_each_attempt(coordinator, openai_fa
     assert r.status_code == 502 and r.headers["content-type"] == "application/problem+json"
     problem = r.json()
     assert problem["title"] == "Upstream error" and problem["detail"].startswith("every model that fits failed: ")
-    assert [(a["model"], a["reason"]) for a in problem["attempts"]] == [("mini", "server_error"),
-                                                                       ("haiku", "server_error")]
+    assert [(a["model"], a["reason"]) for a in problem["attempts"]] == [
+        ("mini", "server_error"),
+        ("haiku", "server_error"),
+    ]
     assert "openai answered 500 (The server had an error)" in problem["attempts"][0]["detail"]
     # only moves to a next model count as fallbacks
     assert metric(coordinator, "coordinator_fallbacks_total", from_provider="openai", reason="server_error") == 1
     assert metric(coordinator, "coordinator_fallbacks_total", from_provider="anthropic", reason="server_error") == 0
 
 
-def test_every_breaker_open_is_a_503_with_retry_after_and_not_ready(make_settings, openai_fake,
-                                                                   anthropic_fake) -> None:
+def test_every_breaker_open_is_a_503_with_retry_after_and_not_ready(make_settings, openai_fake, anthropic_fake) -> None:
     with serve(build_app(make_settings(breaker_failure_threshold=1))) as url:
-        for fake, models in ((openai_fake, ("gpt-4o-mini", "gpt-4o")),
-                             (anthropic_fake, ("claude-haiku", "claude-sonnet"))):
+        for fake, models in (
+            (openai_fake, ("gpt-4o-mini", "gpt-4o")),
+            (anthropic_fake, ("claude-haiku", "claude-sonnet")),
+        ):
             for m in models:
                 fake.fail(m, 500)
         opened = chat(url, {"messages": user("hi")})
         calls = len(openai_fake.requests) + len(anthropic_fake.requests)
         shed = chat(url, {"messages": user("hi")})
         ready = httpx.get(f"{url}/readyz")
-    assert opened.status_code == 502 and [a["model"] for a in opened.json()["attempts"]] == ["mini", "haiku",
-                                                                                            "big", "sonnet"]
+    assert opened.status_code == 502 and [a["model"] for a in opened.json()["attempts"]] == [
+        "mini",
+        "haiku",
+        "big",
+        "sonnet",
+    ]
     assert calls == 2  # each breaker opened on its first failure; big and sonnet were never called
     assert shed.status_code == 503 and 25 <= int(shed.headers["Retry-After"]) <= 30  # the breakers' reset time
     assert {a["reason"] for a in shed.json()["attempts"]} == {"circuit_open"}
@@ -153,8 +163,9 @@ def test_every_breaker_open_is_a_503_with_retry_after_and_not_ready(make_setting
 
 def test_a_stream_falls_back_before_its_first_byte(coordinator, openai_fake, anthropic_fake) -> None:
     openai_fake.fail("gpt-4o-mini", 500, 500)
-    with httpx.stream("POST", f"{coordinator}/v1/chat/completions", timeout=15,
-                      json={"messages": user("stream it"), "stream": True}) as r:
+    with httpx.stream(
+        "POST", f"{coordinator}/v1/chat/completions", timeout=15, json={"messages": user("stream it"), "stream": True}
+    ) as r:
         assert r.status_code == 200 and r.headers["X-Sophia-Model"] == "haiku"
         assert r.headers["X-Sophia-Failed"] == "mini@openai=server_error"
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -164,8 +175,9 @@ def test_a_stream_falls_back_before_its_first_byte(coordinator, openai_fake, ant
 
 def test_a_stream_whose_provider_hangs_before_answering_falls_back(coordinator, openai_fake, anthropic_fake) -> None:
     openai_fake.fail("gpt-4o-mini", "timeout")
-    with httpx.stream("POST", f"{coordinator}/v1/chat/completions", timeout=15,
-                      json={"messages": user("stream it"), "stream": True}) as r:
+    with httpx.stream(
+        "POST", f"{coordinator}/v1/chat/completions", timeout=15, json={"messages": user("stream it"), "stream": True}
+    ) as r:
         body = r.read().decode()
     assert r.headers["X-Sophia-Model"] == "haiku" and body.rstrip().endswith("data: [DONE]")
 
@@ -177,9 +189,13 @@ def broken_stream_provider() -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions():
         async def events():
-            chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o-mini",
-                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "partial"},
-                                  "finish_reason": None}]}
+            chunk = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "partial"}, "finish_reason": None}],
+            }
             yield f"data: {json.dumps(chunk)}\n\n"
             raise RuntimeError("the GPU node went away")
 
@@ -189,10 +205,13 @@ def broken_stream_provider() -> FastAPI:
 
 
 def test_a_stream_that_breaks_after_its_first_byte_ends_with_an_error_event(make_settings, anthropic_fake) -> None:
-    with serve(broken_stream_provider()) as broken, \
-            serve(build_app(make_settings(openai_base_url=f"{broken}/v1"))) as url:
-        with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=15,
-                          json={"messages": user("stream it"), "stream": True}) as r:
+    with (
+        serve(broken_stream_provider()) as broken,
+        serve(build_app(make_settings(openai_base_url=f"{broken}/v1"))) as url,
+    ):
+        with httpx.stream(
+            "POST", f"{url}/v1/chat/completions", timeout=15, json={"messages": user("stream it"), "stream": True}
+        ) as r:
             events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
         outcome = metric(url, "coordinator_requests_total", model="mini", provider="openai", outcome="stream_error")
     assert r.status_code == 200 and r.headers["X-Sophia-Model"] == "mini"

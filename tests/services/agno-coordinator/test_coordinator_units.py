@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from agno_coordinator.complexity import Complexity, estimate, from_header
 from agno_coordinator.router import NO_PROVIDER, Limits, NoProvider, NoRoute, UnknownModel, plan
 from agno_coordinator.table import DEFAULT_TABLE, ModelTable, TableError, load_table
@@ -25,6 +24,7 @@ def names(p) -> list[str]:
 
 # --- the table -------------------------------------------------------------------------
 
+
 def test_the_packaged_table_loads_and_covers_every_provider() -> None:
     t = load_table()
     assert {m.provider for m in t.models} == {"openai", "anthropic", "local"}
@@ -33,20 +33,25 @@ def test_the_packaged_table_loads_and_covers_every_provider() -> None:
 
 def test_a_table_from_a_yaml_file_or_a_bare_json_list(tmp_path) -> None:
     path = tmp_path / "models.yaml"
-    path.write_text("models:\n  - {name: a, provider: local, upstream: q, input_usd_per_mtok: 0,\n"
-                    "     output_usd_per_mtok: 0, tier: 1, latency_ms: 10, context_window: 4096}\n")
+    path.write_text(
+        "models:\n  - {name: a, provider: local, upstream: q, input_usd_per_mtok: 0,\n"
+        "     output_usd_per_mtok: 0, tier: 1, latency_ms: 10, context_window: 4096}\n"
+    )
     assert load_table(str(path)).models[0].tier == 1
     assert [m.name for m in load_table(json.dumps(TABLE)).models] == ["mini", "haiku", "big", "sonnet"]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"input_usd_per_mtok": -1}, "models.0.input_usd_per_mtok"),
-    ({"tier": "extreme"}, "models.0.tier: Value error, tier must be low, medium, high or 1-3"),
-    ({"tier": 4}, "models.0.tier"),
-    ({"provider": "mistral"}, "models.0.provider"),
-    ({"latency_ms": 0}, "models.0.latency_ms"),
-    ({"contextwindow": 5}, "models.0.contextwindow: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"input_usd_per_mtok": -1}, "models.0.input_usd_per_mtok"),
+        ({"tier": "extreme"}, "models.0.tier: Value error, tier must be low, medium, high or 1-3"),
+        ({"tier": 4}, "models.0.tier"),
+        ({"provider": "mistral"}, "models.0.provider"),
+        ({"latency_ms": 0}, "models.0.latency_ms"),
+        ({"contextwindow": 5}, "models.0.contextwindow: Extra inputs are not permitted"),
+    ],
+)
 def test_a_bad_table_names_the_field(change: dict, message: str) -> None:
     bad = [{**TABLE[0], **change}]
     with pytest.raises(TableError, match="model table \\(inline JSON\\) is invalid") as err:
@@ -60,11 +65,12 @@ def test_duplicate_names_missing_files_and_unreadable_yaml_are_refused(tmp_path)
     with pytest.raises(TableError, match="cannot be read"):
         load_table(str(tmp_path / "missing.yaml"))
     with pytest.raises(TableError, match="models: List should have at least 1 item"):
-        load_table("{\"models\": []}")
+        load_table('{"models": []}')
     assert DEFAULT_TABLE.name == "models.yaml"
 
 
 # --- complexity ------------------------------------------------------------------------
+
 
 def test_a_short_question_is_low() -> None:
     c = estimate({"messages": user("What is the capital of France?")})
@@ -77,7 +83,11 @@ def test_code_plus_a_reasoning_word_is_medium() -> None:
 
 
 def test_long_code_reasoning_and_tools_is_high() -> None:
-    text = "Analyze the architecture step by step and propose a design with trade-offs.\n```go\n" + "x := 1\n" * 1500 + "```"
+    text = (
+        "Analyze the architecture step by step and propose a design with trade-offs.\n```go\n"
+        + "x := 1\n" * 1500
+        + "```"
+    )
     tools = [{"type": "function", "function": {"name": f"t{i}", "parameters": {}}} for i in range(2)]
     c = estimate({"messages": user(text), "tools": tools})
     assert c.tier == 3
@@ -85,8 +95,11 @@ def test_long_code_reasoning_and_tools_is_high() -> None:
 
 
 def test_only_the_last_user_turn_counts_for_reasoning_words_and_content_parts_are_read() -> None:
-    messages = [{"role": "user", "content": "prove, derive and analyze this"}, {"role": "assistant", "content": "ok"},
-                {"role": "user", "content": [{"type": "text", "text": "thanks"}, {"type": "image_url"}]}]
+    messages = [
+        {"role": "user", "content": "prove, derive and analyze this"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "text", "text": "thanks"}, {"type": "image_url"}]},
+    ]
     assert estimate({"messages": messages}).tier == 1
     messages[-1]["content"][0]["text"] = "now debug and optimize the algorithm"
     assert estimate({"messages": messages}).tier == 2  # three reasoning words score 2
@@ -105,6 +118,7 @@ def test_the_header_overrides_and_is_validated() -> None:
 
 
 # --- routing ---------------------------------------------------------------------------
+
 
 def low() -> Complexity:
     return Complexity(1)
@@ -158,7 +172,11 @@ def test_cost_limit_uses_tokens_times_prices() -> None:
     assert names(plan(table(), ALL, body, low(), Limits(max_cost_usd=0.005))) == ["mini", "haiku"]
     with pytest.raises(NoRoute) as err:
         plan(table(), ALL, body, low(), Limits(max_cost_usd=0.0001))
-    assert err.value.limit == "max_cost_usd" and "cheapest estimate is 0.00075" in str(err.value) and "(mini, " in str(err.value)
+    assert (
+        err.value.limit == "max_cost_usd"
+        and "cheapest estimate is 0.00075" in str(err.value)
+        and "(mini, " in str(err.value)
+    )
 
 
 def test_context_window_and_explicit_model_beyond_a_limit() -> None:
@@ -173,7 +191,10 @@ def test_context_window_and_explicit_model_beyond_a_limit() -> None:
 
 
 def test_an_estimate_above_every_model_degrades_but_a_stated_complexity_refuses() -> None:
-    cheap = [model("a", "openai", "gpt-4o-mini", 0.1, 0.1, "low", 100), model("b", "openai", "x", 0.2, 0.2, "medium", 100)]
+    cheap = [
+        model("a", "openai", "gpt-4o-mini", 0.1, 0.1, "low", 100),
+        model("b", "openai", "x", 0.2, 0.2, "medium", 100),
+    ]
     t = load_table(json.dumps(cheap))
     assert names(plan(t, ALL, {"messages": user("hi")}, Complexity(3), Limits())) == ["b"]
     with pytest.raises(NoRoute) as err:

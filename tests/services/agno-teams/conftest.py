@@ -3,19 +3,23 @@ HubSpot, mcp-context with its offline embedder and embedded Qdrant) importable."
 
 from __future__ import annotations
 
-
 from tests.services.conftest import importable
 
-importable("services/agno-teams", "services/mcp-hubspot", "services/mcp-context", "tests/services/mcp-hubspot",
-           "tests/services/agno-teams")
+importable(
+    "services/agno-teams",
+    "services/mcp-hubspot",
+    "services/mcp-context",
+    "tests/services/mcp-hubspot",
+    "tests/services/agno-teams",
+)
 
-from typing import Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
-
 from hubspot_fake import FakeHubSpot, build_fake_hubspot  # noqa: E402
 from teams_data import MODEL_KEY, SUPPORT_MEMORIES, hubspot_app, seed_crm, teams_settings  # noqa: E402
+
 from tests.services.conftest import serve  # noqa: E402
 from tests.services.openai_chat_fake import FakeChat, build_fake_chat  # noqa: E402
 
@@ -72,8 +76,12 @@ def fresh_chat(chat: FakeChat) -> Iterator[FakeChat]:
 def teams_url(mcp_hubspot_url: str, mcp_context_url: str, coordinator_url: str) -> Iterator[str]:
     from agno_teams.main import build_app
 
-    settings = teams_settings(mcp_hubspot_url=mcp_hubspot_url, mcp_context_url=mcp_context_url,
-                              agno_coordinator_url=coordinator_url, model_api_key=MODEL_KEY)
+    settings = teams_settings(
+        mcp_hubspot_url=mcp_hubspot_url,
+        mcp_context_url=mcp_context_url,
+        agno_coordinator_url=coordinator_url,
+        model_api_key=MODEL_KEY,
+    )
     with serve(build_app(settings)) as url:
         yield url
 
@@ -83,7 +91,13 @@ def no_model_url(mcp_hubspot_url: str, mcp_context_url: str) -> Iterator[str]:
     """The same service without a model key."""
     from agno_teams.main import build_app
 
-    with serve(build_app(teams_settings(mcp_hubspot_url=mcp_hubspot_url, mcp_context_url=mcp_context_url,
-                                        agno_coordinator_url="http://127.0.0.1:9"))) as url:
+    with serve(
+        build_app(
+            teams_settings(
+                mcp_hubspot_url=mcp_hubspot_url,
+                mcp_context_url=mcp_context_url,
+                agno_coordinator_url="http://127.0.0.1:9",
+            )
+        )
+    ) as url:
         yield url
-

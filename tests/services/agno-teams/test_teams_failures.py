@@ -3,14 +3,14 @@ mcp-hubspot, a peer that is down, an MCP endpoint gone for a team run, a team ru
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
-
 from hubspot_fake import FakeHubSpot
 from teams_data import AS_OF, MODEL_KEY, hubspot_app, teams_settings
+
 from tests.services.conftest import free_port, serve
 from tests.services.openai_chat_fake import FakeChat, Reply
 
@@ -22,8 +22,13 @@ def stack(crm: FakeHubSpot, hubspot_url: str, mcp_context_url: str, coordinator_
 
     crm.faults.clear()
     with serve(hubspot_app(hubspot_url)) as hubspot:
-        settings = teams_settings(mcp_hubspot_url=hubspot, mcp_context_url=mcp_context_url, peer_timeout_seconds=1.0,
-                                  agno_coordinator_url=coordinator_url, model_api_key=MODEL_KEY)
+        settings = teams_settings(
+            mcp_hubspot_url=hubspot,
+            mcp_context_url=mcp_context_url,
+            peer_timeout_seconds=1.0,
+            agno_coordinator_url=coordinator_url,
+            model_api_key=MODEL_KEY,
+        )
         with serve(build_app(settings)) as url:
             yield url
     crm.faults.clear()
@@ -64,8 +69,9 @@ def test_a_peer_that_is_down_fails_readiness_and_answers_502(mcp_hubspot_url: st
         assert httpx.get(f"{url}/teams/sales/deals/9001/signals", timeout=30).status_code == 200
 
 
-def test_a_team_run_whose_mcp_endpoint_is_gone_is_a_503_problem(mcp_hubspot_url: str, mcp_context_url: str,
-                                                                 coordinator_url: str, fresh_chat: FakeChat) -> None:
+def test_a_team_run_whose_mcp_endpoint_is_gone_is_a_503_problem(
+    mcp_hubspot_url: str, mcp_context_url: str, coordinator_url: str, fresh_chat: FakeChat
+) -> None:
     from agno_teams.main import build_app
 
     # REST still answers (scoring works) but /mcp is not served: a stand-in that forwards only REST.
@@ -76,14 +82,28 @@ def test_a_team_run_whose_mcp_endpoint_is_gone_is_a_503_problem(mcp_hubspot_url:
         if path.startswith("mcp"):
             return Response(status_code=404)
         async with httpx.AsyncClient(base_url=mcp_hubspot_url) as client:
-            upstream = await client.request(request.method, f"/{path}", params=request.query_params,
-                                            content=await request.body(),
-                                            headers={"content-type": request.headers.get("content-type", "")})
+            upstream = await client.request(
+                request.method,
+                f"/{path}",
+                params=request.query_params,
+                content=await request.body(),
+                headers={"content-type": request.headers.get("content-type", "")},
+            )
         return Response(upstream.content, upstream.status_code, media_type=upstream.headers.get("content-type"))
 
-    with serve(proxy) as hubspot, serve(build_app(teams_settings(
-            mcp_hubspot_url=hubspot, mcp_context_url=mcp_context_url, agno_coordinator_url=coordinator_url,
-            model_api_key=MODEL_KEY))) as url:
+    with (
+        serve(proxy) as hubspot,
+        serve(
+            build_app(
+                teams_settings(
+                    mcp_hubspot_url=hubspot,
+                    mcp_context_url=mcp_context_url,
+                    agno_coordinator_url=coordinator_url,
+                    model_api_key=MODEL_KEY,
+                )
+            )
+        ) as url,
+    ):
         response = httpx.post(f"{url}/teams/sales/deals/9001/analysis", params=AS_OF, timeout=30)
         assert response.status_code == 503, response.text
         problem = response.json()
@@ -91,14 +111,20 @@ def test_a_team_run_whose_mcp_endpoint_is_gone_is_a_503_problem(mcp_hubspot_url:
         assert fresh_chat.requests == []  # no model call was spent
 
 
-def test_a_team_run_over_its_time_budget_is_a_504_problem(mcp_hubspot_url: str, mcp_context_url: str,
-                                                          coordinator_url: str, fresh_chat: FakeChat) -> None:
+def test_a_team_run_over_its_time_budget_is_a_504_problem(
+    mcp_hubspot_url: str, mcp_context_url: str, coordinator_url: str, fresh_chat: FakeChat
+) -> None:
     from agno_teams.main import build_app
 
     fresh_chat.fail("auto", "timeout")  # the fake answers after 6 s; the model timeout (10 s) is not reached
-    settings = teams_settings(mcp_hubspot_url=mcp_hubspot_url, mcp_context_url=mcp_context_url,
-                              agno_coordinator_url=coordinator_url, model_api_key=MODEL_KEY,
-                              model_timeout_seconds=10.0, team_timeout_seconds=1.0)
+    settings = teams_settings(
+        mcp_hubspot_url=mcp_hubspot_url,
+        mcp_context_url=mcp_context_url,
+        agno_coordinator_url=coordinator_url,
+        model_api_key=MODEL_KEY,
+        model_timeout_seconds=10.0,
+        team_timeout_seconds=1.0,
+    )
     fresh_chat.script("auto", Reply(content="too late"))
     with serve(build_app(settings)) as url:
         response = httpx.post(f"{url}/teams/client-health/companies/501/review", params=AS_OF, timeout=30)

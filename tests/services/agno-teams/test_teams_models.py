@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import httpx
-
 from hubspot_fake import FakeHubSpot
 from teams_data import AS_OF, MODEL_KEY
+
 from tests.services.openai_chat_fake import FakeChat, Reply
 
 
@@ -21,19 +21,28 @@ def tool_results(request: dict) -> str:
 
 
 def test_client_health_team_reads_support_memories_over_mcp(teams_url: str, fresh_chat: FakeChat) -> None:
-    fresh_chat.script("auto",
-                      delegate("support-analyst", "Find open support issues for Globex"),
-                      Reply(tool_calls=[("search_memories", {"query": "Globex outage", "namespace": "support"})]),
-                      Reply(content="Globex had a three-day billing export outage, escalated to the CTO."),
-                      Reply(content="Globex is critical: silent for 120 days, a lost expansion and an outage."))
-    response = httpx.post(f"{teams_url}/teams/client-health/companies/502/review", params=AS_OF,
-                          json={"focus": "renewal risk"}, timeout=60)
+    fresh_chat.script(
+        "auto",
+        delegate("support-analyst", "Find open support issues for Globex"),
+        Reply(tool_calls=[("search_memories", {"query": "Globex outage", "namespace": "support"})]),
+        Reply(content="Globex had a three-day billing export outage, escalated to the CTO."),
+        Reply(content="Globex is critical: silent for 120 days, a lost expansion and an outage."),
+    )
+    response = httpx.post(
+        f"{teams_url}/teams/client-health/companies/502/review",
+        params=AS_OF,
+        json={"focus": "renewal risk"},
+        timeout=60,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["team"] == "ClientHealthTeam" and body["health"]["score"] == 5
     assert body["review"].startswith("Globex is critical")
-    assert {"member": "support-analyst", "tool": "search_memories",
-            "args": {"query": "Globex outage", "namespace": "support"}} in body["tool_calls"]
+    assert {
+        "member": "support-analyst",
+        "tool": "search_memories",
+        "args": {"query": "Globex outage", "namespace": "support"},
+    } in body["tool_calls"]
     leader, member, member_after_tool, leader_after = fresh_chat.requests
     # The leader got the rule-based score and reasons, and the focus.
     user = next(m["content"] for m in leader["body"]["messages"] if m["role"] == "user")
@@ -46,24 +55,29 @@ def test_client_health_team_reads_support_memories_over_mcp(teams_url: str, fres
     assert all(r["body"]["model"] == "auto" for r in fresh_chat.requests)
 
 
-def test_sales_team_reads_the_crm_and_memories_then_coaches(teams_url: str, fresh_chat: FakeChat,
-                                                            crm: FakeHubSpot) -> None:
+def test_sales_team_reads_the_crm_and_memories_then_coaches(
+    teams_url: str, fresh_chat: FakeChat, crm: FakeHubSpot
+) -> None:
     before = len(crm.calls("GET", "/crm/v3/objects/deals/9002"))
-    fresh_chat.script("auto",
-                      delegate("deal-analyst", "Read deal 9002"),
-                      Reply(tool_calls=[("get_record", {"object_type": "deals", "object_id": "9002"})]),
-                      Reply(content="Acme upsell: 4000, appointment scheduled, close date passed."),
-                      delegate("sales-coach", "Coaching notes for the Acme upsell"),
-                      Reply(tool_calls=[("search_memories", {"query": "Acme renewal QBR", "namespace": "sales"})]),
-                      Reply(content="- Book the QBR before sending anything: the CFO signs only after one."),
-                      Reply(content="Analysis: the upsell slipped 12 days.\nCoaching notes:\n- Book the QBR first."))
+    fresh_chat.script(
+        "auto",
+        delegate("deal-analyst", "Read deal 9002"),
+        Reply(tool_calls=[("get_record", {"object_type": "deals", "object_id": "9002"})]),
+        Reply(content="Acme upsell: 4000, appointment scheduled, close date passed."),
+        delegate("sales-coach", "Coaching notes for the Acme upsell"),
+        Reply(tool_calls=[("search_memories", {"query": "Acme renewal QBR", "namespace": "sales"})]),
+        Reply(content="- Book the QBR before sending anything: the CFO signs only after one."),
+        Reply(content="Analysis: the upsell slipped 12 days.\nCoaching notes:\n- Book the QBR first."),
+    )
     response = httpx.post(f"{teams_url}/teams/sales/deals/9002/analysis", params=AS_OF, timeout=60)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["team"] == "SalesIntelligenceTeam" and body["signals"]["risk"] == "high"
     assert "Coaching notes" in body["analysis"]
     assert [(c["member"], c["tool"]) for c in body["tool_calls"] if c["member"] != "leader"] == [
-        ("deal-analyst", "get_record"), ("sales-coach", "search_memories")]
+        ("deal-analyst", "get_record"),
+        ("sales-coach", "search_memories"),
+    ]
     # The model's get_record went through mcp-hubspot to HubSpot (scoring itself only searches).
     assert len(crm.calls("GET", "/crm/v3/objects/deals/9002")) == before + 1
     analyst_after_tool, coach_after_tool = fresh_chat.requests[2], fresh_chat.requests[5]
@@ -74,8 +88,12 @@ def test_sales_team_reads_the_crm_and_memories_then_coaches(teams_url: str, fres
 
 
 def test_a_failing_coordinator_is_a_502_problem_not_a_stack_trace(teams_url: str, fresh_chat: FakeChat) -> None:
-    for outcome, words in ((500, "server had an error"), (503, "server had an error"), (429, "Rate limit"),
-                           ("timeout", "timed out")):
+    for outcome, words in (
+        (500, "server had an error"),
+        (503, "server had an error"),
+        (429, "Rate limit"),
+        ("timeout", "timed out"),
+    ):
         fresh_chat.failures.clear()
         fresh_chat.fail("auto", outcome, outcome)
         response = httpx.post(f"{teams_url}/teams/client-health/companies/501/review", params=AS_OF, timeout=60)

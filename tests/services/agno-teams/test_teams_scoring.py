@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from agno_teams.client_health import BASELINE, band, score
 from agno_teams.records import deal_state, parse_time
 from agno_teams.sales import deal_signals
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 COMPANY = {"id": "501", "properties": {"name": "Acme Corp"}}
 
 
@@ -24,8 +23,10 @@ def engagement(days: int, kind: str = "notes") -> dict:
 
 def deal(name: str, stage: str = "contractsent", amount: str | None = "1000", close_in: int | None = 30, **props):
     close = None if close_in is None else (NOW + timedelta(days=close_in)).isoformat()
-    return {"id": name, "properties": {"dealname": name, "dealstage": stage, "amount": amount, "closedate": close,
-                                       **props}}
+    return {
+        "id": name,
+        "properties": {"dealname": name, "dealstage": stage, "amount": amount, "closedate": close, **props},
+    }
 
 
 def support(text: str, severity: str = "low", status: str = "open") -> dict:
@@ -38,8 +39,15 @@ def points(result: dict) -> dict[str, int]:
 
 def test_an_engaged_client_with_pipeline_is_healthy() -> None:
     result = score(COMPANY, [deal("Renewal")], [engagement(d) for d in (2, 10, 20, 30, 40, 60)], [], NOW)
-    assert points(result) == {"last_engagement": 0, "engagement_volume": 5, "open_pipeline": 5, "overdue_deals": 0,
-                              "lost_deals": 0, "support_severe": 0, "support_other": 0}
+    assert points(result) == {
+        "last_engagement": 0,
+        "engagement_volume": 5,
+        "open_pipeline": 5,
+        "overdue_deals": 0,
+        "lost_deals": 0,
+        "support_severe": 0,
+        "support_other": 0,
+    }
     assert result["score"] == BASELINE + 10 == 95 and result["band"] == "healthy"
     assert result["company"] == "Acme Corp" and result["as_of"] == NOW.isoformat()
     assert "6 engagements in the last 90 days" in {r["evidence"] for r in result["reasons"]}
@@ -48,11 +56,17 @@ def test_an_engaged_client_with_pipeline_is_healthy() -> None:
 def test_a_silent_client_with_nothing_open_is_at_risk_with_reasons() -> None:
     result = score(COMPANY, [], [engagement(45)], [], NOW)
     reasons = {r["factor"]: r for r in result["reasons"]}
-    assert reasons["last_engagement"] == {"factor": "last_engagement", "points": -20,
-                                          "evidence": "last engagement 45 days ago"}
+    assert reasons["last_engagement"] == {
+        "factor": "last_engagement",
+        "points": -20,
+        "evidence": "last engagement 45 days ago",
+    }
     assert reasons["engagement_volume"]["points"] == -10
-    assert reasons["open_pipeline"] == {"factor": "open_pipeline", "points": -10,
-                                        "evidence": "no open deals and none won in the last 365 days"}
+    assert reasons["open_pipeline"] == {
+        "factor": "open_pipeline",
+        "points": -10,
+        "evidence": "no open deals and none won in the last 365 days",
+    }
     assert result["score"] == 45 and result["band"] == "at-risk"
     assert result["reasons"][0]["points"] <= result["reasons"][-1]["points"]  # worst first
 
@@ -86,8 +100,12 @@ def test_a_recent_win_without_open_deals_costs_nothing() -> None:
 
 
 def test_support_signals_count_only_open_issues_by_severity() -> None:
-    signals = [support("Outage for three days", "high"), support("Data loss reported", "critical"),
-               support("Invoice wrong", "low"), support("Old escalation", "high", status="resolved")]
+    signals = [
+        support("Outage for three days", "high"),
+        support("Data loss reported", "critical"),
+        support("Invoice wrong", "low"),
+        support("Old escalation", "high", status="resolved"),
+    ]
     result = score(COMPANY, [deal("Renewal")], [engagement(1)] * 6, signals, NOW)
     p = points(result)
     assert p["support_severe"] == -30 and p["support_other"] == -5
@@ -100,8 +118,14 @@ def test_score_is_clamped_and_banded() -> None:
     signals = [support(f"Severe {i}", "high") for i in range(5)]
     result = score(COMPANY, [deal("Lost", stage="closedlost", close_in=-5)], [], signals, NOW)
     assert result["score"] == 0 and result["band"] == "critical"
-    assert [band(s) for s in (100, 70, 69, 40, 39, 0)] == ["healthy", "healthy", "at-risk", "at-risk", "critical",
-                                                          "critical"]
+    assert [band(s) for s in (100, 70, 69, 40, 39, 0)] == [
+        "healthy",
+        "healthy",
+        "at-risk",
+        "at-risk",
+        "critical",
+        "critical",
+    ]
 
 
 def test_deal_state_reads_hubspot_flags_then_default_stages() -> None:
@@ -134,15 +158,23 @@ def test_deal_signals_flag_a_stale_stuck_slipped_deal() -> None:
     s = deal_signals(d, [engagement(40)], NOW)
     assert s["stage_age_days"] == 75  # no stage entry date: creation
     assert s["close_date_slip_days"] == 12 and s["days_to_close"] == -12
-    assert s["risk_flags"] == [{"flag": "stale", "evidence": "no touch in 40 days"},
-                               {"flag": "stuck_in_stage", "evidence": "75 days in stage contractsent"},
-                               {"flag": "close_date_passed", "evidence": "close date passed 12 days ago"}]
+    assert s["risk_flags"] == [
+        {"flag": "stale", "evidence": "no touch in 40 days"},
+        {"flag": "stuck_in_stage", "evidence": "75 days in stage contractsent"},
+        {"flag": "close_date_passed", "evidence": "close date passed 12 days ago"},
+    ]
     assert s["risk"] == "high"
 
 
 def test_deal_signals_stage_entry_per_stage_property_and_missing_data() -> None:
-    d = deal("Pilot", stage="qualifiedtobuy", amount=None, close_in=None,
-             hs_date_entered_qualifiedtobuy=ago(5), createdate=ago(200))
+    d = deal(
+        "Pilot",
+        stage="qualifiedtobuy",
+        amount=None,
+        close_in=None,
+        hs_date_entered_qualifiedtobuy=ago(5),
+        createdate=ago(200),
+    )
     s = deal_signals(d, [], NOW)
     assert s["stage_age_days"] == 5 and s["days_since_last_touch"] is None and s["close_date"] is None
     assert [f["flag"] for f in s["risk_flags"]] == ["no_engagement", "no_close_date", "no_amount"]

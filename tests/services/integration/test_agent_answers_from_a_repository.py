@@ -13,21 +13,31 @@ import httpx
 
 from tests.services.conftest import importable
 
-importable("tests/services/mcp-github", "services/mcp-agents", "services/agno-coordinator", "services/mcp-github",
-           "services/mcp-context")
+importable(
+    "tests/services/mcp-github",
+    "services/mcp-agents",
+    "services/agno-coordinator",
+    "services/mcp-github",
+    "services/mcp-context",
+)
 
-from agno_coordinator.main import Settings as CoordinatorSettings, build_app as build_coordinator  # noqa: E402
+from agno_coordinator.main import Settings as CoordinatorSettings  # noqa: E402
+from agno_coordinator.main import build_app as build_coordinator  # noqa: E402
 from github_fake import TOKEN, FakeGitHub, build_fake_github  # noqa: E402
-from mcp_agents.main import Settings as AgentsSettings, build_app as build_agents  # noqa: E402
-from mcp_context.main import Settings as ContextSettings, build_app as build_context  # noqa: E402
-from mcp_github.main import Settings as GitHubSettings, build_app as build_github  # noqa: E402
+from mcp_agents.main import Settings as AgentsSettings  # noqa: E402
+from mcp_agents.main import build_app as build_agents  # noqa: E402
+from mcp_context.main import Settings as ContextSettings  # noqa: E402
+from mcp_context.main import build_app as build_context  # noqa: E402
+from mcp_github.main import Settings as GitHubSettings  # noqa: E402
+from mcp_github.main import build_app as build_github  # noqa: E402
+
 from tests.services.conftest import postgres_server, redis_server_at, serve  # noqa: E402
 from tests.services.openai_chat_fake import FakeChat, Reply, build_fake_chat  # noqa: E402
 
 REPO = {
     "README.md": "# Billing\nComputes invoices for every customer at the end of the month.\n",
     "src/billing/retry.py": "def backoff(attempt):\n    # exponential backoff with jitter for flaky payment gateways\n"
-                            "    return min(30, 2 ** attempt)\n",
+    "    return min(30, 2 ** attempt)\n",
     "src/billing/invoice.py": "class Invoice:\n    def total(self):\n        return sum(l.cents for l in self.lines)\n",
 }
 QUESTION = "How does the billing service retry a flaky payment gateway?"
@@ -38,26 +48,53 @@ def test_an_agent_indexes_a_repository_and_answers_from_it() -> None:
     # The packaged model table's OpenAI models; `auto` routes to the cheapest that fits.
     provider = FakeChat(api_key="sk-integration", models=("gpt-4.1-mini", "gpt-4.1"))
     # What a model would do: index the repository, search it, answer.
-    script = [Reply(tool_calls=[("github__index_repository", {"owner": "acme", "repo": "billing"})]),
-              Reply(tool_calls=[("context__search_memories", {"query": "retry a flaky payment gateway", "top_k": 3})]),
-              Reply(content=ANSWER)]
+    script = [
+        Reply(tool_calls=[("github__index_repository", {"owner": "acme", "repo": "billing"})]),
+        Reply(tool_calls=[("context__search_memories", {"query": "retry a flaky payment gateway", "top_k": 3})]),
+        Reply(content=ANSWER),
+    ]
     provider.responder = lambda body: script.pop(0)
     github = FakeGitHub(orgs={"acme"})
     github.add_repo("acme", "billing", REPO)
 
-    with postgres_server() as database, redis_server_at() as redis_url, \
-            serve(build_fake_chat(provider)) as provider_url, serve(build_fake_github(github)) as github_url, \
-            serve(build_context(ContextSettings(redis_url=redis_url, embedding_provider="local",
-                                                qdrant_collection="integration"))) as context_url, \
-            serve(build_github(GitHubSettings(github_token=TOKEN, github_api_url=github_url,
-                                              mcp_context_url=context_url, redis_url=redis_url))) as github_svc, \
-            serve(build_coordinator(CoordinatorSettings(openai_api_key="sk-integration",
-                                                        openai_base_url=f"{provider_url}/v1"))) as coordinator, \
-            serve(build_agents(AgentsSettings(database_url=database, redis_url=redis_url,
-                                              agno_coordinator_url=coordinator, mcp_context_url=context_url,
-                                              mcp_github_url=github_svc, mcp_hubspot_url=None))) as agents:
-        task_id = httpx.post(f"{agents}/agents/tasks", json={"goal": QUESTION},
-                             headers={"Idempotency-Key": "integration-1"}).json()["id"]
+    with (
+        postgres_server() as database,
+        redis_server_at() as redis_url,
+        serve(build_fake_chat(provider)) as provider_url,
+        serve(build_fake_github(github)) as github_url,
+        serve(
+            build_context(
+                ContextSettings(redis_url=redis_url, embedding_provider="local", qdrant_collection="integration")
+            )
+        ) as context_url,
+        serve(
+            build_github(
+                GitHubSettings(
+                    github_token=TOKEN, github_api_url=github_url, mcp_context_url=context_url, redis_url=redis_url
+                )
+            )
+        ) as github_svc,
+        serve(
+            build_coordinator(
+                CoordinatorSettings(openai_api_key="sk-integration", openai_base_url=f"{provider_url}/v1")
+            )
+        ) as coordinator,
+        serve(
+            build_agents(
+                AgentsSettings(
+                    database_url=database,
+                    redis_url=redis_url,
+                    agno_coordinator_url=coordinator,
+                    mcp_context_url=context_url,
+                    mcp_github_url=github_svc,
+                    mcp_hubspot_url=None,
+                )
+            )
+        ) as agents,
+    ):
+        task_id = httpx.post(
+            f"{agents}/agents/tasks", json={"goal": QUESTION}, headers={"Idempotency-Key": "integration-1"}
+        ).json()["id"]
         deadline = time.monotonic() + 60
         while (task := httpx.get(f"{agents}/agents/tasks/{task_id}").json())["state"] not in ("succeeded", "failed"):
             assert time.monotonic() < deadline, task
@@ -77,4 +114,4 @@ def test_an_agent_indexes_a_repository_and_answers_from_it() -> None:
     indexed, found = json.loads(tool_results[0]), tool_results[1]
     assert (indexed["status"], indexed["files_sent"], indexed["repository"]) == ("indexed", 3, "acme/billing")
     assert "exponential backoff with jitter" in found and "src/billing/retry.py" in found
-    assert 'coordinator_requests_total{' in coordinator_metrics and 'provider="openai"' in coordinator_metrics
+    assert "coordinator_requests_total{" in coordinator_metrics and 'provider="openai"' in coordinator_metrics

@@ -4,7 +4,7 @@ a fresh database and an empty Redis per test), the fake model server, real peers
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.asyncio import Redis
-
 from mcp_agents.queue import TaskQueue
 from mcp_agents.store import IdempotencyConflict, TaskStore
+from redis.asyncio import Redis
 
 
 def test_a_dead_workers_task_is_reclaimed_and_a_live_ones_is_not(redis_url: str) -> None:

@@ -6,24 +6,33 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
-
 from mcp_agents.main import Settings, build_app
-from mcp_context.main import Settings as ContextSettings, build_app as build_context
+from mcp_context.main import Settings as ContextSettings
+from mcp_context.main import build_app as build_context
+
 from tests.services.conftest import serve
 from tests.services.openai_chat_fake import FakeChat, Reply, build_fake_chat
 
 
 @pytest.fixture(scope="module")
 def context_url(redis_root: str) -> Iterator[str]:
-    with serve(build_context(ContextSettings(redis_url=redis_root, embedding_provider="local",
-                                             qdrant_collection="agents-tests"))) as url:
-        httpx.post(f"{url}/memories/batch", json=[
-            {"text": "Acme Corp renews its contract in March and prefers email.", "namespace": "crm"},
-            {"text": "The staging cluster runs on two GPU nodes.", "namespace": "ops"}]).raise_for_status()
+    with serve(
+        build_context(
+            ContextSettings(redis_url=redis_root, embedding_provider="local", qdrant_collection="agents-tests")
+        )
+    ) as url:
+        httpx.post(
+            f"{url}/memories/batch",
+            json=[
+                {"text": "Acme Corp renews its contract in March and prefers email.", "namespace": "crm"},
+                {"text": "The staging cluster runs on two GPU nodes.", "namespace": "ops"},
+            ],
+        ).raise_for_status()
         yield url
 
 
@@ -34,11 +43,19 @@ def model() -> Iterator[tuple[FakeChat, str]]:
         yield fake, url
 
 
-def agents_settings(database_url: str, redis_url: str, coordinator: str, context: str | None,
-                    **overrides: Any) -> Settings:
-    return Settings(database_url=database_url, redis_url=redis_url, agno_coordinator_url=coordinator,
-                    mcp_context_url=context, mcp_github_url=None, mcp_hubspot_url=None,
-                    model_timeout_seconds=10, **overrides)
+def agents_settings(
+    database_url: str, redis_url: str, coordinator: str, context: str | None, **overrides: Any
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        agno_coordinator_url=coordinator,
+        mcp_context_url=context,
+        mcp_github_url=None,
+        mcp_hubspot_url=None,
+        model_timeout_seconds=10,
+        **overrides,
+    )
 
 
 def wait_for(url: str, task_id: str, states: tuple[str, ...] = ("succeeded", "failed"), timeout: float = 20) -> dict:
@@ -64,14 +81,18 @@ def sse_events(url: str, last_event_id: int | None = None) -> list[dict[str, Any
 
 def test_a_task_runs_the_tool_loop_over_mcp_and_streams_progress(database_url, redis_url, context_url, model) -> None:
     fake, coordinator = model
-    fake.script("auto", Reply(tool_calls=[("context__search_memories", {"query": "When does Acme renew?"})]),
-                Reply(content="Acme renews in March (from the CRM memory)."))
+    fake.script(
+        "auto",
+        Reply(tool_calls=[("context__search_memories", {"query": "When does Acme renew?"})]),
+        Reply(content="Acme renews in March (from the CRM memory)."),
+    )
     with serve(build_app(agents_settings(database_url, redis_url, coordinator, context_url))) as url:
         tools = httpx.get(f"{url}/agents/tools").json()
         assert {t["name"] for t in tools["tools"]} >= {"context__search_memories", "context__store_memory"}
 
-        submitted = httpx.post(f"{url}/agents/tasks", json={"goal": "When does Acme renew?"},
-                               headers={"Idempotency-Key": "acme-1"})
+        submitted = httpx.post(
+            f"{url}/agents/tasks", json={"goal": "When does Acme renew?"}, headers={"Idempotency-Key": "acme-1"}
+        )
         assert submitted.status_code == 202 and submitted.headers["location"].endswith(submitted.json()["id"])
         task_id = submitted.json()["id"]
         events = sse_events(f"{url}/agents/tasks/{task_id}/events")
@@ -83,8 +104,9 @@ def test_a_task_runs_the_tool_loop_over_mcp_and_streams_progress(database_url, r
         assert events[3]["data"]["ok"] and "March" in events[3]["data"]["output"]
         # The model really received the tool's answer from mcp-context, and was offered the tools.
         second = fake.requests[1]["body"]
-        assert second["model"] == "auto" and any(t["function"]["name"] == "context__search_memories"
-                                                 for t in second["tools"])
+        assert second["model"] == "auto" and any(
+            t["function"]["name"] == "context__search_memories" for t in second["tools"]
+        )
         tool_message = next(m for m in second["messages"] if m["role"] == "tool")
         assert "renews its contract in March" in tool_message["content"]
 
@@ -93,11 +115,13 @@ def test_a_task_runs_the_tool_loop_over_mcp_and_streams_progress(database_url, r
         assert [e["seq"] for e in resumed] == [5, 6]
 
         # Same key, same body: the same task, not a second run.
-        again = httpx.post(f"{url}/agents/tasks", json={"goal": "When does Acme renew?"},
-                           headers={"Idempotency-Key": "acme-1"})
+        again = httpx.post(
+            f"{url}/agents/tasks", json={"goal": "When does Acme renew?"}, headers={"Idempotency-Key": "acme-1"}
+        )
         assert again.status_code == 200 and again.json()["id"] == task_id and len(fake.requests) == 2
-        conflict = httpx.post(f"{url}/agents/tasks", json={"goal": "Something else"},
-                              headers={"Idempotency-Key": "acme-1"})
+        conflict = httpx.post(
+            f"{url}/agents/tasks", json={"goal": "Something else"}, headers={"Idempotency-Key": "acme-1"}
+        )
         assert conflict.status_code == 409 and "Idempotency-Key" in conflict.json()["detail"]
 
         metrics = httpx.get(f"{url}/metrics").text
@@ -140,8 +164,7 @@ def test_a_task_left_by_a_stopped_replica_is_finished_by_another(database_url, r
     fake.slow_seconds = 2
     fake.fail("auto", "timeout")  # the first replica is mid-call when it stops
     fake.script("auto", Reply(content="finished by the second replica"))
-    settings = agents_settings(database_url, redis_url, coordinator, None, workers=1,
-                               visibility_timeout_seconds=0.6)
+    settings = agents_settings(database_url, redis_url, coordinator, None, workers=1, visibility_timeout_seconds=0.6)
     with serve(build_app(settings)) as first:
         task_id = httpx.post(f"{first}/agents/tasks", json={"goal": "survive a crash"}).json()["id"]
         running = wait_for(first, task_id, states=("running",))
@@ -159,8 +182,9 @@ def test_replicas_share_the_queue(database_url, redis_url, model) -> None:
     fake.responder = lambda body: (time.sleep(0.05), Reply(content="ok"))[1]
     settings = agents_settings(database_url, redis_url, coordinator, None, workers=1)
     with serve(build_app(settings)) as one, serve(build_app(settings)) as two:
-        ids = [httpx.post(f"{(one, two)[i % 2]}/agents/tasks", json={"goal": f"task {i}"}).json()["id"]
-               for i in range(8)]
+        ids = [
+            httpx.post(f"{(one, two)[i % 2]}/agents/tasks", json={"goal": f"task {i}"}).json()["id"] for i in range(8)
+        ]
         tasks = [wait_for(one, task_id) for task_id in ids]
     assert all(t["state"] == "succeeded" and t["attempts"] == 1 for t in tasks)
     assert len({t["worker"] for t in tasks}) == 2  # both replicas' workers took tasks

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,14 +11,15 @@ from tests.services.conftest import importable
 importable("services/mcp-github", "services/mcp-context")
 
 from github_fake import TOKEN, FakeGitHub, build_fake_github  # noqa: E402
+
 from tests.services.conftest import free_port, redis_server_at, serve  # noqa: E402
 
 REPO_FILES = {
     "README.md": "# Billing\nComputes invoices for every customer at the end of the month.\n",
     "src/billing/retry.py": "def backoff(attempt):\n    # exponential backoff with jitter for flaky upstreams\n"
-                            "    return min(30, 2 ** attempt)\n",
-    "src/billing/invoice.py": "class Invoice:\n    \"\"\"An invoice: customer, lines, total in cents.\"\"\"\n"
-                              "    def total(self):\n        return sum(line.cents for line in self.lines)\n",
+    "    return min(30, 2 ** attempt)\n",
+    "src/billing/invoice.py": 'class Invoice:\n    """An invoice: customer, lines, total in cents."""\n'
+    "    def total(self):\n        return sum(line.cents for line in self.lines)\n",
     "docs/logo.png": b"\x89PNG\r\n\x1a\n\x00\x00binary",
     "node_modules/left-pad/index.js": "module.exports = (s) => s;\n",
     "data/blob.dat": b"\x00\x01\x02 not text",

@@ -93,14 +93,21 @@ class FakeGitHub:
 
 
 def _rate_headers(gh: FakeGitHub) -> dict[str, str]:
-    return {"x-ratelimit-limit": str(gh.rate_limit), "x-ratelimit-remaining": str(max(0, gh.rate_limit - gh.used)),
-            "x-ratelimit-used": str(gh.used), "x-ratelimit-reset": str(int(time.time()) + gh.reset_in),
-            "x-ratelimit-resource": "core"}
+    return {
+        "x-ratelimit-limit": str(gh.rate_limit),
+        "x-ratelimit-remaining": str(max(0, gh.rate_limit - gh.used)),
+        "x-ratelimit-used": str(gh.used),
+        "x-ratelimit-reset": str(int(time.time()) + gh.reset_in),
+        "x-ratelimit-resource": "core",
+    }
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"message": message, "documentation_url": "https://docs.github.com/rest",
-                         "status": str(status)}, status_code=status, headers=headers)
+    return JSONResponse(
+        {"message": message, "documentation_url": "https://docs.github.com/rest", "status": str(status)},
+        status_code=status,
+        headers=headers,
+    )
 
 
 def build_fake_github(gh: FakeGitHub) -> FastAPI:
@@ -117,7 +124,7 @@ def build_fake_github(gh: FakeGitHub) -> FastAPI:
         per_page = min(gh.page_size_cap, int(request.query_params.get("per_page", 30)))
         page = int(request.query_params.get("page", 1))
         last = max(1, -(-len(items) // per_page))
-        body = items[(page - 1) * per_page: page * per_page]
+        body = items[(page - 1) * per_page : page * per_page]
         links = []
         base = str(request.url).split("?")[0]
         query = {k: v for k, v in request.query_params.items() if k != "page"}
@@ -132,14 +139,25 @@ def build_fake_github(gh: FakeGitHub) -> FastAPI:
         if request.headers.get("if-none-match") == etag:
             gh.conditional_hits += 1
             return Response(status_code=304, headers={"etag": etag})
-        return Response(payload, media_type="application/json; charset=utf-8",
-                        headers={"etag": etag, "cache-control": "private, max-age=60", **(headers or {})})
+        return Response(
+            payload,
+            media_type="application/json; charset=utf-8",
+            headers={"etag": etag, "cache-control": "private, max-age=60", **(headers or {})},
+        )
 
     def repo_json(repo: Repo) -> dict[str, Any]:
-        return {"id": abs(hash(repo.full_name)) % 10**8, "name": repo.name, "full_name": repo.full_name,
-                "private": repo.private, "owner": {"login": repo.owner}, "default_branch": repo.default_branch,
-                "description": f"{repo.name} repository", "language": "Python",
-                "html_url": f"https://github.com/{repo.full_name}", "updated_at": "2026-11-20T00:00:00Z"}
+        return {
+            "id": abs(hash(repo.full_name)) % 10**8,
+            "name": repo.name,
+            "full_name": repo.full_name,
+            "private": repo.private,
+            "owner": {"login": repo.owner},
+            "default_branch": repo.default_branch,
+            "description": f"{repo.name} repository",
+            "language": "Python",
+            "html_url": f"https://github.com/{repo.full_name}",
+            "updated_at": "2026-11-20T00:00:00Z",
+        }
 
     def find(owner: str, name: str) -> Repo | None:
         return gh.repos.get(f"{owner}/{name}")
@@ -150,18 +168,26 @@ def build_fake_github(gh: FakeGitHub) -> FastAPI:
         return next((c for c in repo.commits if c.sha == ref or c.sha.startswith(ref) and len(ref) >= 7), None)
 
     def commit_json(repo: Repo, c: Commit) -> dict[str, Any]:
-        return {"sha": c.sha, "html_url": f"https://github.com/{repo.full_name}/commit/{c.sha}",
-                "author": {"login": c.author},
-                "commit": {"message": c.message, "author": {"name": c.author.title(), "date": c.date},
-                           "tree": {"sha": tree_sha(c.files)}}}
+        return {
+            "sha": c.sha,
+            "html_url": f"https://github.com/{repo.full_name}/commit/{c.sha}",
+            "author": {"login": c.author},
+            "commit": {
+                "message": c.message,
+                "author": {"name": c.author.title(), "date": c.date},
+                "tree": {"sha": tree_sha(c.files)},
+            },
+        }
 
     not_found = lambda: _error(404, "Not Found")  # noqa: E731
 
     @app.get("/rate_limit")
     async def rate_limit():
         left = max(0, gh.rate_limit - gh.used)
-        return {"resources": {"core": {"limit": gh.rate_limit, "remaining": left, "used": gh.used}},
-                "rate": {"limit": gh.rate_limit, "remaining": left, "used": gh.used}}
+        return {
+            "resources": {"core": {"limit": gh.rate_limit, "remaining": left, "used": gh.used}},
+            "rate": {"limit": gh.rate_limit, "remaining": left, "used": gh.used},
+        }
 
     @app.get("/user/repos")
     async def my_repos(request: Request):
@@ -199,7 +225,7 @@ def build_fake_github(gh: FakeGitHub) -> FastAPI:
         start = resolve(repo, ref) if ref else repo.commits[0]
         if start is None:
             return not_found()
-        history = repo.commits[repo.commits.index(start):]
+        history = repo.commits[repo.commits.index(start) :]
         return paged(request, [commit_json(repo, c) for c in history])
 
     @app.get("/repos/{owner}/{name}/commits/{ref}")
@@ -219,9 +245,15 @@ def build_fake_github(gh: FakeGitHub) -> FastAPI:
         files = _trees(repo).get(sha)
         if files is None:
             return not_found()
-        return etagged(request, {"sha": tree_sha(files), "url": str(request.url).split("?")[0],
-                                 "tree": _tree_entries(files, recursive and not gh.truncate_trees),
-                                 "truncated": recursive and gh.truncate_trees})
+        return etagged(
+            request,
+            {
+                "sha": tree_sha(files),
+                "url": str(request.url).split("?")[0],
+                "tree": _tree_entries(files, recursive and not gh.truncate_trees),
+                "truncated": recursive and gh.truncate_trees,
+            },
+        )
 
     @app.get("/repos/{owner}/{name}/git/blobs/{sha}")
     async def blob(owner: str, name: str, sha: str, request: Request):
@@ -229,8 +261,15 @@ def build_fake_github(gh: FakeGitHub) -> FastAPI:
         for c in repo.commits if repo else []:
             for content in c.files.values():
                 if blob_sha(content) == sha:
-                    return etagged(request, {"sha": sha, "size": len(content), "encoding": "base64",
-                                             "content": base64.encodebytes(content).decode()})
+                    return etagged(
+                        request,
+                        {
+                            "sha": sha,
+                            "size": len(content),
+                            "encoding": "base64",
+                            "content": base64.encodebytes(content).decode(),
+                        },
+                    )
         return not_found()
 
     @app.get("/repos/{owner}/{name}/contents/{path:path}")
@@ -241,16 +280,34 @@ def build_fake_github(gh: FakeGitHub) -> FastAPI:
             return not_found()
         if path in c.files:
             content = c.files[path]
-            return etagged(request, {"type": "file", "encoding": "base64", "size": len(content), "name":
-                                     path.rsplit("/", 1)[-1], "path": path, "sha": blob_sha(content),
-                                     "content": base64.encodebytes(content).decode(),
-                                     "html_url": f"https://github.com/{repo.full_name}/blob/{c.sha}/{path}"})
-        below = sorted({p[len(path) + 1:].split("/")[0] for p in c.files if p.startswith(path.rstrip("/") + "/")})
+            return etagged(
+                request,
+                {
+                    "type": "file",
+                    "encoding": "base64",
+                    "size": len(content),
+                    "name": path.rsplit("/", 1)[-1],
+                    "path": path,
+                    "sha": blob_sha(content),
+                    "content": base64.encodebytes(content).decode(),
+                    "html_url": f"https://github.com/{repo.full_name}/blob/{c.sha}/{path}",
+                },
+            )
+        below = sorted({p[len(path) + 1 :].split("/")[0] for p in c.files if p.startswith(path.rstrip("/") + "/")})
         if not below:
             return not_found()
-        return etagged(request, [{"type": "file" if f"{path}/{n}" in c.files else "dir", "name": n,
-                                  "path": f"{path}/{n}", "size": len(c.files.get(f"{path}/{n}", b""))}
-                                 for n in below])
+        return etagged(
+            request,
+            [
+                {
+                    "type": "file" if f"{path}/{n}" in c.files else "dir",
+                    "name": n,
+                    "path": f"{path}/{n}",
+                    "size": len(c.files.get(f"{path}/{n}", b"")),
+                }
+                for n in below
+            ],
+        )
 
     @app.get("/repos/{owner}/{name}/pulls")
     async def pulls(owner: str, name: str, request: Request):
@@ -275,11 +332,19 @@ def build_fake_github(gh: FakeGitHub) -> FastAPI:
                 continue
             for path, content in sorted(repo.commits[0].files.items()):
                 if all(t.lower().encode() in content.lower() for t in terms):
-                    hits.append({"name": path.rsplit("/", 1)[-1], "path": path, "sha": blob_sha(content),
-                                 "repository": {"full_name": repo.full_name}, "score": 1.0,
-                                 "html_url": f"https://github.com/{repo.full_name}/blob/main/{path}"})
-        return paged(request, hits, wrap=lambda items: {"total_count": len(hits), "incomplete_results": False,
-                                                        "items": items})
+                    hits.append(
+                        {
+                            "name": path.rsplit("/", 1)[-1],
+                            "path": path,
+                            "sha": blob_sha(content),
+                            "repository": {"full_name": repo.full_name},
+                            "score": 1.0,
+                            "html_url": f"https://github.com/{repo.full_name}/blob/main/{path}",
+                        }
+                    )
+        return paged(
+            request, hits, wrap=lambda items: {"total_count": len(hits), "incomplete_results": False, "items": items}
+        )
 
     return app
 
@@ -293,7 +358,7 @@ def _trees(repo: Repo) -> dict[str, dict[str, bytes]]:
             parts = path.split("/")
             for i in range(1, len(parts)):
                 prefix = "/".join(parts[:i]) + "/"
-                sub = {q[len(prefix):]: b for q, b in c.files.items() if q.startswith(prefix)}
+                sub = {q[len(prefix) :]: b for q, b in c.files.items() if q.startswith(prefix)}
                 out[tree_sha(sub)] = sub
     return out
 
@@ -306,8 +371,9 @@ def _tree_entries(files: dict[str, bytes], recursive: bool) -> list[dict[str, An
             top, rest = path.split("/", 1)
             dirs.setdefault(top, {})[rest] = content
         else:
-            entries.append({"path": path, "mode": "100644", "type": "blob", "sha": blob_sha(content),
-                            "size": len(content)})
+            entries.append(
+                {"path": path, "mode": "100644", "type": "blob", "sha": blob_sha(content), "size": len(content)}
+            )
     for top, sub in sorted(dirs.items()):
         entries.append({"path": top, "mode": "040000", "type": "tree", "sha": tree_sha(sub)})
         if recursive:
@@ -323,8 +389,11 @@ async def _apply_rules(gh: FakeGitHub, request: Request, call_next) -> Response:
     if gh.faults:
         fault = gh.faults.pop(0)
         if fault == "secondary":
-            return _error(403, "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
-                               "again.", {"retry-after": gh.retry_after, **_rate_headers(gh)})
+            return _error(
+                403,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                {"retry-after": gh.retry_after, **_rate_headers(gh)},
+            )
         if fault == "secondary-nohdr":
             return _error(403, "You have exceeded a secondary rate limit.")
         if fault == "429":

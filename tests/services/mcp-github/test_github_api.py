@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from github_fake import TOKEN, FakeGitHub
 from mcp_github.main import Settings, build_app
+
 from tests.services.conftest import free_port, serve
 
 
 def settings(github_url: str, **overrides) -> Settings:
-    values = dict(github_token=TOKEN, github_api_url=github_url, mcp_context_url=f"http://127.0.0.1:{free_port()}",
-                  github_backoff_max_seconds=2.0)
+    values = dict(
+        github_token=TOKEN,
+        github_api_url=github_url,
+        mcp_context_url=f"http://127.0.0.1:{free_port()}",
+        github_backoff_max_seconds=2.0,
+    )
     return Settings(**{**values, **overrides})
 
 
@@ -48,7 +52,12 @@ def test_commits_pages_are_reused_by_etag_on_the_second_listing(fake: FakeGitHub
     used = fake.used
     second = httpx.get(f"{url}/github/repos/acme/billing/commits", params={"limit": 10})
     assert [c["message"] for c in first.json()["results"]] == [
-        "release 3", "release 2", "release 1", "release 0", "initial import"]
+        "release 3",
+        "release 2",
+        "release 1",
+        "release 0",
+        "initial import",
+    ]
     assert first.json()["results"][0]["author"] == "ana"
     assert second.json() == first.json()
     assert fake.statuses("/repos/acme/billing/commits") == [200, 200, 200, 304, 304, 304]
@@ -74,10 +83,20 @@ def test_files_directories_and_missing_paths(api) -> None:
 def test_code_search_pull_requests_and_validation(fake: FakeGitHub, api) -> None:
     url, _ = api
     fake.repos["acme/billing"].pulls = [
-        {"number": n, "title": f"PR {n}", "state": "open" if n % 2 else "closed", "user": {"login": "ana"},
-         "draft": False, "merged_at": None, "updated_at": f"2026-11-{n:02d}T00:00:00Z",
-         "head": {"ref": f"feature-{n}"}, "base": {"ref": "main"}, "html_url": f"https://github.com/pr/{n}"}
-        for n in range(1, 6)]
+        {
+            "number": n,
+            "title": f"PR {n}",
+            "state": "open" if n % 2 else "closed",
+            "user": {"login": "ana"},
+            "draft": False,
+            "merged_at": None,
+            "updated_at": f"2026-11-{n:02d}T00:00:00Z",
+            "head": {"ref": f"feature-{n}"},
+            "base": {"ref": "main"},
+            "html_url": f"https://github.com/pr/{n}",
+        }
+        for n in range(1, 6)
+    ]
     hits = httpx.get(f"{url}/github/search/code", params={"q": "backoff", "repo": "acme/billing"}).json()
     everywhere = httpx.get(f"{url}/github/search/code", params={"q": "print"}).json()
     open_prs = httpx.get(f"{url}/github/repos/acme/billing/pulls").json()["results"]

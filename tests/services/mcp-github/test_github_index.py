@@ -4,16 +4,18 @@ commit and blob SHA; state in a real Redis; mcp-context failing."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-
 from github_fake import TOKEN, FakeGitHub
-from mcp_context.main import Settings as ContextSettings, build_app as build_context
+from mcp_context.main import Settings as ContextSettings
+from mcp_context.main import build_app as build_context
 from mcp_github.main import Settings, build_app
+
 from tests.services.conftest import serve
 
 NAMESPACE = "github:acme/billing"
@@ -26,8 +28,14 @@ def context_url() -> Iterator[str]:
 
 
 def settings(github_url: str, context: str, **overrides) -> Settings:
-    return Settings(**{**dict(github_token=TOKEN, github_api_url=github_url, mcp_context_url=context,
-                              github_backoff_max_seconds=1.0), **overrides})
+    return Settings(
+        **{
+            **dict(
+                github_token=TOKEN, github_api_url=github_url, mcp_context_url=context, github_backoff_max_seconds=1.0
+            ),
+            **overrides,
+        }
+    )
 
 
 def index(url: str, **body: Any) -> dict[str, Any]:
@@ -37,8 +45,9 @@ def index(url: str, **body: Any) -> dict[str, Any]:
 
 
 def search(context: str, query: str) -> list[dict[str, Any]]:
-    return httpx.post(f"{context}/memories/search", json={"query": query, "namespace": NAMESPACE, "top_k": 10},
-                      timeout=30).json()["results"]
+    return httpx.post(
+        f"{context}/memories/search", json={"query": query, "namespace": NAMESPACE, "top_k": 10}, timeout=30
+    ).json()["results"]
 
 
 def test_index_search_and_reindex_only_what_changed(fake: FakeGitHub, github_url: str, context_url: str) -> None:
@@ -51,7 +60,9 @@ def test_index_search_and_reindex_only_what_changed(fake: FakeGitHub, github_url
         files = dict(repo.commits[0].files)
         files["src/billing/retry.py"] += b"# retries are capped at five attempts, then the invoice run fails\n"
         del files["README.md"]
-        files["src/billing/tax.py"] = b"def vat(cents):\n    # value added tax for European customers\n    return cents // 5\n"
+        files["src/billing/tax.py"] = (
+            b"def vat(cents):\n    # value added tax for European customers\n    return cents // 5\n"
+        )
         repo.commit(files, "tax and retry cap")
         changed = index(url)
         blobs_total = len(fake.statuses_prefix("/repos/acme/billing/git/blobs/"))
@@ -63,7 +74,11 @@ def test_index_search_and_reindex_only_what_changed(fake: FakeGitHub, github_url
     assert blobs_after_first == 4
     assert again["status"] == "unchanged" and again["files_sent"] == 0
     assert state["indexed"] and state["files"] == 4 and state["chunks"] == 3 and state["namespace"] == NAMESPACE
-    assert (changed["files_sent"], changed["files_unchanged"], changed["files_removed"]) == (2, 2, 1)  # the binary is remembered
+    assert (changed["files_sent"], changed["files_unchanged"], changed["files_removed"]) == (
+        2,
+        2,
+        1,
+    )  # the binary is remembered
     assert changed["chunks_deleted"] == 2  # README's chunk and retry.py's old one
     assert blobs_total == blobs_after_first + 2  # only the changed blobs were fetched
 
@@ -86,8 +101,9 @@ def test_truncated_trees_are_walked_and_force_resends(fake: FakeGitHub, github_u
     assert forced["status"] == "indexed" and forced["files_sent"] == 3 and forced["chunks_deleted"] == 3
 
 
-def test_state_in_redis_survives_a_restart(fake: FakeGitHub, github_url: str, context_url: str,
-                                           redis_server: str) -> None:
+def test_state_in_redis_survives_a_restart(
+    fake: FakeGitHub, github_url: str, context_url: str, redis_server: str
+) -> None:
     config = settings(github_url, context_url, redis_url=redis_server)
     with serve(build_app(config)) as url:
         first = index(url)
@@ -120,12 +136,11 @@ def flaky_context(calls: list[int], failing: dict[str, bool]) -> FastAPI:
 def test_mcp_context_failing_is_a_502_and_the_next_run_resumes(fake: FakeGitHub, github_url: str) -> None:
     calls: list[int] = []
     failing = {"now": True}
-    with serve(flaky_context(calls, failing)) as context:
-        with serve(build_app(settings(github_url, context))) as url:
-            failed = httpx.post(f"{url}/github/repos/acme/billing/index", timeout=30)
-            state = httpx.get(f"{url}/github/repos/acme/billing/index").json()
-            failing["now"] = False
-            resumed = index(url)
+    with serve(flaky_context(calls, failing)) as context, serve(build_app(settings(github_url, context))) as url:
+        failed = httpx.post(f"{url}/github/repos/acme/billing/index", timeout=30)
+        state = httpx.get(f"{url}/github/repos/acme/billing/index").json()
+        failing["now"] = False
+        resumed = index(url)
     assert failed.status_code == 502 and failed.json()["title"] == "Upstream error"
     assert "mcp-context" in failed.json()["detail"] and "500" in failed.json()["detail"]
     assert calls[0] == 3 and len(calls) == 2  # one batch for three files; a write is sent once, not retried

@@ -6,17 +6,22 @@ from __future__ import annotations
 import time
 
 import httpx
-
 from github_fake import TOKEN, FakeGitHub
 from mcp_github.main import Settings, build_app
+
 from tests.services.conftest import free_port, serve
 
 COMMITS = "/repos/acme/billing/commits"
 
 
 def settings(github_url: str, **overrides) -> Settings:
-    values = dict(github_token=TOKEN, github_api_url=github_url, mcp_context_url=f"http://127.0.0.1:{free_port()}",
-                  github_backoff_max_seconds=2.0, github_max_rate_limit_wait_seconds=5.0)
+    values = dict(
+        github_token=TOKEN,
+        github_api_url=github_url,
+        mcp_context_url=f"http://127.0.0.1:{free_port()}",
+        github_backoff_max_seconds=2.0,
+        github_max_rate_limit_wait_seconds=5.0,
+    )
     return Settings(**{**values, **overrides})
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import httpx
-
 from mcp_github.github import SECONDARY_LIMIT_DEFAULT_WAIT, decode_text, rate_limit_wait
 from mcp_github.indexer import chunk_text, eligible
 from mcp_github.state import FileState, RepoState
@@ -36,7 +35,7 @@ def test_chunks_are_line_aligned_bounded_and_overlap() -> None:
     chunks = chunk_text(text, max_chars=500, overlap_lines=2)
     assert chunks[0].start_line == 1 and chunks[-1].end_line == 100
     assert all(len(c.text) <= 500 for c in chunks)
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in zip(chunks, chunks[1:], strict=False):
         assert after.start_line == before.end_line - 1  # two lines shared
     assert chunks[0].text.splitlines()[0].startswith("line 001")
     long = chunk_text("a" * 1200 + "\nshort", max_chars=500)

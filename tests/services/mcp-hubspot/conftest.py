@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,6 +11,7 @@ from tests.services.conftest import importable
 importable("services/mcp-hubspot")
 
 from hubspot_fake import FakeHubSpot, build_fake_hubspot  # noqa: E402
+
 from tests.services.conftest import serve  # noqa: E402
 
 
@@ -20,15 +21,26 @@ def crm() -> FakeHubSpot:
     acme = hs.add("companies", {"name": "Acme Corp", "domain": "acme.example", "industry": "SaaS"}, "501")
     globex = hs.add("companies", {"name": "Globex", "domain": "globex.example", "industry": "Retail"}, "502")
     for i in range(230):
-        contact = hs.add("contacts", {"email": f"person{i}@acme.example", "firstname": f"Person{i}",
-                                      "lifecyclestage": "customer" if i % 3 == 0 else "lead"})
+        contact = hs.add(
+            "contacts",
+            {
+                "email": f"person{i}@acme.example",
+                "firstname": f"Person{i}",
+                "lifecyclestage": "customer" if i % 3 == 0 else "lead",
+            },
+        )
         hs.associate("contacts", contact, "companies", acme if i < 200 else globex)
-    for name, amount, stage in (("Acme renewal", 12000, "contractsent"), ("Acme upsell", 4000, "appointmentscheduled"),
-                                ("Globex pilot", 900, "closedwon"), ("Globex expansion", 25000, "qualifiedtobuy")):
+    for name, amount, stage in (
+        ("Acme renewal", 12000, "contractsent"),
+        ("Acme upsell", 4000, "appointmentscheduled"),
+        ("Globex pilot", 900, "closedwon"),
+        ("Globex expansion", 25000, "qualifiedtobuy"),
+    ):
         deal = hs.add("deals", {"dealname": name, "amount": amount, "dealstage": stage})
         hs.associate("deals", deal, "companies", acme if name.startswith("Acme") else globex)
-    note = hs.add("notes", {"hs_note_body": "Call went well, renewal expected in March",
-                            "hs_timestamp": "2026-11-03T10:00:00Z"})
+    note = hs.add(
+        "notes", {"hs_note_body": "Call went well, renewal expected in March", "hs_timestamp": "2026-11-03T10:00:00Z"}
+    )
     hs.associate("notes", note, "companies", acme)
     hs.add("meetings", {"hs_meeting_title": "QBR with Acme", "hs_timestamp": "2026-11-04T10:00:00Z"})
     return hs

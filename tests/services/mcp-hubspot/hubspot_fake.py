@@ -37,8 +37,12 @@ class FakeHubSpot:
         self._next_id += 1
         object_id = object_id or str(self._next_id)
         self.objects[object_type][object_id] = {
-            "id": object_id, "properties": {k: None if v is None else str(v) for k, v in properties.items()},
-            "createdAt": "2026-11-01T00:00:00.000Z", "updatedAt": "2026-11-02T00:00:00.000Z", "archived": False}
+            "id": object_id,
+            "properties": {k: None if v is None else str(v) for k, v in properties.items()},
+            "createdAt": "2026-11-01T00:00:00.000Z",
+            "updatedAt": "2026-11-02T00:00:00.000Z",
+            "archived": False,
+        }
         return object_id
 
     def associate(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
@@ -50,8 +54,11 @@ class FakeHubSpot:
 
 
 def _error(status: int, category: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"status": "error", "message": message, "correlationId": str(uuid.uuid4()),
-                         "category": category}, status_code=status, headers=headers)
+    return JSONResponse(
+        {"status": "error", "message": message, "correlationId": str(uuid.uuid4()), "category": category},
+        status_code=status,
+        headers=headers,
+    )
 
 
 def _number(value: Any) -> float | None:
@@ -113,18 +120,18 @@ def build_fake_hubspot(hs: FakeHubSpot) -> FastAPI:
         return None
 
     @app.get("/crm/v3/objects/{object_type}")
-    async def list_objects(object_type: str, limit: int = 10, after: str | None = None,
-                           properties: str | None = None):
+    async def list_objects(object_type: str, limit: int = 10, after: str | None = None, properties: str | None = None):
         if (bad := unknown_type(object_type)) is not None:
             return bad
         limit = min(limit, 100)
         records = list(hs.objects[object_type].values())
         start = int(after or 0)
-        page = records[start:start + limit]
+        page = records[start : start + limit]
         body: dict[str, Any] = {"results": [view(r, properties.split(",") if properties else None) for r in page]}
         if start + limit < len(records):
-            body["paging"] = {"next": {"after": str(start + limit),
-                                       "link": f"/crm/v3/objects/{object_type}?after={start + limit}"}}
+            body["paging"] = {
+                "next": {"after": str(start + limit), "link": f"/crm/v3/objects/{object_type}?after={start + limit}"}
+            }
         return body
 
     @app.get("/crm/v3/objects/{object_type}/{object_id}")
@@ -157,30 +164,42 @@ def build_fake_hubspot(hs: FakeHubSpot) -> FastAPI:
         limit, start = min(int(body.get("limit", 10)), 200), int(body.get("after", 0) or 0)
         if start + limit > 10_000:
             return _error(400, "VALIDATION_ERROR", "Search results are limited to 10,000 per query")
-        hits = [r for r in hs.objects[object_type].values()
-                if not groups or any(all(_matches(r, f) for f in g) for g in groups)]
+        hits = [
+            r
+            for r in hs.objects[object_type].values()
+            if not groups or any(all(_matches(r, f) for f in g) for g in groups)
+        ]
         for sort in reversed(body.get("sorts", [])):
             key = sort["propertyName"]
-            hits.sort(key=lambda r: (_number(r["properties"].get(key)) is None, _number(r["properties"].get(key))
-                                     if _number(r["properties"].get(key)) is not None else 0,
-                                     str(r["properties"].get(key))),
-                      reverse=sort.get("direction") == "DESCENDING")
-        page = hits[start:start + limit]
+            hits.sort(
+                key=lambda r: (
+                    _number(r["properties"].get(key)) is None,
+                    _number(r["properties"].get(key)) if _number(r["properties"].get(key)) is not None else 0,
+                    str(r["properties"].get(key)),
+                ),
+                reverse=sort.get("direction") == "DESCENDING",
+            )
+        page = hits[start : start + limit]
         out: dict[str, Any] = {"total": len(hits), "results": [view(r, body.get("properties")) for r in page]}
         if start + limit < len(hits):
             out["paging"] = {"next": {"after": str(start + limit)}}
         return out
 
     @app.get("/crm/v4/objects/{object_type}/{object_id}/associations/{to_type}")
-    async def associations(object_type: str, object_id: str, to_type: str, limit: int = 500,
-                           after: str | None = None):
+    async def associations(object_type: str, object_id: str, to_type: str, limit: int = 500, after: str | None = None):
         if (bad := unknown_type(object_type) or unknown_type(to_type)) is not None:
             return bad
         ids = hs.associations.get((object_type, object_id, to_type), [])
         limit, start = min(limit, 500), int(after or 0)
-        out: dict[str, Any] = {"results": [
-            {"toObjectId": int(i), "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 1, "label": None}]}
-            for i in ids[start:start + limit]]}
+        out: dict[str, Any] = {
+            "results": [
+                {
+                    "toObjectId": int(i),
+                    "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 1, "label": None}],
+                }
+                for i in ids[start : start + limit]
+            ]
+        }
         if start + limit < len(ids):
             out["paging"] = {"next": {"after": str(start + limit), "link": None}}
         return out
@@ -190,17 +209,30 @@ def build_fake_hubspot(hs: FakeHubSpot) -> FastAPI:
 
 async def _apply(hs: FakeHubSpot, request: Request, call_next):
     if request.headers.get("authorization") != f"Bearer {TOKEN}":
-        return _error(401, "INVALID_AUTHENTICATION", "Authentication credentials not found. This API supports "
-                                                     "OAuth 2.0 authentication.")
+        return _error(
+            401,
+            "INVALID_AUTHENTICATION",
+            "Authentication credentials not found. This API supports OAuth 2.0 authentication.",
+        )
     if hs.faults:
         fault = hs.faults.pop(0)
         if fault == "429":
-            return JSONResponse({"status": "error", "message": "You have reached your secondly limit.",
-                                 "errorType": "RATE_LIMIT", "correlationId": str(uuid.uuid4()),
-                                 "policyName": "SECONDLY"}, status_code=429,
-                                headers={"Retry-After": hs.retry_after, "X-HubSpot-RateLimit-Max": "190",
-                                         "X-HubSpot-RateLimit-Remaining": "0",
-                                         "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"})
+            return JSONResponse(
+                {
+                    "status": "error",
+                    "message": "You have reached your secondly limit.",
+                    "errorType": "RATE_LIMIT",
+                    "correlationId": str(uuid.uuid4()),
+                    "policyName": "SECONDLY",
+                },
+                status_code=429,
+                headers={
+                    "Retry-After": hs.retry_after,
+                    "X-HubSpot-RateLimit-Max": "190",
+                    "X-HubSpot-RateLimit-Remaining": "0",
+                    "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+                },
+            )
         if fault in ("500", "502"):
             return _error(int(fault), "INTERNAL_ERROR", "internal error")
         if fault == "slow":

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from hubspot_fake import TOKEN, FakeHubSpot
 from mcp_hubspot.main import Settings, build_app
+
 from tests.services.conftest import serve
 
 
@@ -26,22 +26,40 @@ def test_contacts_are_listed_over_after_pages(crm: FakeHubSpot, api: str) -> Non
 
 
 def test_search_ors_filter_groups_ands_filters_sorts_and_pages(crm: FakeHubSpot, api: str) -> None:
-    big_or_won = httpx.post(f"{api}/hubspot/deals/search", json={
-        "filterGroups": [{"filters": [{"propertyName": "amount", "operator": "GTE", "value": "10000"}]},
-                         {"filters": [{"propertyName": "dealstage", "operator": "EQ", "value": "closedwon"}]}],
-        "sorts": [{"propertyName": "amount", "direction": "DESCENDING"}],
-        "properties": ["dealname", "amount"]}).json()["results"]
-    leads = httpx.post(f"{api}/hubspot/contacts/search", json={
-        "filters": [{"propertyName": "lifecyclestage", "operator": "EQ", "value": "lead"},
-                    {"propertyName": "email", "operator": "HAS_PROPERTY"}], "limit": 150}).json()["results"]
+    big_or_won = httpx.post(
+        f"{api}/hubspot/deals/search",
+        json={
+            "filterGroups": [
+                {"filters": [{"propertyName": "amount", "operator": "GTE", "value": "10000"}]},
+                {"filters": [{"propertyName": "dealstage", "operator": "EQ", "value": "closedwon"}]},
+            ],
+            "sorts": [{"propertyName": "amount", "direction": "DESCENDING"}],
+            "properties": ["dealname", "amount"],
+        },
+    ).json()["results"]
+    leads = httpx.post(
+        f"{api}/hubspot/contacts/search",
+        json={
+            "filters": [
+                {"propertyName": "lifecyclestage", "operator": "EQ", "value": "lead"},
+                {"propertyName": "email", "operator": "HAS_PROPERTY"},
+            ],
+            "limit": 150,
+        },
+    ).json()["results"]
     searches = crm.calls("POST", "/crm/v3/objects/contacts/search")
     assert [d["properties"]["dealname"] for d in big_or_won] == ["Globex expansion", "Acme renewal", "Globex pilot"]
     assert set(big_or_won[0]["properties"]) == {"dealname", "amount", "hs_object_id"}
     assert len(leads) == 150  # of 153, over two search pages
     assert [body["limit"] for _, body in searches] == [100, 50] and searches[1][1]["after"] == "100"
-    assert searches[0][1]["filterGroups"] == [{"filters": [
-        {"propertyName": "lifecyclestage", "operator": "EQ", "value": "lead"},
-        {"propertyName": "email", "operator": "HAS_PROPERTY", "value": None}]}]
+    assert searches[0][1]["filterGroups"] == [
+        {
+            "filters": [
+                {"propertyName": "lifecyclestage", "operator": "EQ", "value": "lead"},
+                {"propertyName": "email", "operator": "HAS_PROPERTY", "value": None},
+            ]
+        }
+    ]
 
 
 def test_too_many_filter_groups_are_refused_before_asking_hubspot(crm: FakeHubSpot, api: str) -> None:
@@ -55,8 +73,9 @@ def test_associations_follow_v4_pages_and_engagements_are_objects(crm: FakeHubSp
     contacts = httpx.get(f"{api}/hubspot/companies/501/associations/contacts").json()["results"]
     deals = httpx.get(f"{api}/hubspot/companies/501/associations/deals").json()["results"]
     notes = httpx.get(f"{api}/hubspot/companies/501/associations/notes").json()["results"]
-    created = httpx.post(f"{api}/hubspot/notes", json={"hs_note_body": "Sent the proposal",
-                                                       "hs_timestamp": "2026-11-05T09:00:00Z"})
+    created = httpx.post(
+        f"{api}/hubspot/notes", json={"hs_note_body": "Sent the proposal", "hs_timestamp": "2026-11-05T09:00:00Z"}
+    )
     note = httpx.get(f"{api}/hubspot/notes/{created.json()['id']}").json()
     meetings = httpx.get(f"{api}/hubspot/meetings").json()["results"]
     assert len(contacts) == 200 and len(crm.calls("GET", "/crm/v4/objects/companies/501/associations/contacts")) == 1

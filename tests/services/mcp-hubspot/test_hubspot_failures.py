@@ -6,23 +6,30 @@ from __future__ import annotations
 import time
 
 import httpx
-
 from hubspot_fake import TOKEN, FakeHubSpot
 from mcp_hubspot.main import Settings, build_app
+
 from tests.services.conftest import free_port, serve
 
 
 def settings(hubspot_url: str, **overrides) -> Settings:
-    return Settings(**{**dict(hubspot_access_token=TOKEN, hubspot_api_url=hubspot_url,
-                              hubspot_backoff_max_seconds=2.0), **overrides})
+    return Settings(
+        **{
+            **dict(hubspot_access_token=TOKEN, hubspot_api_url=hubspot_url, hubspot_backoff_max_seconds=2.0),
+            **overrides,
+        }
+    )
 
 
 def test_429_on_search_waits_the_retry_after_then_succeeds(crm: FakeHubSpot, hubspot_url: str) -> None:
     crm.faults, crm.retry_after = ["429", "429"], "0.4"
     with serve(build_app(settings(hubspot_url))) as url:
         started = time.monotonic()
-        response = httpx.post(f"{url}/hubspot/deals/search", json={"filters": [
-            {"propertyName": "dealname", "operator": "CONTAINS_TOKEN", "value": "acme"}]}, timeout=10)
+        response = httpx.post(
+            f"{url}/hubspot/deals/search",
+            json={"filters": [{"propertyName": "dealname", "operator": "CONTAINS_TOKEN", "value": "acme"}]},
+            timeout=10,
+        )
         waited = time.monotonic() - started
     assert response.status_code == 200 and len(response.json()["results"]) == 2
     assert [s for s, _ in crm.calls("POST", "/crm/v3/objects/deals/search")] == [429, 429, 200]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+from hubspot_fake import TOKEN, FakeHubSpot
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-
-from hubspot_fake import TOKEN, FakeHubSpot
 from mcp_hubspot.main import Settings, build_app
+
 from tests.services.conftest import serve
 
 
@@ -22,17 +22,24 @@ def payload(result):
 
 def test_mcp_client_searches_reads_and_follows_associations(crm: FakeHubSpot, hubspot_url: str) -> None:
     with serve(build_app(Settings(hubspot_access_token=TOKEN, hubspot_api_url=hubspot_url))) as url:
+
         async def session_run():
             async with streamable_http_client(f"{url}/mcp") as streams:
                 async with ClientSession(streams[0], streams[1]) as session:
                     await session.initialize()
                     tools = {t.name for t in (await session.list_tools()).tools}
-                    found = await session.call_tool("search_crm", {
-                        "object_type": "deals", "properties": ["dealname", "amount"],
-                        "filters": [{"propertyName": "amount", "operator": "GT", "value": "5000"}]})
+                    found = await session.call_tool(
+                        "search_crm",
+                        {
+                            "object_type": "deals",
+                            "properties": ["dealname", "amount"],
+                            "filters": [{"propertyName": "amount", "operator": "GT", "value": "5000"}],
+                        },
+                    )
                     company = await session.call_tool("get_record", {"object_type": "companies", "object_id": "501"})
-                    contacts = await session.call_tool("list_associations", {
-                        "object_type": "companies", "object_id": "501", "to_type": "contacts"})
+                    contacts = await session.call_tool(
+                        "list_associations", {"object_type": "companies", "object_id": "501", "to_type": "contacts"}
+                    )
                     bad = await session.call_tool("get_record", {"object_type": "widgets", "object_id": "1"})
                     return tools, found, company, contacts, bad
 
