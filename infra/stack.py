@@ -22,10 +22,11 @@ from components.ingress import Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
 from components.observability import Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
+from components.postgres import LocalPostgres, LocalPostgresArgs
 from components.qdrant import Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
-from components.service import GpuPlacement, Peer, PlatformService, PlatformServiceArgs
+from components.service import DATA_MOUNT, GpuPlacement, Peer, PlatformService, PlatformServiceArgs
 from components.spec import ServiceSpec
 from infra.config import NAMESPACE, ConfigError, StackConfig
 
@@ -177,7 +178,8 @@ def _image_source(stack: str, config: StackConfig, name: str, services_dir: Path
     override = config.services.get(name)
     if override is not None and override.image:
         return override.image
-    if config.registry is None:
+    local_build = config.local_registry is not None and name not in config.images
+    if config.registry is None and not local_build:
         return config.images.get(name, f"sophia/{name}:{config.image_tag}")
     dockerfile = services_dir / name / "Dockerfile"
     if not dockerfile.is_file():
@@ -186,6 +188,16 @@ def _image_source(stack: str, config: StackConfig, name: str, services_dir: Path
             "stack cannot build it; add the Dockerfile or set a prebuilt image reference"
         )
     # The context is the repo root so every image can copy the shared chassis (libs/).
+    if local_build:
+        # Local: buildah into the registry on this machine; the base image (PYTHON_IMAGE) is the
+        # one toolchain/image-build.sh makes from Debian packages.
+        return ImageBuild(
+            context=services_dir.parent,
+            dockerfile=dockerfile,
+            repository=f"{config.local_registry}/sophia/{name}",
+            tag=config.image_tag,
+            builder="local",
+        )
     return ImageBuild(
         context=services_dir.parent,
         dockerfile=dockerfile,
@@ -249,7 +261,8 @@ def deploy(
         "generated",
         GeneratedSecretsArgs(
             names=[f"redis-{s}" for s in by_store["redis"]]
-            + ["redis-exporter", "qdrant-api-key", "pgbouncer-client", "internal-api-token"],
+            + ["redis-exporter", "qdrant-api-key", "pgbouncer-client", "internal-api-token"]
+            + (["postgres-local"] if config.data_settings.local_postgres else []),
             rotation=config.secret_rotation,
         ),
         opts=opts,
@@ -271,27 +284,50 @@ def deploy(
         ),
         opts=inside("data"),
     )
-    qdrant = Qdrant(
-        "qdrant",
-        QdrantArgs(
-            namespace=names.data,
-            api_key=secret["qdrant-api-key"],
-            services_namespace=names.services,
-            callers=by_store["qdrant"],
-            metrics_namespace=names.observability,
-            replicas=data.qdrant_replicas,
-            storage_size=data.qdrant_storage,
-            storage_class=data.storage_class,
-            persistent=data.persistent_volumes,
-        ),
-        opts=inside("data"),
+    qdrant = (
+        None
+        if data.qdrant_embedded
+        else Qdrant(
+            "qdrant",
+            QdrantArgs(
+                namespace=names.data,
+                api_key=secret["qdrant-api-key"],
+                services_namespace=names.services,
+                callers=by_store["qdrant"],
+                metrics_namespace=names.observability,
+                replicas=data.qdrant_replicas,
+                storage_size=data.qdrant_storage,
+                storage_class=data.storage_class,
+                persistent=data.persistent_volumes,
+            ),
+            opts=inside("data"),
+        )
     )
     esc = lambda key, default=None: _secret(secret_values, key, default)  # noqa: E731
+    database_url = esc(DATABASE_URL, LOCAL_DATABASE_URL)
+    server_labels = None
+    if data.local_postgres:
+        postgres = LocalPostgres(
+            "postgres",
+            LocalPostgresArgs(
+                namespace=names.data,
+                user="sophia",
+                password=secret["postgres-local"],
+                database="sophia",
+                client_labels={"app.kubernetes.io/name": "pgbouncer"},
+            ),
+            opts=inside("data"),
+        )
+        database_url = pulumi.Output.concat(
+            "postgresql://sophia:", secret["postgres-local"], f"@{postgres.host}:5432/sophia"
+        )
+        server_labels = {"app.kubernetes.io/name": "postgres"}
     pgbouncer = PgBouncer(
         "pgbouncer",
         PgBouncerArgs(
             namespace=names.data,
-            database_url=esc(DATABASE_URL, LOCAL_DATABASE_URL),
+            database_url=database_url,
+            server_labels=server_labels,
             read_replica_url=esc(DATABASE_READ_URL, ""),
             client_password=secret["pgbouncer-client"],
             services_namespace=names.services,
@@ -327,7 +363,28 @@ def deploy(
         if "redis" in spec.calls.datastores:
             env["REDIS_URL"] = f"redis://{spec.name}@{redis.host}:6379/0"
             platform_secrets["REDIS_PASSWORD"] = secret[f"redis-{spec.name}"]
-        if "qdrant" in spec.calls.datastores:
+        data_claim = None
+        if "qdrant" in spec.calls.datastores and qdrant is None:
+            # Embedded Qdrant Edge: the collection lives on the service's own volume.
+            env.pop("QDRANT_URL", None)
+            env["QDRANT_PATH"] = f"{DATA_MOUNT}/qdrant"
+            claim = k8s.core.v1.PersistentVolumeClaim(
+                f"{spec.name}-data",
+                # Bound when the pod is scheduled (WaitForFirstConsumer), so nothing to wait for here.
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=f"{spec.name}-data",
+                    namespace=names.services,
+                    annotations={"pulumi.com/skipAwait": "true"},
+                ),
+                spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
+                    access_modes=["ReadWriteOnce"],
+                    storage_class_name=data.storage_class,
+                    resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": data.qdrant_storage}),
+                ),
+                opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespaces["services"]]),
+            )
+            data_claim = claim.metadata.name
+        elif "qdrant" in spec.calls.datastores:
             env["QDRANT_URL"] = qdrant.url
             platform_secrets["QDRANT_API_KEY"] = secret["qdrant-api-key"]
         if "postgres" in spec.calls.datastores:
@@ -344,7 +401,8 @@ def deploy(
                 env=env,
                 callers=item.callers,
                 callees=item.callees,
-                datastores=[stores[s].peer for s in spec.calls.datastores],
+                datastores=[stores[s].peer for s in spec.calls.datastores if not (s == "qdrant" and qdrant is None)],
+                data_claim=data_claim,
                 ingress_namespace=names.ingress,
                 metrics_namespace=names.observability,
                 gpu=GpuPlacement() if item.gpu else None,
@@ -403,7 +461,11 @@ def deploy(
         "not_deployed": ingress.not_deployed + observability.not_deployed,
         "namespaces": {c: n.namespace.metadata.name for c, n in namespaces.items()},
         "services": {name: {"url": svc.url} for name, svc in services.items()},
-        "data": {"redis": redis.url, "qdrant": qdrant.url, "pgbouncer": pgbouncer.host},
+        "data": {
+            "redis": redis.url,
+            "qdrant": qdrant.url if qdrant else "embedded (Qdrant Edge)",
+            "pgbouncer": pgbouncer.host,
+        },
         "gpu_pools": [p.name for p in config.gpu_pools],
     }
 
