@@ -49,6 +49,7 @@ from components.workload import (
     dns_egress,
     labels_for,
     metadata_for,
+    namespace_peer,
     pod_security,
     pods_named,
 )
@@ -78,6 +79,9 @@ class PgBouncerArgs:
         }
     )
     image: str = "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"
+    # An in-cluster server (the local stack's PostgreSQL pod): pods with these labels in this
+    # namespace, which the egress policy then allows besides the internet.
+    server_labels: Mapping[str, str] | None = None
 
 
 class DatabaseUrlError(ValueError):
@@ -215,6 +219,14 @@ class PgBouncer(pulumi.ComponentResource):
                     ports=[NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
                 )
             )
+        in_cluster = []
+        if args.server_labels:
+            in_cluster.append(
+                NetworkPolicyEgressRuleArgs(
+                    to=[namespace_peer(args.namespace, args.server_labels)],
+                    ports=[NetworkPolicyPortArgs(port=5432, protocol="TCP")],
+                )
+            )
         k8s.networking.v1.NetworkPolicy(
             f"{name}-netpol",
             metadata=meta(),
@@ -222,9 +234,11 @@ class PgBouncer(pulumi.ComponentResource):
                 pod_selector=LabelSelectorArgs(match_labels=selector),
                 policy_types=["Ingress", "Egress"],
                 ingress=ingress,
-                # Out: DNS, and PostgreSQL on the internet (Neon), never the cluster's private ranges.
+                # Out: DNS, and PostgreSQL on the internet (Neon), never the cluster's private ranges
+                # (except the local stack's own server pod).
                 egress=[
                     dns_egress(),
+                    *in_cluster,
                     NetworkPolicyEgressRuleArgs(
                         to=[
                             NetworkPolicyPeerArgs(

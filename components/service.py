@@ -32,6 +32,7 @@ from pulumi_kubernetes.core.v1 import (
     EmptyDirVolumeSourceArgs,
     EnvVarArgs,
     HTTPGetActionArgs,
+    PersistentVolumeClaimVolumeSourceArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
     ProbeArgs,
@@ -112,6 +113,12 @@ class PlatformServiceArgs:
     gpu: GpuPlacement | None = None
     spread_across_zones: bool = False
     image_pull_policy: str = "Always"
+    # A PersistentVolumeClaim mounted at DATA_MOUNT (the local stack's embedded Qdrant Edge). One
+    # process owns an embedded store's directory, so such a Deployment is replaced, not surged.
+    data_claim: str | None = None
+
+
+DATA_MOUNT = "/var/lib/sophia"
 
 
 def config_checksum(env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
@@ -169,6 +176,14 @@ class PlatformService(pulumi.ComponentResource):
                 )
             )
             mounts.append(VolumeMountArgs(name="secrets", mount_path=SECRETS_MOUNT, read_only=True))
+        if args.data_claim:
+            volumes.append(
+                VolumeArgs(
+                    name="data",
+                    persistent_volume_claim=PersistentVolumeClaimVolumeSourceArgs(claim_name=args.data_claim),
+                )
+            )
+            mounts.append(VolumeMountArgs(name="data", mount_path=DATA_MOUNT))
 
         env_values = {**spec.env, **args.env}
         checksum = pulumi.Output.all(
@@ -249,7 +264,9 @@ class PlatformService(pulumi.ComponentResource):
                 # No `replicas`: the HPA owns the count, and re-applying must not reset it.
                 selector=LabelSelectorArgs(match_labels=selector),
                 revision_history_limit=5,
-                strategy=DeploymentStrategyArgs(
+                strategy=DeploymentStrategyArgs(type="Recreate")
+                if args.data_claim
+                else DeploymentStrategyArgs(
                     type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge="25%")
                 ),
                 template=PodTemplateSpecArgs(
