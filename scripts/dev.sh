@@ -47,7 +47,7 @@ for name in "${!ports[@]}"; do
   pkg=${name//-/_}
   # QDRANT_PATH: mcp-context keeps its memories across restarts of `make dev`.
   env "${env_urls[@]}" PORT="${ports[$name]}" REDIS_URL="redis://127.0.0.1:6379/0" QDRANT_PATH="${QDRANT_PATH:-$PWD/.state/dev-qdrant}" DATABASE_URL="$DATABASE_URL" SOPHIA_SECRETS_DIR="${SOPHIA_SECRETS_DIR:-.state/dev-secrets}" \
-    PYTHONPATH="libs:services/$name" $PY -m uvicorn --factory "$pkg.main:build_app" --host 127.0.0.1 --port "${ports[$name]}" &
+    $PY -m uvicorn --factory "$pkg.main:build_app" --host 127.0.0.1 --port "${ports[$name]}" &
   pids+=($!)
   echo "[dev] $name on http://127.0.0.1:${ports[$name]} (MCP at /mcp where it has one)"
 done
