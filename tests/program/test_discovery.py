@@ -30,11 +30,11 @@ def test_the_seven_seed_services_are_discovered_with_seed_scaling() -> None:
     assert specs["mcp-context"].calls.datastores == ("qdrant", "redis")
 
 
-def add_service(services: Path, name: str, manifest: str, dockerfile: bool = True) -> None:
+def add_service(services: Path, name: str, manifest: str, package: bool = True) -> None:
     (services / name).mkdir()
     (services / name / "service.yaml").write_text(manifest)
-    if dockerfile:
-        (services / name / "Dockerfile").write_text("FROM scratch\n")
+    if package:  # what services/Dockerfile builds
+        (services / name / "pyproject.toml").write_text(f'[project]\nname = "sophia-{name}"\n')
 
 
 @pytest.mark.parametrize("stack", ["local", "prod"])
