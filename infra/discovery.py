@@ -81,8 +81,8 @@ def discover(services_dir: Path = SERVICES_DIR) -> list[ServiceSpec]:
             owner = seen_dev_ports.setdefault(spec.dev_port, spec.name)
             if owner != spec.name:
                 problems.append(
-                    f"services/{spec.name}/{MANIFEST}: dev_port: {spec.dev_port} is taken by services/{owner}; "
-                    "give each service its own"
+                    f"services/{spec.name}/{MANIFEST}: dev_port: {spec.dev_port} is claimed by both "
+                    f"services/{owner} and services/{spec.name}; give each service its own"
                 )
         for callee in spec.calls.services:
             if callee not in names:
