@@ -101,12 +101,21 @@ class Scaling(_Strict):
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Scaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"scaling.min_replicas ({self.min_replicas}) is greater than scaling.max_replicas "
-                f"({self.max_replicas}); set min_replicas <= max_replicas"
-            )
+        problem = replica_bounds_problem(self.min_replicas, self.max_replicas)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+def replica_bounds_problem(min_replicas: int, max_replicas: int) -> str | None:
+    """The HPA bounds rule, one message: for a manifest's numbers, and again once a stack's
+    override is merged into them (infra/plan.py)."""
+    if min_replicas > max_replicas:
+        return (
+            f"min_replicas ({min_replicas}) is greater than max_replicas ({max_replicas}); "
+            "set min_replicas <= max_replicas"
+        )
+    return None
 
 
 class Probes(_Strict):

@@ -80,7 +80,7 @@ BAD_MANIFESTS = [
     ("prot: 8080\n", "prot: unknown key; check the spelling"),
     (
         "scaling: {min_replicas: 4, max_replicas: 2}\n",
-        "scaling.min_replicas (4) is greater than scaling.max_replicas (2)",
+        "scaling: min_replicas (4) is greater than max_replicas (2); set min_replicas <= max_replicas",
     ),
     (
         "resources: {requests: {cpu: 2, memory: 1Gi}, limits: {cpu: 1, memory: 1Gi}}\n",
