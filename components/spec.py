@@ -16,6 +16,8 @@ ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 CPU_QUANTITY = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
 MEMORY_QUANTITY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+DURATION = re.compile(r"^[0-9]+(s|m|h|d)$")
+ALERT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 # The data stores the platform provides; a service names the ones it calls so its
 # NetworkPolicy egress and connection settings can be derived.
@@ -158,6 +160,54 @@ class Gpu(_Strict):
     required: bool = True
 
 
+class Panel(_Strict):
+    """A dashboard panel of the service's own metrics; `{sel}` in a query stands for the
+    service's series selector (`{service="<name>"}`), so the panel shows only its pods."""
+
+    title: str = Field(min_length=1)
+    queries: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("queries")
+    @classmethod
+    def _selects_its_service(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for query in v:
+            if "{sel}" not in query:
+                raise ValueError(f"query {query!r} has no {{sel}}; select the service's series with metric{{sel}}")
+        return v
+
+
+class Alert(_Strict):
+    """A Prometheus alert on the service's own metrics (the platform's common alerts cover the rest)."""
+
+    name: str
+    expr: str = Field(min_length=1)
+    # How long the condition must hold before it fires.
+    for_: str = Field(alias="for")
+    severity: Literal["page", "ticket"]
+    summary: str = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not ALERT_NAME.match(v):
+            raise ValueError(f"{v!r} is not an alert name; use CamelCase like 'QueueBacklogHigh'")
+        return v
+
+    @field_validator("for_")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not DURATION.match(v):
+            raise ValueError(f"{v!r} is not a Prometheus duration; use e.g. '5m', '1h'")
+        return v
+
+
+class ServiceObservability(_Strict):
+    """What the service adds to the platform's monitoring: dashboard panels and alerts."""
+
+    panels: tuple[Panel, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+
+
 class ServiceSpec(_Strict):
     name: str
     description: str = ""
@@ -172,6 +222,7 @@ class ServiceSpec(_Strict):
     routes: tuple[Route, ...] = ()
     gpu: Gpu | None = None
     automount_service_account_token: bool = False
+    observability: ServiceObservability = ServiceObservability()
 
     @field_validator("name")
     @classmethod

@@ -296,7 +296,7 @@ def _observability(
         ObservabilityArgs(
             namespace=config.namespaces.observability,
             services_namespace=config.namespaces.services,
-            service_names=[p.spec.name for p in planned],
+            services={p.spec.name: p.spec.observability for p in planned},
             replicas=2 if config.is_prod else 1,
             storage_class=config.data_settings.storage_class,
             install_charts=config.install_charts,

@@ -17,6 +17,7 @@ from components.pgbouncer import PgBouncer, PgBouncerArgs
 from components.qdrant import Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
+from components.spec import ServiceObservability
 from infra.render import RenderMocks, kubernetes_objects
 
 QUOTA = Quota("1", "1Gi", "2", "2Gi", 10)
@@ -68,7 +69,8 @@ COMPONENTS: dict[str, tuple[Callable[[], pulumi.ComponentResource], str, list[st
     ),
     "observability": (
         lambda: Observability(
-            "obs", ObservabilityArgs(namespace="mon", services_namespace="apps", service_names=["svc"])
+            "obs",
+            ObservabilityArgs(namespace="mon", services_namespace="apps", services={"svc": ServiceObservability()}),
         ),
         "sophia:platform:Observability",
         ["ConfigMap", "ServiceMonitor", "PrometheusRule"],

@@ -97,6 +97,14 @@ BAD_MANIFESTS = [
     ("secrets: [openai-key]\n", "secret 'openai-key' is not a valid secret key; use UPPER_SNAKE_CASE"),
     ("name: other\n", "name 'other' differs from its folder 'broken'"),
     ("port: [\n", "not valid YAML"),
+    (
+        "observability: {panels: [{title: Queue, queries: ['sum(queue_depth)']}]}\n",
+        "observability.panels.0.queries: query 'sum(queue_depth)' has no {sel}",
+    ),
+    (
+        "observability: {alerts: [{name: Slow, expr: up == 0, for: 5 min, severity: page, summary: s}]}\n",
+        "observability.alerts.0.for: '5 min' is not a Prometheus duration",
+    ),
 ]
 
 
