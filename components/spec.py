@@ -7,9 +7,9 @@ defaults here are the seed's numbers (HPA 2-10 at 70 % CPU, health probes).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -22,6 +22,17 @@ ALERT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 # The data stores the platform provides; a service names the ones it calls so its
 # NetworkPolicy egress and connection settings can be derived.
 Datastore = Literal["qdrant", "redis", "postgres"]
+
+
+def matching(pattern: re.Pattern[str], hint: str) -> AfterValidator:
+    """A string check: `'<value>' <hint>` when the value does not match."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} {hint}")
+        return value
+
+    return AfterValidator(check)
 
 
 class _Strict(BaseModel):
@@ -179,26 +190,12 @@ class Panel(_Strict):
 class Alert(_Strict):
     """A Prometheus alert on the service's own metrics (the platform's common alerts cover the rest)."""
 
-    name: str
+    name: Annotated[str, matching(ALERT_NAME, "is not an alert name; use CamelCase like 'QueueBacklogHigh'")]
     expr: str = Field(min_length=1)
     # How long the condition must hold before it fires.
-    for_: str = Field(alias="for")
+    for_: Annotated[str, matching(DURATION, "is not a Prometheus duration; use e.g. '5m', '1h'")] = Field(alias="for")
     severity: Literal["page", "ticket"]
     summary: str = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not ALERT_NAME.match(v):
-            raise ValueError(f"{v!r} is not an alert name; use CamelCase like 'QueueBacklogHigh'")
-        return v
-
-    @field_validator("for_")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        if not DURATION.match(v):
-            raise ValueError(f"{v!r} is not a Prometheus duration; use e.g. '5m', '1h'")
-        return v
 
 
 class ServiceObservability(_Strict):
