@@ -65,8 +65,6 @@ from components.workload import (
     resource_requirements,
 )
 
-__all__ = ["GpuPlacement", "Peer", "PlatformService", "PlatformServiceArgs"]
-
 SECRETS_MOUNT = "/var/run/secrets/sophia"
 SERVICE_PORT = 80
 
