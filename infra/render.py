@@ -99,7 +99,7 @@ def offline_config(stack: str, services_dir: Path = SERVICES_DIR, root: Path = R
     key = f"{NAMESPACE}:{SECRETS_KEY}"
     given = config.get(key) or {}
     if isinstance(given, dict):
-        from infra.stack import DATABASE_READ_URL, DATABASE_URL, PLATFORM_SECRETS
+        from infra.plan import DATABASE_READ_URL, DATABASE_URL, PLATFORM_SECRETS
 
         needed = {s for spec in discover(services_dir) for s in spec.secrets} - PLATFORM_SECRETS
         stand_ins = {s: REDACTED for s in needed}

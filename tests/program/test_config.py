@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,7 +135,7 @@ BAD_CONFIGS = [
         "merged min above manifest max",
         "dev",
         {"services": {"mcp-context": {"min_replicas": 12}}},
-        "sophia:services.mcp-context: min_replicas 12 is greater than max_replicas 10 after merging",
+        "sophia:services.mcp-context.min_replicas (12) is greater than max_replicas (10); set min_replicas <= max_replicas (after merging the stack's override into services/mcp-context/service.yaml)",
     ),
     (
         "secret missing from ESC",
@@ -190,3 +191,19 @@ def test_prod_config_carries_the_seed_numbers() -> None:
     config = parse_stack_config("prod", {k: v for k, v in stack_config("prod").items() if k != "secrets"})
     assert config.tls.enabled and config.gpu_capacity >= 1
     assert {p.instance_type for p in config.gpu_pools} == {"gpu_1x_gh200"}
+
+
+def test_replica_rules_are_checked_once_on_the_merged_numbers(services_copy: Path) -> None:
+    manifest = services_copy / "mcp-hubspot" / "service.yaml"
+    manifest.write_text(manifest.read_text() + "scaling: {min_replicas: 1, max_replicas: 3}\n")
+    # The manifest alone says 1: prod refuses it with the message an override of 1 gets, once.
+    with pytest.raises(ConfigError) as caught:
+        run_with("prod", stack_config("prod"), services_copy)
+    assert [p for p in caught.value.problems if "mcp-hubspot" in p] == [
+        "sophia:services.mcp-hubspot.min_replicas: prod needs at least 2 replicas for availability (given: 1); "
+        "raise it in the stack's override or in services/mcp-hubspot/service.yaml"
+    ]
+    # An override that lifts the manifest's number is what counts.
+    mocks = run_with("prod", with_changes("prod", services={"mcp-hubspot": {"min_replicas": 2}}), services_copy)
+    hpa = next(r for r in mocks.resources if r.name == "mcp-hubspot-hpa")
+    assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (2, 3)

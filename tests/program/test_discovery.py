@@ -80,7 +80,7 @@ BAD_MANIFESTS = [
     ("prot: 8080\n", "prot: unknown key; check the spelling"),
     (
         "scaling: {min_replicas: 4, max_replicas: 2}\n",
-        "scaling.min_replicas (4) is greater than scaling.max_replicas (2)",
+        "scaling: min_replicas (4) is greater than max_replicas (2); set min_replicas <= max_replicas",
     ),
     (
         "resources: {requests: {cpu: 2, memory: 1Gi}, limits: {cpu: 1, memory: 1Gi}}\n",
@@ -98,6 +98,14 @@ BAD_MANIFESTS = [
     ("secrets: [openai-key]\n", "secret 'openai-key' is not a valid secret key; use UPPER_SNAKE_CASE"),
     ("name: other\n", "name 'other' differs from its folder 'broken'"),
     ("port: [\n", "not valid YAML"),
+    (
+        "observability: {panels: [{title: Queue, queries: ['sum(queue_depth)']}]}\n",
+        "observability.panels.0.queries: query 'sum(queue_depth)' has no {sel}",
+    ),
+    (
+        "observability: {alerts: [{name: Slow, expr: up == 0, for: 5 min, severity: page, summary: s}]}\n",
+        "observability.alerts.0.for: '5 min' is not a Prometheus duration",
+    ),
 ]
 
 

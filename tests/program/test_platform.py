@@ -207,3 +207,23 @@ def test_rotating_secret_is_random_alphanumeric_and_replaced_only_on_a_new_keepe
     bumped = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "1", "length": 40})
     assert (same.changes, same.replaces) == (False, [])
     assert (bumped.changes, bumped.replaces) == (True, ["keeper"])
+
+
+@pytest.mark.parametrize("stack", ["local", "prod"])
+def test_every_internet_egress_excludes_the_same_private_ranges(
+    rendered: dict[str, list[dict[str, Any]]], stack: str
+) -> None:
+    from components.workload import PRIVATE_RANGES
+
+    blocks = {
+        o["metadata"]["name"]: peer["ipBlock"]
+        for o in rendered[stack]
+        if o["kind"] == "NetworkPolicy"
+        for rule in o["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    }
+    assert set(blocks) == {"pgbouncer"} | {s.name for s in discover() if s.calls.external}
+    assert "100.64.0.0/10" in PRIVATE_RANGES  # carrier-grade NAT: some CNIs put pods there
+    for block in blocks.values():
+        assert block == {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}
