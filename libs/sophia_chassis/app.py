@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.metrics import RequestMetrics
-from sophia_chassis.problems import install_problem_handlers, internal_error, problem
+from sophia_chassis.problems import document_problems, install_problem_handlers, internal_error, problem
 from sophia_chassis.settings import ServiceSettings
 
 Check = Callable[[], Awaitable[Any]]
@@ -52,6 +52,7 @@ def create_app(
     app = FastAPI(title=settings.service_name, lifespan=lifespan, **fastapi_kwargs)
     app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
     install_problem_handlers(app)
+    document_problems(app)
 
     app.add_middleware(
         ObserveRequests, service=settings.service_name, metrics=metrics, max_body_bytes=settings.max_body_bytes

@@ -89,6 +89,37 @@ def install_problem_handlers(app: FastAPI) -> None:
         return internal_error()
 
 
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI say what the chassis answers: every error (4xx, 5xx, the 422 of a
+    validation) is application/problem+json of PROBLEM_SCHEMA, on every operation."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            problem_content = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+            spec.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            for schemas in (spec["components"]["schemas"],):
+                schemas.pop("HTTPValidationError", None)
+                schemas.pop("ValidationError", None)
+            for path in spec.get("paths", {}).values():
+                for operation in path.values():
+                    responses = operation.setdefault("responses", {})
+                    for code in [c for c in responses if c.startswith(("4", "5"))]:
+                        responses[code] = {
+                            "description": responses[code].get("description", "Error"),
+                            "content": problem_content,
+                        }
+                    responses.setdefault("4XX", {"description": "The request was refused", "content": problem_content})
+                    responses.setdefault(
+                        "5XX", {"description": "The service or a dependency failed", "content": problem_content}
+                    )
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def internal_error():
     """A 500 is a bug: the body says so without details, and the connection is closed, as
     whatever failed may have left it in an unknown state."""
