@@ -85,6 +85,31 @@ class ChatRequest(BaseModel):
     max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
 
 
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema with its `$defs` inlined: OpenAPI resolves `#/$defs/..` against the
+    whole document, not this schema (ChatRequest is not recursive)."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
+# Documented in the OpenAPI as the request body (read by hand, to pass it through untouched).
+CHAT_REQUEST_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": _inline_defs(ChatRequest.model_json_schema())}},
+}
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -357,7 +382,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     if not coordinator.configured():
         log.warning("no_provider", detail=NO_PROVIDER)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra={"requestBody": CHAT_REQUEST_BODY})
     async def chat_completions(request: Request) -> Response:
         try:
             body = parse_body(await request.body())
