@@ -6,6 +6,7 @@ documented schemas."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -72,12 +73,11 @@ def fuzz(service: str, base_url: str, *, examples: int = 5, skip: tuple[str, ...
                     case.validate_response(response, checks=CHECKS)
                 except (Exception, BaseExceptionGroup) as exc:  # a check failed: record it, carry on fuzzing
                     first = str(exc).strip().splitlines()[:6]
-                    report.violations.append(f"{operation.label} [{mode.value}] -> {response.status_code}: {first}")
+                    report.violations.append(f"{case.operation.label} -> {response.status_code}: {first}")
 
-            try:
+            # Unsatisfiable: nothing invalid to send (an operation without parameters or body).
+            with contextlib.suppress(Unsatisfiable):
                 run()
-            except Unsatisfiable:  # nothing invalid to send (an operation without parameters or body)
-                pass
     report.seconds = time.monotonic() - started
     return report
 
