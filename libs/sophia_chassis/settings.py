@@ -26,6 +26,7 @@ class ServiceSettings(BaseSettings):
     port: int = 8080
     log_level: str = "info"
     internal_api_token: str | None = None
+    max_body_bytes: int = 1 << 20  # request bodies past this are refused (413) before any handler runs
 
     @classmethod
     def load(cls, **overrides):

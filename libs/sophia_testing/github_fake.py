@@ -75,6 +75,7 @@ class FakeGitHub:
     retry_after: str = "1"
     slow_seconds: float = 2.0
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path+query, status)
+    targets: list[str] = field(default_factory=list)  # every request's raw path and query, as received
     conditional_hits: int = 0
     truncate_trees: bool = False
     page_size_cap: int = 100  # GitHub's; lower it to exercise Link pagination with few items
@@ -116,6 +117,8 @@ def build_fake_github(gh: FakeGitHub) -> FastAPI:
     @app.middleware("http")
     async def github_rules(request: Request, call_next):
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        query = request.scope["query_string"].decode("latin-1")
+        gh.targets.append(request.scope["raw_path"].decode("latin-1") + (f"?{query}" if query else ""))
         response = await _apply_rules(gh, request, call_next)
         gh.requests.append((request.method, path, response.status_code))
         return response

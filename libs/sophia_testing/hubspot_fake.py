@@ -31,6 +31,7 @@ class FakeHubSpot:
     retry_after: str = "1"
     slow_seconds: float = 2.0
     requests: list[tuple[str, str, int, Any]] = field(default_factory=list)  # method, path, status, json body
+    targets: list[str] = field(default_factory=list)  # every request's raw path and query, as received
     _next_id: int = 1000
 
     def add(self, object_type: str, properties: dict[str, Any], object_id: str | None = None) -> str:
@@ -99,6 +100,8 @@ def build_fake_hubspot(hs: FakeHubSpot) -> FastAPI:
     @app.middleware("http")
     async def rules(request: Request, call_next):
         body = None
+        query = request.scope["query_string"].decode("latin-1")
+        hs.targets.append(request.scope["raw_path"].decode("latin-1") + (f"?{query}" if query else ""))
         if request.method in ("POST", "PATCH"):
             raw = await request.body()
             body = __import__("json").loads(raw) if raw else None

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agno_teams import client_health, sales
 from agno_teams.gather import Gatherer
@@ -19,11 +19,17 @@ from agno_teams.runner import ModelError, ModelNotConfigured, TeamRunner, TeamTi
 from agno_teams.settings import Settings
 from agno_teams.teams import client_health_team, sales_intelligence_team
 from sophia_chassis import create_app
+from sophia_chassis.inputs import HubSpotRecordId, Text
 from sophia_chassis.problems import problem
 
 
 class ReviewIn(BaseModel):
-    focus: str | None = Field(None, max_length=2000, description="what the team should look at in particular")
+    model_config = ConfigDict(extra="forbid")
+    focus: Text(2000) | None = Field(None, description="what the team should look at in particular")
+
+
+# Company and deal ids go into mcp-hubspot's URLs: HubSpot's id grammar, checked here.
+CompanyId = DealId = HubSpotRecordId
 
 
 def as_of_or_now(as_of: datetime | None) -> datetime:
@@ -109,12 +115,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         }
 
     @app.get("/teams/client-health/companies/{company_id}")
-    async def company_health(company_id: str, as_of: datetime | None = None) -> dict[str, Any]:
+    async def company_health(company_id: CompanyId, as_of: datetime | None = None) -> dict[str, Any]:
         return await health(company_id, as_of)
 
     @app.post("/teams/client-health/companies/{company_id}/review")
     async def company_review(
-        company_id: str, body: ReviewIn | None = None, as_of: datetime | None = None
+        company_id: CompanyId, body: ReviewIn | None = None, as_of: datetime | None = None
     ) -> dict[str, Any]:
         await runner.require_model("ClientHealthTeam")
         result = await health(company_id, as_of)
@@ -131,12 +137,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         }
 
     @app.get("/teams/sales/deals/{deal_id}/signals")
-    async def deal_signals(deal_id: str, as_of: datetime | None = None) -> dict[str, Any]:
+    async def deal_signals(deal_id: DealId, as_of: datetime | None = None) -> dict[str, Any]:
         return await signals(deal_id, as_of)
 
     @app.post("/teams/sales/deals/{deal_id}/analysis")
     async def deal_analysis(
-        deal_id: str, body: ReviewIn | None = None, as_of: datetime | None = None
+        deal_id: DealId, body: ReviewIn | None = None, as_of: datetime | None = None
     ) -> dict[str, Any]:
         await runner.require_model("SalesIntelligenceTeam")
         result = await signals(deal_id, as_of)

@@ -12,13 +12,13 @@ import json
 import os
 import socket
 import uuid
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from redis.asyncio import Redis
 
 from mcp_agents.loop import ModelClient, Outcome, run_agent
@@ -27,6 +27,7 @@ from mcp_agents.store import TERMINAL, IdempotencyConflict, Task, TaskStore
 from mcp_agents.tools import Toolbox
 from mcp_agents.worker import Worker, requeue_lost
 from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis.inputs import FiniteFloat, Text
 from sophia_chassis.problems import problem
 
 SSE_POLL_SECONDS = 0.2
@@ -54,6 +55,7 @@ class Settings(ServiceSettings):
     default_max_steps: int = 8
     default_time_limit_seconds: float = 120.0
     model_timeout_seconds: float = 60.0
+    database_wait_seconds: float = 3.0  # a request waits this long for PostgreSQL, then answers 503
 
     def conninfo(self) -> str:
         if self.database_url:
@@ -67,15 +69,21 @@ class Settings(ServiceSettings):
 
 
 class TaskIn(BaseModel):
-    goal: str = Field(min_length=1, max_length=20_000, description="what the agent should find out or do")
+    model_config = ConfigDict(extra="forbid")
+    goal: Text(20_000, min_length=1) = Field(description="what the agent should find out or do")
     max_steps: int | None = Field(None, ge=1, le=25, description="model calls allowed (default 8)")
-    time_limit_seconds: float | None = Field(None, gt=0, le=600, description="wall-clock limit (default 120)")
+    time_limit_seconds: FiniteFloat | None = Field(None, gt=0, le=600, description="wall-clock limit (default 120)")
+
+
+# Visible ASCII: the key is stored and compared as sent, and echoed in problems.
+IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
+EventSeq = Annotated[int, Field(ge=0, le=2**31 - 1)]  # PostgreSQL int
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
     redis = Redis.from_url(settings.redis_url, password=settings.redis_password)
-    store = TaskStore(settings.conninfo())
+    store = TaskStore(settings.conninfo(), wait_seconds=settings.database_wait_seconds)
     queue = TaskQueue(redis, visibility_timeout_seconds=settings.visibility_timeout_seconds)
     model = ModelClient(
         f"{settings.agno_coordinator_url}", settings.internal_api_token, timeout=settings.model_timeout_seconds
@@ -161,7 +169,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/agents/tasks", status_code=202)
     async def submit(
-        body: TaskIn, response: Response, idempotency_key: str | None = Header(None, max_length=200)
+        body: TaskIn, response: Response, idempotency_key: Annotated[IdempotencyKey | None, Header()] = None
     ) -> dict[str, Any]:
         """Queue a task. The same `Idempotency-Key` returns the first task instead of a second one."""
         try:
@@ -192,7 +200,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return task.public()
 
     @app.get("/agents/tasks/{task_id}/events")
-    async def events(task_id: str, request: Request, last_event_id: int = Header(0)):
+    async def events(task_id: str, request: Request, last_event_id: Annotated[EventSeq, Header()] = 0):
         """Progress as server-sent events (`id` is the event's sequence number, so a client
         reconnecting with Last-Event-ID resumes); the stream ends after the outcome."""
         if await store.get(task_id) is None:

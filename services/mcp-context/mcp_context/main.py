@@ -7,7 +7,7 @@ the mounted secret files when the app is built, not at import)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import redis.asyncio as redis
@@ -15,13 +15,14 @@ import structlog
 from fastapi import FastAPI, HTTPException, Request, Response
 from mcp.server.mcpserver import MCPServer
 from prometheus_client import Counter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from qdrant_client import AsyncQdrantClient
 
 from mcp_context.cache import CACHE_TTL_SECONDS, CachedEmbedder
 from mcp_context.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder
 from mcp_context.store import EmbeddedMemoryStore, Memory, MemoryStore, ServerMemoryStore
 from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis.inputs import FiniteFloat, Int64, JsonObject, Name, Text
 from sophia_chassis.mcp import McpEndpoint
 
 log = structlog.get_logger()
@@ -42,22 +43,41 @@ class Settings(ServiceSettings):
     qdrant_api_key: str | None = None
     qdrant_path: str = ":memory:"  # embedded (Qdrant Edge) when no server URL: a directory, or ":memory:"
     qdrant_collection: str = "sophia-memories"
+    max_body_bytes: int = 16 << 20  # a batch of up to 1000 memories
+
+
+# The edge's types, shared by the REST models and the MCP tools (one rule each).
+MemoryText = Text(100_000, min_length=1)
+# Models read at most 256 (MiniLM) or 8191 (OpenAI) tokens: a longer query only costs memory.
+QueryText = Text(8_000, min_length=1)
+Namespace = Name(200)
+User = Name(200)
+# Qdrant keeps payloads as JSON (serde_json, 128 levels at most); far less is plenty for metadata.
+Metadata = JsonObject(max_depth=8, max_keys=64)
+# A filter key is a payload path in Qdrant ("metadata.<key>"): dots or brackets would be paths.
+FilterKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+FilterValue = Text(1000) | Int64 | bool  # what a Qdrant exact match compares
+MetadataFilter = Annotated[dict[FilterKey, FilterValue], Field(max_length=16)]
+TopK = Annotated[int, Field(ge=1, le=100)]
+ScoreThreshold = Annotated[FiniteFloat, Field(ge=-1, le=1)]
 
 
 class MemoryIn(BaseModel):
-    text: str = Field(min_length=1, max_length=100_000)
-    namespace: str = "default"
-    user: str | None = None
-    metadata: dict[str, Any] = {}
+    model_config = ConfigDict(extra="forbid")
+    text: MemoryText
+    namespace: Namespace = "default"
+    user: User | None = None
+    metadata: Metadata = {}
 
 
 class SearchIn(BaseModel):
-    query: str = Field(min_length=1)
-    top_k: int = Field(5, ge=1, le=100)
-    score_threshold: float | None = Field(None, ge=-1, le=1)
-    namespace: str | None = None
-    user: str | None = None
-    metadata: dict[str, str | int | bool] | None = None  # what a Qdrant exact match compares
+    model_config = ConfigDict(extra="forbid")
+    query: QueryText
+    top_k: TopK = 5
+    score_threshold: ScoreThreshold | None = None
+    namespace: Namespace | None = None
+    user: User | None = None
+    metadata: MetadataFilter | None = None
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -132,7 +152,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @mcp.tool()
     async def store_memory(
-        text: str, namespace: str = "default", user: str | None = None, metadata: dict[str, Any] | None = None
+        text: MemoryText, namespace: Namespace = "default", user: User | None = None, metadata: Metadata | None = None
     ) -> dict[str, str]:
         """Store a memory; returns its id."""
         [memory_id] = await service.add([MemoryIn(text=text, namespace=namespace, user=user, metadata=metadata or {})])
@@ -140,10 +160,16 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @mcp.tool()
     async def search_memories(
-        query: str, top_k: int = 5, namespace: str | None = None, user: str | None = None
+        query: QueryText,
+        top_k: TopK = 5,
+        namespace: Namespace | None = None,
+        user: User | None = None,
+        metadata: MetadataFilter | None = None,
     ) -> list[dict[str, Any]]:
-        """Semantic search over stored memories, best match first."""
-        return await service.search(SearchIn(query=query, top_k=top_k, namespace=namespace, user=user))
+        """Semantic search over stored memories, best match first; `metadata` filters by exact values."""
+        return await service.search(
+            SearchIn(query=query, top_k=top_k, namespace=namespace, user=user, metadata=metadata)
+        )
 
     @mcp.tool()
     async def delete_memory(memory_id: UUID) -> dict[str, bool]:
@@ -181,9 +207,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return {"id": (await service.add([item]))[0]}
 
     @app.post("/memories/batch", status_code=201)
-    async def add_batch(items: list[MemoryIn]) -> dict[str, list[str]]:
-        if not 1 <= len(items) <= 1000:
-            raise HTTPException(422, "a batch holds 1 to 1000 memories")
+    async def add_batch(items: Annotated[list[MemoryIn], Field(min_length=1, max_length=1000)]) -> dict[str, list[str]]:
         return {"ids": await service.add(items)}
 
     @app.post("/memories/search")

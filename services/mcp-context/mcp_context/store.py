@@ -125,7 +125,8 @@ class ServerMemoryStore:
         return {"id": str(points[0].id), **(points[0].payload or {})} if points else None
 
     async def delete(self, memory_id: str) -> bool:
-        if await self.get(memory_id) is None:
+        # Without the payload: deleting never depends on decoding what was stored.
+        if not await self.client.retrieve(self.collection, ids=[memory_id], with_payload=False):
             return False
         await self.client.delete(self.collection, points_selector=models.PointIdsList(points=[memory_id]))
         return True
@@ -219,7 +220,8 @@ class EmbeddedMemoryStore:
         return {"id": str(records[0].id), **(records[0].payload or {})} if records else None
 
     async def delete(self, memory_id: str) -> bool:
-        if await self.get(memory_id) is None:
+        # Without the payload: deleting never depends on decoding what was stored.
+        if not self._shard().retrieve([memory_id], with_payload=False, with_vector=False):
             return False
         self._shard().update(edge.UpdateOperation.delete_points([memory_id]))
         return True

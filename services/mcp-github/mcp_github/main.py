@@ -8,19 +8,20 @@ built, not at import); `mcp_github.main:app` works too and builds it on first ac
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_github.context import ContextClient, ContextError
-from mcp_github.github import GitHubClient, GitHubError, RateLimited
+from mcp_github.github import FilePath, FullName, GitHubClient, GitHubError, Owner, RateLimited, Ref, RepoName
 from mcp_github.indexer import Indexer
 from mcp_github.state import MemoryStateStore, RedisStateStore, StateStore
 from sophia_chassis import CircuitOpenError, ServiceSettings, create_app
 from sophia_chassis.http import UpstreamError
+from sophia_chassis.inputs import Text
 from sophia_chassis.mcp import McpEndpoint
 from sophia_chassis.problems import problem
 
@@ -42,8 +43,17 @@ class Settings(ServiceSettings):
     index_chunk_chars: int = 1500
 
 
+# The edge's types, shared by the REST routes and the MCP tools (github.py holds GitHub's grammars).
+SearchQuery = Text(256, min_length=1)  # GitHub code search refuses longer queries
+PullState = Literal["open", "closed", "all"]
+RepoLimit = Annotated[int, Field(ge=1, le=1000)]
+SearchLimit = Annotated[int, Field(ge=1, le=100)]
+ListLimit = Annotated[int, Field(ge=1, le=500)]
+
+
 class IndexIn(BaseModel):
-    ref: str | None = Field(None, description="branch, tag or SHA; the default branch when unset")
+    model_config = ConfigDict(extra="forbid")
+    ref: Ref | None = Field(None, description="branch, tag or SHA; the default branch when unset")
     force: bool = Field(False, description="re-send every file even if unchanged")
 
 
@@ -169,32 +179,40 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @mcp.tool()
-    async def list_repositories(owner: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def list_repositories(owner: Owner | None = None, limit: RepoLimit = 50) -> list[dict[str, Any]]:
         """Repositories of an organisation or user, or the token's own when no owner is given."""
-        return await tool_call(service.list_repositories(owner, min(limit, 1000)))
+        return await tool_call(service.list_repositories(owner, limit))
 
     @mcp.tool()
-    async def get_file(owner: str, repo: str, path: str, ref: str | None = None) -> dict[str, Any]:
+    async def get_file(owner: Owner, repo: RepoName, path: FilePath, ref: Ref | None = None) -> dict[str, Any]:
         """A text file's content at a ref (default branch when unset)."""
         return await tool_call(service.get_file(owner, repo, path, ref))
 
     @mcp.tool()
-    async def search_code(query: str, repo: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    async def search_code(
+        query: SearchQuery, repo: FullName | None = None, limit: SearchLimit = 20
+    ) -> list[dict[str, Any]]:
         """GitHub code search (its query syntax); `repo` as owner/name narrows it to one repository."""
-        return await tool_call(service.search_code(query, repo, min(limit, 100)))
+        return await tool_call(service.search_code(query, repo, limit))
 
     @mcp.tool()
-    async def recent_commits(owner: str, repo: str, ref: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    async def recent_commits(
+        owner: Owner, repo: RepoName, ref: Ref | None = None, limit: ListLimit = 20
+    ) -> list[dict[str, Any]]:
         """Latest commits on a branch (default branch when unset): sha, message, author, date."""
-        return await tool_call(service.recent_commits(owner, repo, ref, min(limit, 500)))
+        return await tool_call(service.recent_commits(owner, repo, ref, limit))
 
     @mcp.tool()
-    async def pull_requests(owner: str, repo: str, state: str = "open", limit: int = 20) -> list[dict[str, Any]]:
+    async def pull_requests(
+        owner: Owner, repo: RepoName, state: PullState = "open", limit: ListLimit = 20
+    ) -> list[dict[str, Any]]:
         """Pull requests by state (open, closed, all), most recently updated first."""
-        return await tool_call(service.pull_requests(owner, repo, state, min(limit, 500)))
+        return await tool_call(service.pull_requests(owner, repo, state, limit))
 
     @mcp.tool()
-    async def index_repository(owner: str, repo: str, ref: str | None = None, force: bool = False) -> dict[str, Any]:
+    async def index_repository(
+        owner: Owner, repo: RepoName, ref: Ref | None = None, force: bool = False
+    ) -> dict[str, Any]:
         """Send the repository's text files in chunks to mcp-context (namespace github:<owner>/<repo>);
         a re-run sends only files changed since the last indexed commit."""
         return await tool_call(service.index(owner, repo, ref, force))
@@ -228,36 +246,38 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return problem(502, "Upstream error", str(exc))
 
     @app.get("/github/repos")
-    async def repos(owner: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+    async def repos(owner: Owner | None = None, limit: Annotated[RepoLimit, Query()] = 50) -> dict[str, Any]:
         return {"results": await service.list_repositories(owner, limit)}
 
     @app.get("/github/repos/{owner}/{repo}/contents/{path:path}")
-    async def contents(owner: str, repo: str, path: str, ref: str | None = None) -> dict[str, Any]:
+    async def contents(owner: Owner, repo: RepoName, path: FilePath, ref: Ref | None = None):
         return await service.get_file(owner, repo, path, ref)
 
     @app.get("/github/search/code")
-    async def code(q: str, repo: str | None = None, limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
+    async def code(
+        q: SearchQuery, repo: FullName | None = None, limit: Annotated[SearchLimit, Query()] = 20
+    ) -> dict[str, Any]:
         return {"results": await service.search_code(q, repo, limit)}
 
     @app.get("/github/repos/{owner}/{repo}/commits")
     async def commits(
-        owner: str, repo: str, ref: str | None = None, limit: int = Query(20, ge=1, le=500)
+        owner: Owner, repo: RepoName, ref: Ref | None = None, limit: Annotated[ListLimit, Query()] = 20
     ) -> dict[str, Any]:
         return {"results": await service.recent_commits(owner, repo, ref, limit)}
 
     @app.get("/github/repos/{owner}/{repo}/pulls")
     async def pulls(
-        owner: str, repo: str, state: Literal["open", "closed", "all"] = "open", limit: int = Query(20, ge=1, le=500)
+        owner: Owner, repo: RepoName, state: PullState = "open", limit: Annotated[ListLimit, Query()] = 20
     ) -> dict[str, Any]:
         return {"results": await service.pull_requests(owner, repo, state, limit)}
 
     @app.post("/github/repos/{owner}/{repo}/index")
-    async def index(owner: str, repo: str, body: IndexIn | None = None) -> dict[str, Any]:
+    async def index(owner: Owner, repo: RepoName, body: IndexIn | None = None) -> dict[str, Any]:
         body = body or IndexIn()
         return await service.index(owner, repo, body.ref, body.force)
 
     @app.get("/github/repos/{owner}/{repo}/index")
-    async def index_state(owner: str, repo: str) -> dict[str, Any]:
+    async def index_state(owner: Owner, repo: RepoName) -> dict[str, Any]:
         state = await service.state.get(f"{owner}/{repo}")
         if state is None:
             return {"repository": f"{owner}/{repo}", "indexed": False}

@@ -65,7 +65,8 @@ def test_search_ors_filter_groups_ands_filters_sorts_and_pages(crm: FakeHubSpot,
 def test_too_many_filter_groups_are_refused_before_asking_hubspot(crm: FakeHubSpot, api: str) -> None:
     group = {"filters": [{"propertyName": "amount", "operator": "GT", "value": "1"}]}
     response = httpx.post(f"{api}/hubspot/deals/search", json={"filterGroups": [group] * 6})
-    assert response.status_code == 422 and "5 filter groups" in response.json()["detail"]
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "body.filterGroups"
+    assert "at most 5" in response.json()["errors"][0]["message"]
     assert crm.calls("POST", "/crm/v3/objects/deals/search") == []
 
 

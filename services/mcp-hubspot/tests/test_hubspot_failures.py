@@ -88,10 +88,11 @@ def test_readiness_asks_hubspot_and_caches_a_success(crm: FakeHubSpot, hubspot_u
 
 def test_hubspot_errors_become_clear_problems(crm: FakeHubSpot, hubspot_url: str) -> None:
     with serve(build_app(settings(hubspot_url))) as url:
-        missing = httpx.get(f"{url}/hubspot/deals/nope")
+        missing = httpx.get(f"{url}/hubspot/deals/999999")
         bad_type = httpx.get(f"{url}/hubspot/widgets")
     assert missing.status_code == 404 and "resource not found" in missing.json()["detail"]
-    assert bad_type.status_code == 422 and "unknown CRM object type" in bad_type.json()["detail"]
+    assert bad_type.status_code == 422 and bad_type.json()["errors"][0]["field"] == "path.object_type"
+    assert "'contacts'" in bad_type.json()["errors"][0]["message"]  # the allowed types are named
 
 
 def test_bad_token_is_a_clear_problem_and_no_token_is_not_ready(crm: FakeHubSpot, hubspot_url: str) -> None:

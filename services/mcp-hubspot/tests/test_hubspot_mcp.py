@@ -48,5 +48,5 @@ def test_mcp_client_searches_reads_and_follows_associations(crm: FakeHubSpot, hu
     assert sorted(d["properties"]["dealname"] for d in payload(found)) == ["Acme renewal", "Globex expansion"]
     assert payload(company)["properties"]["name"] == "Acme Corp"
     assert len(payload(contacts)) == 200
-    assert bad.is_error and "unknown CRM object type 'widgets'" in str(bad.content)
+    assert bad.is_error and "object_type" in str(bad.content) and "'contacts'" in str(bad.content)
     assert crm.calls("POST", "/crm/v3/objects/deals/search")[0][1]["filterGroups"][0]["filters"][0]["operator"] == "GT"

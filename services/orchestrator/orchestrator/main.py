@@ -4,7 +4,9 @@ where its successor is, and each legacy path is counted so migration can be trac
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from prometheus_client import Counter
@@ -46,6 +48,39 @@ class Settings(ServiceSettings):
         return getattr(self, service.replace("-", "_") + "_url").rstrip("/")
 
 
+# What a segment may hold once decoded: no separator (an encoded `/` or `\\` would re-split the
+# path at the backend), no control characters.
+FORBIDDEN_IN_SEGMENT = re.compile(r"[/\\\x00-\x1f\x7f]")
+PCHAR_SAFE = "!$&'()*+,;=:@-._~"  # RFC 3986 pchar: kept as is when a segment is re-encoded
+
+
+class BadPath(ValueError):
+    pass
+
+
+def normalise(raw_path: str) -> str:
+    """The path as the backend will route it: each segment percent-decoded once, checked, dot
+    segments resolved (RFC 3986 5.2.4), then re-encoded. Without this `/api/memory/%2e%2e/..`
+    is forwarded as is and the backend's URL parser resolves it past the prefix map."""
+    segments: list[str] = []
+    parts = raw_path.split("/")[1:]
+    for i, part in enumerate(parts):
+        try:
+            segment = unquote(part, errors="strict")
+        except UnicodeDecodeError:
+            raise BadPath("the path is not UTF-8") from None
+        if FORBIDDEN_IN_SEGMENT.search(segment):
+            raise BadPath("a path segment holds an encoded '/', '\\' or a control character")
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment == "." or (segment == "" and i < len(parts) - 1):
+            continue
+        else:
+            segments.append(segment)
+    return "/" + "/".join(quote(s, safe=PCHAR_SAFE) for s in segments)
+
+
 def resolve(path: str) -> tuple[Mapping, str] | None:
     """The mapping for a legacy path and the path on the new service."""
     for mapping in sorted(MAPPINGS, key=lambda m: len(m.legacy), reverse=True):
@@ -65,9 +100,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def forward(request: Request, rest: str) -> Response:
-        found = resolve(f"/api/{rest}")
+        try:
+            path = normalise(request.scope.get("raw_path", b"").decode("latin-1") or request.url.path)
+        except BadPath as exc:
+            raise HTTPException(400, f"{exc}; send a plain legacy path (see docs/orchestrator.md)") from None
+        found = resolve(path)
         if found is None:
-            raise HTTPException(404, f"/api/{rest} is not a legacy path (see docs/orchestrator.md)")
+            raise HTTPException(404, f"{path[:200]} is not a legacy path (see docs/orchestrator.md)")
         mapping, new_path = found
         legacy_requests.labels(mapping.legacy).inc()
         target = settings.url_of(mapping.service) + new_path
