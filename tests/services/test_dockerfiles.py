@@ -38,3 +38,4 @@ def test_each_service_is_the_package_the_dockerfile_runs(service: Path) -> None:
     assert project["tool"]["setuptools"]["packages"] == [package]
     assert "sophia-chassis" in project["project"]["dependencies"]
     assert "def build_app(" in (service / package / "main.py").read_text()
+    assert "class Settings(" in (service / package / "settings.py").read_text()  # the same shape in each

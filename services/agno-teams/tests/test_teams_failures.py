@@ -17,7 +17,16 @@ from .teams_data import AS_OF, MODEL_KEY, hubspot_app, teams_settings
 
 
 @pytest.fixture
-def stack(crm: FakeHubSpot, hubspot_url: str, mcp_context_url: str, coordinator_url: str) -> Iterator[str]:
+def peer_timeout() -> float:
+    """The default peer timeout; a test about timeouts parametrizes a short one. A short one for
+    every test would time out mcp-context's CPU-bound searches on a loaded machine."""
+    return 5.0
+
+
+@pytest.fixture
+def stack(
+    crm: FakeHubSpot, hubspot_url: str, mcp_context_url: str, coordinator_url: str, peer_timeout: float
+) -> Iterator[str]:
     """A fresh mcp-hubspot and agno-teams per test, so one test's breaker state is not the next one's."""
     from agno_teams.main import build_app
 
@@ -26,7 +35,7 @@ def stack(crm: FakeHubSpot, hubspot_url: str, mcp_context_url: str, coordinator_
         settings = teams_settings(
             mcp_hubspot_url=hubspot,
             mcp_context_url=mcp_context_url,
-            peer_timeout_seconds=1.0,
+            peer_timeout_seconds=peer_timeout,
             agno_coordinator_url=coordinator_url,
             model_api_key=MODEL_KEY,
         )
@@ -48,6 +57,7 @@ def test_hubspot_failing_is_a_502_problem_naming_the_peer(stack: str, crm: FakeH
     assert httpx.get(f"{stack}/teams/client-health/companies/501", params=AS_OF, timeout=30).json()["score"] == 90
 
 
+@pytest.mark.parametrize("peer_timeout", [1.0])
 def test_a_slow_peer_times_out_into_a_502_problem(stack: str, crm: FakeHubSpot) -> None:
     crm.slow_seconds = 2.0
     crm.faults.extend(["slow", "slow"])

@@ -21,6 +21,8 @@ from mcp_context.embeddings import Embedder
 from sophia_chassis.http import CircuitBreaker, CircuitOpenError
 
 CACHE_TTL_SECONDS = 86400
+# How long the breaker skips Redis after a few failures before one call tries it again.
+BREAKER_RESET_SECONDS = 5.0
 T = TypeVar("T")
 log = structlog.get_logger()
 
@@ -43,10 +45,10 @@ class CachedEmbedder:
         inner: Embedder,
         client: redis.Redis | None,
         ttl: int = CACHE_TTL_SECONDS,
-        breaker: CircuitBreaker | None = None,
+        breaker_reset_seconds: float = BREAKER_RESET_SECONDS,
     ):
         self.inner, self.client, self.ttl = inner, client, ttl
-        self.breaker = breaker or CircuitBreaker(failure_threshold=3, reset_timeout=5.0)
+        self.breaker = CircuitBreaker(failure_threshold=3, reset_timeout=breaker_reset_seconds)
         self.model, self.dimensions = inner.model, inner.dimensions
         self.hits = self.misses = 0
         self.model_runs = 0  # inner.embed calls (one per batch of distinct misses)

@@ -18,32 +18,17 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from qdrant_client import AsyncQdrantClient
 
-from mcp_context.cache import CACHE_TTL_SECONDS, CachedEmbedder
+from mcp_context.cache import CachedEmbedder
 from mcp_context.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder
+from mcp_context.settings import Settings
 from mcp_context.store import EmbeddedMemoryStore, Memory, MemoryStore, ServerMemoryStore
-from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis import create_app
 from sophia_chassis.inputs import FiniteFloat, Int64, JsonObject, Name, Text
 from sophia_chassis.mcp import McpEndpoint
 
 log = structlog.get_logger()
 
 
-class Settings(ServiceSettings):
-    service_name: str = "mcp-context"
-    embedding_provider: str = "local"  # openai | local
-    embedding_model: str = "text-embedding-3-large"
-    embedding_cache_ttl_seconds: int = CACHE_TTL_SECONDS
-    openai_api_key: str | None = None
-    openai_base_url: str = "https://api.openai.com/v1"
-    redis_url: str | None = None
-    redis_password: str | None = None
-    redis_max_connections: int = 64
-    redis_timeout_seconds: float = Field(2.0, gt=0)  # connect and reply, each
-    qdrant_url: str | None = None
-    qdrant_api_key: str | None = None
-    qdrant_path: str = ":memory:"  # embedded (Qdrant Edge) when no server URL: a directory, or ":memory:"
-    qdrant_collection: str = "sophia-memories"
-    max_body_bytes: int = 16 << 20  # a batch of up to 1000 memories
 
 
 # The edge's types, shared by the REST models and the MCP tools (one rule each).
@@ -109,7 +94,12 @@ class ContextService:
                 socket_connect_timeout=settings.redis_timeout_seconds,
             )
             client = redis.Redis(connection_pool=pool)
-        self.embedder = CachedEmbedder(build_embedder(settings), client, settings.embedding_cache_ttl_seconds)
+        self.embedder = CachedEmbedder(
+            build_embedder(settings),
+            client,
+            settings.embedding_cache_ttl_seconds,
+            breaker_reset_seconds=settings.redis_breaker_reset_seconds,
+        )
         self.store: MemoryStore
         if settings.qdrant_url:
             self.store = ServerMemoryStore(

@@ -317,7 +317,8 @@ def test_redis_outage_degrades_to_no_cache(redis_url: str) -> None:
 
 def test_a_hung_redis_is_skipped_after_a_few_timeouts() -> None:
     """A Redis that accepts connections but never answers: the breaker stops every search
-    from waiting out the timeout."""
+    from waiting out the timeout. Deterministic on a loaded machine: the breaker stays open for
+    the whole test (a long reset), and each search embeds through the fake OpenAI, not the CPU model."""
     import socket
 
     listener = socket.create_server(("127.0.0.1", 0))  # the kernel completes connects; nothing replies
@@ -332,21 +333,30 @@ def test_a_hung_redis_is_skipped_after_a_few_timeouts() -> None:
                 return len(accepted)
 
     port = listener.getsockname()[1]
-    app = build_app(
-        Settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_seconds=0.3, qdrant_collection="hung-redis")
-    )
     try:
-        with serve(app) as url:
-            for i in range(3):  # each waits out one timeout, then the breaker opens
-                assert httpx.post(f"{url}/memories/search", json={"query": f"q{i}"}).status_code == 200
-            connections = accept_pending()
-            started = time.monotonic()
-            for i in range(10):
-                assert httpx.post(f"{url}/memories/search", json={"query": f"later {i}"}).status_code == 200
-            elapsed = time.monotonic() - started
-            assert accept_pending() == connections  # Redis was not tried again
-            assert app.state.service.embedder.breaker.state == "open"
-            assert elapsed < 10 * 0.3  # without the breaker each search waits 0.3 s or more
+        with serve(fake_openai([], {})) as openai_url:
+            app = build_app(
+                Settings(
+                    redis_url=f"redis://127.0.0.1:{port}/0",
+                    redis_timeout_seconds=0.3,
+                    redis_breaker_reset_seconds=600,
+                    qdrant_collection="hung-redis",
+                    embedding_provider="openai",
+                    openai_api_key="test-key",
+                    openai_base_url=f"{openai_url}/v1",
+                )
+            )
+            with serve(app) as url:
+                for i in range(3):  # each waits out one timeout, then the breaker opens
+                    assert httpx.post(f"{url}/memories/search", json={"query": f"q{i}"}).status_code == 200
+                connections = accept_pending()
+                started = time.monotonic()
+                for i in range(10):
+                    assert httpx.post(f"{url}/memories/search", json={"query": f"later {i}"}).status_code == 200
+                elapsed = time.monotonic() - started
+                assert accept_pending() == connections  # Redis was not tried again
+                assert app.state.service.embedder.breaker.state == "open"
+                assert elapsed < 10 * 0.3  # without the breaker each search waits 0.3 s or more
     finally:
         for conn in accepted:
             conn.close()

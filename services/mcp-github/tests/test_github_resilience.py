@@ -90,7 +90,8 @@ def test_server_errors_are_retried_then_a_502_then_the_breaker_opens(fake: FakeG
 
 def test_a_timeout_is_retried(fake: FakeGitHub, github_url: str) -> None:
     fake.faults, fake.slow_seconds = ["slow"], 2.0
-    with serve(build_app(settings(github_url, github_timeout_seconds=0.3))) as url:
+    # The backoff capped at 0.1 s: its jitter (up to 1 s) would otherwise decide the timing, not the retry.
+    with serve(build_app(settings(github_url, github_timeout_seconds=0.3, github_backoff_max_seconds=0.1))) as url:
         started = time.monotonic()
         response = httpx.get(f"{url}/github{COMMITS}", timeout=10)
         elapsed = time.monotonic() - started  # not counting the servers' shutdown

@@ -13,21 +13,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mcp_hubspot.hubspot import HubSpotClient, HubSpotError, ObjectType
-from sophia_chassis import CircuitOpenError, ServiceSettings, create_app
+from mcp_hubspot.settings import Settings
+from sophia_chassis import CircuitOpenError, create_app
 from sophia_chassis.http import UpstreamError
 from sophia_chassis.inputs import FiniteFloat, HubSpotRecordId, Int64, Text
 from sophia_chassis.mcp import McpEndpoint
 
 
-class Settings(ServiceSettings):
-    service_name: str = "mcp-hubspot"
-    hubspot_api_url: str = "https://api.hubapi.com"
-    hubspot_access_token: str | None = None  # secret file HUBSPOT_ACCESS_TOKEN (private app)
-    hubspot_timeout_seconds: float = 20.0
-    hubspot_attempts: int = 3
-    hubspot_backoff_max_seconds: float = 10.0  # the longest Retry-After slept through
-    # /readyz asks HubSpot at most this often (probes every few seconds would spend the API quota).
-    hubspot_ready_cache_seconds: float = 30.0
 
 
 # The edge's types, shared by the REST routes and the MCP tools.

@@ -5,47 +5,18 @@ where its successor is, and each legacy path is counted so migration can be trac
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from fastapi import FastAPI, HTTPException, Request, Response
 from prometheus_client import Counter
 
-from sophia_chassis import ResilientClient, ServiceSettings, create_app
+from orchestrator.mappings import resolve
+from orchestrator.settings import Settings
+from sophia_chassis import ResilientClient, create_app
 
 # When the legacy paths stop being served (RFC 8594 Sunset).
 SUNSET = "Wed, 30 Jun 2027 00:00:00 GMT"
 FORWARDED_HEADERS = ("content-type", "accept", "authorization", "x-request-id")
-
-
-@dataclass(frozen=True)
-class Mapping:
-    legacy: str  # old path prefix
-    service: str  # the service that owns it now
-    successor: str  # the new path prefix on that service
-
-
-# The mapping table (docs/orchestrator.md); the longest matching legacy prefix wins.
-MAPPINGS = (
-    Mapping("/api/memory/search", "mcp-context", "/memories/search"),
-    Mapping("/api/memory", "mcp-context", "/memories"),
-    Mapping("/api/github", "mcp-github", "/github"),
-    Mapping("/api/crm", "mcp-hubspot", "/hubspot"),
-    Mapping("/api/agents", "mcp-agents", "/agents"),
-    Mapping("/api/teams", "agno-teams", "/teams"),
-)
-
-
-class Settings(ServiceSettings):
-    service_name: str = "orchestrator"
-    mcp_context_url: str = "http://mcp-context"
-    mcp_github_url: str = "http://mcp-github"
-    mcp_hubspot_url: str = "http://mcp-hubspot"
-    mcp_agents_url: str = "http://mcp-agents"
-    agno_teams_url: str = "http://agno-teams"
-
-    def url_of(self, service: str) -> str:
-        return getattr(self, service.replace("-", "_") + "_url").rstrip("/")
 
 
 # What a segment may hold once decoded: no separator (an encoded `/` or `\\` would re-split the
@@ -79,14 +50,6 @@ def normalise(raw_path: str) -> str:
         else:
             segments.append(segment)
     return "/" + "/".join(quote(s, safe=PCHAR_SAFE) for s in segments)
-
-
-def resolve(path: str) -> tuple[Mapping, str] | None:
-    """The mapping for a legacy path and the path on the new service."""
-    for mapping in sorted(MAPPINGS, key=lambda m: len(m.legacy), reverse=True):
-        if path == mapping.legacy or path.startswith(mapping.legacy + "/"):
-            return mapping, mapping.successor + path[len(mapping.legacy) :]
-    return None
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:

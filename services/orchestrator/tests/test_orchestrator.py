@@ -6,7 +6,8 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from orchestrator.main import MAPPINGS, Settings, build_app, resolve
+from orchestrator.main import Settings, build_app
+from orchestrator.mappings import MAPPINGS, resolve
 from sophia_testing.servers import free_port, serve
 
 
