@@ -122,8 +122,9 @@ def pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_gpu_scheduling_only_where_a_pool_exists(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    # A service asks for a GPU only if it runs on one (none of the seven does today: the
+    # coordinator routes to a model server, it runs none); the pools still exist.
     gpu_services = {s.name for s in discover() if s.gpu is not None}
-    assert gpu_services  # the seed's GPU workload is declared
     for stack in ("local", "prod"):
         for name, spec in pod_specs(rendered[stack]).items():
             has_gpu = "nvidia.com/gpu" in spec["containers"][0]["resources"]["limits"]
