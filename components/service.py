@@ -66,6 +66,8 @@ from components.workload import (
 )
 
 SECRETS_MOUNT = "/var/run/secrets/sophia"
+# A rollout adds this share of the replicas before removing any (maxUnavailable 0), rounded up.
+ROLLOUT_SURGE_PERCENT = 25
 SERVICE_PORT = 80
 
 
@@ -102,6 +104,11 @@ def config_checksum(env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
     """Changes whenever a setting or a secret's value changes, so the pods roll."""
     blob = json.dumps({"env": dict(env), "secrets": dict(secrets)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def peak_pods(max_replicas: int) -> int:
+    """The most pods a service can have at once: its HPA at the maximum, mid-rollout."""
+    return max_replicas + -(-max_replicas * ROLLOUT_SURGE_PERCENT // 100)
 
 
 class PlatformService(pulumi.ComponentResource):
@@ -220,7 +227,7 @@ class PlatformService(pulumi.ComponentResource):
                 selector=LabelSelectorArgs(match_labels=selector),
                 revision_history_limit=5,
                 strategy=DeploymentStrategyArgs(
-                    type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge="25%")
+                    type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=f"{ROLLOUT_SURGE_PERCENT}%")
                 ),
                 template=PodTemplateSpecArgs(
                     metadata=ObjectMetaArgs(

@@ -25,7 +25,8 @@ from components.pgbouncer import PgBouncer, PgBouncerArgs
 from components.qdrant import Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
-from components.service import GpuPlacement, PlatformService, PlatformServiceArgs
+from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, peak_pods
+from components.spec import cpu_millicores, memory_bytes
 from components.workload import Connection, cluster_host
 from infra.config import StackConfig
 from infra.plan import DATABASE_READ_URL, DATABASE_URL, INTERNAL_TOKEN_KEY, REPO_ROOT, PlannedService
@@ -67,12 +68,29 @@ def callers_of(planned: list[PlannedService], store: str) -> list[str]:
     return [p.spec.name for p in planned if store in p.spec.calls.datastores]
 
 
-def _quotas(config: StackConfig) -> dict[str, Quota]:
-    """Per-concern ceilings: prod room for every HPA at max, smaller elsewhere."""
+def _services_quota(planned: list[PlannedService]) -> Quota:
+    """Exactly what the planned services can use at once (every HPA at its maximum, mid-rollout),
+    so a scale-out or a rollout is never refused by the quota and nothing else fits beside them."""
+    pods = {p.spec.name: peak_pods(p.spec.scaling.max_replicas) for p in planned}
+
+    def total(amount: Callable[[PlannedService], int]) -> int:
+        return sum(pods[p.spec.name] * amount(p) for p in planned)
+
+    return Quota(
+        requests_cpu=f"{total(lambda p: cpu_millicores(p.spec.resources.requests.cpu))}m",
+        requests_memory=f"{total(lambda p: memory_bytes(p.spec.resources.requests.memory)) // 2**20}Mi",
+        limits_cpu=f"{total(lambda p: cpu_millicores(p.spec.resources.limits.cpu))}m",
+        limits_memory=f"{total(lambda p: memory_bytes(p.spec.resources.limits.memory)) // 2**20}Mi",
+        pods=sum(pods.values()),
+        gpus=total(lambda p: p.spec.gpu.count if p.gpu and p.spec.gpu else 0),
+    )
+
+
+def _quotas(config: StackConfig, planned: list[PlannedService]) -> dict[str, Quota]:
+    """Per-concern ceilings: the services' from their manifests, the platform's by environment size."""
     scale = {"local": 1, "dev": 2, "prod": 8}[config.environment]
-    gpus = config.gpu_capacity
     return {
-        "services": Quota(f"{8 * scale}", f"{16 * scale}Gi", f"{16 * scale}", f"{32 * scale}Gi", 40 * scale, gpus),
+        "services": _services_quota(planned),
         "data": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 10 * scale),
         "observability": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 30 * scale),
         "ingress": Quota(f"{1 * scale}", f"{2 * scale}Gi", f"{2 * scale}", f"{4 * scale}Gi", 10 * scale),
@@ -83,7 +101,7 @@ def deploy(
     stack: str, config: StackConfig, planned: list[PlannedService], secret_values: pulumi.Output[dict[str, Any]] | None
 ) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
-    cluster = _cluster(config)
+    cluster = _cluster(config, planned)
     generated = _generated_secrets(config, planned, cluster).values
     esc: EscSecret = lambda key, default=None: _secret(secret_values, key, default)  # noqa: E731
     stores = _data_stores(config, planned, generated, esc, cluster)
@@ -102,13 +120,13 @@ def deploy(
     }
 
 
-def _cluster(config: StackConfig) -> Cluster:
+def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
     kubeconfig = config.kubernetes.kubeconfig
     if kubeconfig and not Path(kubeconfig).is_absolute():
         # Relative to the project, wherever the engine starts the program from.
         kubeconfig = str(REPO_ROOT / kubeconfig)
     provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig, context=config.kubernetes.context)
-    quotas = _quotas(config)
+    quotas = _quotas(config, planned)
     namespaces = {
         concern: PlatformNamespace(
             f"ns-{concern}",
