@@ -26,7 +26,8 @@ fi
 
 install_venv() { # venv_dir stamp_source... -- requirement files
   local venv=$1; shift
-  local hash; hash=$(cat "$@" | sha256sum | cut -c1-16)
+  # The hash covers the files and those they include (`-r other.txt`).
+  local hash; hash=$(cat "$@" $(sed -n 's/^-r \([^ ]*\).*/\1/p' "$@") | sha256sum | cut -c1-16)
   if [[ -f "$venv/.stamp-$hash" ]]; then return; fi
   log "installing $venv from $*"
   [[ -x "$venv/bin/python" ]] || "$PYTHON" -m venv "$venv"
@@ -60,4 +61,14 @@ fi
 # Pulumi starts dynamic providers (generated secrets) in the program's directory, infra/, and
 # resolves Pulumi.yaml's `virtualenv: .venv` from there; point that at the project's venv.
 ln -sfn ../.venv infra/.venv
+# actionlint, the GitHub Actions workflow linter the tests run, built from the Go module proxy
+# at the version toolchain/actionlint/go.mod pins, into the venv (once per pin).
+actionlint_stamp=".venv/.stamp-actionlint-$(cat toolchain/actionlint/go.mod toolchain/actionlint/go.sum | sha256sum | cut -c1-16)"
+if [[ ! -f "$actionlint_stamp" ]]; then
+  command -v go >/dev/null || { log "go is required to build actionlint"; exit 1; }
+  log "building actionlint from toolchain/actionlint/go.mod"
+  (cd toolchain/actionlint && GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0 \
+    go build -o ../../.venv/bin/actionlint github.com/rhysd/actionlint/cmd/actionlint)
+  rm -f .venv/.stamp-actionlint-*; touch "$actionlint_stamp"
+fi
 log "ready"
