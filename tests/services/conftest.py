@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
@@ -24,6 +25,12 @@ def importable(*folders: str) -> None:
 
 
 importable("libs")
+
+# The functional suites of each service test what it does, not who may ask: they run with
+# AUTH_MODE=off (every caller trusted, tenant "default"). The auth and tenancy suites
+# (test_auth.py, test_tenancy.py) set AUTH_MODE=required explicitly. The platform never
+# sets it (tests/program checks), so deployed services always require an identity.
+os.environ.setdefault("AUTH_MODE", "off")
 
 
 def free_port() -> int:
