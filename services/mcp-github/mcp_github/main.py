@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from fastapi import FastAPI, Query, Request
-from mcp.server.mcpserver import MCPServer
+from fastapi import Depends, FastAPI, Query, Request
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
@@ -20,6 +20,7 @@ from mcp_github.github import GitHubClient, GitHubError, RateLimited
 from mcp_github.indexer import Indexer
 from mcp_github.state import MemoryStateStore, RedisStateStore, StateStore
 from sophia_chassis import CircuitOpenError, ServiceSettings, create_app
+from sophia_chassis.auth import Identity, ServiceCredentials, require, tool_identity
 from sophia_chassis.http import UpstreamError
 from sophia_chassis.mcp import McpEndpoint
 from sophia_chassis.problems import problem
@@ -105,7 +106,9 @@ class GitHubService:
             backoff_max=settings.github_backoff_max_seconds,
             max_rate_limit_wait=settings.github_max_rate_limit_wait_seconds,
         )
-        self.context = ContextClient(settings.mcp_context_url)
+        self.context = ContextClient(
+            settings.mcp_context_url, credentials=ServiceCredentials(settings.service_tokens_dir)
+        )
         self.state: StateStore = (
             RedisStateStore(settings.redis_url, settings.redis_password) if settings.redis_url else MemoryStateStore()
         )
@@ -139,8 +142,8 @@ class GitHubService:
     async def pull_requests(self, owner: str, repo: str, state: str, limit: int) -> list[dict[str, Any]]:
         return [pull_summary(p) for p in await self.github.pulls(owner, repo, state, limit)]
 
-    async def index(self, owner: str, repo: str, ref: str | None, force: bool) -> dict[str, Any]:
-        return (await self.indexer.index(owner, repo, ref, force)).as_dict()
+    async def index(self, owner: str, repo: str, ref: str | None, force: bool, tenant: str) -> dict[str, Any]:
+        return (await self.indexer.index(owner, repo, ref, force, tenant=tenant)).as_dict()
 
     async def aclose(self) -> None:
         await self.github.aclose()
@@ -169,35 +172,47 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @mcp.tool()
-    async def list_repositories(owner: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def list_repositories(ctx: Context, owner: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Repositories of an organisation or user, or the token's own when no owner is given."""
+        tool_identity(ctx, "github:read", "list_repositories")
         return await tool_call(service.list_repositories(owner, min(limit, 1000)))
 
     @mcp.tool()
-    async def get_file(owner: str, repo: str, path: str, ref: str | None = None) -> dict[str, Any]:
+    async def get_file(ctx: Context, owner: str, repo: str, path: str, ref: str | None = None) -> dict[str, Any]:
         """A text file's content at a ref (default branch when unset)."""
+        tool_identity(ctx, "github:read", "get_file")
         return await tool_call(service.get_file(owner, repo, path, ref))
 
     @mcp.tool()
-    async def search_code(query: str, repo: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    async def search_code(ctx: Context, query: str, repo: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """GitHub code search (its query syntax); `repo` as owner/name narrows it to one repository."""
+        tool_identity(ctx, "github:read", "search_code")
         return await tool_call(service.search_code(query, repo, min(limit, 100)))
 
     @mcp.tool()
-    async def recent_commits(owner: str, repo: str, ref: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    async def recent_commits(
+        ctx: Context, owner: str, repo: str, ref: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
         """Latest commits on a branch (default branch when unset): sha, message, author, date."""
+        tool_identity(ctx, "github:read", "recent_commits")
         return await tool_call(service.recent_commits(owner, repo, ref, min(limit, 500)))
 
     @mcp.tool()
-    async def pull_requests(owner: str, repo: str, state: str = "open", limit: int = 20) -> list[dict[str, Any]]:
+    async def pull_requests(
+        ctx: Context, owner: str, repo: str, state: str = "open", limit: int = 20
+    ) -> list[dict[str, Any]]:
         """Pull requests by state (open, closed, all), most recently updated first."""
+        tool_identity(ctx, "github:read", "pull_requests")
         return await tool_call(service.pull_requests(owner, repo, state, min(limit, 500)))
 
     @mcp.tool()
-    async def index_repository(owner: str, repo: str, ref: str | None = None, force: bool = False) -> dict[str, Any]:
+    async def index_repository(
+        ctx: Context, owner: str, repo: str, ref: str | None = None, force: bool = False
+    ) -> dict[str, Any]:
         """Send the repository's text files in chunks to mcp-context (namespace github:<owner>/<repo>);
         a re-run sends only files changed since the last indexed commit."""
-        return await tool_call(service.index(owner, repo, ref, force))
+        who = tool_identity(ctx, "github:write", "index_repository")
+        return await tool_call(service.index(owner, repo, ref, force, who.tenant))
 
     endpoint = McpEndpoint(mcp)
 
@@ -227,38 +242,42 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def context_error(_: Request, exc: ContextError):
         return problem(502, "Upstream error", str(exc))
 
-    @app.get("/github/repos")
+    read = [Depends(require("github:read"))]
+
+    @app.get("/github/repos", dependencies=read)
     async def repos(owner: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
         return {"results": await service.list_repositories(owner, limit)}
 
-    @app.get("/github/repos/{owner}/{repo}/contents/{path:path}")
+    @app.get("/github/repos/{owner}/{repo}/contents/{path:path}", dependencies=read)
     async def contents(owner: str, repo: str, path: str, ref: str | None = None) -> dict[str, Any]:
         return await service.get_file(owner, repo, path, ref)
 
-    @app.get("/github/search/code")
+    @app.get("/github/search/code", dependencies=read)
     async def code(q: str, repo: str | None = None, limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
         return {"results": await service.search_code(q, repo, limit)}
 
-    @app.get("/github/repos/{owner}/{repo}/commits")
+    @app.get("/github/repos/{owner}/{repo}/commits", dependencies=read)
     async def commits(
         owner: str, repo: str, ref: str | None = None, limit: int = Query(20, ge=1, le=500)
     ) -> dict[str, Any]:
         return {"results": await service.recent_commits(owner, repo, ref, limit)}
 
-    @app.get("/github/repos/{owner}/{repo}/pulls")
+    @app.get("/github/repos/{owner}/{repo}/pulls", dependencies=read)
     async def pulls(
         owner: str, repo: str, state: Literal["open", "closed", "all"] = "open", limit: int = Query(20, ge=1, le=500)
     ) -> dict[str, Any]:
         return {"results": await service.pull_requests(owner, repo, state, limit)}
 
     @app.post("/github/repos/{owner}/{repo}/index")
-    async def index(owner: str, repo: str, body: IndexIn | None = None) -> dict[str, Any]:
+    async def index(
+        owner: str, repo: str, body: IndexIn | None = None, who: Identity = Depends(require("github:write"))
+    ) -> dict[str, Any]:
         body = body or IndexIn()
-        return await service.index(owner, repo, body.ref, body.force)
+        return await service.index(owner, repo, body.ref, body.force, who.tenant)
 
     @app.get("/github/repos/{owner}/{repo}/index")
-    async def index_state(owner: str, repo: str) -> dict[str, Any]:
-        state = await service.state.get(f"{owner}/{repo}")
+    async def index_state(owner: str, repo: str, who: Identity = Depends(require("github:read"))) -> dict[str, Any]:
+        state = await service.state.get(Indexer.state_key(who.tenant, owner, repo))
         if state is None:
             return {"repository": f"{owner}/{repo}", "indexed": False}
         return {
