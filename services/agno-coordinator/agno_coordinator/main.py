@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from agno_coordinator.accounting import Accounting, usage_tokens
@@ -21,6 +21,7 @@ from agno_coordinator.providers import Provider, ProviderFailure, ProviderReject
 from agno_coordinator.router import NO_PROVIDER, Limits, NoProvider, NoRoute, Plan, UnknownModel, plan
 from agno_coordinator.table import ModelSpec, load_table, tier_name
 from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis.auth import require
 from sophia_chassis.problems import problem
 
 log = structlog.get_logger()
@@ -300,7 +301,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     if not coordinator.configured():
         log.warning("no_provider", detail=NO_PROVIDER)
 
-    @app.post("/v1/chat/completions")
+    # Spending the organisation's model keys needs the model scope (any route under /v1).
+    @app.post("/v1/chat/completions", dependencies=[Depends(require("models:use"))])
     async def chat_completions(request: Request) -> Response:
         try:
             body = await request.json()
@@ -318,7 +320,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         except NoProvider as exc:
             return problem(503, "No model provider", str(exc))
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[Depends(require("models:use"))])
     async def models() -> dict[str, Any]:
         return coordinator.models()
 

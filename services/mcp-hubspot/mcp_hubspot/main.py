@@ -7,13 +7,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
-from mcp.server.mcpserver import MCPServer
+from fastapi import Depends, FastAPI, HTTPException
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from mcp_hubspot.hubspot import HubSpotClient, HubSpotError
 from sophia_chassis import CircuitOpenError, ServiceSettings, create_app
+from sophia_chassis.auth import require, tool_identity
 from sophia_chassis.http import UpstreamError
 from sophia_chassis.mcp import McpEndpoint
 
@@ -82,22 +83,26 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @mcp.tool()
     async def search_crm(
+        ctx: Context,
         object_type: str,
         filters: list[dict[str, Any]] | None = None,
         properties: list[str] | None = None,
         limit: int = 20,
     ) -> list[dict[str, Any]]:
         """Search contacts, companies, deals or engagements with HubSpot filters (ANDed)."""
+        tool_identity(ctx, "crm:read", "search_crm")
         return await tool_call(crm.search(object_type, filters or [], properties, limit))
 
     @mcp.tool()
-    async def get_record(object_type: str, object_id: str) -> dict[str, Any]:
+    async def get_record(ctx: Context, object_type: str, object_id: str) -> dict[str, Any]:
         """One CRM record by type and id."""
+        tool_identity(ctx, "crm:read", "get_record")
         return await tool_call(crm.get(object_type, object_id))
 
     @mcp.tool()
-    async def list_associations(object_type: str, object_id: str, to_type: str) -> list[dict[str, Any]]:
+    async def list_associations(ctx: Context, object_type: str, object_id: str, to_type: str) -> list[dict[str, Any]]:
         """Records of `to_type` associated with a record (e.g. a company's deals)."""
+        tool_identity(ctx, "crm:read", "list_associations")
         return await tool_call(crm.associations(object_type, object_id, to_type))
 
     async def token_present() -> bool:
@@ -119,26 +124,28 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         on_shutdown=[endpoint.stop, crm.aclose],
     )
 
-    @app.get("/hubspot/{object_type}")
+    read, write = [Depends(require("crm:read"))], [Depends(require("crm:write"))]
+
+    @app.get("/hubspot/{object_type}", dependencies=read)
     async def list_objects(object_type: str, limit: int = 100) -> dict[str, Any]:
         return {"results": await call(crm.list(object_type, limit=limit))}
 
-    @app.get("/hubspot/{object_type}/{object_id}")
+    @app.get("/hubspot/{object_type}/{object_id}", dependencies=read)
     async def get_object(object_type: str, object_id: str) -> dict[str, Any]:
         return await call(crm.get(object_type, object_id))
 
-    @app.post("/hubspot/{object_type}", status_code=201)
+    @app.post("/hubspot/{object_type}", status_code=201, dependencies=write)
     async def create_object(object_type: str, properties: dict[str, Any]) -> dict[str, Any]:
         return await call(crm.create(object_type, properties))
 
-    @app.post("/hubspot/{object_type}/search")
+    @app.post("/hubspot/{object_type}/search", dependencies=read)
     async def search(object_type: str, query: SearchIn) -> dict[str, Any]:
         filters = [f.model_dump() for f in query.filters]
         groups = [[f.model_dump() for f in g.filters] for g in query.filterGroups]
         sorts = [s.model_dump() for s in query.sorts]
         return {"results": await call(crm.search(object_type, filters, query.properties, query.limit, groups, sorts))}
 
-    @app.get("/hubspot/{object_type}/{object_id}/associations/{to_type}")
+    @app.get("/hubspot/{object_type}/{object_id}/associations/{to_type}", dependencies=read)
     async def associations(object_type: str, object_id: str, to_type: str) -> dict[str, Any]:
         return {"results": await call(crm.associations(object_type, object_id, to_type))}
 
