@@ -163,6 +163,10 @@ class ServiceSpec(_Strict):
     routes: tuple[Route, ...] = ()
     gpu: Gpu | None = None
     automount_service_account_token: bool = False
+    # Where `make dev` serves it on 127.0.0.1 (scripts/dev.sh); unique across services.
+    dev_port: int | None = Field(None, ge=1024, le=65535)
+    # Extra build arguments of its image (services/Dockerfile), e.g. EXTRAS; SERVICE is implied.
+    build_args: dict[str, str] = {}
 
     @field_validator("name")
     @classmethod

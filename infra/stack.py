@@ -153,7 +153,7 @@ def plan_services(
         planned.append(
             PlannedService(
                 spec=spec,
-                image=_image_source(stack, config, spec.name, services_dir, problems),
+                image=_image_source(stack, config, spec.name, spec.build_args, services_dir, problems),
                 callers=tuple(sorted(s.name for s in effective.values() if spec.name in s.calls.services)),
                 callees={c: effective[c].port for c in spec.calls.services if c in effective},
                 gpu=gpu,
@@ -173,25 +173,28 @@ def plan_services(
     return planned
 
 
-def _image_source(stack: str, config: StackConfig, name: str, services_dir: Path, problems: list[str]) -> ImageSource:
+def _image_source(
+    stack: str, config: StackConfig, name: str, build_args: dict[str, str], services_dir: Path, problems: list[str]
+) -> ImageSource:
     override = config.services.get(name)
     if override is not None and override.image:
         return override.image
     if config.registry is None:
         return config.images.get(name, f"sophia/{name}:{config.image_tag}")
-    dockerfile = services_dir / name / "Dockerfile"
-    if not dockerfile.is_file():
+    if not (services_dir / name / "pyproject.toml").is_file():
         problems.append(
-            f"{NAMESPACE}:services.{name}.image: services/{name}/Dockerfile is missing, so the {stack} "
-            "stack cannot build it; add the Dockerfile or set a prebuilt image reference"
+            f"{NAMESPACE}:services.{name}.image: services/{name}/pyproject.toml is missing, so the {stack} "
+            "stack cannot build it; make the service a package or set a prebuilt image reference"
         )
-    # The context is the repo root so every image can copy the shared chassis (libs/).
+    # One Dockerfile for every service; the context is the repo root so it can install the
+    # shared chassis (libs/) and the pins (requirements*.txt).
     return ImageBuild(
         context=services_dir.parent,
-        dockerfile=dockerfile,
+        dockerfile=services_dir / "Dockerfile",
         repository=f"{config.registry}/{name}",
         tag=config.image_tag,
         platforms=config.image_platforms,
+        build_args={"SERVICE": name, **build_args},
     )
 
 

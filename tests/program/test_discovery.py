@@ -30,11 +30,11 @@ def test_the_seven_seed_services_are_discovered_with_seed_scaling() -> None:
     assert specs["mcp-context"].calls.datastores == ("qdrant", "redis")
 
 
-def add_service(services: Path, name: str, manifest: str, dockerfile: bool = True) -> None:
+def add_service(services: Path, name: str, manifest: str, package: bool = True) -> None:
     (services / name).mkdir()
     (services / name / "service.yaml").write_text(manifest)
-    if dockerfile:
-        (services / name / "Dockerfile").write_text("FROM scratch\n")
+    if package:  # what services/Dockerfile builds
+        (services / name / "pyproject.toml").write_text(f'[project]\nname = "sophia-{name}"\n')
 
 
 @pytest.mark.parametrize("stack", ["local", "prod"])
@@ -94,6 +94,7 @@ BAD_MANIFESTS = [
     ("calls: {services: [mcp-nothing]}\n", "calls.services: 'mcp-nothing' is not a discovered service"),
     ("calls: {datastores: [mongodb]}\n", "calls.datastores.0: Input should be 'qdrant', 'redis' or 'postgres'"),
     ("routes: [{path: /context}]\n", "routes: '/context' is claimed by both services/broken and services/mcp-context"),
+    ("dev_port: 8104\n", "dev_port: 8104 is claimed by both services/broken and services/mcp-context"),
     ("secrets: [openai-key]\n", "secret 'openai-key' is not a valid secret key; use UPPER_SNAKE_CASE"),
     ("name: other\n", "name 'other' differs from its folder 'broken'"),
     ("port: [\n", "not valid YAML"),
