@@ -3,8 +3,8 @@
 The services' functional suites test what a service does, not who may ask: they run with
 AUTH_MODE=off (every caller trusted, acting for tenant "default"). The suites about identity
 (libs/sophia_chassis/tests/test_auth.py, tests/integration/test_tenancy.py and
-test_routes_need_identity.py) set AUTH_MODE=required explicitly. The platform never sets
-AUTH_MODE (tests/program checks), so a deployed service always requires an identity."""
+test_routes_need_identity.py) set AUTH_MODE=required explicitly. Nothing in the platform sets
+AUTH_MODE, so a deployed service requires an identity (a program test asserting it is still to do)."""
 
 import os
 
