@@ -227,7 +227,10 @@ class PlatformService(pulumi.ComponentResource):
                 selector=LabelSelectorArgs(match_labels=selector),
                 revision_history_limit=5,
                 strategy=DeploymentStrategyArgs(
-                    type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=f"{ROLLOUT_SURGE_PERCENT}%")
+                    type="RollingUpdate",
+                    rolling_update=RollingUpdateDeploymentArgs(
+                        max_unavailable=0, max_surge=f"{ROLLOUT_SURGE_PERCENT}%"
+                    ),
                 ),
                 template=PodTemplateSpecArgs(
                     metadata=ObjectMetaArgs(

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sophia_chassis.auth import install_auth
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.metrics import RequestMetrics
 from sophia_chassis.problems import document_problems, install_problem_handlers, internal_error, problem
@@ -53,7 +54,8 @@ def create_app(
     app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
     install_problem_handlers(app)
     document_problems(app)
-
+    # Inside ObserveRequests (added after, so outside): the request id is bound before auth runs.
+    install_auth(app, settings)
     app.add_middleware(
         ObserveRequests, service=settings.service_name, metrics=metrics, max_body_bytes=settings.max_body_bytes
     )

@@ -93,7 +93,10 @@ BAD_MANIFESTS = [
     ("resources: {requests: {cpu: 1 core, memory: 1Gi}}\n", "'1 core' is not a CPU quantity"),
     ("calls: {services: [mcp-nothing]}\n", "calls.services: 'mcp-nothing' is not a discovered service"),
     ("calls: {datastores: [mongodb]}\n", "calls.datastores.0: Input should be 'qdrant', 'redis' or 'postgres'"),
-    ("routes: [{path: /memories}]\n", "routes: '/memories' is claimed by both services/broken and services/mcp-context"),
+    (
+        "routes: [{path: /memories}]\n",
+        "routes: '/memories' is claimed by both services/broken and services/mcp-context",
+    ),
     ("dev_port: 8104\n", "dev_port: 8104 is claimed by both services/broken and services/mcp-context"),
     ("secrets: [openai-key]\n", "secret 'openai-key' is not a valid secret key; use UPPER_SNAKE_CASE"),
     ("name: other\n", "name 'other' differs from its folder 'broken'"),

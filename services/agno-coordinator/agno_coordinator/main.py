@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import httpx
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
@@ -23,12 +23,11 @@ from agno_coordinator.router import NO_PROVIDER, Limits, NoProvider, NoRoute, Pl
 from agno_coordinator.settings import Settings
 from agno_coordinator.table import ModelSpec, load_table, tier_name
 from sophia_chassis import create_app
+from sophia_chassis.auth import require
 from sophia_chassis.inputs import Name, Text, json_depth_exceeds
 from sophia_chassis.problems import problem
 
 log = structlog.get_logger()
-
-
 
 
 class BadRequest(Exception):
@@ -362,7 +361,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     if not coordinator.configured():
         log.warning("no_provider", detail=NO_PROVIDER)
 
-    @app.post("/v1/chat/completions", openapi_extra={"requestBody": CHAT_REQUEST_BODY})
+    # Spending the organisation's model keys needs the model scope (any route under /v1).
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra={"requestBody": CHAT_REQUEST_BODY},
+        dependencies=[Depends(require("models:use"))],
+    )
     async def chat_completions(request: Request) -> Response:
         try:
             body = parse_body(await request.body())
@@ -377,7 +381,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         except NoProvider as exc:
             return problem(503, "No model provider", str(exc))
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[Depends(require("models:use"))])
     async def models() -> dict[str, Any]:
         return coordinator.models()
 

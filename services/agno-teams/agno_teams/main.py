@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from agno_teams import client_health, sales
@@ -19,6 +19,7 @@ from agno_teams.runner import ModelError, ModelNotConfigured, TeamRunner, TeamTi
 from agno_teams.settings import Settings
 from agno_teams.teams import client_health_team, sales_intelligence_team
 from sophia_chassis import create_app
+from sophia_chassis.auth import ServiceCredentials, require
 from sophia_chassis.inputs import HubSpotRecordId, Text
 from sophia_chassis.problems import problem
 
@@ -40,7 +41,12 @@ def as_of_or_now(as_of: datetime | None) -> datetime:
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
-    peer_args = {"timeout": settings.peer_timeout_seconds, "attempts": settings.peer_attempts}
+    credentials = ServiceCredentials(settings.service_tokens_dir)
+    peer_args = {
+        "timeout": settings.peer_timeout_seconds,
+        "attempts": settings.peer_attempts,
+        "credentials": credentials,
+    }
     hubspot = Peer("mcp-hubspot", settings.mcp_hubspot_url, **peer_args)
     context = Peer("mcp-context", settings.mcp_context_url, **peer_args)
     coordinator = (
@@ -49,7 +55,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             settings.agno_coordinator_url,
             timeout=settings.peer_timeout_seconds,
             attempts=1,
-            headers={"Authorization": f"Bearer {settings.model_key()}"},
+            credentials=credentials,
+            headers={"Authorization": f"Bearer {settings.model_api_key}"} if settings.model_api_key else None,
         )
         if settings.agno_coordinator_url
         else None
@@ -106,7 +113,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         metrics.deal_risk.labels(result["risk"]).inc()
         return result
 
-    @app.get("/teams")
+    # Every peer call acts for the caller's tenant (set by `require`).
+    read, write = [Depends(require("teams:read"))], [Depends(require("teams:write"))]
+
+    @app.get("/teams", dependencies=read)
     async def teams() -> dict[str, Any]:
         missing = settings.model_missing()
         return {
@@ -114,11 +124,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             "teams": ["SalesIntelligenceTeam", "ClientHealthTeam"],
         }
 
-    @app.get("/teams/client-health/companies/{company_id}")
+    @app.get("/teams/client-health/companies/{company_id}", dependencies=read)
     async def company_health(company_id: CompanyId, as_of: datetime | None = None) -> dict[str, Any]:
         return await health(company_id, as_of)
 
-    @app.post("/teams/client-health/companies/{company_id}/review")
+    @app.post("/teams/client-health/companies/{company_id}/review", dependencies=write)
     async def company_review(
         company_id: CompanyId, body: ReviewIn | None = None, as_of: datetime | None = None
     ) -> dict[str, Any]:
@@ -136,11 +146,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             "tool_calls": run["tool_calls"],
         }
 
-    @app.get("/teams/sales/deals/{deal_id}/signals")
+    @app.get("/teams/sales/deals/{deal_id}/signals", dependencies=read)
     async def deal_signals(deal_id: DealId, as_of: datetime | None = None) -> dict[str, Any]:
         return await signals(deal_id, as_of)
 
-    @app.post("/teams/sales/deals/{deal_id}/analysis")
+    @app.post("/teams/sales/deals/{deal_id}/analysis", dependencies=write)
     async def deal_analysis(
         deal_id: DealId, body: ReviewIn | None = None, as_of: datetime | None = None
     ) -> dict[str, Any]:

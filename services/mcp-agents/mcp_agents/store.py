@@ -25,7 +25,8 @@ from sophia_chassis.problems import DependencyUnavailable
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agent_tasks (
     id uuid PRIMARY KEY,
-    client_key text UNIQUE,
+    tenant text NOT NULL,
+    client_key text,
     request_hash text NOT NULL,
     goal text NOT NULL,
     max_steps int NOT NULL,
@@ -47,6 +48,11 @@ CREATE TABLE IF NOT EXISTS agent_task_events (
     at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (task_id, seq)
 );
+-- Tenancy (added later): a task belongs to its submitter's tenant; idempotency keys are per tenant.
+ALTER TABLE agent_tasks ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'default';
+ALTER TABLE agent_tasks ALTER COLUMN tenant DROP DEFAULT;
+ALTER TABLE agent_tasks DROP CONSTRAINT IF EXISTS agent_tasks_client_key_key;
+CREATE UNIQUE INDEX IF NOT EXISTS agent_tasks_tenant_client_key ON agent_tasks (tenant, client_key);
 CREATE INDEX IF NOT EXISTS agent_tasks_queued ON agent_tasks (updated_at) WHERE state IN ('queued', 'running');
 """
 
@@ -60,6 +66,7 @@ class IdempotencyConflict(ValueError):
 @dataclass
 class Task:
     id: str
+    tenant: str
     goal: str
     max_steps: int
     time_limit_seconds: float
@@ -77,6 +84,7 @@ class Task:
     def from_row(cls, row: dict[str, Any]) -> Task:
         return cls(
             str(row["id"]),
+            row["tenant"],
             row["goal"],
             row["max_steps"],
             row["time_limit_seconds"],
@@ -165,22 +173,24 @@ class TaskStore:
         return True
 
     async def submit(
-        self, goal: str, max_steps: int, time_limit_seconds: float, client_key: str | None
+        self, tenant: str, goal: str, max_steps: int, time_limit_seconds: float, client_key: str | None
     ) -> tuple[Task, bool]:
-        """The task, and whether it was created now (False: the client key's earlier task)."""
+        """The task, and whether it was created now (False: the tenant's earlier task with that client key)."""
         digest = request_hash(goal, max_steps, time_limit_seconds)
         async with self.connection() as conn:
             row = await (
                 await conn.execute(
-                    "INSERT INTO agent_tasks (id, client_key, request_hash, goal, max_steps, time_limit_seconds) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (client_key) DO NOTHING RETURNING *",
-                    (uuid.uuid4(), client_key, digest, goal, max_steps, time_limit_seconds),
+                    "INSERT INTO agent_tasks (id, tenant, client_key, request_hash, goal, max_steps, time_limit_seconds) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (tenant, client_key) DO NOTHING RETURNING *",
+                    (uuid.uuid4(), tenant, client_key, digest, goal, max_steps, time_limit_seconds),
                 )
             ).fetchone()
             if row:
                 return Task.from_row(row), True
             row = await (
-                await conn.execute("SELECT * FROM agent_tasks WHERE client_key = %s", (client_key,))
+                await conn.execute(
+                    "SELECT * FROM agent_tasks WHERE tenant = %s AND client_key = %s", (tenant, client_key)
+                )
             ).fetchone()
         if row["request_hash"] != digest:
             raise IdempotencyConflict(
@@ -188,14 +198,18 @@ class TaskStore:
             )
         return Task.from_row(row), False
 
-    async def get(self, task_id: str) -> Task | None:
+    async def get(self, task_id: str, tenant: str | None = None) -> Task | None:
+        """A task by id; with `tenant` (every request on behalf of a caller), only that tenant's:
+        another tenant's task is as absent as one that never existed. Without: the workers' view."""
         try:
             uuid.UUID(task_id)
         except ValueError:
             return None
         async with self.connection() as conn:
             row = await (await conn.execute("SELECT * FROM agent_tasks WHERE id = %s", (task_id,))).fetchone()
-        return Task.from_row(row) if row else None
+        if row is None or (tenant is not None and row["tenant"] != tenant):
+            return None
+        return Task.from_row(row)
 
     async def start(self, task_id: str, worker: str, abandoned_after_seconds: float) -> Task | None:
         """Mark a task running on `worker`, counting the attempt. None when it is finished or another

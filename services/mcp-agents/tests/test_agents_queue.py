@@ -57,14 +57,14 @@ def test_submission_is_idempotent_by_client_key_and_runs_are_exclusive(database_
     async def scenario():
         store = TaskStore(database_url)
         await store.open()
-        first, created = await store.submit("summarise the billing repo", 5, 60, "key-1")
-        again, created_again = await store.submit("summarise the billing repo", 5, 60, "key-1")
-        other, _ = await store.submit("summarise the billing repo", 5, 60, None)
-        unkeyed, _ = await store.submit("summarise the billing repo", 5, 60, None)
+        first, created = await store.submit("default", "summarise the billing repo", 5, 60, "key-1")
+        again, created_again = await store.submit("default", "summarise the billing repo", 5, 60, "key-1")
+        other, _ = await store.submit("default", "summarise the billing repo", 5, 60, None)
+        unkeyed, _ = await store.submit("default", "summarise the billing repo", 5, 60, None)
         assert created and not created_again and again.id == first.id
         assert len({first.id, other.id, unkeyed.id}) == 3  # no key, no deduplication
         with pytest.raises(IdempotencyConflict, match="key-1"):
-            await store.submit("something else", 5, 60, "key-1")
+            await store.submit("default", "something else", 5, 60, "key-1")
 
         running = await store.start(first.id, "w1", abandoned_after_seconds=0.3)
         assert (running.state, running.attempts, running.worker) == ("running", 1, "w1")
@@ -91,7 +91,7 @@ def test_a_task_whose_workers_keep_dying_fails_with_the_reason(database_url: str
         store, queue = TaskStore(database_url), TaskQueue(redis, visibility_timeout_seconds=0.05)
         await store.open()
         await queue.ensure_group()
-        task, _ = await store.submit("crashes its worker", 5, 60, None)
+        task, _ = await store.submit("default", "crashes its worker", 5, 60, None)
         await queue.enqueue(task.id)
         ran: list[str] = []
 

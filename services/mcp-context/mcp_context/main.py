@@ -12,8 +12,8 @@ from uuid import UUID
 
 import redis.asyncio as redis
 import structlog
-from fastapi import FastAPI, HTTPException, Request, Response
-from mcp.server.mcpserver import MCPServer
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from mcp.server.mcpserver import Context, MCPServer
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from qdrant_client import AsyncQdrantClient
@@ -23,12 +23,11 @@ from mcp_context.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder
 from mcp_context.settings import Settings
 from mcp_context.store import EmbeddedMemoryStore, Memory, MemoryStore, ServerMemoryStore
 from sophia_chassis import create_app
+from sophia_chassis.auth import Identity, require, tool_identity
 from sophia_chassis.inputs import FiniteFloat, Int64, JsonObject, Name, Text
 from sophia_chassis.mcp import McpEndpoint
 
 log = structlog.get_logger()
-
-
 
 
 # The edge's types, shared by the REST models and the MCP tools (one rule each).
@@ -110,14 +109,16 @@ class ContextService:
         else:
             self.store = EmbeddedMemoryStore(settings.qdrant_path, settings.qdrant_collection, self.embedder.dimensions)
 
-    async def add(self, items: list[MemoryIn]) -> list[str]:
-        memories = [Memory(text=i.text, namespace=i.namespace, user=i.user, metadata=i.metadata) for i in items]
+    async def add(self, items: list[MemoryIn], tenant: str) -> list[str]:
+        memories = [
+            Memory(text=i.text, tenant=tenant, namespace=i.namespace, user=i.user, metadata=i.metadata) for i in items
+        ]
         vectors = await self.embedder.embed([m.text for m in memories])
         await self.store.upsert(memories, vectors)
         return [m.id for m in memories]
 
     async def search(
-        self, query: SearchIn, abandoned: Callable[[], Awaitable[bool]] | None = None
+        self, query: SearchIn, tenant: str, abandoned: Callable[[], Awaitable[bool]] | None = None
     ) -> list[dict[str, Any]] | None:
         """None when `abandoned` says the caller has gone: under overload, clients that timed out
         would otherwise keep the store busy for nobody (measured in bench-context)."""
@@ -126,6 +127,7 @@ class ContextService:
             return None
         return await self.store.search(
             vector,
+            tenant=tenant,
             limit=query.top_k,
             score_threshold=query.score_threshold,
             namespace=query.namespace,
@@ -142,14 +144,21 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @mcp.tool()
     async def store_memory(
-        text: MemoryText, namespace: Namespace = "default", user: User | None = None, metadata: Metadata | None = None
+        ctx: Context,
+        text: MemoryText,
+        namespace: Namespace = "default",
+        user: User | None = None,
+        metadata: Metadata | None = None,
     ) -> dict[str, str]:
         """Store a memory; returns its id."""
-        [memory_id] = await service.add([MemoryIn(text=text, namespace=namespace, user=user, metadata=metadata or {})])
+        who = tool_identity(ctx, "context:write", "store_memory")
+        item = MemoryIn(text=text, namespace=namespace, user=user, metadata=metadata or {})
+        [memory_id] = await service.add([item], who.tenant)
         return {"id": memory_id}
 
     @mcp.tool()
     async def search_memories(
+        ctx: Context,
         query: QueryText,
         top_k: TopK = 5,
         namespace: Namespace | None = None,
@@ -157,14 +166,16 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         metadata: MetadataFilter | None = None,
     ) -> list[dict[str, Any]]:
         """Semantic search over stored memories, best match first; `metadata` filters by exact values."""
+        who = tool_identity(ctx, "context:read", "search_memories")
         return await service.search(
-            SearchIn(query=query, top_k=top_k, namespace=namespace, user=user, metadata=metadata)
+            SearchIn(query=query, top_k=top_k, namespace=namespace, user=user, metadata=metadata), who.tenant
         )
 
     @mcp.tool()
-    async def delete_memory(memory_id: UUID) -> dict[str, bool]:
+    async def delete_memory(ctx: Context, memory_id: UUID) -> dict[str, bool]:
         """Delete a memory by id."""
-        return {"deleted": await service.store.delete(str(memory_id))}
+        who = tool_identity(ctx, "context:write", "delete_memory")
+        return {"deleted": await service.store.delete(str(memory_id), who.tenant)}
 
     async def start() -> None:
         await service.store.ensure_collection()
@@ -193,34 +204,39 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @app.post("/memories", status_code=201)
-    async def add_memory(item: MemoryIn) -> dict[str, str]:
-        return {"id": (await service.add([item]))[0]}
+    async def add_memory(item: MemoryIn, who: Identity = Depends(require("context:write"))) -> dict[str, str]:
+        return {"id": (await service.add([item], who.tenant))[0]}
 
     @app.post("/memories/batch", status_code=201)
-    async def add_batch(items: Annotated[list[MemoryIn], Field(min_length=1, max_length=1000)]) -> dict[str, list[str]]:
-        return {"ids": await service.add(items)}
+    async def add_batch(
+        items: Annotated[list[MemoryIn], Field(min_length=1, max_length=1000)],
+        who: Identity = Depends(require("context:write")),
+    ) -> dict[str, list[str]]:
+        return {"ids": await service.add(items, who.tenant)}
 
     @app.post("/memories/search")
-    async def search(query: SearchIn, request: Request):
-        results = await service.search(query, abandoned=request.is_disconnected)
+    async def search(query: SearchIn, request: Request, who: Identity = Depends(require("context:read"))):
+        results = await service.search(query, who.tenant, abandoned=request.is_disconnected)
         if results is None:
             requests_abandoned.inc()
             return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         return {"results": results}
 
     @app.get("/memories/{memory_id}")
-    async def get_memory(memory_id: UUID) -> dict[str, Any]:  # ids are UUIDs: anything else is a 422
-        found = await service.store.get(str(memory_id))
+    async def get_memory(  # ids are UUIDs: anything else is a 422
+        memory_id: UUID, who: Identity = Depends(require("context:read"))
+    ) -> dict[str, Any]:
+        found = await service.store.get(str(memory_id), who.tenant)
         if found is None:
             raise HTTPException(404, f"no memory {memory_id}")
         return found
 
     @app.delete("/memories/{memory_id}", status_code=204)
-    async def delete(memory_id: UUID) -> None:
-        if not await service.store.delete(str(memory_id)):
+    async def delete(memory_id: UUID, who: Identity = Depends(require("context:write"))) -> None:
+        if not await service.store.delete(str(memory_id), who.tenant):
             raise HTTPException(404, f"no memory {memory_id}")
 
-    @app.get("/embeddings/info")
+    @app.get("/embeddings/info", dependencies=[Depends(require("context:read"))])
     async def info() -> dict[str, Any]:
         return {
             "model": service.embedder.model,

@@ -238,7 +238,7 @@ def test_collection_is_created_on_a_qdrant_server_exactly_as_the_seed_says() -> 
     assert {
         k: body["optimizers_config"][k] for k in ("default_segment_number", "max_optimization_threads")
     } == SEED_COLLECTION["optimizers_config"]
-    assert created["sophia-memories/indexes"] == ["namespace", "user"]
+    assert created["sophia-memories/indexes"] == ["tenant", "namespace", "user"]
 
 
 def test_a_search_whose_client_has_gone_is_not_run() -> None:

@@ -7,20 +7,18 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, HTTPException, Query
-from mcp.server.mcpserver import MCPServer
+from fastapi import Body, Depends, FastAPI, HTTPException, Query
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mcp_hubspot.hubspot import HubSpotClient, HubSpotError, ObjectType
 from mcp_hubspot.settings import Settings
 from sophia_chassis import CircuitOpenError, create_app
+from sophia_chassis.auth import require, tool_identity
 from sophia_chassis.http import UpstreamError
 from sophia_chassis.inputs import FiniteFloat, HubSpotRecordId, Int64, Text
 from sophia_chassis.mcp import McpEndpoint
-
-
-
 
 # The edge's types, shared by the REST routes and the MCP tools.
 # HubSpot's internal property names: letters, digits and underscores.
@@ -112,25 +110,29 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @mcp.tool()
     async def search_crm(
+        ctx: Context,
         object_type: ObjectType,
         filters: Annotated[list[Filter], Field(max_length=6)] | None = None,
         properties: Properties | None = None,
         limit: SearchLimit = 20,
     ) -> list[dict[str, Any]]:
         """Search contacts, companies, deals or engagements with HubSpot filters (ANDed)."""
+        tool_identity(ctx, "crm:read", "search_crm")
         upstream = [f.upstream() for f in filters or []]
         return await tool_call(crm.search(object_type, upstream, properties, limit))
 
     @mcp.tool()
-    async def get_record(object_type: ObjectType, object_id: HubSpotRecordId) -> dict[str, Any]:
+    async def get_record(ctx: Context, object_type: ObjectType, object_id: HubSpotRecordId) -> dict[str, Any]:
         """One CRM record by type and id."""
+        tool_identity(ctx, "crm:read", "get_record")
         return await tool_call(crm.get(object_type, object_id))
 
     @mcp.tool()
     async def list_associations(
-        object_type: ObjectType, object_id: HubSpotRecordId, to_type: ObjectType
+        ctx: Context, object_type: ObjectType, object_id: HubSpotRecordId, to_type: ObjectType
     ) -> list[dict[str, Any]]:
         """Records of `to_type` associated with a record (e.g. a company's deals)."""
+        tool_identity(ctx, "crm:read", "list_associations")
         return await tool_call(crm.associations(object_type, object_id, to_type))
 
     async def token_present() -> bool:
@@ -152,26 +154,28 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         on_shutdown=[endpoint.stop, crm.aclose],
     )
 
-    @app.get("/hubspot/{object_type}")
+    read, write = [Depends(require("crm:read"))], [Depends(require("crm:write"))]
+
+    @app.get("/hubspot/{object_type}", dependencies=read)
     async def list_objects(object_type: ObjectType, limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
         return {"results": await call(crm.list(object_type, limit=limit))}
 
-    @app.get("/hubspot/{object_type}/{object_id}")
+    @app.get("/hubspot/{object_type}/{object_id}", dependencies=read)
     async def get_object(object_type: ObjectType, object_id: HubSpotRecordId) -> dict[str, Any]:
         return await call(crm.get(object_type, object_id))
 
-    @app.post("/hubspot/{object_type}", status_code=201)
+    @app.post("/hubspot/{object_type}", status_code=201, dependencies=write)
     async def create_object(object_type: ObjectType, properties: Annotated[NewProperties, Body()]) -> dict[str, Any]:
         return await call(crm.create(object_type, properties))
 
-    @app.post("/hubspot/{object_type}/search")
+    @app.post("/hubspot/{object_type}/search", dependencies=read)
     async def search(object_type: ObjectType, query: SearchIn) -> dict[str, Any]:
         filters = [f.upstream() for f in query.filters]
         groups = [[f.upstream() for f in g.filters] for g in query.filterGroups]
         sorts = [s.model_dump() for s in query.sorts]
         return {"results": await call(crm.search(object_type, filters, query.properties, query.limit, groups, sorts))}
 
-    @app.get("/hubspot/{object_type}/{object_id}/associations/{to_type}")
+    @app.get("/hubspot/{object_type}/{object_id}/associations/{to_type}", dependencies=read)
     async def associations(object_type: ObjectType, object_id: HubSpotRecordId, to_type: ObjectType) -> dict[str, Any]:
         return {"results": await call(crm.associations(object_type, object_id, to_type))}
 

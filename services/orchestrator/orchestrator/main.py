@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, unquote
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from prometheus_client import Counter
 
 from orchestrator.mappings import resolve
 from orchestrator.settings import Settings
 from sophia_chassis import ResilientClient, create_app
+from sophia_chassis.auth import AUTHENTICATED, require
 
 # When the legacy paths stop being served (RFC 8594 Sunset).
 SUNSET = "Wed, 30 Jun 2027 00:00:00 GMT"
@@ -61,7 +62,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         "legacy_requests_total", "Requests to deprecated legacy paths", ("legacy_path",), registry=app.state.registry
     )
 
-    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    # Any identity may knock; the caller's own credential is forwarded (Authorization is in
+    # FORWARDED_HEADERS) and the service that owns the path checks its scopes and tenant.
+    @app.api_route(
+        "/api/{rest:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        dependencies=[Depends(require(AUTHENTICATED))],
+    )
     async def forward(request: Request, rest: str) -> Response:
         try:
             path = normalise(request.scope.get("raw_path", b"").decode("latin-1") or request.url.path)
