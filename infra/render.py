@@ -11,6 +11,7 @@ written instead, with one line each on stdout.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import sys
@@ -88,6 +89,8 @@ def run_program(
     secret_keys = [k for k in wire if k == f"{NAMESPACE}:{SECRETS_KEY}"]
     runtime_config.set_all_config(wire, secret_keys)
     mocks = mocks if mocks is not None else RenderMocks()
+    # The mock runtime schedules on the current event loop; an earlier asyncio.run() leaves none.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(mocks, project="sophia", stack=stack, preview=False)
     run_under_mocks(lambda: run(services_dir))()
     return mocks.resources

@@ -91,7 +91,7 @@ def _quotas(config: StackConfig, planned: list[PlannedService]) -> dict[str, Quo
     scale = {"local": 1, "dev": 2, "prod": 8}[config.environment]
     return {
         "services": _services_quota(planned),
-        "data": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 10 * scale),
+        "data": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{6 * scale}", f"{16 * scale}Gi", 10 * scale),
         "observability": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 30 * scale),
         "ingress": Quota(f"{1 * scale}", f"{2 * scale}Gi", f"{2 * scale}", f"{4 * scale}Gi", 10 * scale),
     }

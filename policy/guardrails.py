@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from lightkube.utils.quantity import parse_quantity
@@ -283,7 +284,7 @@ def check_quota_headroom(resources: list[Resource], config: Mapping[str, Any]) -
     problems = []
     for quota in (r for r in resources if r.type == QUOTA):
         hard = dig(quota.props, "spec", "hard") or {}
-        need: dict[str, float] = {"pods": 0}
+        need: dict[str, Decimal] = {"pods": Decimal(0)}  # exact: float sums would drift past an exact quota
         for w in (r for r in resources if r.type in (DEPLOYMENT, STATEFULSET) and r.namespace == quota.namespace):
             pods = peak_pods(w, resources)
             need["pods"] += pods
@@ -292,9 +293,9 @@ def check_quota_headroom(resources: list[Resource], config: Mapping[str, Any]) -
                     for name, value in (dig(c, "resources", kind) or {}).items():
                         if name in QUOTA_RESOURCES:
                             key = f"{kind}.{name}"
-                            need[key] = need.get(key, 0) + pods * float(parse_quantity(str(value)))
+                            need[key] = need.get(key, Decimal(0)) + pods * parse_quantity(str(value))
         for key, needed in sorted(need.items()):
-            if key in hard and needed > float(parse_quantity(str(hard[key]))):
+            if key in hard and needed > parse_quantity(str(hard[key])):
                 problems.append(
                     f"{quota.ref}: {key} quota {hard[key]} is below what the workloads can need at once "
                     f"({_show(key, needed)}: every HPA at its maximum plus rolling-update surge); raise the "
@@ -303,7 +304,7 @@ def check_quota_headroom(resources: list[Resource], config: Mapping[str, Any]) -
     return problems
 
 
-def _show(key: str, value: float) -> str:
+def _show(key: str, value: Decimal) -> str:
     if key.endswith("memory"):
         return f"{value / 2**30:g}Gi"
     return f"{value:g}"

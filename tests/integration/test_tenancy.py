@@ -74,8 +74,10 @@ def context_url(keys, cluster) -> Iterator[str]:
 def test_memories_are_the_callers_tenants_over_rest(context_url, keys):
     a, b = auth(keys, "a"), auth(keys, "b")
     text = "Tenant A's secret plan: launch the blue product in May."
-    # A body naming another tenant changes nothing: there is no tenant field to send.
-    created = httpx.post(f"{context_url}/memories", json={"text": text, "tenant": "tenant-b"}, headers=a)
+    # A body naming another tenant is refused: the tenant is the caller's, there is no field for it.
+    smuggled = httpx.post(f"{context_url}/memories", json={"text": text, "tenant": "tenant-b"}, headers=a)
+    assert smuggled.status_code == 422 and "tenant" in smuggled.text
+    created = httpx.post(f"{context_url}/memories", json={"text": text}, headers=a)
     assert created.status_code == 201
     memory_id = created.json()["id"]
     assert httpx.get(f"{context_url}/memories/{memory_id}", headers=a).json()["tenant"] == "tenant-a"
