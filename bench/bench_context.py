@@ -14,11 +14,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
 MEMORIES = int(os.environ.get("BENCH_MEMORIES", "10000"))  # the issue asks for 10 000
 LEVELS = (50, 200, 1000)
 SECONDS_PER_LEVEL = float(os.environ.get("BENCH_SECONDS", "10"))
@@ -190,7 +188,6 @@ def main() -> int:
     redis_port, app_port = free_port(), free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": f"{REPO / 'libs'}:{REPO / 'services' / 'mcp-context'}",
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "EMBEDDING_PROVIDER": "local",
         "LOG_LEVEL": "warning",
@@ -260,8 +257,8 @@ def main() -> int:
         for rate in PACED_RATES:
             print(row(f"{rate:g}", run_level(url, PACED_USERS, PACED_SECONDS, queries, rate)), flush=True)
 
-        sys.path[:0] = [str(REPO / "libs"), str(REPO / "services" / "mcp-context")]
         import redis.asyncio as aioredis
+
         from mcp_context.cache import CachedEmbedder
         from mcp_context.embeddings import MiniLMEmbedder
 

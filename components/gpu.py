@@ -36,7 +36,7 @@ from pulumi_kubernetes.core.v1 import (
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs, ObjectMetaPatchArgs
 from pulumi_kubernetes.node.v1 import SchedulingArgs
 
-from components.workload import labels_for
+from components.workload import UPSTREAM_IMAGE_SKIP, labels_for
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "sophia.ai/gpu"
@@ -121,7 +121,7 @@ class GpuPools(pulumi.ComponentResource):
                 namespace=args.device_plugin_namespace,
                 labels=labels_for(app, "gpu"),
                 annotations={
-                    "checkov.io/skip1": "CKV_K8S_43=upstream image pinned by exact version tag",
+                    **UPSTREAM_IMAGE_SKIP,
                     "checkov.io/skip2": "CKV_K8S_23=must run as root to create its socket in the "
                     "kubelet's root-owned device-plugins directory",
                     "checkov.io/skip3": "CKV_K8S_40=runs as root (see CKV_K8S_23)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,12 @@ def context_hash(source: ImageBuild) -> str:
     for line in source.dockerfile.read_text().splitlines():
         words = line.split()
         if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
-            copied.update(w for w in words[1:-1] if not w.startswith("--"))
+            # Build args expand in COPY sources (`services/${SERVICE}`).
+            copied.update(
+                re.sub(r"\$\{?(\w+)\}?", lambda m: source.build_args.get(m.group(1), ""), w)
+                for w in words[1:-1]
+                if not w.startswith("--")
+            )
     for rel in sorted(copied):
         top = source.context / rel
         files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())

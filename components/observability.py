@@ -2,13 +2,15 @@
 Grafana) and Loki with Grafana Alloy shipping pod logs, from pinned upstream charts;
 what is ours — the scrape of every platform service, the alert rules (service down,
 error ratio, multi-window burn rate on the seed's 100 ms latency target) and a
-dashboard per service — is code here.
+dashboard per service — is code here. A service's own panels and alerts (on metrics
+only it exports) are declared in its manifest (`observability:` in service.yaml), so
+this module names no service.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ import pulumi_kubernetes as k8s
 from pulumi_kubernetes.helm.v3 import ReleaseArgs, RepositoryOptsArgs
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
+from components.spec import ServiceObservability
 from components.workload import SCRAPE_LABEL, labels_for
 
 PROMETHEUS_STACK = ("kube-prometheus-stack", "79.5.0", "https://prometheus-community.github.io/helm-charts")
@@ -27,8 +30,6 @@ ALLOY = ("alloy", "1.4.0", "https://grafana.github.io/helm-charts")
 LATENCY_THRESHOLD_SECONDS = 0.1
 LATENCY_SLO = 0.99
 ERROR_RATIO_THRESHOLD = 0.05
-FALLBACK_RATIO_THRESHOLD = 0.2  # a fifth of model calls falling back: a provider is sick
-AGENT_FAILURE_RATIO_THRESHOLD = 0.25
 # Google SRE workbook, multiwindow multi-burn-rate alerts: (long window, short window, burn rate, severity).
 BURN_RATE_WINDOWS = (
     ("1h", "5m", 14.4, "page"),
@@ -39,13 +40,16 @@ BURN_RATE_WINDOWS = (
 # Metric names exported by every service's chassis (prometheus-client).
 REQUESTS = "http_requests_total"
 DURATION = "http_request_duration_seconds"
+# The rule group holding the alerts the services declare (first declared by the AI services).
+SERVICE_ALERTS_GROUP = "sophia-ai"
 
 
 @dataclass(frozen=True)
 class ObservabilityArgs:
     namespace: str
     services_namespace: str
-    service_names: Sequence[str]
+    # Every deployed service by name, with the panels and alerts its manifest adds.
+    services: Mapping[str, ServiceObservability]
     replicas: int = 1
     retention: str = "15d"
     prometheus_storage: str = "50Gi"
@@ -67,7 +71,7 @@ def slow_ratio(window: str) -> str:
     )
 
 
-def alert_rules() -> list[dict[str, Any]]:
+def alert_rules(services: Mapping[str, ServiceObservability]) -> list[dict[str, Any]]:
     budget = 1 - LATENCY_SLO
     record = [
         {"record": f"sophia:latency_slow_ratio:rate{w}", "expr": slow_ratio(w)}
@@ -112,74 +116,29 @@ def alert_rules() -> list[dict[str, Any]]:
             ],
         },
         {"name": "sophia-latency-slo", "rules": record + burn},
+    ] + _service_alerts(services)
+
+
+def _service_alerts(services: Mapping[str, ServiceObservability]) -> list[dict[str, Any]]:
+    """The alerts the services declare in their manifests, in one group (none: no group)."""
+    rules = [
         {
-            "name": "sophia-ai",
-            "rules": [
-                # Per provider 0 also means "not configured", so only all of them at 0 is an outage.
-                {
-                    "alert": "NoModelProviderUsable",
-                    "expr": "max(coordinator_provider_up) == 0",
-                    "for": "5m",
-                    "labels": {"severity": "page"},
-                    "annotations": {
-                        "summary": "agno-coordinator has no usable model provider (keys missing or every "
-                        "provider's breaker open): model calls answer 503"
-                    },
-                },
-                {
-                    "alert": "ModelFallbacksHigh",
-                    "expr": (
-                        "sum(rate(coordinator_fallbacks_total[15m])) / sum(rate(coordinator_requests_total[15m]))"
-                        f" > {FALLBACK_RATIO_THRESHOLD}"
-                    ),
-                    "for": "15m",
-                    "labels": {"severity": "ticket"},
-                    "annotations": {"summary": "more than 20 % of model calls fall back to another model"},
-                },
-                {
-                    "alert": "AgentTasksFailing",
-                    "expr": (
-                        'sum(rate(agents_tasks_total{outcome="failed"}[30m])) / sum(rate(agents_tasks_total[30m]))'
-                        f" > {AGENT_FAILURE_RATIO_THRESHOLD}"
-                    ),
-                    "for": "30m",
-                    "labels": {"severity": "ticket"},
-                    "annotations": {"summary": "more than 25 % of agent tasks fail (limits, model or tool errors)"},
-                },
-            ],
-        },
+            "alert": alert.name,
+            "expr": alert.expr,
+            "for": alert.for_,
+            "labels": {"severity": alert.severity},
+            "annotations": {"summary": alert.summary},
+        }
+        for _, declared in sorted(services.items())
+        for alert in declared.alerts
     ]
+    return [{"name": SERVICE_ALERTS_GROUP, "rules": rules}] if rules else []
 
 
-# Panels of the services' own metrics (their code: services/<name>/), added to their dashboards.
-SERVICE_PANELS: dict[str, dict[str, list[str]]] = {
-    "agno-coordinator": {
-        "Spend USD per hour, by model": ["sum by (model) (rate(coordinator_cost_usd_total{sel}[1h])) * 3600"],
-        "Tokens per second, by model": ["sum by (model) (rate(coordinator_tokens_total{sel}[5m]))"],
-        "Fallbacks per second, by provider and reason": [
-            "sum by (from_provider, reason) (rate(coordinator_fallbacks_total{sel}[5m]))"
-        ],
-        "Providers usable": ["min by (provider) (coordinator_provider_up{sel})"],
-    },
-    "mcp-agents": {
-        "Tasks finished per minute, by outcome": ["sum by (outcome) (rate(agents_tasks_total{sel}[5m])) * 60"],
-        "Task duration p50 / p95 (s)": [
-            "histogram_quantile(0.5, sum by (le) (rate(agents_task_duration_seconds_bucket{sel}[15m])))",
-            "histogram_quantile(0.95, sum by (le) (rate(agents_task_duration_seconds_bucket{sel}[15m])))",
-        ],
-        "Tool calls per second, by tool and outcome": [
-            "sum by (tool, outcome) (rate(agents_tool_calls_total{sel}[5m]))"
-        ],
-    },
-}
-
-
-def dashboard(service: str) -> dict[str, Any]:
+def dashboard(service: str, declared: ServiceObservability = ServiceObservability()) -> dict[str, Any]:
+    """The common panels every service gets, then the ones its manifest declares."""
     sel = f'service="{service}"'
-    own = {
-        title: [e.replace("{sel}", "{" + sel + "}") for e in exprs]
-        for title, exprs in SERVICE_PANELS.get(service, {}).items()
-    }
+    own = {panel.title: [q.replace("{sel}", "{" + sel + "}") for q in panel.queries] for panel in declared.panels}
     targets = {
         "Requests per second": [f"sum(rate({REQUESTS}{{{sel}}}[5m]))"],
         "Error ratio (5xx)": [f'sum(rate({REQUESTS}{{{sel},status=~"5.."}}[5m])) / sum(rate({REQUESTS}{{{sel}}}[5m]))'],
@@ -244,13 +203,13 @@ class Observability(pulumi.ComponentResource):
         labels = labels_for("observability", "monitoring")
 
         # Dashboards are plain ConfigMaps that Grafana's sidecar loads; they exist in every stack.
-        for service in args.service_names:
+        for service, declared in args.services.items():
             k8s.core.v1.ConfigMap(
                 f"{name}-dashboard-{service}",
                 metadata=ObjectMetaArgs(
                     name=f"dashboard-{service}", namespace=ns, labels={**labels, "grafana_dashboard": "1"}
                 ),
-                data={f"{service}.json": json.dumps(dashboard(service), sort_keys=True)},
+                data={f"{service}.json": json.dumps(dashboard(service, declared), sort_keys=True)},
                 opts=child,
             )
 
@@ -368,7 +327,7 @@ class Observability(pulumi.ComponentResource):
             },
             opts=crd_ready,
         )
-        groups = json.loads(json.dumps(alert_rules()).replace("{ns}", args.services_namespace))
+        groups = json.loads(json.dumps(alert_rules(args.services)).replace("{ns}", args.services_namespace))
         k8s.apiextensions.CustomResource(
             f"{name}-rules",
             api_version="monitoring.coreos.com/v1",

@@ -9,54 +9,24 @@ connections share a few server connections.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.apps.v1 import DeploymentSpecArgs, DeploymentStrategyArgs, RollingUpdateDeploymentArgs
-from pulumi_kubernetes.core.v1 import (
-    ContainerArgs,
-    ContainerPortArgs,
-    EmptyDirVolumeSourceArgs,
-    PodSpecArgs,
-    PodTemplateSpecArgs,
-    ProbeArgs,
-    ResourceRequirementsArgs,
-    SecretVolumeSourceArgs,
-    ServicePortArgs,
-    ServiceSpecArgs,
-    TCPSocketActionArgs,
-    VolumeArgs,
-    VolumeMountArgs,
-)
-from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import (
-    IPBlockArgs,
-    NetworkPolicyEgressRuleArgs,
-    NetworkPolicyIngressRuleArgs,
-    NetworkPolicyPeerArgs,
-    NetworkPolicyPortArgs,
-    NetworkPolicySpecArgs,
-)
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
 
-from components.workload import (
-    RUN_AS,
-    UPSTREAM_IMAGE_SKIP,
-    container_security,
-    content_checksum,
-    disruption_budget,
-    dns_egress,
-    labels_for,
-    metadata_for,
-    namespace_peer,
-    pod_security,
-    pods_named,
-)
+from components import workload as wl
+from components.spec import Resources
 
 PORT = 5432
-PGBOUNCER_UID = RUN_AS  # pgbouncer needs only to read its config
+PGBOUNCER_UID = wl.RUN_AS  # pgbouncer needs only to read its config
 CLIENT_USER = "sophia"
+# The secret key (a file under the secrets wl.mount) holding the client password.
+PASSWORD_KEY = "PGPASSWORD"
+# Neon and most hosted PostgreSQL listen on the standard port.
+SERVER_PORT = 5432
 
 
 @dataclass(frozen=True)
@@ -72,12 +42,7 @@ class PgBouncerArgs:
     replicas: int = 1
     max_client_connections: int = 2000
     default_pool_size: int = 20
-    resources: Mapping[str, Mapping[str, str]] = field(
-        default_factory=lambda: {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"cpu": "500m", "memory": "256Mi"},
-        }
-    )
+    resources: Resources = wl.resource_amounts(requests=("50m", "64Mi"), limits=("500m", "256Mi"))
     image: str = "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"
     # An in-cluster server (the local stack's PostgreSQL pod): pods with these labels in this
     # namespace, which the egress policy then allows besides the internet.
@@ -137,10 +102,8 @@ class PgBouncer(pulumi.ComponentResource):
     def __init__(self, name: str, args: PgBouncerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sophia:platform:PgBouncer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ns, app = args.namespace, "pgbouncer"
-        labels = labels_for(app, "database-pooler")
-        selector = {"app.kubernetes.io/name": app}
-        meta = metadata_for(ns, labels, app)
+        w = wl.Workload("pgbouncer", args.namespace, "database-pooler")
+        self._client_password = args.client_password
 
         ini = pulumi.Output.all(args.database_url, args.read_replica_url).apply(
             lambda urls: pgbouncer_ini(urls[0], urls[1], args)
@@ -148,119 +111,75 @@ class PgBouncer(pulumi.ComponentResource):
         userlist = pulumi.Output.from_input(args.client_password).apply(lambda pw: f'"{CLIENT_USER}" "{pw}"\n')
         secret = k8s.core.v1.Secret(
             f"{name}-config",
-            metadata=meta("pgbouncer-config"),
+            metadata=w.meta("pgbouncer-config"),
             type="Opaque",
             string_data={"pgbouncer.ini": pulumi.Output.secret(ini), "userlist.txt": pulumi.Output.secret(userlist)},
             opts=child,
         )
-        checksum = content_checksum(ini, userlist)
 
-        container = ContainerArgs(
-            name="pgbouncer",
-            image=args.image,
-            image_pull_policy="Always",
+        container = wl.upstream_container(
+            "pgbouncer",
+            args.image,
+            PGBOUNCER_UID,
+            {"postgres": PORT},
+            args.resources,
             command=["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"],
-            ports=[ContainerPortArgs(name="postgres", container_port=PORT)],
-            resources=ResourceRequirementsArgs(
-                requests=dict(args.resources["requests"]), limits=dict(args.resources["limits"])
-            ),
-            liveness_probe=ProbeArgs(tcp_socket=TCPSocketActionArgs(port="postgres"), period_seconds=10),
-            readiness_probe=ProbeArgs(tcp_socket=TCPSocketActionArgs(port="postgres"), period_seconds=5),
-            security_context=container_security(PGBOUNCER_UID),
-            volume_mounts=[
-                VolumeMountArgs(name="config", mount_path="/etc/pgbouncer", read_only=True),
-                VolumeMountArgs(name="tmp", mount_path="/tmp"),
-            ],
+            volume_mounts=[wl.mount("config", "/etc/pgbouncer", read_only=True), wl.mount("tmp", "/tmp")],
+            **wl.tcp_probes("postgres"),
         )
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta(annotations=UPSTREAM_IMAGE_SKIP),
+            metadata=w.meta(annotations=wl.UPSTREAM_IMAGE_SKIP),
             spec=DeploymentSpecArgs(
                 replicas=args.replicas,
-                selector=LabelSelectorArgs(match_labels=selector),
+                selector=LabelSelectorArgs(match_labels=w.selector),
                 strategy=DeploymentStrategyArgs(
                     type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1)
                 ),
-                template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(
-                        labels=labels, annotations=checksum.apply(lambda c: {"sophia.ai/config-checksum": c})
-                    ),
-                    spec=PodSpecArgs(
-                        automount_service_account_token=False,
-                        security_context=pod_security(PGBOUNCER_UID),
-                        containers=[container],
-                        volumes=[
-                            VolumeArgs(
-                                name="config",
-                                secret=SecretVolumeSourceArgs(secret_name=secret.metadata.name, default_mode=0o440),
-                            ),
-                            VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="16Mi")),
-                        ],
-                    ),
+                template=wl.pod_template(
+                    w.labels,
+                    # No metrics endpoint: PgBouncer's stats are behind its admin console, which is off.
+                    wl.pod_annotations(wl.content_checksum(ini, userlist)),
+                    PGBOUNCER_UID,
+                    containers=[container],
+                    volumes=[wl.secret_volume("config", secret), wl.scratch_volume("tmp", "16Mi")],
                 ),
             ),
             opts=child,
         )
-        k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=meta(),
-            spec=ServiceSpecArgs(
-                selector=selector, ports=[ServicePortArgs(name="postgres", port=PORT, target_port="postgres")]
-            ),
-            opts=child,
+        wl.cluster_service(f"{name}-service", w.meta(), w.selector, {"postgres": PORT}, child)
+        wl.disruption_budget(f"{name}-pdb", w.meta(), w.selector, child)
+        # Out: DNS, and PostgreSQL on the internet (Neon), never the cluster's private ranges
+        # (except the local stack's own server pod).
+        in_cluster = (
+            [wl.allow_out([wl.namespace_peer(args.namespace, args.server_labels)], SERVER_PORT)]
+            if args.server_labels
+            else []
         )
-        disruption_budget(f"{name}-pdb", meta(), selector, child)
-
-        ingress = []
-        if args.callers:
-            ingress.append(
-                NetworkPolicyIngressRuleArgs(
-                    from_=[pods_named(list(args.callers), args.services_namespace)],
-                    ports=[NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
-                )
-            )
-        in_cluster = []
-        if args.server_labels:
-            in_cluster.append(
-                NetworkPolicyEgressRuleArgs(
-                    to=[namespace_peer(args.namespace, args.server_labels)],
-                    ports=[NetworkPolicyPortArgs(port=5432, protocol="TCP")],
-                )
-            )
-        k8s.networking.v1.NetworkPolicy(
+        wl.network_policy(
             f"{name}-netpol",
-            metadata=meta(),
-            spec=NetworkPolicySpecArgs(
-                pod_selector=LabelSelectorArgs(match_labels=selector),
-                policy_types=["Ingress", "Egress"],
-                ingress=ingress,
-                # Out: DNS, and PostgreSQL on the internet (Neon), never the cluster's private ranges
-                # (except the local stack's own server pod).
-                egress=[
-                    dns_egress(),
-                    *in_cluster,
-                    NetworkPolicyEgressRuleArgs(
-                        to=[
-                            NetworkPolicyPeerArgs(
-                                ip_block=IPBlockArgs(
-                                    cidr="0.0.0.0/0",
-                                    except_=["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"],
-                                )
-                            )
-                        ],
-                        ports=[NetworkPolicyPortArgs(port=5432, protocol="TCP")],
-                    ),
-                ],
-            ),
+            w.meta(),
+            w.selector,
+            ingress=wl.callers_ingress(args.callers, args.services_namespace, PORT),
+            egress=[wl.dns_egress(), *in_cluster, wl.internet_egress(SERVER_PORT)],
             opts=child,
         )
 
-        self.host = f"{app}.{ns}.svc.cluster.local"
+        self.host = w.host
         self.database = pulumi.Output.from_input(args.database_url).apply(lambda u: urlsplit(u).path.strip("/"))
+        self.peer = wl.Peer(w.namespace, w.selector, PORT)
         self.register_outputs(
             {
                 "host": self.host,
                 "database": self.database,
                 "read_replica": pulumi.Output.from_input(args.read_replica_url).apply(bool),
             }
+        )
+
+    def connection(self, caller: str) -> wl.Connection:
+        """Every caller logs in as the one client user; PgBouncer holds the server credentials."""
+        return wl.Connection(
+            peer=self.peer,
+            env={"PGHOST": self.host, "PGPORT": str(PORT), "PGUSER": CLIENT_USER, "PGDATABASE": self.database},
+            secrets={PASSWORD_KEY: self._client_password},
         )

@@ -15,43 +15,24 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.apps.v1 import DeploymentSpecArgs, DeploymentStrategyArgs
-from pulumi_kubernetes.core.v1 import (
-    ContainerArgs,
-    ContainerPortArgs,
-    EmptyDirVolumeSourceArgs,
-    EnvVarArgs,
-    EnvVarSourceArgs,
-    ExecActionArgs,
-    PodSpecArgs,
-    PodTemplateSpecArgs,
-    ProbeArgs,
-    ResourceRequirementsArgs,
-    SecretKeySelectorArgs,
-    ServicePortArgs,
-    ServiceSpecArgs,
-    VolumeArgs,
-    VolumeMountArgs,
-)
-from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import (
-    NetworkPolicyIngressRuleArgs,
-    NetworkPolicyPortArgs,
-    NetworkPolicySpecArgs,
-)
+from pulumi_kubernetes.core import v1 as core
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
 
-from components.workload import RUN_AS, container_security, labels_for, namespace_peer, pod_security
+from components import workload as wl
+from components.spec import Resources
 
 PORT = 5432
 DATA = "/var/lib/postgresql/data"
+POSTGRES_UID = wl.RUN_AS
+
+AUTH = "/etc/postgres-auth"
 
 # First start: a cluster owned by the pod's user, a database and its owner, TLS and password
 # auth from the pod network; then PostgreSQL in the foreground.
 START = f"""set -eu
 export PGDATA={DATA}/pgdata
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  printf '%s' "$POSTGRES_PASSWORD" > /tmp/pw
-  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile=/tmp/pw --auth-local=trust --auth-host=scram-sha-256
-  rm -f /tmp/pw
+  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile={AUTH}/password --auth-local=trust --auth-host=scram-sha-256
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=postgres \\
     -keyout "$PGDATA/server.key" -out "$PGDATA/server.crt" 2>/dev/null
   chmod 600 "$PGDATA/server.key"
@@ -70,6 +51,7 @@ class LocalPostgresArgs:
     database: str
     # Pods (by labels, in this namespace) allowed in: PgBouncer.
     client_labels: Mapping[str, str]
+    resources: Resources = wl.resource_amounts(requests=("50m", "128Mi"), limits=("1", "512Mi"))
     image: str = "postgres:15-bookworm"
 
 
@@ -79,92 +61,61 @@ class LocalPostgres(pulumi.ComponentResource):
     def __init__(self, name: str, args: LocalPostgresArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sophia:platform:LocalPostgres", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        app, ns = "postgres", args.namespace
-        labels = labels_for(app, "database")
-        selector = {"app.kubernetes.io/name": app}
-
-        def meta(suffix: str = "") -> ObjectMetaArgs:
-            return ObjectMetaArgs(name=f"{app}{suffix}", namespace=ns, labels=labels)
-
+        w = wl.Workload("postgres", args.namespace, "database")
         secret = k8s.core.v1.Secret(
-            f"{name}-auth", metadata=meta("-auth"), string_data={"password": args.password}, opts=child
+            f"{name}-auth", metadata=w.meta("postgres-auth"), string_data={"password": args.password}, opts=child
         )
+        # The password as a file (initdb --pwfile), never in the environment.
         env = [
-            EnvVarArgs(name="POSTGRES_USER", value=args.user),
-            EnvVarArgs(name="POSTGRES_DB", value=args.database),
-            EnvVarArgs(
-                name="POSTGRES_PASSWORD",
-                value_from=EnvVarSourceArgs(
-                    secret_key_ref=SecretKeySelectorArgs(name=secret.metadata.name, key="password")
-                ),
-            ),
+            core.EnvVarArgs(name="POSTGRES_USER", value=args.user),
+            core.EnvVarArgs(name="POSTGRES_DB", value=args.database),
         ]
-        is_ready = ExecActionArgs(command=["pg_isready", "-h", "/tmp", "-U", args.user, "-d", args.database])
-        ready = ProbeArgs(exec_=is_ready, period_seconds=5)
-        container = ContainerArgs(
-            name="postgres",
-            image=args.image,
-            image_pull_policy="IfNotPresent",
+        is_ready = core.ExecActionArgs(command=["pg_isready", "-h", "/tmp", "-U", args.user, "-d", args.database])
+        container = wl.upstream_container(
+            "postgres",
+            args.image,
+            POSTGRES_UID,
+            {"postgres": PORT},
+            args.resources,
             command=["/bin/sh", "-c", START],
             env=env,
-            ports=[ContainerPortArgs(name="postgres", container_port=PORT)],
-            resources=ResourceRequirementsArgs(
-                requests={"cpu": "50m", "memory": "128Mi"}, limits={"cpu": "1", "memory": "512Mi"}
-            ),
-            readiness_probe=ready,
-            liveness_probe=ProbeArgs(exec_=is_ready, period_seconds=10, initial_delay_seconds=30),
-            security_context=container_security(RUN_AS),
-            volume_mounts=[
-                VolumeMountArgs(name="data", mount_path=DATA),
-                VolumeMountArgs(name="tmp", mount_path="/tmp"),
-            ],
+            readiness_probe=core.ProbeArgs(exec_=is_ready, period_seconds=5),
+            liveness_probe=core.ProbeArgs(exec_=is_ready, period_seconds=10, initial_delay_seconds=30),
+            volume_mounts=[wl.mount("data", DATA), wl.mount("tmp", "/tmp"), wl.mount("auth", AUTH, read_only=True)],
         )
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=meta(),
+            metadata=w.meta(annotations=wl.UPSTREAM_IMAGE_SKIP),
             spec=DeploymentSpecArgs(
                 replicas=1,
-                selector=LabelSelectorArgs(match_labels=selector),
+                selector=LabelSelectorArgs(match_labels=w.selector),
+                # One server owns the data directory: replaced, never surged.
                 strategy=DeploymentStrategyArgs(type="Recreate"),
-                template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(labels=labels),
-                    spec=PodSpecArgs(
-                        automount_service_account_token=False,
-                        security_context=pod_security(),
-                        containers=[container],
-                        volumes=[
-                            VolumeArgs(name="data", empty_dir=EmptyDirVolumeSourceArgs(size_limit="2Gi")),
-                            VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="64Mi")),
-                        ],
-                    ),
+                template=wl.pod_template(
+                    w.labels,
+                    wl.pod_annotations(wl.content_checksum(START)),
+                    POSTGRES_UID,
+                    containers=[container],
+                    volumes=[
+                        wl.scratch_volume("data", "2Gi"),
+                        wl.scratch_volume("tmp", "64Mi"),
+                        wl.secret_volume("auth", secret),
+                    ],
                 ),
             ),
             opts=child,
         )
-        k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=meta(),
-            spec=ServiceSpecArgs(
-                selector=selector, ports=[ServicePortArgs(name="postgres", port=PORT, target_port="postgres")]
-            ),
-            opts=child,
-        )
+        wl.cluster_service(f"{name}-service", w.meta(), w.selector, {"postgres": PORT}, child)
+        wl.disruption_budget(f"{name}-pdb", w.meta(), w.selector, child)
         # In: PgBouncer only. Out: nothing.
-        k8s.networking.v1.NetworkPolicy(
+        wl.network_policy(
             f"{name}-netpol",
-            metadata=meta(),
-            spec=NetworkPolicySpecArgs(
-                pod_selector=LabelSelectorArgs(match_labels=selector),
-                policy_types=["Ingress", "Egress"],
-                ingress=[
-                    NetworkPolicyIngressRuleArgs(
-                        from_=[namespace_peer(ns, dict(args.client_labels))],
-                        ports=[NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
-                    )
-                ],
-                egress=[],
-            ),
+            w.meta(),
+            w.selector,
+            ingress=[wl.allow_in([wl.namespace_peer(args.namespace, args.client_labels)], PORT)],
+            egress=[],
             opts=child,
         )
-        self.host = f"{app}.{ns}.svc.cluster.local"
+        self.host = w.host
+        self.labels = w.selector
         self.register_outputs({"host": self.host})

@@ -8,63 +8,24 @@ mcp-context creates its collection with (`SEED_COLLECTION`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 from pulumi_kubernetes.apps.v1 import StatefulSetSpecArgs
-from pulumi_kubernetes.core.v1 import (
-    AffinityArgs,
-    ContainerArgs,
-    ContainerPortArgs,
-    EmptyDirVolumeSourceArgs,
-    EnvVarArgs,
-    EnvVarSourceArgs,
-    HTTPGetActionArgs,
-    ObjectFieldSelectorArgs,
-    PersistentVolumeClaimArgs,
-    PersistentVolumeClaimSpecArgs,
-    PodAffinityTermArgs,
-    PodAntiAffinityArgs,
-    PodSpecArgs,
-    PodTemplateSpecArgs,
-    ProbeArgs,
-    ResourceRequirementsArgs,
-    SecretVolumeSourceArgs,
-    ServicePortArgs,
-    ServiceSpecArgs,
-    VolumeArgs,
-    VolumeMountArgs,
-    VolumeResourceRequirementsArgs,
-)
-from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import (
-    NetworkPolicyEgressRuleArgs,
-    NetworkPolicyIngressRuleArgs,
-    NetworkPolicyPeerArgs,
-    NetworkPolicyPortArgs,
-    NetworkPolicySpecArgs,
-)
+from pulumi_kubernetes.core import v1 as core
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
 
-from components.workload import (
-    RUN_AS,
-    UPSTREAM_IMAGE_SKIP,
-    container_security,
-    content_checksum,
-    disruption_budget,
-    dns_egress,
-    labels_for,
-    metadata_for,
-    namespace_peer,
-    pod_security,
-    pods_named,
-)
+from components import workload as wl
+from components.spec import Resources
 
 HTTP_PORT, GRPC_PORT, P2P_PORT = 6333, 6334, 6335
-QDRANT_UID = QDRANT_GID = RUN_AS  # the `-unprivileged` image runs as any UID with writable storage
+# The secret key (a file under the secrets wl.mount) holding the API key callers send.
+API_KEY_KEY = "QDRANT_API_KEY"
+QDRANT_UID = QDRANT_GID = wl.RUN_AS  # the `-unprivileged` image runs as any UID with writable storage
 
 # The seed's production collection: text-embedding-3-large vectors.
 SEED_COLLECTION: dict[str, Any] = {
@@ -86,9 +47,7 @@ class QdrantArgs:
     storage_class: str | None = None
     # False: data in an emptyDir (a cluster without a volume provisioner; lost with the pod).
     persistent: bool = True
-    resources: Mapping[str, Mapping[str, str]] = field(
-        default_factory=lambda: {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
-    )
+    resources: Resources = wl.resource_amounts(requests=("250m", "1Gi"), limits=("2", "4Gi"))
     image: str = "qdrant/qdrant:v1.20.0-unprivileged"  # same minor as qdrant-client in mcp-context
 
 
@@ -123,194 +82,173 @@ class Qdrant(pulumi.ComponentResource):
         if args.replicas not in (1, 3, 5):
             raise ValueError(f"qdrant replicas must be 1, 3 or 5 (Raft needs an odd quorum), given {args.replicas}")
         child = pulumi.ResourceOptions(parent=self)
-        ns, app = args.namespace, "qdrant"
+        w = wl.Workload("qdrant", args.namespace, "vector-database")
         distributed = args.replicas > 1
-        labels = labels_for(app, "vector-database")
-        selector = {"app.kubernetes.io/name": app}
-        headless = f"{app}-headless"
-        meta = metadata_for(ns, labels, app)
+        headless = f"{w.app}-headless"
+        self._api_key = args.api_key
 
         config_text = pulumi.Output.from_input(args.api_key).apply(lambda key: server_config(key, distributed))
         secret = k8s.core.v1.Secret(
             f"{name}-config",
-            metadata=meta("qdrant-config"),
+            metadata=w.meta("qdrant-config"),
             type="Opaque",
             string_data={"local.yaml": pulumi.Output.secret(config_text)},
             opts=child,
         )
 
         # Peers find each other through the headless service; pod 0 bootstraps the cluster.
-        peer_uri = f"http://$(POD_NAME).{headless}.{ns}.svc.cluster.local:{P2P_PORT}"
+        peer_uri = f"http://$(POD_NAME).{wl.cluster_host(headless, w.namespace)}:{P2P_PORT}"
         cluster_args = (
-            ["--uri", peer_uri, "--bootstrap", f"http://{app}-0.{headless}.{ns}.svc.cluster.local:{P2P_PORT}"]
+            ["--uri", peer_uri, "--bootstrap", f"http://{w.app}-0.{wl.cluster_host(headless, w.namespace)}:{P2P_PORT}"]
             if distributed
             else []
         )
-        container = ContainerArgs(
-            name="qdrant",
-            image=args.image,
-            image_pull_policy="Always",
+        http_probe = lambda path, period, **rest: core.ProbeArgs(  # noqa: E731
+            http_get=core.HTTPGetActionArgs(path=path, port="http"), period_seconds=period, **rest
+        )
+        container = wl.upstream_container(
+            "qdrant",
+            args.image,
+            QDRANT_UID,
+            {"http": HTTP_PORT, "grpc": GRPC_PORT, "p2p": P2P_PORT},
+            args.resources,
+            gid=QDRANT_GID,
             # The image's entrypoint runs qdrant with these arguments.
             args=cluster_args or None,
             env=[
-                EnvVarArgs(
+                core.EnvVarArgs(
                     name="POD_NAME",
-                    value_from=EnvVarSourceArgs(field_ref=ObjectFieldSelectorArgs(field_path="metadata.name")),
+                    value_from=core.EnvVarSourceArgs(
+                        field_ref=core.ObjectFieldSelectorArgs(field_path="metadata.name")
+                    ),
                 )
             ],
-            ports=[
-                ContainerPortArgs(name="http", container_port=HTTP_PORT),
-                ContainerPortArgs(name="grpc", container_port=GRPC_PORT),
-                ContainerPortArgs(name="p2p", container_port=P2P_PORT),
-            ],
-            resources=ResourceRequirementsArgs(
-                requests=dict(args.resources["requests"]), limits=dict(args.resources["limits"])
-            ),
             # Qdrant's health endpoints are exempt from the API key.
-            startup_probe=ProbeArgs(
-                http_get=HTTPGetActionArgs(path="/healthz", port="http"), period_seconds=5, failure_threshold=60
-            ),
-            liveness_probe=ProbeArgs(http_get=HTTPGetActionArgs(path="/livez", port="http"), period_seconds=10),
-            readiness_probe=ProbeArgs(http_get=HTTPGetActionArgs(path="/readyz", port="http"), period_seconds=5),
-            security_context=container_security(QDRANT_UID, QDRANT_GID),
+            startup_probe=http_probe("/healthz", 5, failure_threshold=60),
+            liveness_probe=http_probe("/livez", 10),
+            readiness_probe=http_probe("/readyz", 5),
             volume_mounts=[
-                VolumeMountArgs(name="storage", mount_path="/qdrant/storage"),
-                VolumeMountArgs(name="snapshots", mount_path="/qdrant/snapshots"),
-                VolumeMountArgs(name="tmp", mount_path="/tmp"),
-                VolumeMountArgs(
-                    name="config", mount_path="/qdrant/config/local.yaml", sub_path="local.yaml", read_only=True
-                ),
+                wl.mount("storage", "/qdrant/storage"),
+                wl.mount("snapshots", "/qdrant/snapshots"),
+                wl.mount("tmp", "/tmp"),
+                wl.mount("config", "/qdrant/config/local.yaml", sub_path="local.yaml", read_only=True),
             ],
         )
         affinity = None
         if distributed:
             # One replica per node: losing a node must not lose a Raft majority.
-            affinity = AffinityArgs(
-                pod_anti_affinity=PodAntiAffinityArgs(
+            affinity = core.AffinityArgs(
+                pod_anti_affinity=core.PodAntiAffinityArgs(
                     required_during_scheduling_ignored_during_execution=[
-                        PodAffinityTermArgs(
+                        core.PodAffinityTermArgs(
                             topology_key="kubernetes.io/hostname",
-                            label_selector=LabelSelectorArgs(match_labels=selector),
+                            label_selector=LabelSelectorArgs(match_labels=w.selector),
                         )
                     ]
                 )
             )
-        checksum = content_checksum(config_text)
+        volumes = [
+            wl.secret_volume("config", secret),
+            wl.scratch_volume("snapshots", "5Gi"),
+            wl.scratch_volume("tmp", "256Mi"),
+        ]
+        claims = None
+        if args.persistent:
+            claims = [wl.volume_claim("storage", w.labels, args.storage_size, args.storage_class)]
+        else:
+            volumes.append(wl.scratch_volume("storage", args.storage_size))
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
-            metadata=meta(annotations=UPSTREAM_IMAGE_SKIP),
+            metadata=w.meta(annotations=wl.UPSTREAM_IMAGE_SKIP),
             spec=StatefulSetSpecArgs(
                 service_name=headless,
                 replicas=args.replicas,
                 pod_management_policy="Parallel",
-                selector=LabelSelectorArgs(match_labels=selector),
-                volume_claim_templates=[
-                    PersistentVolumeClaimArgs(
-                        metadata=ObjectMetaArgs(name="storage", labels=labels),
-                        spec=PersistentVolumeClaimSpecArgs(
-                            access_modes=["ReadWriteOnce"],
-                            storage_class_name=args.storage_class,
-                            resources=VolumeResourceRequirementsArgs(requests={"storage": args.storage_size}),
-                        ),
-                    )
-                ]
-                if args.persistent
-                else None,
-                template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(
-                        labels=labels,
-                        annotations=checksum.apply(
-                            lambda c: {
-                                "sophia.ai/config-checksum": c,
-                                "prometheus.io/scrape": "true",
-                                "prometheus.io/port": str(HTTP_PORT),
-                                "prometheus.io/path": "/metrics",
-                            }
-                        ),
-                    ),
-                    spec=PodSpecArgs(
-                        automount_service_account_token=False,
-                        security_context=pod_security(QDRANT_UID, QDRANT_GID),
-                        affinity=affinity,
-                        containers=[container],
-                        volumes=[
-                            VolumeArgs(
-                                name="config",
-                                secret=SecretVolumeSourceArgs(secret_name=secret.metadata.name, default_mode=0o440),
-                            ),
-                            VolumeArgs(name="snapshots", empty_dir=EmptyDirVolumeSourceArgs(size_limit="5Gi")),
-                            VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="256Mi")),
-                        ]
-                        + (
-                            []
-                            if args.persistent
-                            else [
-                                VolumeArgs(
-                                    name="storage", empty_dir=EmptyDirVolumeSourceArgs(size_limit=args.storage_size)
-                                )
-                            ]
-                        ),
-                        termination_grace_period_seconds=60,
-                    ),
+                selector=LabelSelectorArgs(match_labels=w.selector),
+                volume_claim_templates=claims,
+                template=wl.pod_template(
+                    w.labels,
+                    wl.pod_annotations(wl.content_checksum(config_text), HTTP_PORT),
+                    QDRANT_UID,
+                    QDRANT_GID,
+                    affinity=affinity,
+                    containers=[container],
+                    volumes=volumes,
+                    termination_grace_period_seconds=60,
                 ),
             ),
             opts=child,
         )
 
-        ports = [
-            ServicePortArgs(name="http", port=HTTP_PORT, target_port="http"),
-            ServicePortArgs(name="grpc", port=GRPC_PORT, target_port="grpc"),
-        ]
-        k8s.core.v1.Service(
-            f"{name}-service", metadata=meta(), spec=ServiceSpecArgs(selector=selector, ports=ports), opts=child
-        )
-        k8s.core.v1.Service(
+        api = {"http": HTTP_PORT, "grpc": GRPC_PORT}
+        wl.cluster_service(f"{name}-service", w.meta(), w.selector, api, child)
+        wl.cluster_service(
             f"{name}-headless",
-            metadata=meta(headless),
-            spec=ServiceSpecArgs(
-                cluster_ip="None",
-                publish_not_ready_addresses=True,
-                selector=selector,
-                ports=ports + [ServicePortArgs(name="p2p", port=P2P_PORT, target_port="p2p")],
-            ),
-            opts=child,
+            w.meta(headless),
+            w.selector,
+            {**api, "p2p": P2P_PORT},
+            child,
+            cluster_ip="None",
+            publish_not_ready_addresses=True,
         )
-        disruption_budget(f"{name}-pdb", meta(), selector, child)
+        wl.disruption_budget(f"{name}-pdb", w.meta(), w.selector, child)
 
-        api = [
-            NetworkPolicyPortArgs(port=HTTP_PORT, protocol="TCP"),
-            NetworkPolicyPortArgs(port=GRPC_PORT, protocol="TCP"),
-        ]
-        ingress = []
-        if args.callers:
-            ingress.append(
-                NetworkPolicyIngressRuleArgs(from_=[pods_named(list(args.callers), args.services_namespace)], ports=api)
-            )
-        if args.metrics_namespace:
-            ingress.append(
-                NetworkPolicyIngressRuleArgs(
-                    from_=[namespace_peer(args.metrics_namespace)],
-                    ports=[NetworkPolicyPortArgs(port=HTTP_PORT, protocol="TCP")],
-                )
-            )
-        peers = NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels=selector))
-        p2p = [NetworkPolicyPortArgs(port=P2P_PORT, protocol="TCP")]
+        ingress = wl.callers_ingress(args.callers, args.services_namespace, HTTP_PORT, GRPC_PORT) + wl.metrics_ingress(
+            args.metrics_namespace, HTTP_PORT
+        )
         egress = []
         if distributed:
-            ingress.append(NetworkPolicyIngressRuleArgs(from_=[peers], ports=p2p))
-            egress.append(NetworkPolicyEgressRuleArgs(to=[peers], ports=p2p))
-            egress.append(dns_egress())
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol",
-            metadata=meta(),
-            spec=NetworkPolicySpecArgs(
-                pod_selector=LabelSelectorArgs(match_labels=selector),
-                policy_types=["Ingress", "Egress"],
-                ingress=ingress,
-                egress=egress,
-            ),
-            opts=child,
-        )
+            # Raft between the replicas, which find each other by name.
+            ingress.append(wl.allow_in([wl.same_app_peer(w.selector)], P2P_PORT))
+            egress += [wl.allow_out([wl.same_app_peer(w.selector)], P2P_PORT), wl.dns_egress()]
+        wl.network_policy(f"{name}-netpol", w.meta(), w.selector, ingress, egress, child)
 
-        self.url = f"http://{app}.{ns}.svc.cluster.local:{HTTP_PORT}"
+        self.url = f"http://{w.host}:{HTTP_PORT}"
+        self.peer = wl.Peer(w.namespace, w.selector, HTTP_PORT)
         self.register_outputs({"url": self.url, "replicas": args.replicas, "collection": SEED_COLLECTION})
+
+    def connection(self, caller: str) -> wl.Connection:
+        """Every caller uses the one API key (Qdrant has no per-user auth)."""
+        return wl.Connection(peer=self.peer, env={"QDRANT_URL": self.url}, secrets={API_KEY_KEY: self._api_key})
+
+
+@dataclass(frozen=True)
+class EmbeddedQdrantArgs:
+    # The callers' namespace: each gets a claim there, named `<caller>-data`.
+    services_namespace: str
+    callers: Sequence[str] = ()
+    storage_size: str = "10Gi"
+    storage_class: str | None = None
+
+
+class EmbeddedQdrant(pulumi.ComponentResource):
+    """The local stack's stand-in for the Qdrant server, which cannot be had offline (no binary,
+    no image): each caller runs Qdrant Edge in its own process, its shard on its own
+    PersistentVolumeClaim (mounted at wl.DATA_MOUNT). No server, so no peer, key or policy."""
+
+    url = "embedded (Qdrant Edge)"
+
+    def __init__(self, name: str, args: EmbeddedQdrantArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sophia:platform:EmbeddedQdrant", name, None, opts)
+        self.claims: dict[str, pulumi.Output[str]] = {}
+        for caller in args.callers:
+            claim = k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-{caller}",
+                # Bound when the pod is scheduled (WaitForFirstConsumer): nothing to wait for here.
+                metadata=wl.Workload(caller, args.services_namespace).meta(
+                    f"{caller}-data", annotations={"pulumi.com/skipAwait": "true"}
+                ),
+                spec=core.PersistentVolumeClaimSpecArgs(
+                    access_modes=["ReadWriteOnce"],
+                    storage_class_name=args.storage_class,
+                    resources=core.VolumeResourceRequirementsArgs(requests={"storage": args.storage_size}),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.claims[caller] = claim.metadata.name
+        self.register_outputs({"url": self.url, "collection": SEED_COLLECTION})
+
+    def connection(self, caller: str) -> wl.Connection:
+        return wl.Connection(
+            peer=None, env={"QDRANT_PATH": f"{wl.DATA_MOUNT}/qdrant"}, secrets={}, volume_claim=self.claims[caller]
+        )

@@ -11,50 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.apps.v1 import StatefulSetSpecArgs
-from pulumi_kubernetes.core.v1 import (
-    ConfigMapVolumeSourceArgs,
-    ContainerArgs,
-    ContainerPortArgs,
-    EmptyDirVolumeSourceArgs,
-    HTTPGetActionArgs,
-    PersistentVolumeClaimSpecArgs,
-    PodSpecArgs,
-    PodTemplateSpecArgs,
-    ProbeArgs,
-    ResourceRequirementsArgs,
-    SecretVolumeSourceArgs,
-    ServicePortArgs,
-    ServiceSpecArgs,
-    TCPSocketActionArgs,
-    VolumeArgs,
-    VolumeMountArgs,
-    VolumeResourceRequirementsArgs,
-)
-from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import NetworkPolicyIngressRuleArgs, NetworkPolicyPortArgs, NetworkPolicySpecArgs
+from pulumi_kubernetes.core.v1 import HTTPGetActionArgs, ProbeArgs
+from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
 
-from components.workload import (
-    RUN_AS,
-    UPSTREAM_IMAGE_SKIP,
-    container_security,
-    content_checksum,
-    disruption_budget,
-    labels_for,
-    metadata_for,
-    namespace_peer,
-    pod_security,
-    pods_named,
-)
+from components import workload as wl
+from components.spec import Resources
 
 PORT = 6379
 METRICS_PORT = 9121
 EXPORTER_USER = "exporter"
-REDIS_UID = RUN_AS  # any UID works: the image needs only /data writable (fsGroup)
+# The secret key (a file under the secrets wl.mount) holding a caller's password.
+PASSWORD_KEY = "REDIS_PASSWORD"
+REDIS_UID = wl.RUN_AS  # any UID works: the image needs only /data writable (fsGroup)
 EXPORTER_UID = 59000  # redis_exporter image's user
 # Services may use everything but admin and keyspace-wide commands (FLUSHALL, KEYS, CONFIG, ...).
 SERVICE_PERMISSIONS = "~* &* +@all -@dangerous"
@@ -74,12 +47,8 @@ class RedisArgs:
     persistence: bool = False
     storage_size: str = "5Gi"
     storage_class: str | None = None
-    resources: Mapping[str, Mapping[str, str]] = field(
-        default_factory=lambda: {
-            "requests": {"cpu": "100m", "memory": "384Mi"},
-            "limits": {"cpu": "1", "memory": "512Mi"},
-        }
-    )
+    resources: Resources = wl.resource_amounts(requests=("100m", "384Mi"), limits=("1", "512Mi"))
+    exporter_resources: Resources = wl.resource_amounts(requests=("20m", "32Mi"), limits=("100m", "64Mi"))
     image: str = "redis:8.2.2-bookworm"
     exporter_image: str = "oliver006/redis_exporter:v1.77.0"
 
@@ -123,13 +92,11 @@ class Redis(pulumi.ComponentResource):
     def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("sophia:platform:Redis", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ns, app = args.namespace, "redis"
-        labels = labels_for(app, "cache")
-        selector = {"app.kubernetes.io/name": app}
-        meta = metadata_for(ns, labels, app)
+        w = wl.Workload("redis", args.namespace, "cache")
+        self._users = args.users
 
         config = k8s.core.v1.ConfigMap(
-            f"{name}-config", metadata=meta("redis-config"), data={"redis.conf": redis_conf(args)}, opts=child
+            f"{name}-config", metadata=w.meta("redis-config"), data={"redis.conf": redis_conf(args)}, opts=child
         )
         acl = pulumi.Output.all(
             users=pulumi.Output.all(**args.users) if args.users else {}, exporter=args.exporter_password
@@ -139,7 +106,7 @@ class Redis(pulumi.ComponentResource):
         )
         secret = k8s.core.v1.Secret(
             f"{name}-acl",
-            metadata=meta("redis-acl"),
+            metadata=w.meta("redis-acl"),
             type="Opaque",
             string_data={
                 "users.acl": pulumi.Output.secret(acl),
@@ -148,139 +115,96 @@ class Redis(pulumi.ComponentResource):
             opts=child,
         )
 
-        data_volume_claims = None
         volumes = [
-            VolumeArgs(name="config", config_map=ConfigMapVolumeSourceArgs(name=config.metadata.name)),
-            VolumeArgs(name="acl", secret=SecretVolumeSourceArgs(secret_name=secret.metadata.name, default_mode=0o440)),
-            VolumeArgs(name="tmp", empty_dir=EmptyDirVolumeSourceArgs(size_limit="64Mi")),
-        ]
-        if args.persistence:
-            data_volume_claims = [
-                k8s.core.v1.PersistentVolumeClaimArgs(
-                    metadata=ObjectMetaArgs(name="data", labels=labels),
-                    spec=PersistentVolumeClaimSpecArgs(
-                        access_modes=["ReadWriteOnce"],
-                        storage_class_name=args.storage_class,
-                        resources=VolumeResourceRequirementsArgs(requests={"storage": args.storage_size}),
-                    ),
-                )
-            ]
-        else:
-            volumes.append(VolumeArgs(name="data", empty_dir=EmptyDirVolumeSourceArgs(size_limit="1Gi")))
-
-        # Redis runs ACL checks on the ACL file's users, so the config hash must include it.
-        checksum = content_checksum(acl, redis_conf(args))
-        redis = ContainerArgs(
-            name="redis",
-            image=args.image,
-            image_pull_policy="Always",
-            command=["redis-server", "/etc/redis/redis.conf"],
-            ports=[ContainerPortArgs(name="redis", container_port=PORT)],
-            resources=ResourceRequirementsArgs(
-                requests=dict(args.resources["requests"]), limits=dict(args.resources["limits"])
+            k8s.core.v1.VolumeArgs(
+                name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=config.metadata.name)
             ),
-            liveness_probe=ProbeArgs(tcp_socket=TCPSocketActionArgs(port="redis"), period_seconds=10),
-            readiness_probe=ProbeArgs(tcp_socket=TCPSocketActionArgs(port="redis"), period_seconds=5),
-            security_context=container_security(REDIS_UID),
+            wl.secret_volume("acl", secret),
+            wl.scratch_volume("tmp", "64Mi"),
+        ]
+        claims = None
+        if args.persistence:
+            claims = [wl.volume_claim("data", w.labels, args.storage_size, args.storage_class)]
+        else:
+            volumes.append(wl.scratch_volume("data", "1Gi"))
+
+        acl_mount = wl.mount("acl", "/etc/redis/acl", read_only=True)
+        redis = wl.upstream_container(
+            "redis",
+            args.image,
+            REDIS_UID,
+            {"redis": PORT},
+            args.resources,
+            command=["redis-server", "/etc/redis/redis.conf"],
             volume_mounts=[
-                VolumeMountArgs(name="config", mount_path="/etc/redis/redis.conf", sub_path="redis.conf"),
-                VolumeMountArgs(name="acl", mount_path="/etc/redis/acl", read_only=True),
-                VolumeMountArgs(name="data", mount_path="/data"),
-                VolumeMountArgs(name="tmp", mount_path="/tmp"),
+                wl.mount("config", "/etc/redis/redis.conf", sub_path="redis.conf"),
+                acl_mount,
+                wl.mount("data", "/data"),
+                wl.mount("tmp", "/tmp"),
             ],
+            **wl.tcp_probes("redis"),
         )
-        exporter = ContainerArgs(
-            name="exporter",
-            image=args.exporter_image,
-            image_pull_policy="Always",
+        health = ProbeArgs(http_get=HTTPGetActionArgs(path="/health", port="metrics"), period_seconds=10)
+        exporter = wl.upstream_container(
+            "exporter",
+            args.exporter_image,
+            EXPORTER_UID,
+            {"metrics": METRICS_PORT},
+            args.exporter_resources,
             args=[
                 f"--redis.addr=redis://localhost:{PORT}",
                 f"--redis.user={EXPORTER_USER}",
                 "--redis.password-file=/etc/redis/acl/exporter-passwords.json",
             ],
-            ports=[ContainerPortArgs(name="metrics", container_port=METRICS_PORT)],
-            resources=ResourceRequirementsArgs(
-                requests={"cpu": "20m", "memory": "32Mi"}, limits={"cpu": "100m", "memory": "64Mi"}
-            ),
-            liveness_probe=ProbeArgs(http_get=HTTPGetActionArgs(path="/health", port="metrics"), period_seconds=10),
-            readiness_probe=ProbeArgs(http_get=HTTPGetActionArgs(path="/health", port="metrics"), period_seconds=10),
-            security_context=container_security(EXPORTER_UID),
-            volume_mounts=[VolumeMountArgs(name="acl", mount_path="/etc/redis/acl", read_only=True)],
+            liveness_probe=health,
+            readiness_probe=health,
+            volume_mounts=[acl_mount],
         )
+        # Redis runs ACL checks on the ACL file's users, so the config hash must include it.
+        checksum = wl.content_checksum(acl, redis_conf(args))
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
-            metadata=meta(annotations=UPSTREAM_IMAGE_SKIP),
+            metadata=w.meta(annotations=wl.UPSTREAM_IMAGE_SKIP),
             spec=StatefulSetSpecArgs(
-                service_name=app,
+                service_name=w.app,
                 replicas=1,
-                selector=LabelSelectorArgs(match_labels=selector),
-                volume_claim_templates=data_volume_claims,
-                template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(
-                        labels=labels,
-                        annotations=checksum.apply(
-                            lambda c: {
-                                "sophia.ai/config-checksum": c,
-                                "prometheus.io/scrape": "true",
-                                "prometheus.io/port": str(METRICS_PORT),
-                                "prometheus.io/path": "/metrics",
-                            }
-                        ),
-                    ),
-                    spec=PodSpecArgs(
-                        automount_service_account_token=False,
-                        security_context=pod_security(REDIS_UID),
-                        containers=[redis, exporter],
-                        volumes=volumes,
-                        termination_grace_period_seconds=30,
-                    ),
+                selector=LabelSelectorArgs(match_labels=w.selector),
+                volume_claim_templates=claims,
+                template=wl.pod_template(
+                    w.labels,
+                    wl.pod_annotations(checksum, METRICS_PORT),
+                    REDIS_UID,
+                    containers=[redis, exporter],
+                    volumes=volumes,
+                    termination_grace_period_seconds=30,
                 ),
             ),
             opts=child,
         )
-
-        self.service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=meta(),
-            spec=ServiceSpecArgs(
-                selector=selector,
-                ports=[
-                    ServicePortArgs(name="redis", port=PORT, target_port="redis"),
-                    ServicePortArgs(name="metrics", port=METRICS_PORT, target_port="metrics"),
-                ],
-            ),
-            opts=child,
+        self.service = wl.cluster_service(
+            f"{name}-service", w.meta(), w.selector, {"redis": PORT, "metrics": METRICS_PORT}, child
         )
-        disruption_budget(f"{name}-pdb", meta(), selector, child)
-
-        ingress = []
-        if args.users:
-            ingress.append(
-                NetworkPolicyIngressRuleArgs(
-                    from_=[pods_named(sorted(args.users), args.services_namespace)],
-                    ports=[NetworkPolicyPortArgs(port=PORT, protocol="TCP")],
-                )
-            )
-        if args.metrics_namespace:
-            ingress.append(
-                NetworkPolicyIngressRuleArgs(
-                    from_=[namespace_peer(args.metrics_namespace)],
-                    ports=[NetworkPolicyPortArgs(port=METRICS_PORT, protocol="TCP")],
-                )
-            )
+        wl.disruption_budget(f"{name}-pdb", w.meta(), w.selector, child)
         # No egress at all: Redis talks to nobody.
-        k8s.networking.v1.NetworkPolicy(
+        wl.network_policy(
             f"{name}-netpol",
-            metadata=meta(),
-            spec=NetworkPolicySpecArgs(
-                pod_selector=LabelSelectorArgs(match_labels=selector),
-                policy_types=["Ingress", "Egress"],
-                ingress=ingress,
-                egress=[],
-            ),
+            w.meta(),
+            w.selector,
+            ingress=wl.callers_ingress(sorted(args.users), args.services_namespace, PORT)
+            + wl.metrics_ingress(args.metrics_namespace, METRICS_PORT),
+            egress=[],
             opts=child,
         )
 
-        self.host = f"{app}.{ns}.svc.cluster.local"
+        self.host = w.host
         self.url = f"redis://{self.host}:{PORT}/0"
+        self.peer = wl.Peer(w.namespace, w.selector, PORT)
         self.register_outputs({"host": self.host, "url": self.url, "users": sorted(args.users)})
+
+    def connection(self, caller: str) -> wl.Connection:
+        """A caller logs in as its own ACL user (the service's name) with its own password."""
+        return wl.Connection(
+            peer=self.peer,
+            env={"REDIS_URL": f"redis://{caller}@{self.host}:{PORT}/0"},
+            secrets={PASSWORD_KEY: self._users[caller]},
+        )

@@ -36,61 +36,48 @@ from pulumi_kubernetes.core.v1 import (
     PodSpecArgs,
     PodTemplateSpecArgs,
     ProbeArgs,
-    ResourceRequirementsArgs,
     SecretVolumeSourceArgs,
     ServicePortArgs,
     ServiceSpecArgs,
-    TolerationArgs,
     TopologySpreadConstraintArgs,
     VolumeArgs,
     VolumeMountArgs,
 )
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import (
-    IPBlockArgs,
-    NetworkPolicyEgressRuleArgs,
-    NetworkPolicyIngressRuleArgs,
-    NetworkPolicyPeerArgs,
-    NetworkPolicyPortArgs,
-    NetworkPolicySpecArgs,
-)
+from pulumi_kubernetes.networking.v1 import NetworkPolicyIngressRuleArgs, NetworkPolicyPortArgs, NetworkPolicySpecArgs
 
+from components.gpu import GPU_NODE_LABEL, GPU_RESOURCE, GPU_TOLERATION, RUNTIME_CLASS
 from components.image import ImageSource, image_reference
 from components.spec import ServiceSpec
 from components.workload import (
+    DATA_MOUNT,
     NAME_LABEL,
     SCRAPE_LABEL,
+    Peer,
+    allow_out,
     container_security,
     disruption_budget,
     dns_egress,
+    internet_egress,
     labels_for,
     namespace_peer,
+    pod_annotations,
     pod_security,
     pods_named,
+    resource_requirements,
 )
 
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_NODE_LABEL = "sophia.ai/gpu"
 SECRETS_MOUNT = "/var/run/secrets/sophia"
+# A rollout adds this share of the replicas before removing any (maxUnavailable 0), rounded up.
+ROLLOUT_SURGE_PERCENT = 25
 SERVICE_PORT = 80
-# Egress to the internet on HTTPS, but never to cluster/private ranges by that door.
-PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Pods in another namespace this service may talk to (a data store, say)."""
-
-    namespace: str
-    pod_labels: Mapping[str, str]
-    port: int
 
 
 @dataclass(frozen=True)
 class GpuPlacement:
     node_selector: Mapping[str, str] = field(default_factory=lambda: {GPU_NODE_LABEL: "true"})
     # K3s runs GPU containers through the nvidia containerd runtime.
-    runtime_class_name: str | None = "nvidia"
+    runtime_class_name: str | None = RUNTIME_CLASS
 
 
 @dataclass(frozen=True)
@@ -115,16 +102,18 @@ class PlatformServiceArgs:
     image_pull_policy: str = "Always"
     # A PersistentVolumeClaim mounted at DATA_MOUNT (the local stack's embedded Qdrant Edge). One
     # process owns an embedded store's directory, so such a Deployment is replaced, not surged.
-    data_claim: str | None = None
-
-
-DATA_MOUNT = "/var/lib/sophia"
+    data_claim: pulumi.Input[str] | None = None
 
 
 def config_checksum(env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
     """Changes whenever a setting or a secret's value changes, so the pods roll."""
     blob = json.dumps({"env": dict(env), "secrets": dict(secrets)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def peak_pods(max_replicas: int) -> int:
+    """The most pods a service can have at once: its HPA at the maximum, mid-rollout."""
+    return max_replicas + -(-max_replicas * ROLLOUT_SURGE_PERCENT // 100)
 
 
 class PlatformService(pulumi.ComponentResource):
@@ -191,17 +180,11 @@ class PlatformService(pulumi.ComponentResource):
             secrets=pulumi.Output.all(**all_secrets) if all_secrets else {},
         ).apply(lambda v: config_checksum(v["env"], v["secrets"]))
 
-        resources = ResourceRequirementsArgs(
-            requests={"cpu": spec.resources.requests.cpu, "memory": spec.resources.requests.memory},
-            limits={"cpu": spec.resources.limits.cpu, "memory": spec.resources.limits.memory},
-        )
+        resources = resource_requirements(spec.resources)
         tolerations = node_selector = runtime_class = None
         if args.gpu is not None and spec.gpu is not None:
-            gpus = str(spec.gpu.count)
-            resources = ResourceRequirementsArgs(
-                requests={**resources.requests, GPU_RESOURCE: gpus}, limits={**resources.limits, GPU_RESOURCE: gpus}
-            )
-            tolerations = [TolerationArgs(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")]
+            resources = resource_requirements(spec.resources, {GPU_RESOURCE: str(spec.gpu.count)})
+            tolerations = [GPU_TOLERATION]
             node_selector = dict(args.gpu.node_selector)
             runtime_class = args.gpu.runtime_class_name
 
@@ -249,14 +232,6 @@ class PlatformService(pulumi.ComponentResource):
                 )
             )
 
-        pod_annotations = pulumi.Output.all(checksum).apply(
-            lambda c: {
-                "sophia.ai/config-checksum": c[0],
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(spec.port),
-                "prometheus.io/path": spec.metrics_path,
-            }
-        )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta(),
@@ -267,10 +242,15 @@ class PlatformService(pulumi.ComponentResource):
                 strategy=DeploymentStrategyArgs(type="Recreate")
                 if args.data_claim
                 else DeploymentStrategyArgs(
-                    type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge="25%")
+                    type="RollingUpdate",
+                    rolling_update=RollingUpdateDeploymentArgs(
+                        max_unavailable=0, max_surge=f"{ROLLOUT_SURGE_PERCENT}%"
+                    ),
                 ),
                 template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(labels=labels, annotations=pod_annotations),
+                    metadata=ObjectMetaArgs(
+                        labels=labels, annotations=pod_annotations(checksum, spec.port, spec.metrics_path)
+                    ),
                     spec=PodSpecArgs(
                         service_account_name=self.service_account.metadata.name,
                         automount_service_account_token=spec.automount_service_account_token,
@@ -371,26 +351,11 @@ def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict
     egress = [dns_egress()]
     if args.callees:
         # Policies see the pod's container port, not the Service's port 80.
-        egress.append(
-            NetworkPolicyEgressRuleArgs(
-                to=[pods_named(list(args.callees))],
-                ports=[NetworkPolicyPortArgs(port=p, protocol="TCP") for p in sorted(set(args.callees.values()))],
-            )
-        )
+        egress.append(allow_out([pods_named(list(args.callees))], *sorted(set(args.callees.values()))))
     for peer in args.datastores:
-        egress.append(
-            NetworkPolicyEgressRuleArgs(
-                to=[namespace_peer(peer.namespace, peer.pod_labels)],
-                ports=[NetworkPolicyPortArgs(port=peer.port, protocol="TCP")],
-            )
-        )
+        egress.append(allow_out([namespace_peer(peer.namespace, peer.pod_labels)], peer.port))
     if spec.calls.external:
-        egress.append(
-            NetworkPolicyEgressRuleArgs(
-                to=[NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr="0.0.0.0/0", except_=PRIVATE_RANGES))],
-                ports=[NetworkPolicyPortArgs(port=443, protocol="TCP")],
-            )
-        )
+        egress.append(internet_egress(443))
     return NetworkPolicySpecArgs(
         pod_selector=LabelSelectorArgs(match_labels=selector),
         policy_types=["Ingress", "Egress"],

@@ -7,19 +7,32 @@ defaults here are the seed's numbers (HPA 2-10 at 70 % CPU, health probes).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 CPU_QUANTITY = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
 MEMORY_QUANTITY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+DURATION = re.compile(r"^[0-9]+(s|m|h|d)$")
+ALERT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
 # The data stores the platform provides; a service names the ones it calls so its
 # NetworkPolicy egress and connection settings can be derived.
 Datastore = Literal["qdrant", "redis", "postgres"]
+
+
+def matching(pattern: re.Pattern[str], hint: str) -> AfterValidator:
+    """A string check: `'<value>' <hint>` when the value does not match."""
+
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} {hint}")
+        return value
+
+    return AfterValidator(check)
 
 
 class _Strict(BaseModel):
@@ -101,12 +114,21 @@ class Scaling(_Strict):
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Scaling:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"scaling.min_replicas ({self.min_replicas}) is greater than scaling.max_replicas "
-                f"({self.max_replicas}); set min_replicas <= max_replicas"
-            )
+        problem = replica_bounds_problem(self.min_replicas, self.max_replicas)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+def replica_bounds_problem(min_replicas: int, max_replicas: int) -> str | None:
+    """The HPA bounds rule, one message: for a manifest's numbers, and again once a stack's
+    override is merged into them (infra/plan.py)."""
+    if min_replicas > max_replicas:
+        return (
+            f"min_replicas ({min_replicas}) is greater than max_replicas ({max_replicas}); "
+            "set min_replicas <= max_replicas"
+        )
+    return None
 
 
 class Probes(_Strict):
@@ -149,6 +171,40 @@ class Gpu(_Strict):
     required: bool = True
 
 
+class Panel(_Strict):
+    """A dashboard panel of the service's own metrics; `{sel}` in a query stands for the
+    service's series selector (`{service="<name>"}`), so the panel shows only its pods."""
+
+    title: str = Field(min_length=1)
+    queries: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("queries")
+    @classmethod
+    def _selects_its_service(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for query in v:
+            if "{sel}" not in query:
+                raise ValueError(f"query {query!r} has no {{sel}}; select the service's series with metric{{sel}}")
+        return v
+
+
+class Alert(_Strict):
+    """A Prometheus alert on the service's own metrics (the platform's common alerts cover the rest)."""
+
+    name: Annotated[str, matching(ALERT_NAME, "is not an alert name; use CamelCase like 'QueueBacklogHigh'")]
+    expr: str = Field(min_length=1)
+    # How long the condition must hold before it fires.
+    for_: Annotated[str, matching(DURATION, "is not a Prometheus duration; use e.g. '5m', '1h'")] = Field(alias="for")
+    severity: Literal["page", "ticket"]
+    summary: str = Field(min_length=1)
+
+
+class ServiceObservability(_Strict):
+    """What the service adds to the platform's monitoring: dashboard panels and alerts."""
+
+    panels: tuple[Panel, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+
+
 class ServiceSpec(_Strict):
     name: str
     description: str = ""
@@ -163,6 +219,11 @@ class ServiceSpec(_Strict):
     routes: tuple[Route, ...] = ()
     gpu: Gpu | None = None
     automount_service_account_token: bool = False
+    # Where `make dev` serves it on 127.0.0.1 (scripts/dev.sh); unique across services.
+    dev_port: int | None = Field(None, ge=1024, le=65535)
+    # Extra build arguments of its image (services/Dockerfile), e.g. EXTRAS; SERVICE is implied.
+    build_args: dict[str, str] = {}
+    observability: ServiceObservability = ServiceObservability()
 
     @field_validator("name")
     @classmethod

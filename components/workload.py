@@ -1,21 +1,61 @@
-"""Pieces every workload we write shares: labels, hardened security contexts, policy peers."""
+"""Pieces every workload we write shares: labels, hardened security contexts, pod
+annotations, typed resources, containers, volumes, Services and network-policy rules.
+
+The data stores (Redis, Qdrant, PgBouncer) and the platform services are built from
+these, so a hardening or policy rule lives here once.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pulumi_kubernetes.core.v1 import CapabilitiesArgs, PodSecurityContextArgs, SeccompProfileArgs, SecurityContextArgs
+from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import NetworkPolicyEgressRuleArgs, NetworkPolicyPeerArgs, NetworkPolicyPortArgs
+from pulumi_kubernetes.networking import v1 as net
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudgetSpecArgs
+
+from components.spec import ResourceAmounts, Resources
 
 PART_OF = "sophia"
 NAME_LABEL = "app.kubernetes.io/name"
 SCRAPE_LABEL = "sophia.ai/scrape"
+CHECKSUM_ANNOTATION = "sophia.ai/config-checksum"
 RUN_AS = 10001  # above the host's UID range, so a container escape lands on no real user
+# Never reachable through an "internet" egress rule: RFC 1918, link-local (cloud metadata)
+# and carrier-grade NAT (which some CNIs and clouds use for pods and nodes).
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
+# Where a workload's own PersistentVolumeClaim is mounted (an embedded store's data).
+DATA_MOUNT = "/var/lib/sophia"
+# Upstream images are pinned by exact version tag; their digests can't be resolved on
+# machines without registry access, so this check is skipped on those objects only.
+UPSTREAM_IMAGE_SKIP = {"checkov.io/skip1": "CKV_K8S_43=upstream image pinned by exact version tag"}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Pods in another namespace a workload may talk to (a data store, say)."""
+
+    namespace: str
+    pod_labels: Mapping[str, str]
+    port: int
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What a data store gives one calling service: where it is (for the caller's egress
+    policy), the settings that point at it and the credentials to log in. An embedded store
+    (the local stack's Qdrant Edge) has no peer: it is a volume claim the caller mounts at
+    DATA_MOUNT instead."""
+
+    peer: Peer | None
+    env: Mapping[str, pulumi.Input[str]]
+    secrets: Mapping[str, pulumi.Input[str]]
+    volume_claim: pulumi.Input[str] | None = None
 
 
 def labels_for(name: str, component: str | None = None) -> dict[str, str]:
@@ -25,56 +65,137 @@ def labels_for(name: str, component: str | None = None) -> dict[str, str]:
     return labels
 
 
-def pod_security(uid: int = RUN_AS, gid: int | None = None) -> PodSecurityContextArgs:
+def selector_for(name: str) -> dict[str, str]:
+    return {NAME_LABEL: name}
+
+
+def cluster_host(name: str, namespace: str) -> str:
+    return f"{name}.{namespace}.svc.cluster.local"
+
+
+def resource_amounts(requests: tuple[str, str], limits: tuple[str, str]) -> Resources:
+    """Typed (and validated) requests and limits from (cpu, memory) pairs."""
+    return Resources(
+        requests=ResourceAmounts(cpu=requests[0], memory=requests[1]),
+        limits=ResourceAmounts(cpu=limits[0], memory=limits[1]),
+    )
+
+
+def resource_requirements(amounts: Resources, extra: Mapping[str, str] | None = None) -> core.ResourceRequirementsArgs:
+    """`extra` (e.g. a GPU count) goes into both requests and limits."""
+    return core.ResourceRequirementsArgs(
+        requests={"cpu": amounts.requests.cpu, "memory": amounts.requests.memory, **(extra or {})},
+        limits={"cpu": amounts.limits.cpu, "memory": amounts.limits.memory, **(extra or {})},
+    )
+
+
+def pod_security(uid: int = RUN_AS, gid: int | None = None) -> core.PodSecurityContextArgs:
     gid = uid if gid is None else gid
-    return PodSecurityContextArgs(
+    return core.PodSecurityContextArgs(
         run_as_non_root=True,
         run_as_user=uid,
         run_as_group=gid,
         fs_group=gid,
-        seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
+        seccomp_profile=core.SeccompProfileArgs(type="RuntimeDefault"),
     )
 
 
-def container_security(uid: int = RUN_AS, gid: int | None = None) -> SecurityContextArgs:
+def container_security(uid: int = RUN_AS, gid: int | None = None) -> core.SecurityContextArgs:
     gid = uid if gid is None else gid
-    return SecurityContextArgs(
+    return core.SecurityContextArgs(
         run_as_non_root=True,
         run_as_user=uid,
         run_as_group=gid,
         privileged=False,
         allow_privilege_escalation=False,
         read_only_root_filesystem=True,
-        capabilities=CapabilitiesArgs(drop=["ALL"]),
-        seccomp_profile=SeccompProfileArgs(type="RuntimeDefault"),
+        capabilities=core.CapabilitiesArgs(drop=["ALL"]),
+        seccomp_profile=core.SeccompProfileArgs(type="RuntimeDefault"),
     )
 
 
-def namespace_peer(namespace: str, pod_labels: Mapping[str, str] | None = None) -> NetworkPolicyPeerArgs:
-    return NetworkPolicyPeerArgs(
-        namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace}),
-        pod_selector=LabelSelectorArgs(match_labels=dict(pod_labels)) if pod_labels else None,
+def upstream_container(
+    name: str,
+    image: str,
+    uid: int,
+    ports: Mapping[str, int],
+    amounts: Resources,
+    gid: int | None = None,
+    **rest: Any,
+) -> core.ContainerArgs:
+    """A hardened container of an upstream image, pulled on every start (a tag can be re-pushed)."""
+    return core.ContainerArgs(
+        name=name,
+        image=image,
+        image_pull_policy="Always",
+        ports=[core.ContainerPortArgs(name=port_name, container_port=port) for port_name, port in ports.items()],
+        resources=resource_requirements(amounts),
+        security_context=container_security(uid, gid),
+        **rest,
     )
 
 
-def pods_named(names: list[str] | tuple[str, ...], namespace: str | None = None) -> NetworkPolicyPeerArgs:
-    """Pods whose app name is one of `names` (in `namespace`, or the policy's own)."""
-    selector = LabelSelectorArgs(match_expressions=[{"key": NAME_LABEL, "operator": "In", "values": sorted(names)}])
-    if namespace is None:
-        return NetworkPolicyPeerArgs(pod_selector=selector)
-    return NetworkPolicyPeerArgs(
-        pod_selector=selector,
-        namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace}),
+def tcp_probes(port_name: str) -> dict[str, core.ProbeArgs]:
+    """Liveness and readiness for a server that has no HTTP health endpoint: the port answers."""
+    return {
+        "liveness_probe": core.ProbeArgs(tcp_socket=core.TCPSocketActionArgs(port=port_name), period_seconds=10),
+        "readiness_probe": core.ProbeArgs(tcp_socket=core.TCPSocketActionArgs(port=port_name), period_seconds=5),
+    }
+
+
+def mount(name: str, path: str, **rest: Any) -> core.VolumeMountArgs:
+    return core.VolumeMountArgs(name=name, mount_path=path, **rest)
+
+
+def secret_volume(name: str, secret: k8s.core.v1.Secret) -> core.VolumeArgs:
+    # Readable by the pod's group only (fsGroup), never world-readable.
+    return core.VolumeArgs(
+        name=name, secret=core.SecretVolumeSourceArgs(secret_name=secret.metadata.name, default_mode=0o440)
     )
 
 
-def metadata_for(namespace: str, labels: Mapping[str, str], default_name: str):
-    """A metadata builder for one workload's objects: same namespace and labels, a name each."""
+def scratch_volume(name: str, size: str) -> core.VolumeArgs:
+    return core.VolumeArgs(name=name, empty_dir=core.EmptyDirVolumeSourceArgs(size_limit=size))
 
-    def meta(resource_name: str = default_name, annotations: Mapping[str, str] | None = None) -> ObjectMetaArgs:
-        return ObjectMetaArgs(name=resource_name, namespace=namespace, labels=dict(labels), annotations=annotations)
 
-    return meta
+def volume_claim(
+    name: str, labels: Mapping[str, str], size: str, storage_class: str | None
+) -> core.PersistentVolumeClaimArgs:
+    """A StatefulSet's per-pod volume claim template."""
+    return core.PersistentVolumeClaimArgs(
+        metadata=ObjectMetaArgs(name=name, labels=dict(labels)),
+        spec=core.PersistentVolumeClaimSpecArgs(
+            access_modes=["ReadWriteOnce"],
+            storage_class_name=storage_class,
+            resources=core.VolumeResourceRequirementsArgs(requests={"storage": size}),
+        ),
+    )
+
+
+def pod_annotations(
+    checksum: pulumi.Input[str], metrics_port: int | None = None, metrics_path: str = "/metrics"
+) -> pulumi.Output[dict[str, str]]:
+    """The config checksum (a change rolls the pods) and, if it serves metrics, where to scrape them."""
+    scrape = (
+        {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port), "prometheus.io/path": metrics_path}
+        if metrics_port is not None
+        else {}
+    )
+    return pulumi.Output.from_input(checksum).apply(lambda c: {CHECKSUM_ANNOTATION: c, **scrape})
+
+
+def pod_template(
+    labels: Mapping[str, str],
+    annotations: pulumi.Input[Mapping[str, str]],
+    uid: int,
+    gid: int | None = None,
+    **spec: Any,
+) -> core.PodTemplateSpecArgs:
+    """A pod that runs as `uid`, without a service account token (our data stores call no API server)."""
+    return core.PodTemplateSpecArgs(
+        metadata=ObjectMetaArgs(labels=dict(labels), annotations=annotations),
+        spec=core.PodSpecArgs(automount_service_account_token=False, security_context=pod_security(uid, gid), **spec),
+    )
 
 
 def content_checksum(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -82,11 +203,51 @@ def content_checksum(*parts: pulumi.Input[str]) -> pulumi.Output[str]:
     return pulumi.Output.all(*parts).apply(lambda values: hashlib.sha256("".join(values).encode()).hexdigest())
 
 
-def dns_egress() -> NetworkPolicyEgressRuleArgs:
-    """Egress to the cluster DNS, which every workload that resolves a name needs."""
-    return NetworkPolicyEgressRuleArgs(
-        to=[namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
-        ports=[NetworkPolicyPortArgs(port=53, protocol="UDP"), NetworkPolicyPortArgs(port=53, protocol="TCP")],
+@dataclass(frozen=True)
+class Workload:
+    """The names one workload's objects share: app name, namespace, labels, selector."""
+
+    app: str
+    namespace: str
+    component: str | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return labels_for(self.app, self.component)
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return selector_for(self.app)
+
+    @property
+    def host(self) -> str:
+        return cluster_host(self.app, self.namespace)
+
+    def meta(self, name: str | None = None, annotations: Mapping[str, str] | None = None) -> ObjectMetaArgs:
+        """Metadata for one of its objects: the app's name unless told otherwise."""
+        return ObjectMetaArgs(
+            name=name or self.app, namespace=self.namespace, labels=self.labels, annotations=annotations
+        )
+
+
+def named_ports(ports: Mapping[str, int]) -> list[core.ServicePortArgs]:
+    """Service ports that target the container port of the same name."""
+    return [core.ServicePortArgs(name=name, port=port, target_port=name) for name, port in ports.items()]
+
+
+def cluster_service(
+    resource_name: str,
+    metadata: ObjectMetaArgs,
+    selector: Mapping[str, str],
+    ports: Mapping[str, int],
+    opts: pulumi.ResourceOptions,
+    **spec: Any,
+) -> k8s.core.v1.Service:
+    return k8s.core.v1.Service(
+        resource_name,
+        metadata=metadata,
+        spec=core.ServiceSpecArgs(selector=dict(selector), ports=named_ports(ports), **spec),
+        opts=opts,
     )
 
 
@@ -102,6 +263,85 @@ def disruption_budget(
     )
 
 
-# Upstream images are pinned by exact version tag; their digests can't be resolved on
-# machines without registry access, so this check is skipped on those objects only.
-UPSTREAM_IMAGE_SKIP = {"checkov.io/skip1": "CKV_K8S_43=upstream image pinned by exact version tag"}
+# Network policy: peers and rules.
+
+
+def namespace_peer(namespace: str, pod_labels: Mapping[str, str] | None = None) -> net.NetworkPolicyPeerArgs:
+    return net.NetworkPolicyPeerArgs(
+        namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace}),
+        pod_selector=LabelSelectorArgs(match_labels=dict(pod_labels)) if pod_labels else None,
+    )
+
+
+def pods_named(names: Sequence[str], namespace: str | None = None) -> net.NetworkPolicyPeerArgs:
+    """Pods whose app name is one of `names` (in `namespace`, or the policy's own)."""
+    selector = LabelSelectorArgs(match_expressions=[{"key": NAME_LABEL, "operator": "In", "values": sorted(names)}])
+    if namespace is None:
+        return net.NetworkPolicyPeerArgs(pod_selector=selector)
+    return net.NetworkPolicyPeerArgs(
+        pod_selector=selector,
+        namespace_selector=LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace}),
+    )
+
+
+def same_app_peer(selector: Mapping[str, str]) -> net.NetworkPolicyPeerArgs:
+    """The workload's own pods (replicas talking to each other)."""
+    return net.NetworkPolicyPeerArgs(pod_selector=LabelSelectorArgs(match_labels=dict(selector)))
+
+
+def tcp_ports(*ports: int) -> list[net.NetworkPolicyPortArgs]:
+    return [net.NetworkPolicyPortArgs(port=port, protocol="TCP") for port in ports]
+
+
+def allow_in(peers: Sequence[net.NetworkPolicyPeerArgs], *ports: int) -> net.NetworkPolicyIngressRuleArgs:
+    return net.NetworkPolicyIngressRuleArgs(from_=list(peers), ports=tcp_ports(*ports))
+
+
+def allow_out(peers: Sequence[net.NetworkPolicyPeerArgs], *ports: int) -> net.NetworkPolicyEgressRuleArgs:
+    return net.NetworkPolicyEgressRuleArgs(to=list(peers), ports=tcp_ports(*ports))
+
+
+def callers_ingress(callers: Sequence[str], namespace: str, *ports: int) -> list[net.NetworkPolicyIngressRuleArgs]:
+    """In from the calling services' pods in `namespace` (no rule when nobody calls)."""
+    return [allow_in([pods_named(callers, namespace)], *ports)] if callers else []
+
+
+def metrics_ingress(namespace: str | None, port: int) -> list[net.NetworkPolicyIngressRuleArgs]:
+    """In from the observability namespace to the metrics port (no rule when nothing scrapes)."""
+    return [allow_in([namespace_peer(namespace)], port)] if namespace else []
+
+
+def dns_egress() -> net.NetworkPolicyEgressRuleArgs:
+    """Egress to the cluster DNS, which every workload that resolves a name needs."""
+    return net.NetworkPolicyEgressRuleArgs(
+        to=[namespace_peer("kube-system", {"k8s-app": "kube-dns"})],
+        ports=[net.NetworkPolicyPortArgs(port=53, protocol="UDP"), net.NetworkPolicyPortArgs(port=53, protocol="TCP")],
+    )
+
+
+def internet_egress(port: int) -> net.NetworkPolicyEgressRuleArgs:
+    """Out to the internet on `port`, but never to cluster or private ranges by that door."""
+    anywhere = net.IPBlockArgs(cidr="0.0.0.0/0", except_=list(PRIVATE_RANGES))
+    return allow_out([net.NetworkPolicyPeerArgs(ip_block=anywhere)], port)
+
+
+def network_policy(
+    resource_name: str,
+    metadata: ObjectMetaArgs,
+    selector: Mapping[str, str],
+    ingress: Sequence[net.NetworkPolicyIngressRuleArgs],
+    egress: Sequence[net.NetworkPolicyEgressRuleArgs],
+    opts: pulumi.ResourceOptions,
+) -> k8s.networking.v1.NetworkPolicy:
+    """Both directions governed: anything not listed in `ingress` or `egress` is denied."""
+    return k8s.networking.v1.NetworkPolicy(
+        resource_name,
+        metadata=metadata,
+        spec=net.NetworkPolicySpecArgs(
+            pod_selector=LabelSelectorArgs(match_labels=dict(selector)),
+            policy_types=["Ingress", "Egress"],
+            ingress=list(ingress),
+            egress=list(egress),
+        ),
+        opts=opts,
+    )

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.spec import DNS_LABEL, ENV_NAME
+from components.spec import DNS_LABEL, ENV_NAME, ResourceAmounts
 
 NAMESPACE = "sophia"
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -132,6 +132,9 @@ class ServiceOverride(_Strict):
     max_replicas: int | None = Field(None, ge=1, le=100)
     cpu_target: int | None = Field(None, ge=10, le=95)
     image: str | None = None
+    # Requests in place of the manifest's (both cpu and memory); the limits stay the manifest's.
+    # The local stack's node has 2 cores: its pods, and a rollout's surge, must fit there.
+    requests: ResourceAmounts | None = None
 
 
 class Kubernetes(_Strict):
@@ -258,18 +261,7 @@ class StackConfig(_Strict):
         pool_names = [p.name for p in self.gpu_pools]
         if len(set(pool_names)) != len(pool_names):
             raise ValueError(f"{NAMESPACE}:gpu_pools: pool names must be unique (given: {pool_names})")
-        for name, override in self.services.items():
-            lo, hi = override.min_replicas, override.max_replicas
-            if lo is not None and hi is not None and lo > hi:
-                raise ValueError(
-                    f"{NAMESPACE}:services.{name}.min_replicas ({lo}) is greater than "
-                    f"max_replicas ({hi}); set min_replicas <= max_replicas"
-                )
-            if env == "prod" and lo is not None and lo < 2:
-                raise ValueError(
-                    f"{NAMESPACE}:services.{name}.min_replicas: prod needs at least 2 replicas "
-                    f"for availability (given: {lo})"
-                )
+        # The services' replica rules need the manifests: infra/plan.py checks them after the merge.
         if env == "prod":
             data = self.data.for_environment(env)
             if data.qdrant_replicas < 3:

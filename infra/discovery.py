@@ -75,7 +75,15 @@ def discover(services_dir: Path = SERVICES_DIR) -> list[ServiceSpec]:
 
     names = {s.name for s in specs}
     seen_routes: dict[str, str] = {}
+    seen_dev_ports: dict[int, str] = {}
     for spec in specs:
+        if spec.dev_port is not None:
+            owner = seen_dev_ports.setdefault(spec.dev_port, spec.name)
+            if owner != spec.name:
+                problems.append(
+                    f"services/{spec.name}/{MANIFEST}: dev_port: {spec.dev_port} is claimed by both "
+                    f"services/{owner} and services/{spec.name}; give each service its own"
+                )
         for callee in spec.calls.services:
             if callee not in names:
                 problems.append(

@@ -8,7 +8,8 @@ import pulumi
 
 from infra.config import NAMESPACE, SECRETS_KEY, parse_stack_config, raw_stack_config, secret_keys_available
 from infra.discovery import SERVICES_DIR, discover
-from infra.stack import deploy, plan_services
+from infra.plan import plan_services
+from infra.stack import deploy
 
 
 def run(services_dir: Path = SERVICES_DIR) -> None:

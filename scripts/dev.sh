@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
-# `make dev`: every service that has code, running locally with uvicorn on its own port
-# (8101, 8102, ... in folder order), a local redis-server and PostgreSQL if none answer on
-# 6379 and 5432, and each service's callees' URLs pointed at the local ports.
+# `make dev`: every service, running locally with uvicorn on the `dev_port` its manifest
+# (services/<name>/service.yaml) declares, a local redis-server and PostgreSQL if none answer
+# on 6379 and 5432, and each service's callees' URLs pointed at those ports.
+# `scripts/dev.sh <name>...` (`make dev-<name>`): only the services named.
 # Ctrl-C stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
+
+# name -> dev_port of every service that declares one, read by the program's own manifest parser.
+declare -A ports
+while read -r name port; do ports[$name]=$port; done < <($PY -c '
+from infra.discovery import discover
+for spec in discover():
+    if spec.dev_port is not None:
+        print(spec.name, spec.dev_port)')
+env_urls=()
+for name in "${!ports[@]}"; do env_urls+=("$(echo "${name^^}" | tr - _)_URL=http://127.0.0.1:${ports[$name]}"); done
+((${#ports[@]})) || { echo "[dev] no service declares a dev_port (services/<name>/service.yaml)"; exit 1; }
+run=("$@")
+((${#run[@]})) || mapfile -t run < <(printf '%s\n' "${!ports[@]}" | sort)
+for name in "${run[@]}"; do
+  [[ -n "${ports[$name]:-}" ]] || { echo "[dev] $name: no such service with a dev_port (known: ${!ports[*]})"; exit 1; }
+done
 
 if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
   redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no --daemonize no >/dev/null &
@@ -35,21 +52,11 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   echo "[dev] postgres on 127.0.0.1:5432 (data in .state/dev-postgres)"
 fi
 
-port=8100 env_urls=()
-declare -A ports
-for dir in services/*/; do
-  name=$(basename "$dir"); pkg=${name//-/_}; port=$((port + 1))
-  [[ -f "$dir$pkg/main.py" ]] || continue
-  ports[$name]=$port
-  env_urls+=("$(echo "${name^^}" | tr - _)_URL=http://127.0.0.1:$port")
-done
-for name in "${!ports[@]}"; do
-  pkg=${name//-/_}
+for name in "${run[@]}"; do
   # QDRANT_PATH: mcp-context keeps its memories across restarts of `make dev`.
   env "${env_urls[@]}" PORT="${ports[$name]}" REDIS_URL="redis://127.0.0.1:6379/0" QDRANT_PATH="${QDRANT_PATH:-$PWD/.state/dev-qdrant}" DATABASE_URL="$DATABASE_URL" SOPHIA_SECRETS_DIR="${SOPHIA_SECRETS_DIR:-.state/dev-secrets}" \
-    PYTHONPATH="libs:services/$name" $PY -m uvicorn --factory "$pkg.main:build_app" --host 127.0.0.1 --port "${ports[$name]}" &
+    $PY -m uvicorn --factory "${name//-/_}.main:build_app" --host 127.0.0.1 --port "${ports[$name]}" &
   pids+=($!)
   echo "[dev] $name on http://127.0.0.1:${ports[$name]} (MCP at /mcp where it has one)"
 done
-[[ ${#ports[@]} -gt 0 ]] || { echo "[dev] no service has code yet"; exit 1; }
 wait

@@ -14,9 +14,10 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sophia_chassis.auth import install_auth
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.metrics import RequestMetrics
-from sophia_chassis.problems import install_problem_handlers, problem
+from sophia_chassis.problems import document_problems, install_problem_handlers, internal_error, problem
 from sophia_chassis.settings import ServiceSettings
 
 Check = Callable[[], Awaitable[Any]]
@@ -52,8 +53,12 @@ def create_app(
     app = FastAPI(title=settings.service_name, lifespan=lifespan, **fastapi_kwargs)
     app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
     install_problem_handlers(app)
-
-    app.add_middleware(ObserveRequests, service=settings.service_name, metrics=metrics)
+    document_problems(app)
+    # Inside ObserveRequests (added after, so outside): the request id is bound before auth runs.
+    install_auth(app, settings)
+    app.add_middleware(
+        ObserveRequests, service=settings.service_name, metrics=metrics, max_body_bytes=settings.max_body_bytes
+    )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -81,17 +86,55 @@ def create_app(
     return app
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
 class ObserveRequests:
-    """Request id, metrics and the request log line, as a plain ASGI middleware: Starlette's
-    BaseHTTPMiddleware costs a task and a body re-stream per request and breaks contextvars
-    for streamed answers (SSE, MCP). A request is measured up to its response's start (time
-    to first byte), so a long event stream does not count as a slow request."""
+    """Request id, metrics, the request log line, the body-size limit and the last line of
+    defence against 500s, as a plain ASGI middleware: Starlette's BaseHTTPMiddleware costs a
+    task and a body re-stream per request and breaks contextvars for streamed answers (SSE,
+    MCP). A request is measured up to its response's start (time to first byte), so a long
+    event stream does not count as a slow request."""
 
     QUIET = ("/healthz", "/readyz", "/metrics")
 
-    def __init__(self, app: ASGIApp, service: str, metrics: RequestMetrics):
+    def __init__(self, app: ASGIApp, service: str, metrics: RequestMetrics, max_body_bytes: int = 1 << 20):
         self.app, self.service, self.metrics = app, service, metrics
+        self.max_body_bytes = max_body_bytes
         self.log = structlog.get_logger()
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
+        """The whole body, read up to the limit before the app runs (so no handler ever holds
+        more), replayed to the app; then the server's own receive (disconnects)."""
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                first = message
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()
+
+        return replay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,14 +163,36 @@ class ObserveRequests:
                     duration_ms=round(elapsed * 1000, 2),
                 )
 
+        response_started = False
+
         async def send_observed(message: Message) -> None:
+            nonlocal response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
                 observe(message["status"])
             await send(message)
 
         try:
+            try:
+                receive = await self._read_body(scope, receive)
+            except BodyTooLarge:
+                # The rest of the body is not read: the connection cannot be reused.
+                too_large = problem(
+                    413,
+                    "Content Too Large",
+                    f"the request body exceeds {self.max_body_bytes} bytes; send less per request",
+                    headers={"Connection": "close"},
+                )
+                await too_large(scope, receive, send_observed)
+                return
             await self.app(scope, receive, send_observed)
+        except Exception as exc:
+            if response_started:
+                raise  # too late for an answer: the server drops the connection
+            # A 500 is a bug: logged with the request id (bound above), answered as a problem.
+            self.log.error("unhandled_error", path=scope.get("path"), error=type(exc).__name__, exc_info=exc)
+            await internal_error()(scope, receive, send_observed)
         finally:
             observe(500)  # no response started: the error handler outside answers 500
             structlog.contextvars.unbind_contextvars("request_id")

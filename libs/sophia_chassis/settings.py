@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRETS_DIR = "/var/run/secrets/sophia"
@@ -26,6 +27,24 @@ class ServiceSettings(BaseSettings):
     port: int = 8080
     log_level: str = "info"
     internal_api_token: str | None = None
+    max_body_bytes: int = 1 << 20  # request bodies past this are refused (413) before any handler runs
+    # Who may call (sophia_chassis.auth). `off` only for functional tests of other concerns.
+    auth_mode: str = Field("required", pattern="^(required|off)$")
+    api_keys: str | None = None  # secret file API_KEYS: JSON [{id, tenant, scopes, sha256, revoked}]
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None  # default: the service's name
+    oidc_jwks_url: str | None = None
+    oidc_tenant_claim: str = "tenant"
+    # A token naming an unseen key id refetches the issuer's JWKS, at most this often.
+    jwks_min_refresh_seconds: float = Field(30.0, ge=0)
+    service_token_issuer: str | None = None  # the cluster's ServiceAccount token issuer
+    service_token_jwks_url: str | None = None
+    service_token_ca_file: str | None = None  # CA bundle for the JWKS URL (the API server's)
+    service_token_namespace: str | None = None  # callers' namespace (the platform's)
+    allowed_callers: str = ""  # comma-separated service names (from the manifests' calls)
+    service_tokens_dir: str | None = None  # where this service's tokens for its callees are mounted
+    rate_limit_per_minute: int = Field(600, ge=1)
+    rate_limit_burst: int = Field(60, ge=1)
 
     @classmethod
     def load(cls, **overrides):

@@ -45,12 +45,15 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture
 def services_copy(tmp_path: Path) -> Path:
-    """A scratch copy of services/ (manifests and Dockerfiles only) to add or break services in."""
+    """A scratch copy of services/ (manifests, package files and the one Dockerfile, which the
+    local stack's image builder hashes) to add or break services in."""
     dest = tmp_path / "services"
+    dest.mkdir()
+    shutil.copy(SERVICES_DIR / "Dockerfile", dest / "Dockerfile")
     for folder in SERVICES_DIR.iterdir():
         if folder.is_dir() and folder.name[0] not in "._":
             (dest / folder.name).mkdir(parents=True)
-            for keep in ("service.yaml", "Dockerfile"):
+            for keep in ("service.yaml", "pyproject.toml"):
                 if (folder / keep).is_file():
                     shutil.copy(folder / keep, dest / folder.name / keep)
     return dest

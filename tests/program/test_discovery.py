@@ -30,11 +30,11 @@ def test_the_seven_seed_services_are_discovered_with_seed_scaling() -> None:
     assert specs["mcp-context"].calls.datastores == ("qdrant", "redis")
 
 
-def add_service(services: Path, name: str, manifest: str, dockerfile: bool = True) -> None:
+def add_service(services: Path, name: str, manifest: str, package: bool = True) -> None:
     (services / name).mkdir()
     (services / name / "service.yaml").write_text(manifest)
-    if dockerfile:
-        (services / name / "Dockerfile").write_text("FROM scratch\n")
+    if package:  # what services/Dockerfile builds
+        (services / name / "pyproject.toml").write_text(f'[project]\nname = "sophia-{name}"\n')
 
 
 @pytest.mark.parametrize("stack", ["local", "prod"])
@@ -80,7 +80,7 @@ BAD_MANIFESTS = [
     ("prot: 8080\n", "prot: unknown key; check the spelling"),
     (
         "scaling: {min_replicas: 4, max_replicas: 2}\n",
-        "scaling.min_replicas (4) is greater than scaling.max_replicas (2)",
+        "scaling: min_replicas (4) is greater than max_replicas (2); set min_replicas <= max_replicas",
     ),
     (
         "resources: {requests: {cpu: 2, memory: 1Gi}, limits: {cpu: 1, memory: 1Gi}}\n",
@@ -97,9 +97,18 @@ BAD_MANIFESTS = [
         "routes: [{path: /memories}]\n",
         "routes: '/memories' is claimed by both services/broken and services/mcp-context",
     ),
+    ("dev_port: 8104\n", "dev_port: 8104 is claimed by both services/broken and services/mcp-context"),
     ("secrets: [openai-key]\n", "secret 'openai-key' is not a valid secret key; use UPPER_SNAKE_CASE"),
     ("name: other\n", "name 'other' differs from its folder 'broken'"),
     ("port: [\n", "not valid YAML"),
+    (
+        "observability: {panels: [{title: Queue, queries: ['sum(queue_depth)']}]}\n",
+        "observability.panels.0.queries: query 'sum(queue_depth)' has no {sel}",
+    ),
+    (
+        "observability: {alerts: [{name: Slow, expr: up == 0, for: 5 min, severity: page, summary: s}]}\n",
+        "observability.alerts.0.for: '5 min' is not a Prometheus duration",
+    ),
 ]
 
 

@@ -9,11 +9,17 @@ from typing import Any
 
 import pytest
 
-from components.observability import BURN_RATE_WINDOWS, SERVICE_PANELS, alert_rules, dashboard
+from components.observability import BURN_RATE_WINDOWS, alert_rules, dashboard
+from components.spec import ServiceObservability
 from infra.discovery import discover
 from infra.render import helm_releases, offline_config, remote_manifests, run_program
 
-from .conftest import find
+from .conftest import find, render_objects
+
+
+def declared() -> dict[str, ServiceObservability]:
+    """The panels and alerts each service's manifest declares."""
+    return {s.name: s.observability for s in discover()}
 
 
 def kinds(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -88,7 +94,7 @@ def test_every_service_is_scraped_and_has_a_dashboard(rendered: dict[str, list[d
         board = json.loads(find(objects, "ConfigMap", f"dashboard-{spec.name}")["data"][f"{spec.name}.json"])
         titles = {p["title"] for p in board["panels"]}
         common = {"Requests per second", "Error ratio (5xx)", "Latency p50 / p99 (s)", "Replicas vs HPA"}
-        assert titles == common | set(SERVICE_PANELS.get(spec.name, {}))
+        assert titles == common | {panel.title for panel in spec.observability.panels}
         exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
         assert "histogram_quantile(0.99" in exprs and "kube_horizontalpodautoscaler_spec_max_replicas" in exprs
 
@@ -104,7 +110,7 @@ def test_local_has_routes_and_monitoring_but_no_nginx_policies(rendered: dict[st
 
 
 def test_alert_rules_cover_down_errors_and_multiwindow_burn_rates() -> None:
-    rules = {r.get("alert") or r.get("record"): r for g in alert_rules() for r in g["rules"]}
+    rules = {r.get("alert") or r.get("record"): r for g in alert_rules(declared()) for r in g["rules"]}
     assert rules["ServiceDown"]["expr"].endswith("== 0")
     assert "5.." in rules["HighErrorRatio"]["expr"] and "> 0.05" in rules["HighErrorRatio"]["expr"]
     for long_w, short_w, rate, severity in BURN_RATE_WINDOWS:
@@ -116,7 +122,7 @@ def test_alert_rules_cover_down_errors_and_multiwindow_burn_rates() -> None:
 
 @pytest.mark.parametrize("service", ["mcp-context", "orchestrator", "agno-coordinator", "mcp-agents"])
 def test_dashboard_selects_only_its_service(service: str) -> None:
-    exprs = [t["expr"] for p in dashboard(service)["panels"] for t in p["targets"]]
+    exprs = [t["expr"] for p in dashboard(service, declared()[service])["panels"] for t in p["targets"]]
     assert all(service in e for e in exprs)
 
 
@@ -128,11 +134,55 @@ def test_ai_alerts_and_panels_query_the_metrics_the_services_export() -> None:
         exported |= set(
             re.findall(r'(?:Counter|Histogram|GaugeMetricFamily)\(\s*"(\w+)"', (root / "services" / module).read_text())
         )
-    rules = {r["alert"]: r for g in alert_rules() if g["name"] == "sophia-ai" for r in g["rules"]}
+    rules = {r["alert"]: r for g in alert_rules(declared()) if g["name"] == "sophia-ai" for r in g["rules"]}
     assert set(rules) == {"NoModelProviderUsable", "ModelFallbacksHigh", "AgentTasksFailing"}
     queried = set()
     for expr in [r["expr"] for r in rules.values()] + [
-        t["expr"] for s in ("agno-coordinator", "mcp-agents") for p in dashboard(s)["panels"] for t in p["targets"]
+        t["expr"]
+        for s in ("agno-coordinator", "mcp-agents")
+        for p in dashboard(s, declared()[s])["panels"]
+        for t in p["targets"]
     ]:
         queried |= {re.sub(r"_(bucket|count|sum)$", "", m) for m in re.findall(r"\b(coordinator_\w+|agents_\w+)", expr)}
     assert queried and queried <= exported, queried - exported
+
+
+def test_a_new_service_brings_its_own_panel_and_alert_in_its_folder(services_copy: Path) -> None:
+    (services_copy / "mcp-slack").mkdir()
+    # A package, as services/Dockerfile builds (the local stack builds every service's image).
+    (services_copy / "mcp-slack" / "pyproject.toml").write_text('[project]\nname = "sophia-mcp-slack"\n')
+    (services_copy / "mcp-slack" / "service.yaml").write_text(
+        "observability:\n"
+        "  panels:\n"
+        "    - title: Messages sent per second\n"
+        '      queries: ["sum(rate(slack_messages_total{sel}[5m]))"]\n'
+        "  alerts:\n"
+        "    - name: SlackRateLimited\n"
+        "      expr: sum(rate(slack_rate_limited_total[10m])) > 0\n"
+        "      for: 10m\n"
+        "      severity: ticket\n"
+        "      summary: Slack is rate limiting us\n"
+    )
+    objects = render_objects("local", services_dir=services_copy)
+    board = json.loads(find(objects, "ConfigMap", "dashboard-mcp-slack")["data"]["mcp-slack.json"])
+    panel = next(p for p in board["panels"] if p["title"] == "Messages sent per second")
+    assert panel["targets"] == [{"expr": 'sum(rate(slack_messages_total{service="mcp-slack"}[5m]))', "refId": "A"}]
+    groups = find(objects, "PrometheusRule", "sophia-slo")["spec"]["groups"]
+    alerts = {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+    assert alerts["SlackRateLimited"] == {
+        "alert": "SlackRateLimited",
+        "expr": "sum(rate(slack_rate_limited_total[10m])) > 0",
+        "for": "10m",
+        "labels": {"severity": "ticket"},
+        "annotations": {"summary": "Slack is rate limiting us"},
+    }
+    assert {"NoModelProviderUsable", "AgentTasksFailing"} <= set(alerts)  # the others' stay
+
+
+def test_a_service_declaring_nothing_gets_the_common_panels_only() -> None:
+    titles = [p["title"] for p in dashboard("plain")["panels"]]
+    assert titles == ["Requests per second", "Error ratio (5xx)", "Latency p50 / p99 (s)", "Replicas vs HPA"]
+    assert [g["name"] for g in alert_rules({"plain": ServiceObservability()})] == [
+        "sophia-availability",
+        "sophia-latency-slo",
+    ]

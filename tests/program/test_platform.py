@@ -30,23 +30,55 @@ def test_seed_collection_is_the_seeds() -> None:
     }
 
 
-@pytest.mark.parametrize("stack,replicas,distributed", [("local", 1, False), ("dev", 1, False), ("prod", 3, True)])
+@pytest.mark.parametrize("stack,replicas,distributed", [("dev", 1, False), ("prod", 3, True)])
 def test_qdrant_per_stack(
     rendered: dict[str, list[dict[str, Any]]], stack: str, replicas: int, distributed: bool
 ) -> None:
     objects = rendered[stack]
     sts = find(objects, "StatefulSet", "qdrant")
     assert sts["spec"]["replicas"] == replicas
-    if stack == "local":  # no volume provisioner on the local control plane
-        assert "volumeClaimTemplates" not in sts["spec"]
-        assert {"name": "storage", "emptyDir": {"sizeLimit": "10Gi"}} in sts["spec"]["template"]["spec"]["volumes"]
-    else:
-        assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
     pod = sts["spec"]["template"]["spec"]
     assert ("affinity" in pod) == distributed
     find(objects, "PodDisruptionBudget", "qdrant")
     # The rendered Secret is redacted; the config it holds is checked through server_config below.
     assert find(objects, "Secret", "qdrant-config")["stringData"] == {"local.yaml": "<redacted>"}
+
+
+def test_local_qdrant_is_embedded_on_a_volume_claim(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """No Qdrant server can be had offline: locally mcp-context embeds Qdrant Edge, its shard on
+    its own claim (one owner, so the Deployment is replaced, never surged), and talks to no server."""
+    objects = rendered["local"]
+    assert not [o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "qdrant"]
+    claim = find(objects, "PersistentVolumeClaim", "mcp-context-data")
+    assert claim["spec"]["storageClassName"] == "sophia-local"
+    deployment = find(objects, "Deployment", "mcp-context")
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["QDRANT_PATH"] == "/var/lib/sophia/qdrant" and "QDRANT_URL" not in env
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "mcp-context-data"}} in pod["volumes"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    egress_ports = {
+        p["port"] for r in find(objects, "NetworkPolicy", "mcp-context")["spec"]["egress"] for p in r["ports"]
+    }
+    assert 6333 not in egress_ports
+
+
+def test_local_postgres_sits_behind_pgbouncer(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["local"]
+    pod = find(objects, "Deployment", "postgres")["spec"]["template"]["spec"]
+    assert not [e for e in pod["containers"][0].get("env", []) if "valueFrom" in e]  # the password is a file
+    policy = find(objects, "NetworkPolicy", "postgres")["spec"]
+    assert policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "pgbouncer"}
+    assert policy["egress"] == []
+    # PgBouncer may reach that pod (besides the internet, where Neon is in dev/prod).
+    egress = find(objects, "NetworkPolicy", "pgbouncer")["spec"]["egress"]
+    assert any(
+        (peer.get("podSelector") or {}).get("matchLabels") == {"app.kubernetes.io/name": "postgres"}
+        for rule in egress
+        for peer in rule.get("to", [])
+    )
+    assert not [o for o in rendered["prod"] if o["kind"] == "Deployment" and o["metadata"]["name"] == "postgres"]
 
 
 def test_qdrant_server_config_carries_key_and_seed_numbers() -> None:
@@ -207,3 +239,23 @@ def test_rotating_secret_is_random_alphanumeric_and_replaced_only_on_a_new_keepe
     bumped = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "1", "length": 40})
     assert (same.changes, same.replaces) == (False, [])
     assert (bumped.changes, bumped.replaces) == (True, ["keeper"])
+
+
+@pytest.mark.parametrize("stack", ["local", "prod"])
+def test_every_internet_egress_excludes_the_same_private_ranges(
+    rendered: dict[str, list[dict[str, Any]]], stack: str
+) -> None:
+    from components.workload import PRIVATE_RANGES
+
+    blocks = {
+        o["metadata"]["name"]: peer["ipBlock"]
+        for o in rendered[stack]
+        if o["kind"] == "NetworkPolicy"
+        for rule in o["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    }
+    assert set(blocks) == {"pgbouncer"} | {s.name for s in discover() if s.calls.external}
+    assert "100.64.0.0/10" in PRIVATE_RANGES  # carrier-grade NAT: some CNIs put pods there
+    for block in blocks.values():
+        assert block == {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}

@@ -8,48 +8,109 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from agno_coordinator.accounting import Accounting, usage_tokens
 from agno_coordinator.complexity import CHARS_PER_TOKEN, Complexity, estimate, from_header
 from agno_coordinator.providers import Provider, ProviderFailure, ProviderRejected
 from agno_coordinator.router import NO_PROVIDER, Limits, NoProvider, NoRoute, Plan, UnknownModel, plan
+from agno_coordinator.settings import Settings
 from agno_coordinator.table import ModelSpec, load_table, tier_name
-from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis import create_app
+from sophia_chassis.auth import require
+from sophia_chassis.inputs import Name, Text, json_depth_exceeds
 from sophia_chassis.problems import problem
 
 log = structlog.get_logger()
 
 
-class Settings(ServiceSettings):
-    service_name: str = "agno-coordinator"
-    # Providers: OpenAI-compatible base URLs (the part before /chat/completions).
-    openai_api_key: str | None = None  # secret file OPENAI_API_KEY
-    openai_base_url: str = "https://api.openai.com/v1"
-    anthropic_api_key: str | None = None  # secret file ANTHROPIC_API_KEY
-    anthropic_base_url: str = "https://api.anthropic.com/v1/"  # Anthropic's OpenAI SDK compatibility
-    local_model_url: str | None = None  # the self-hosted vLLM on the GPU pool, e.g. http://vllm:8000/v1
-    local_model_api_key: str | None = None  # only if vLLM runs with --api-key
-    # The model table: a YAML/JSON file path or the JSON itself; the packaged models.yaml otherwise.
-    coordinator_models: str | None = None
-    provider_timeout_seconds: float = 120.0  # a long answer takes a while; a hung one must not take forever
-    provider_connect_timeout_seconds: float = 5.0
-    provider_attempts: int = 2  # per model, for 5xx, 429 and connection errors; timeouts fall back at once
-    provider_backoff_seconds: float = 0.5
-    provider_backoff_max_seconds: float = 4.0
-    provider_max_retry_wait_seconds: float = 5.0  # a 429 asking for longer falls back instead of waiting
-    breaker_failure_threshold: int = 5
-    breaker_reset_seconds: float = 30.0
-    default_completion_tokens: int = 1024  # the cost estimate's output size when max_tokens is unset
-
-
 class BadRequest(Exception):
-    pass
+    def __init__(self, message: str, errors: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.errors = errors
+
+
+# The parts of an OpenAI chat request this service reads, typed; everything else passes
+# through to the provider untouched (extra="allow"), as the providers define it.
+MAX_DEPTH = 32  # tool schemas nest; nothing legitimate nests deeper
+MessageText = Text(2_000_000)
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Name(64)
+    text: MessageText | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: MessageText | Annotated[list[ContentPart], Field(max_length=1000)] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: Name(200) | None = None
+    messages: Annotated[list[Message], Field(min_length=1, max_length=10_000)]
+    tools: Annotated[list[dict[str, Any]], Field(max_length=256)] | None = None
+    stream: StrictBool | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
+
+
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema with its `$defs` inlined: OpenAPI resolves `#/$defs/..` against the
+    whole document, not this schema (ChatRequest is not recursive)."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
+# Documented in the OpenAPI as the request body (read by hand, to pass it through untouched).
+CHAT_REQUEST_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": _inline_defs(ChatRequest.model_json_schema())}},
+}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Strict JSON (no NaN/Infinity), bounded depth, the fields the router reads typed."""
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than Python's stack
+        raise BadRequest(f"the body is not JSON ({str(exc)[:100]})") from None
+    if json_depth_exceeds(body, MAX_DEPTH):
+        raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels")
+    try:
+        ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()]
+        raise BadRequest(
+            "the body must be an OpenAI chat completion request with a non-empty `messages` list; fix: "
+            + ", ".join(sorted({e["field"] for e in errors}))[:300],
+            errors[:20],
+        ) from None
+    return body
 
 
 class Coordinator:
@@ -300,17 +361,19 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     if not coordinator.configured():
         log.warning("no_provider", detail=NO_PROVIDER)
 
-    @app.post("/v1/chat/completions")
+    # Spending the organisation's model keys needs the model scope (any route under /v1).
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra={"requestBody": CHAT_REQUEST_BODY},
+        dependencies=[Depends(require("models:use"))],
+    )
     async def chat_completions(request: Request) -> Response:
         try:
-            body = await request.json()
-        except ValueError:
-            return problem(400, "Bad Request", "the body is not JSON")
-        try:
+            body = parse_body(await request.body())
             complexity, limits = _parse_request(body, request.headers)
             return await coordinator.complete(body, complexity, limits, request.headers.get("x-request-id"))
         except BadRequest as exc:
-            return problem(400, "Bad Request", str(exc))
+            return problem(400, "Bad Request", str(exc), **({"errors": exc.errors} if exc.errors else {}))
         except UnknownModel as exc:
             return problem(404, "Unknown model", str(exc))
         except NoRoute as exc:
@@ -318,7 +381,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         except NoProvider as exc:
             return problem(503, "No model provider", str(exc))
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[Depends(require("models:use"))])
     async def models() -> dict[str, Any]:
         return coordinator.models()
 

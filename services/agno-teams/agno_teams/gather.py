@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 from agno_teams.peers import Peer
 
@@ -33,10 +34,11 @@ class Gatherer:
         self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def record(self, object_type: str, object_id: str) -> dict[str, Any]:
-        return await self.hubspot.call("GET", f"/hubspot/{object_type}/{object_id}")
+        return await self.hubspot.call("GET", f"/hubspot/{object_type}/{quote(object_id, safe='')}")
 
     async def associated_ids(self, object_type: str, object_id: str, to_type: str) -> list[str]:
-        body = await self.hubspot.call("GET", f"/hubspot/{object_type}/{object_id}/associations/{to_type}")
+        path = f"/hubspot/{object_type}/{quote(object_id, safe='')}/associations/{to_type}"
+        body = await self.hubspot.call("GET", path)
         ids = sorted({str(r["toObjectId"]) for r in body["results"]}, key=lambda i: (len(i), i), reverse=True)
         return ids
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from agno_teams import client_health, sales
 from agno_teams.gather import Gatherer
@@ -19,11 +19,18 @@ from agno_teams.runner import ModelError, ModelNotConfigured, TeamRunner, TeamTi
 from agno_teams.settings import Settings
 from agno_teams.teams import client_health_team, sales_intelligence_team
 from sophia_chassis import create_app
+from sophia_chassis.auth import ServiceCredentials, require
+from sophia_chassis.inputs import HubSpotRecordId, Text
 from sophia_chassis.problems import problem
 
 
 class ReviewIn(BaseModel):
-    focus: str | None = Field(None, max_length=2000, description="what the team should look at in particular")
+    model_config = ConfigDict(extra="forbid")
+    focus: Text(2000) | None = Field(None, description="what the team should look at in particular")
+
+
+# Company and deal ids go into mcp-hubspot's URLs: HubSpot's id grammar, checked here.
+CompanyId = DealId = HubSpotRecordId
 
 
 def as_of_or_now(as_of: datetime | None) -> datetime:
@@ -34,7 +41,12 @@ def as_of_or_now(as_of: datetime | None) -> datetime:
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
-    peer_args = {"timeout": settings.peer_timeout_seconds, "attempts": settings.peer_attempts}
+    credentials = ServiceCredentials(settings.service_tokens_dir)
+    peer_args = {
+        "timeout": settings.peer_timeout_seconds,
+        "attempts": settings.peer_attempts,
+        "credentials": credentials,
+    }
     hubspot = Peer("mcp-hubspot", settings.mcp_hubspot_url, **peer_args)
     context = Peer("mcp-context", settings.mcp_context_url, **peer_args)
     coordinator = (
@@ -43,7 +55,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             settings.agno_coordinator_url,
             timeout=settings.peer_timeout_seconds,
             attempts=1,
-            headers={"Authorization": f"Bearer {settings.model_key()}"},
+            credentials=credentials,
+            headers={"Authorization": f"Bearer {settings.model_api_key}"} if settings.model_api_key else None,
         )
         if settings.agno_coordinator_url
         else None
@@ -100,7 +113,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         metrics.deal_risk.labels(result["risk"]).inc()
         return result
 
-    @app.get("/teams")
+    # Every peer call acts for the caller's tenant (set by `require`).
+    read, write = [Depends(require("teams:read"))], [Depends(require("teams:write"))]
+
+    @app.get("/teams", dependencies=read)
     async def teams() -> dict[str, Any]:
         missing = settings.model_missing()
         return {
@@ -108,13 +124,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             "teams": ["SalesIntelligenceTeam", "ClientHealthTeam"],
         }
 
-    @app.get("/teams/client-health/companies/{company_id}")
-    async def company_health(company_id: str, as_of: datetime | None = None) -> dict[str, Any]:
+    @app.get("/teams/client-health/companies/{company_id}", dependencies=read)
+    async def company_health(company_id: CompanyId, as_of: datetime | None = None) -> dict[str, Any]:
         return await health(company_id, as_of)
 
-    @app.post("/teams/client-health/companies/{company_id}/review")
+    @app.post("/teams/client-health/companies/{company_id}/review", dependencies=write)
     async def company_review(
-        company_id: str, body: ReviewIn | None = None, as_of: datetime | None = None
+        company_id: CompanyId, body: ReviewIn | None = None, as_of: datetime | None = None
     ) -> dict[str, Any]:
         await runner.require_model("ClientHealthTeam")
         result = await health(company_id, as_of)
@@ -130,13 +146,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             "tool_calls": run["tool_calls"],
         }
 
-    @app.get("/teams/sales/deals/{deal_id}/signals")
-    async def deal_signals(deal_id: str, as_of: datetime | None = None) -> dict[str, Any]:
+    @app.get("/teams/sales/deals/{deal_id}/signals", dependencies=read)
+    async def deal_signals(deal_id: DealId, as_of: datetime | None = None) -> dict[str, Any]:
         return await signals(deal_id, as_of)
 
-    @app.post("/teams/sales/deals/{deal_id}/analysis")
+    @app.post("/teams/sales/deals/{deal_id}/analysis", dependencies=write)
     async def deal_analysis(
-        deal_id: str, body: ReviewIn | None = None, as_of: datetime | None = None
+        deal_id: DealId, body: ReviewIn | None = None, as_of: datetime | None = None
     ) -> dict[str, Any]:
         await runner.require_model("SalesIntelligenceTeam")
         result = await signals(deal_id, as_of)

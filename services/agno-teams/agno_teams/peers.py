@@ -15,6 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from sophia_chassis import CircuitOpenError, ResilientClient
+from sophia_chassis.auth import ServiceCredentials
 from sophia_chassis.http import UpstreamError
 
 
@@ -28,15 +29,24 @@ class PeerError(RuntimeError):
 
 class Peer:
     def __init__(
-        self, name: str, base_url: str, *, timeout: float, attempts: int, headers: dict[str, str] | None = None
+        self,
+        name: str,
+        base_url: str,
+        *,
+        timeout: float,
+        attempts: int,
+        headers: dict[str, str] | None = None,
+        credentials: ServiceCredentials | None = None,
     ):
         self.name, self.base_url = name, base_url.rstrip("/")
+        self.credentials = credentials or ServiceCredentials(None)
         self._http = ResilientClient(self.base_url, timeout=timeout, attempts=attempts, headers=headers)
         self._probe = ResilientClient(self.base_url, timeout=timeout, attempts=1)
 
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = await self._http.request(method, path, **kwargs)
+            headers = {**self.auth_headers(), **kwargs.pop("headers", {})}
+            response = await self._http.request(method, path, headers=headers, **kwargs)
         except CircuitOpenError as exc:
             raise PeerError(self.name, 503, str(exc)) from exc
         except UpstreamError as exc:
@@ -47,6 +57,9 @@ class Peer:
                 self.name, 404 if response.status_code == 404 else 502, f"answered {response.status_code}: {detail}"
             )
         return response.json()
+
+    def auth_headers(self) -> dict[str, str]:
+        return self.credentials.headers(self.name)  # for the tenant the request acts for
 
     async def ping(self) -> bool:
         # Liveness of the peer itself; its own /readyz judges its upstreams.
@@ -59,7 +72,7 @@ class Peer:
     async def mcp_session(self, timeout: float) -> AsyncIterator[ClientSession]:
         """An MCP client session on the peer's /mcp (streamable HTTP), not yet initialized:
         agno's MCPTools initializes the session it is handed."""
-        http = create_mcp_http_client(timeout=httpx2.Timeout(timeout, read=timeout))
+        http = create_mcp_http_client(headers=self.auth_headers(), timeout=httpx2.Timeout(timeout, read=timeout))
         async with http, streamable_http_client(f"{self.base_url}/mcp", http_client=http) as streams:
             async with ClientSession(streams[0], streams[1], read_timeout_seconds=timeout) as session:
                 yield session

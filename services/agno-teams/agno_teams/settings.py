@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from sophia_chassis import ServiceSettings
+from sophia_chassis.auth import ServiceCredentials
 
 
 class Settings(ServiceSettings):
     service_name: str = "agno-teams"
     # Models are reached only through agno-coordinator's OpenAI-compatible /v1.
     agno_coordinator_url: str | None = "http://agno-coordinator:8080"
-    model_api_key: str | None = None  # secret file MODEL_API_KEY; INTERNAL_API_TOKEN is used when unset
+    model_api_key: str | None = None  # secret file MODEL_API_KEY; else this service's token for agno-coordinator
     model_id: str = "auto"  # the coordinator routes "auto" by complexity, cost and latency
     model_timeout_seconds: float = 60.0
     model_max_retries: int = 2  # the OpenAI client's own retries (honours Retry-After)
@@ -23,7 +24,10 @@ class Settings(ServiceSettings):
     support_namespace: str = "support"  # mcp-context namespace holding support signals
 
     def model_key(self) -> str | None:
-        return self.model_api_key or self.internal_api_token
+        if self.model_api_key:
+            return self.model_api_key
+        token = ServiceCredentials(self.service_tokens_dir).headers("agno-coordinator", None).get("Authorization")
+        return token.removeprefix("Bearer ") if token else self.internal_api_token
 
     def model_missing(self) -> str | None:
         """Why no model can be called, or None when one can."""
@@ -31,7 +35,7 @@ class Settings(ServiceSettings):
             name
             for name, value in (
                 ("AGNO_COORDINATOR_URL", self.agno_coordinator_url),
-                ("MODEL_API_KEY (or INTERNAL_API_TOKEN)", self.model_key()),
+                ("MODEL_API_KEY (or a service token for agno-coordinator)", self.model_key()),
             )
             if not value
         ]

@@ -11,6 +11,7 @@ from agno.team.mode import TeamMode
 from agno.tools.mcp import MCPTools
 
 from agno_teams.settings import Settings
+from sophia_chassis.auth import acting_for
 
 CRM_TOOLS = ["search_crm", "get_record", "list_associations"]  # reads only
 MEMORY_TOOLS = ["search_memories"]  # no store or delete: a review must not change what it reviews
@@ -20,7 +21,8 @@ def model(settings: Settings) -> OpenAILike:
     return OpenAILike(
         id=settings.model_id,
         base_url=f"{settings.agno_coordinator_url.rstrip('/')}/v1",
-        api_key=settings.model_key(),
+        api_key=settings.model_key(),  # read per run: the kubelet rotates the service token
+        default_headers={"X-Sophia-Tenant": acting_for.get() or ""},
         timeout=settings.model_timeout_seconds,
         max_retries=settings.model_max_retries,
     )

@@ -41,15 +41,32 @@ class Outcome:
 class ModelClient:
     """Chat completions from agno-coordinator, which picks the model (`auto`) and falls back."""
 
-    def __init__(self, base_url: str, token: str | None, *, timeout: float = 60.0, attempts: int = 2):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = ResilientClient(base_url.rstrip("/"), timeout=timeout, attempts=attempts, headers=headers)
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Callable[[str | None], dict[str, str]] | None = None,
+        *,
+        timeout: float = 60.0,
+        attempts: int = 2,
+        tenant: str | None = None,
+    ):
+        """`credentials(tenant)`: the headers that authenticate this service to agno-coordinator,
+        acting for `tenant` (sophia_chassis.auth.ServiceCredentials)."""
+        self._http = ResilientClient(base_url.rstrip("/"), timeout=timeout, attempts=attempts)
+        self._credentials, self._tenant = credentials, tenant
+
+    def acting_for(self, tenant: str) -> ModelClient:
+        """The same client (and connections), its calls made on behalf of `tenant`."""
+        view = object.__new__(ModelClient)
+        view._http, view._credentials, view._tenant = self._http, self._credentials, tenant
+        return view
 
     async def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
         body: dict[str, Any] = {"model": "auto", "messages": messages}
         if tools:
             body["tools"] = tools
-        response = await self._http.request("POST", "/v1/chat/completions", json=body)
+        headers = self._credentials(self._tenant) if self._credentials else {}
+        response = await self._http.request("POST", "/v1/chat/completions", json=body, headers=headers)
         if response.status_code >= 400:
             raise ModelError(f"agno-coordinator answered {response.status_code}: {response.text[:300]}")
         return response.json()["choices"][0]["message"]

@@ -12,83 +12,68 @@ import json
 import os
 import socket
 import uuid
-from typing import Any
-from urllib.parse import quote
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from redis.asyncio import Redis
 
 from mcp_agents.loop import ModelClient, Outcome, run_agent
 from mcp_agents.queue import TaskQueue
+from mcp_agents.settings import Settings
 from mcp_agents.store import TERMINAL, IdempotencyConflict, Task, TaskStore
 from mcp_agents.tools import Toolbox
 from mcp_agents.worker import Worker, requeue_lost
-from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis import create_app
+from sophia_chassis.auth import Identity, ServiceCredentials, require
+from sophia_chassis.inputs import FiniteFloat, Text
 from sophia_chassis.problems import problem
 
 SSE_POLL_SECONDS = 0.2
 SSE_KEEPALIVE_POLLS = 75  # a comment line every 15 s keeps proxies from closing an idle stream
 
 
-class Settings(ServiceSettings):
-    service_name: str = "mcp-agents"
-    redis_url: str = "redis://localhost:6379/0"
-    redis_password: str | None = None  # secret file REDIS_PASSWORD (the service's ACL user)
-    # PostgreSQL: a full URL, or libpq's PG* variables the platform sets (PGPASSWORD is a secret file).
-    database_url: str | None = None
-    pghost: str = "localhost"
-    pgport: int = 5432
-    pguser: str = "sophia"
-    pgdatabase: str = "sophia"
-    pgpassword: str | None = None
-    agno_coordinator_url: str = "http://agno-coordinator:8080"
-    mcp_context_url: str | None = "http://mcp-context:8080"
-    mcp_github_url: str | None = "http://mcp-github:8080"
-    mcp_hubspot_url: str | None = "http://mcp-hubspot:8080"
-    workers: int = 2  # concurrent tasks per replica (each mostly waits on the model)
-    visibility_timeout_seconds: float = 60.0  # a task unacknowledged this long is re-claimed
-    max_attempts: int = 3
-    default_max_steps: int = 8
-    default_time_limit_seconds: float = 120.0
-    model_timeout_seconds: float = 60.0
-
-    def conninfo(self) -> str:
-        if self.database_url:
-            return self.database_url
-        password = f":{quote(self.pgpassword, safe='')}" if self.pgpassword else ""
-        return f"postgresql://{quote(self.pguser, safe='')}{password}@{self.pghost}:{self.pgport}/{self.pgdatabase}"
-
-    def mcp_servers(self) -> dict[str, str]:
-        urls = {"context": self.mcp_context_url, "github": self.mcp_github_url, "hubspot": self.mcp_hubspot_url}
-        return {name: url for name, url in urls.items() if url}
-
-
 class TaskIn(BaseModel):
-    goal: str = Field(min_length=1, max_length=20_000, description="what the agent should find out or do")
+    model_config = ConfigDict(extra="forbid")
+    goal: Text(20_000, min_length=1) = Field(description="what the agent should find out or do")
     max_steps: int | None = Field(None, ge=1, le=25, description="model calls allowed (default 8)")
-    time_limit_seconds: float | None = Field(None, gt=0, le=600, description="wall-clock limit (default 120)")
+    time_limit_seconds: FiniteFloat | None = Field(None, gt=0, le=600, description="wall-clock limit (default 120)")
+
+
+# Visible ASCII: the key is stored and compared as sent, and echoed in problems.
+IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
+EventSeq = Annotated[int, Field(ge=0, le=2**31 - 1)]  # PostgreSQL int
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
     redis = Redis.from_url(settings.redis_url, password=settings.redis_password)
-    store = TaskStore(settings.conninfo())
+    store = TaskStore(settings.conninfo(), wait_seconds=settings.database_wait_seconds)
     queue = TaskQueue(redis, visibility_timeout_seconds=settings.visibility_timeout_seconds)
+    credentials = ServiceCredentials(settings.service_tokens_dir)
     model = ModelClient(
-        f"{settings.agno_coordinator_url}", settings.internal_api_token, timeout=settings.model_timeout_seconds
+        f"{settings.agno_coordinator_url}",
+        lambda tenant: credentials.headers("agno-coordinator", tenant),
+        timeout=settings.model_timeout_seconds,
     )
+
+    def toolbox(tenant: str) -> Toolbox:
+        # The MCP servers are named by their part after "mcp-" (context, github, hubspot).
+        return Toolbox(settings.mcp_servers(), headers=lambda server: credentials.headers(f"mcp-{server}", tenant))
+
     running: list[asyncio.Task] = []
 
     async def run(task: Task, emit) -> Outcome:
-        async with Toolbox(settings.mcp_servers()) as toolbox:
-            if toolbox.unavailable:
-                await emit("tools_unavailable", toolbox.unavailable)
-            for name in toolbox.tools:
+        async with toolbox(task.tenant) as tools:
+            if tools.unavailable:
+                await emit("tools_unavailable", tools.unavailable)
+            for name in tools.tools:
                 tool_calls.labels(name, "offered")  # a labelled zero shows the tool exists
-            return await run_agent(task.goal, model, _Counted(toolbox), emit, max_steps=task.max_steps)
+            return await run_agent(
+                task.goal, model.acting_for(task.tenant), _Counted(tools), emit, max_steps=task.max_steps
+            )
 
     async def start() -> None:
         await store.open()
@@ -161,11 +146,15 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/agents/tasks", status_code=202)
     async def submit(
-        body: TaskIn, response: Response, idempotency_key: str | None = Header(None, max_length=200)
+        body: TaskIn,
+        response: Response,
+        idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
+        who: Identity = Depends(require("agents:write")),
     ) -> dict[str, Any]:
         """Queue a task. The same `Idempotency-Key` returns the first task instead of a second one."""
         try:
             task, created = await store.submit(
+                who.tenant,
                 body.goal,
                 body.max_steps or settings.default_max_steps,
                 body.time_limit_seconds or settings.default_time_limit_seconds,
@@ -185,17 +174,22 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return task.public()
 
     @app.get("/agents/tasks/{task_id}")
-    async def get_task(task_id: str):
-        task = await store.get(task_id)
+    async def get_task(task_id: str, who: Identity = Depends(require("agents:read"))):
+        task = await store.get(task_id, who.tenant)
         if task is None:
             return problem(404, "No such task", f"no task {task_id!r}")
         return task.public()
 
     @app.get("/agents/tasks/{task_id}/events")
-    async def events(task_id: str, request: Request, last_event_id: int = Header(0)):
+    async def events(
+        task_id: str,
+        request: Request,
+        last_event_id: Annotated[EventSeq, Header()] = 0,
+        who: Identity = Depends(require("agents:read")),
+    ):
         """Progress as server-sent events (`id` is the event's sequence number, so a client
         reconnecting with Last-Event-ID resumes); the stream ends after the outcome."""
-        if await store.get(task_id) is None:
+        if await store.get(task_id, who.tenant) is None:
             return problem(404, "No such task", f"no task {task_id!r}")
 
         async def stream():
@@ -220,11 +214,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.get("/agents/tools")
-    async def list_tools() -> JSONResponse:
+    async def list_tools(who: Identity = Depends(require("agents:read"))) -> JSONResponse:
         """The tools an agent would be offered now, and the MCP servers that could not be reached."""
-        async with Toolbox(settings.mcp_servers()) as toolbox:
+        async with toolbox(who.tenant) as tools:
             return JSONResponse(
-                {"tools": [t.openai()["function"] for t in toolbox.tools.values()], "unavailable": toolbox.unavailable}
+                {"tools": [t.openai()["function"] for t in tools.tools.values()], "unavailable": tools.unavailable}
             )
 
     return app

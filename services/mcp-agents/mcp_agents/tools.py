@@ -4,12 +4,14 @@ streamable HTTP), offered to the model as OpenAI function tools named `<server>_
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 SEPARATOR = "__"
 MAX_RESULT_CHARS = 8000  # what one tool result may add to the conversation
@@ -53,9 +55,16 @@ def result_text(result) -> str:
 class Toolbox:
     """Sessions to the MCP servers for one task run (`async with`)."""
 
-    def __init__(self, servers: dict[str, str], only: list[str] | None = None):
+    def __init__(
+        self,
+        servers: dict[str, str],
+        only: list[str] | None = None,
+        headers: Callable[[str], dict[str, str]] | None = None,
+    ):
         self.servers = servers  # name -> base URL of the service (its MCP endpoint is /mcp)
         self.only = set(only or [])
+        # server -> the headers that authenticate this service to it (and name the tenant it acts for)
+        self.headers = headers or (lambda server: {})
         self.tools: dict[str, Tool] = {}
         self._sessions: dict[str, ClientSession] = {}
         self.unavailable: dict[str, str] = {}  # server -> why it could not be reached
@@ -64,7 +73,10 @@ class Toolbox:
     async def _connect(self, server: str, url: str) -> ClientSession:
         stack = AsyncExitStack()
         try:
-            streams = await stack.enter_async_context(streamable_http_client(f"{url.rstrip('/')}/mcp"))
+            client = await stack.enter_async_context(create_mcp_http_client(headers=self.headers(server)))
+            streams = await stack.enter_async_context(
+                streamable_http_client(f"{url.rstrip('/')}/mcp", http_client=client)
+            )
             session = await stack.enter_async_context(ClientSession(streams[0], streams[1]))
             await session.initialize()
         except BaseException:

@@ -2,10 +2,13 @@
 per batch. Redis being down degrades to no cache, never to an error; after a few failures a
 breaker skips Redis for a while, so a hung Redis costs a few requests a timeout, not every
 one. Vectors are stored as little-endian float32 bytes (what Qdrant keeps anyway): a quarter
-of JSON's size and decoded without parsing, which is most of a hit's cost (bench-context)."""
+of JSON's size and decoded without parsing, which is most of a hit's cost (bench-context).
+Identical concurrent misses share one model run (single flight): a burst of the same query
+would otherwise run the model once per request."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -18,6 +21,8 @@ from mcp_context.embeddings import Embedder
 from sophia_chassis.http import CircuitBreaker, CircuitOpenError
 
 CACHE_TTL_SECONDS = 86400
+# How long the breaker skips Redis after a few failures before one call tries it again.
+BREAKER_RESET_SECONDS = 5.0
 T = TypeVar("T")
 log = structlog.get_logger()
 
@@ -40,12 +45,15 @@ class CachedEmbedder:
         inner: Embedder,
         client: redis.Redis | None,
         ttl: int = CACHE_TTL_SECONDS,
-        breaker: CircuitBreaker | None = None,
+        breaker_reset_seconds: float = BREAKER_RESET_SECONDS,
     ):
         self.inner, self.client, self.ttl = inner, client, ttl
-        self.breaker = breaker or CircuitBreaker(failure_threshold=3, reset_timeout=5.0)
+        self.breaker = CircuitBreaker(failure_threshold=3, reset_timeout=breaker_reset_seconds)
         self.model, self.dimensions = inner.model, inner.dimensions
         self.hits = self.misses = 0
+        self.model_runs = 0  # inner.embed calls (one per batch of distinct misses)
+        # key -> (the run computing it, its index in that run's output)
+        self._inflight: dict[str, tuple[asyncio.Task[list[list[float]]], int]] = {}
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         keys = [cache_key(self.model, t) for t in texts]
@@ -55,21 +63,38 @@ class CachedEmbedder:
         missing = [i for i, value in enumerate(cached) if value is None]
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
-        # Rounded to float32 as the cache stores them, so a hit returns exactly what the miss did.
-        fresh = (
-            [decode_vector(encode_vector(v)) for v in await self.inner.embed([texts[i] for i in missing])]
-            if missing
-            else []
-        )
         vectors: list[list[float]] = [decode_vector(v) if v is not None else [] for v in cached]
-        for i, vector in zip(missing, fresh, strict=True):
-            vectors[i] = vector
-        if fresh and self.client is not None:
-            pipe = self.client.pipeline(transaction=False)
-            for i, vector in zip(missing, fresh, strict=True):
-                pipe.set(keys[i], encode_vector(vector), ex=self.ttl)
-            await self._guarded(pipe.execute(), default=None)
+        if not missing:
+            return vectors
+        # Join runs already computing a key; one new run computes the rest (each distinct text once).
+        new: dict[str, str] = {}
+        for i in missing:
+            if keys[i] not in self._inflight:
+                new.setdefault(keys[i], texts[i])
+        if new:
+            run = asyncio.ensure_future(self._compute(list(new), list(new.values())))
+            for n, key in enumerate(new):
+                self._inflight[key] = (run, n)
+        waits = {i: self._inflight[keys[i]] for i in missing}
+        for i, (run, n) in waits.items():
+            # Shielded: a caller that goes away does not cancel the run others are waiting for.
+            vectors[i] = (await asyncio.shield(run))[n]
         return vectors
+
+    async def _compute(self, keys: list[str], texts: list[str]) -> list[list[float]]:
+        try:
+            self.model_runs += 1
+            # Rounded to float32 as the cache stores them, so a hit returns exactly what the miss did.
+            fresh = [decode_vector(encode_vector(v)) for v in await self.inner.embed(texts)]
+            if self.client is not None:
+                pipe = self.client.pipeline(transaction=False)
+                for key, vector in zip(keys, fresh, strict=True):
+                    pipe.set(key, encode_vector(vector), ex=self.ttl)
+                await self._guarded(pipe.execute(), default=None)
+            return fresh
+        finally:
+            for key in keys:
+                self._inflight.pop(key, None)
 
     async def _guarded(self, call: Coroutine[Any, Any, T], default: T) -> T:
         """Run a Redis call unless the breaker is open; any Redis failure returns `default`."""

@@ -7,57 +7,61 @@ the mounted secret files when the app is built, not at import)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import redis.asyncio as redis
 import structlog
-from fastapi import FastAPI, HTTPException, Request, Response
-from mcp.server.mcpserver import MCPServer
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from mcp.server.mcpserver import Context, MCPServer
 from prometheus_client import Counter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from qdrant_client import AsyncQdrantClient
 
-from mcp_context.cache import CACHE_TTL_SECONDS, CachedEmbedder
+from mcp_context.cache import CachedEmbedder
 from mcp_context.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder
+from mcp_context.settings import Settings
 from mcp_context.store import EmbeddedMemoryStore, Memory, MemoryStore, ServerMemoryStore
-from sophia_chassis import ServiceSettings, create_app
+from sophia_chassis import create_app
+from sophia_chassis.auth import Identity, require, tool_identity
+from sophia_chassis.inputs import FiniteFloat, Int64, JsonObject, Name, Text
 from sophia_chassis.mcp import McpEndpoint
 
 log = structlog.get_logger()
 
 
-class Settings(ServiceSettings):
-    service_name: str = "mcp-context"
-    embedding_provider: str = "local"  # openai | local
-    embedding_model: str = "text-embedding-3-large"
-    embedding_cache_ttl_seconds: int = CACHE_TTL_SECONDS
-    openai_api_key: str | None = None
-    openai_base_url: str = "https://api.openai.com/v1"
-    redis_url: str | None = None
-    redis_password: str | None = None
-    redis_max_connections: int = 64
-    redis_timeout_seconds: float = Field(2.0, gt=0)  # connect and reply, each
-    qdrant_url: str | None = None
-    qdrant_api_key: str | None = None
-    qdrant_path: str = ":memory:"  # embedded (Qdrant Edge) when no server URL: a directory, or ":memory:"
-    qdrant_collection: str = "sophia-memories"
+# The edge's types, shared by the REST models and the MCP tools (one rule each).
+MemoryText = Text(100_000, min_length=1)
+# Models read at most 256 (MiniLM) or 8191 (OpenAI) tokens: a longer query only costs memory.
+QueryText = Text(8_000, min_length=1)
+Namespace = Name(200)
+User = Name(200)
+# Qdrant keeps payloads as JSON (serde_json, 128 levels at most); far less is plenty for metadata.
+Metadata = JsonObject(max_depth=8, max_keys=64)
+# A filter key is a payload path in Qdrant ("metadata.<key>"): dots or brackets would be paths.
+FilterKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+FilterValue = Text(1000) | Int64 | bool  # what a Qdrant exact match compares
+MetadataFilter = Annotated[dict[FilterKey, FilterValue], Field(max_length=16)]
+TopK = Annotated[int, Field(ge=1, le=100)]
+ScoreThreshold = Annotated[FiniteFloat, Field(ge=-1, le=1)]
 
 
 class MemoryIn(BaseModel):
-    text: str = Field(min_length=1, max_length=100_000)
-    namespace: str = "default"
-    user: str | None = None
-    metadata: dict[str, Any] = {}
+    model_config = ConfigDict(extra="forbid")
+    text: MemoryText
+    namespace: Namespace = "default"
+    user: User | None = None
+    metadata: Metadata = {}
 
 
 class SearchIn(BaseModel):
-    query: str = Field(min_length=1)
-    top_k: int = Field(5, ge=1, le=100)
-    score_threshold: float | None = Field(None, ge=-1, le=1)
-    namespace: str | None = None
-    user: str | None = None
-    metadata: dict[str, str | int | bool] | None = None  # what a Qdrant exact match compares
+    model_config = ConfigDict(extra="forbid")
+    query: QueryText
+    top_k: TopK = 5
+    score_threshold: ScoreThreshold | None = None
+    namespace: Namespace | None = None
+    user: User | None = None
+    metadata: MetadataFilter | None = None
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -89,7 +93,12 @@ class ContextService:
                 socket_connect_timeout=settings.redis_timeout_seconds,
             )
             client = redis.Redis(connection_pool=pool)
-        self.embedder = CachedEmbedder(build_embedder(settings), client, settings.embedding_cache_ttl_seconds)
+        self.embedder = CachedEmbedder(
+            build_embedder(settings),
+            client,
+            settings.embedding_cache_ttl_seconds,
+            breaker_reset_seconds=settings.redis_breaker_reset_seconds,
+        )
         self.store: MemoryStore
         if settings.qdrant_url:
             self.store = ServerMemoryStore(
@@ -100,14 +109,16 @@ class ContextService:
         else:
             self.store = EmbeddedMemoryStore(settings.qdrant_path, settings.qdrant_collection, self.embedder.dimensions)
 
-    async def add(self, items: list[MemoryIn]) -> list[str]:
-        memories = [Memory(text=i.text, namespace=i.namespace, user=i.user, metadata=i.metadata) for i in items]
+    async def add(self, items: list[MemoryIn], tenant: str) -> list[str]:
+        memories = [
+            Memory(text=i.text, tenant=tenant, namespace=i.namespace, user=i.user, metadata=i.metadata) for i in items
+        ]
         vectors = await self.embedder.embed([m.text for m in memories])
         await self.store.upsert(memories, vectors)
         return [m.id for m in memories]
 
     async def search(
-        self, query: SearchIn, abandoned: Callable[[], Awaitable[bool]] | None = None
+        self, query: SearchIn, tenant: str, abandoned: Callable[[], Awaitable[bool]] | None = None
     ) -> list[dict[str, Any]] | None:
         """None when `abandoned` says the caller has gone: under overload, clients that timed out
         would otherwise keep the store busy for nobody (measured in bench-context)."""
@@ -116,6 +127,7 @@ class ContextService:
             return None
         return await self.store.search(
             vector,
+            tenant=tenant,
             limit=query.top_k,
             score_threshold=query.score_threshold,
             namespace=query.namespace,
@@ -132,23 +144,38 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @mcp.tool()
     async def store_memory(
-        text: str, namespace: str = "default", user: str | None = None, metadata: dict[str, Any] | None = None
+        ctx: Context,
+        text: MemoryText,
+        namespace: Namespace = "default",
+        user: User | None = None,
+        metadata: Metadata | None = None,
     ) -> dict[str, str]:
         """Store a memory; returns its id."""
-        [memory_id] = await service.add([MemoryIn(text=text, namespace=namespace, user=user, metadata=metadata or {})])
+        who = tool_identity(ctx, "context:write", "store_memory")
+        item = MemoryIn(text=text, namespace=namespace, user=user, metadata=metadata or {})
+        [memory_id] = await service.add([item], who.tenant)
         return {"id": memory_id}
 
     @mcp.tool()
     async def search_memories(
-        query: str, top_k: int = 5, namespace: str | None = None, user: str | None = None
+        ctx: Context,
+        query: QueryText,
+        top_k: TopK = 5,
+        namespace: Namespace | None = None,
+        user: User | None = None,
+        metadata: MetadataFilter | None = None,
     ) -> list[dict[str, Any]]:
-        """Semantic search over stored memories, best match first."""
-        return await service.search(SearchIn(query=query, top_k=top_k, namespace=namespace, user=user))
+        """Semantic search over stored memories, best match first; `metadata` filters by exact values."""
+        who = tool_identity(ctx, "context:read", "search_memories")
+        return await service.search(
+            SearchIn(query=query, top_k=top_k, namespace=namespace, user=user, metadata=metadata), who.tenant
+        )
 
     @mcp.tool()
-    async def delete_memory(memory_id: UUID) -> dict[str, bool]:
+    async def delete_memory(ctx: Context, memory_id: UUID) -> dict[str, bool]:
         """Delete a memory by id."""
-        return {"deleted": await service.store.delete(str(memory_id))}
+        who = tool_identity(ctx, "context:write", "delete_memory")
+        return {"deleted": await service.store.delete(str(memory_id), who.tenant)}
 
     async def start() -> None:
         await service.store.ensure_collection()
@@ -177,36 +204,39 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @app.post("/memories", status_code=201)
-    async def add_memory(item: MemoryIn) -> dict[str, str]:
-        return {"id": (await service.add([item]))[0]}
+    async def add_memory(item: MemoryIn, who: Identity = Depends(require("context:write"))) -> dict[str, str]:
+        return {"id": (await service.add([item], who.tenant))[0]}
 
     @app.post("/memories/batch", status_code=201)
-    async def add_batch(items: list[MemoryIn]) -> dict[str, list[str]]:
-        if not 1 <= len(items) <= 1000:
-            raise HTTPException(422, "a batch holds 1 to 1000 memories")
-        return {"ids": await service.add(items)}
+    async def add_batch(
+        items: Annotated[list[MemoryIn], Field(min_length=1, max_length=1000)],
+        who: Identity = Depends(require("context:write")),
+    ) -> dict[str, list[str]]:
+        return {"ids": await service.add(items, who.tenant)}
 
     @app.post("/memories/search")
-    async def search(query: SearchIn, request: Request):
-        results = await service.search(query, abandoned=request.is_disconnected)
+    async def search(query: SearchIn, request: Request, who: Identity = Depends(require("context:read"))):
+        results = await service.search(query, who.tenant, abandoned=request.is_disconnected)
         if results is None:
             requests_abandoned.inc()
             return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         return {"results": results}
 
     @app.get("/memories/{memory_id}")
-    async def get_memory(memory_id: UUID) -> dict[str, Any]:  # ids are UUIDs: anything else is a 422
-        found = await service.store.get(str(memory_id))
+    async def get_memory(  # ids are UUIDs: anything else is a 422
+        memory_id: UUID, who: Identity = Depends(require("context:read"))
+    ) -> dict[str, Any]:
+        found = await service.store.get(str(memory_id), who.tenant)
         if found is None:
             raise HTTPException(404, f"no memory {memory_id}")
         return found
 
     @app.delete("/memories/{memory_id}", status_code=204)
-    async def delete(memory_id: UUID) -> None:
-        if not await service.store.delete(str(memory_id)):
+    async def delete(memory_id: UUID, who: Identity = Depends(require("context:write"))) -> None:
+        if not await service.store.delete(str(memory_id), who.tenant):
             raise HTTPException(404, f"no memory {memory_id}")
 
-    @app.get("/embeddings/info")
+    @app.get("/embeddings/info", dependencies=[Depends(require("context:read"))])
     async def info() -> dict[str, Any]:
         return {
             "model": service.embedder.model,

@@ -18,12 +18,13 @@ from qdrant_client import AsyncQdrantClient, models
 
 HNSW = models.HnswConfigDiff(m=16, ef_construct=200, full_scan_threshold=10000)
 OPTIMIZERS = models.OptimizersConfigDiff(default_segment_number=2, max_optimization_threads=2)
-INDEXED_FIELDS = ("namespace", "user")  # keyword indexes: the filters every search may carry
+INDEXED_FIELDS = ("tenant", "namespace", "user")  # keyword indexes: the filters every search may carry
 
 
 @dataclass
 class Memory:
     text: str
+    tenant: str  # from the caller's identity (sophia_chassis.auth), never from the request body
     namespace: str = "default"
     user: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -33,6 +34,7 @@ class Memory:
     def payload(self) -> dict[str, Any]:
         return {
             "text": self.text,
+            "tenant": self.tenant,
             "namespace": self.namespace,
             "user": self.user,
             "metadata": self.metadata,
@@ -41,11 +43,16 @@ class Memory:
 
 
 def filter_conditions(
-    namespace: str | None, user: str | None, metadata: dict[str, Any] | None
+    tenant: str, namespace: str | None, user: str | None, metadata: dict[str, Any] | None
 ) -> list[tuple[str, Any]]:
-    """(payload key, value) pairs that must all match."""
-    pairs = [(k, v) for k, v in (("namespace", namespace), ("user", user)) if v is not None]
+    """(payload key, value) pairs that must all match; the tenant always does."""
+    pairs = [("tenant", tenant)] + [(k, v) for k, v in (("namespace", namespace), ("user", user)) if v is not None]
     return pairs + [(f"metadata.{k}", v) for k, v in (metadata or {}).items()]
+
+
+def owned(found: dict[str, Any] | None, tenant: str) -> dict[str, Any] | None:
+    """Another tenant's memory is no memory at all (a 404, as for an id that never existed)."""
+    return found if found is not None and found.get("tenant") == tenant else None
 
 
 class MemoryStore(Protocol):
@@ -57,14 +64,15 @@ class MemoryStore(Protocol):
         self,
         vector: list[float],
         *,
+        tenant: str,
         limit: int,
         score_threshold: float | None,
         namespace: str | None,
         user: str | None,
         metadata: dict[str, Any] | None,
     ) -> list[dict[str, Any]]: ...
-    async def get(self, memory_id: str) -> dict[str, Any] | None: ...
-    async def delete(self, memory_id: str) -> bool: ...
+    async def get(self, memory_id: str, tenant: str) -> dict[str, Any] | None: ...
+    async def delete(self, memory_id: str, tenant: str) -> bool: ...
     async def ready(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -100,6 +108,7 @@ class ServerMemoryStore:
         self,
         vector: list[float],
         *,
+        tenant: str,
         limit: int,
         score_threshold: float | None,
         namespace: str | None,
@@ -108,7 +117,7 @@ class ServerMemoryStore:
     ) -> list[dict[str, Any]]:
         must = [
             models.FieldCondition(key=k, match=models.MatchValue(value=v))
-            for k, v in filter_conditions(namespace, user, metadata)
+            for k, v in filter_conditions(tenant, namespace, user, metadata)
         ]
         result = await self.client.query_points(
             self.collection,
@@ -120,12 +129,14 @@ class ServerMemoryStore:
         )
         return [{"id": str(p.id), "score": p.score, **(p.payload or {})} for p in result.points]
 
-    async def get(self, memory_id: str) -> dict[str, Any] | None:
+    async def get(self, memory_id: str, tenant: str) -> dict[str, Any] | None:
         points = await self.client.retrieve(self.collection, ids=[memory_id], with_payload=True)
-        return {"id": str(points[0].id), **(points[0].payload or {})} if points else None
+        return owned({"id": str(points[0].id), **(points[0].payload or {})} if points else None, tenant)
 
-    async def delete(self, memory_id: str) -> bool:
-        if await self.get(memory_id) is None:
+    async def delete(self, memory_id: str, tenant: str) -> bool:
+        # Only the tenant is read: deleting never depends on decoding the rest of what was stored.
+        points = await self.client.retrieve(self.collection, ids=[memory_id], with_payload=["tenant"])
+        if owned(points[0].payload if points else None, tenant) is None:
             return False
         await self.client.delete(self.collection, points_selector=models.PointIdsList(points=[memory_id]))
         return True
@@ -193,6 +204,7 @@ class EmbeddedMemoryStore:
         self,
         vector: list[float],
         *,
+        tenant: str,
         limit: int,
         score_threshold: float | None,
         namespace: str | None,
@@ -201,7 +213,7 @@ class EmbeddedMemoryStore:
     ) -> list[dict[str, Any]]:
         must = [
             edge.FieldCondition(key=k, match=edge.MatchValue(v))
-            for k, v in filter_conditions(namespace, user, metadata)
+            for k, v in filter_conditions(tenant, namespace, user, metadata)
         ]
         points = self._shard().search(
             edge.SearchRequest(
@@ -214,12 +226,14 @@ class EmbeddedMemoryStore:
         )
         return [{"id": str(p.id), "score": p.score, **(p.payload or {})} for p in points]
 
-    async def get(self, memory_id: str) -> dict[str, Any] | None:
+    async def get(self, memory_id: str, tenant: str) -> dict[str, Any] | None:
         records = self._shard().retrieve([memory_id], with_payload=True, with_vector=False)
-        return {"id": str(records[0].id), **(records[0].payload or {})} if records else None
+        return owned({"id": str(records[0].id), **(records[0].payload or {})} if records else None, tenant)
 
-    async def delete(self, memory_id: str) -> bool:
-        if await self.get(memory_id) is None:
+    async def delete(self, memory_id: str, tenant: str) -> bool:
+        # Only the tenant is read: deleting never depends on decoding the rest of what was stored.
+        records = self._shard().retrieve([memory_id], with_payload=["tenant"], with_vector=False)
+        if owned(records[0].payload if records else None, tenant) is None:
             return False
         self._shard().update(edge.UpdateOperation.delete_points([memory_id]))
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sophia_chassis import ResilientClient
+from sophia_chassis.auth import ServiceCredentials
 from sophia_chassis.http import UpstreamError
 
 BATCH_LIMIT = 1000  # mcp-context accepts 1 to 1000 memories per POST /memories/batch
@@ -25,8 +26,11 @@ class ContextClient:
         batch_size: int = 200,
         failure_threshold: int = 5,
         reset_timeout: float = 30.0,
+        credentials: ServiceCredentials | None = None,
     ):
         base_url = base_url.rstrip("/")
+        # This service's token for mcp-context, acting for the tenant of the request being served.
+        self.credentials = credentials or ServiceCredentials(None)
         # Adding memories is not idempotent (ids are made server-side): sent once. Deletes are retried.
         self._once = ResilientClient(
             base_url, timeout=timeout, attempts=1, failure_threshold=failure_threshold, reset_timeout=reset_timeout
@@ -38,7 +42,7 @@ class ContextClient:
 
     async def _call(self, client: ResilientClient, method: str, path: str, **kwargs: Any):
         try:
-            return await client.request(method, path, **kwargs)
+            return await client.request(method, path, headers=self.credentials.headers("mcp-context"), **kwargs)
         except UpstreamError as exc:  # name the peer in the problem the caller sees
             raise ContextError(502, f"{exc.__cause__ or exc}") from exc
 

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import AfterValidator, StringConstraints
 
 from sophia_chassis import ResilientClient
 from sophia_chassis.http import UpstreamError
@@ -28,6 +30,81 @@ from sophia_chassis.http import UpstreamError
 API_VERSION = "2022-11-28"
 # GitHub's documented advice when a secondary limit gives no header: wait at least a minute.
 SECONDARY_LIMIT_DEFAULT_WAIT = 60.0
+
+# GitHub's grammars for what a caller names. Each value becomes a URL path segment (or a
+# query parameter) of a call made with the organisation's token, so nothing outside them may
+# pass: no `/`, `..`, `?` or `#` to steer the call to another endpoint.
+OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")  # logins: alphanumerics and hyphens, 39 at most
+REPO = re.compile(r"[A-Za-z0-9._-]{1,100}")
+REF_CHARS = re.compile(r"[^\x00-\x20\x7f~^:?*\[\\]{1,255}")  # git check-ref-format's forbidden characters
+PATH_CHARS = re.compile(r"[^\x00-\x1f\x7f\\?#]{1,1024}")
+SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def check_owner(value: str) -> str:
+    if not OWNER.fullmatch(value):
+        raise ValueError("a GitHub owner is 1-39 letters, digits or hyphens, starting with a letter or digit")
+    return value
+
+
+def check_repo(value: str) -> str:
+    if not REPO.fullmatch(value) or value in (".", ".."):
+        raise ValueError("a repository name is 1-100 letters, digits, '.', '-' or '_' (not '.' or '..')")
+    return value
+
+
+def check_ref(value: str) -> str:
+    bad = (
+        not REF_CHARS.fullmatch(value)
+        or ".." in value
+        or "@{" in value
+        or "//" in value
+        or value.startswith(("/", ".", "-"))
+        or value.endswith(("/", ".", ".lock"))
+        or "/." in value
+    )
+    if bad:
+        raise ValueError("not a git ref (branch, tag or SHA): see `git check-ref-format`")
+    return value
+
+
+def check_path(value: str) -> str:
+    segments = value.strip("/").split("/")
+    if not PATH_CHARS.fullmatch(value) or any(s in ("", ".", "..") for s in segments):
+        raise ValueError("a file path is 1-1024 characters of '/'-separated names, without '.', '..' or empty parts")
+    return value
+
+
+def check_full_name(value: str) -> str:
+    owner, _, repo = value.partition("/")
+    check_owner(owner)
+    check_repo(repo)
+    return value
+
+
+Owner = Annotated[str, StringConstraints(min_length=1, max_length=39), AfterValidator(check_owner)]
+RepoName = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(check_repo)]
+Ref = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(check_ref)]
+FilePath = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(check_path)]
+FullName = Annotated[str, StringConstraints(min_length=3, max_length=140), AfterValidator(check_full_name)]
+
+
+def _checked(check, value: str) -> str:
+    """Validated again where the URL is built (the indexer and the tools call in too)."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise GitHubError(422, f"{value!r:.80}: {exc}") from None
+
+
+def repo_path(owner: str, repo: str) -> str:
+    return f"/repos/{quote(_checked(check_owner, owner), safe='')}/{quote(_checked(check_repo, repo), safe='')}"
+
+
+def sha_segment(sha: str) -> str:
+    if not isinstance(sha, str) or not SHA.fullmatch(sha):
+        raise GitHubError(502, f"GitHub sent an object id that is not a SHA: {sha!r:.80}")
+    return sha
 
 
 class GitHubError(RuntimeError):
@@ -212,15 +289,16 @@ class GitHubClient:
         if owner is None:
             return await self.paginate("/user/repos", {"sort": "updated"}, limit)
         try:
-            return await self.paginate(f"/orgs/{quote(owner)}/repos", {}, limit)
+            return await self.paginate(f"/orgs/{quote(_checked(check_owner, owner), safe='')}/repos", {}, limit)
         except GitHubError as exc:
             if exc.status != 404:
                 raise
-            return await self.paginate(f"/users/{quote(owner)}/repos", {"sort": "updated"}, limit)
+            return await self.paginate(f"/users/{quote(owner, safe='')}/repos", {"sort": "updated"}, limit)
 
     async def file(self, owner: str, repo: str, path: str, ref: str | None = None) -> str:
+        segments = quote(_checked(check_path, path).strip("/"), safe="/")
         data = await self.get(
-            f"/repos/{quote(owner)}/{quote(repo)}/contents/{quote(path.strip('/'))}", {"ref": ref} if ref else None
+            f"{repo_path(owner, repo)}/contents/{segments}", {"ref": _checked(check_ref, ref)} if ref else None
         )
         if isinstance(data, list) or data.get("type") != "file":
             raise GitHubError(422, f"{path} is not a file")
@@ -234,7 +312,7 @@ class GitHubClient:
         return text
 
     async def blob_bytes(self, owner: str, repo: str, sha: str) -> bytes:
-        data = await self.get(f"/repos/{quote(owner)}/{quote(repo)}/git/blobs/{sha}")
+        data = await self.get(f"{repo_path(owner, repo)}/git/blobs/{sha_segment(sha)}")
         return base64.b64decode(data["content"]) if data.get("encoding") == "base64" else data["content"].encode()
 
     async def blob(self, owner: str, repo: str, sha: str) -> str:
@@ -242,19 +320,19 @@ class GitHubClient:
         return (await self.blob_bytes(owner, repo, sha)).decode("utf-8", errors="replace")
 
     async def head_sha(self, owner: str, repo: str, ref: str = "HEAD") -> str:
-        return (await self.get(f"/repos/{quote(owner)}/{quote(repo)}/commits/{quote(ref, safe='')}"))["sha"]
+        return (await self.get(f"{repo_path(owner, repo)}/commits/{quote(_checked(check_ref, ref), safe='')}"))["sha"]
 
     async def tree(self, owner: str, repo: str, tree_ish: str) -> list[dict[str, Any]]:
         """Every blob under a tree (or commit); walks subtrees when GitHub truncates the recursive answer."""
-        base = f"/repos/{quote(owner)}/{quote(repo)}/git/trees"
-        data = await self.get(f"{base}/{tree_ish}", {"recursive": "1"})
+        base = f"{repo_path(owner, repo)}/git/trees"
+        data = await self.get(f"{base}/{sha_segment(tree_ish)}", {"recursive": "1"})
         if not data.get("truncated"):
             return [e for e in data["tree"] if e["type"] == "blob"]
         blobs: list[dict[str, Any]] = []
         pending = [("", tree_ish)]
         while pending:
             prefix, sha = pending.pop()
-            for entry in (await self.get(f"{base}/{sha}"))["tree"]:
+            for entry in (await self.get(f"{base}/{sha_segment(sha)}"))["tree"]:
                 path = f"{prefix}{entry['path']}"
                 if entry["type"] == "tree":
                     pending.append((path + "/", entry["sha"]))
@@ -266,11 +344,12 @@ class GitHubClient:
         return await self.paginate("/search/code", {"q": query}, limit, items_key="items")
 
     async def commits(self, owner: str, repo: str, limit: int = 10, ref: str | None = None) -> list[dict[str, Any]]:
-        return await self.paginate(f"/repos/{quote(owner)}/{quote(repo)}/commits", {"sha": ref} if ref else {}, limit)
+        params = {"sha": _checked(check_ref, ref)} if ref else {}
+        return await self.paginate(f"{repo_path(owner, repo)}/commits", params, limit)
 
     async def pulls(self, owner: str, repo: str, state: str = "open", limit: int = 30) -> list[dict[str, Any]]:
         return await self.paginate(
-            f"/repos/{quote(owner)}/{quote(repo)}/pulls",
+            f"{repo_path(owner, repo)}/pulls",
             {"state": state, "sort": "updated", "direction": "desc"},
             limit,
         )

@@ -183,17 +183,26 @@ class Indexer:
     def namespace(owner: str, repo: str) -> str:
         return f"github:{owner}/{repo}"
 
-    async def index(self, owner: str, repo: str, ref: str | None = None, force: bool = False) -> IndexSummary:
-        key = f"{owner}/{repo}"
-        # One run per repository at a time in this process; a second waits and then finds it unchanged.
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            return await self._index(owner, repo, key, ref, force)
+    @staticmethod
+    def state_key(tenant: str, owner: str, repo: str) -> str:
+        """Each tenant indexes into its own memories (mcp-context scopes them), so its own state."""
+        return f"{tenant}/{owner}/{repo}"
 
-    async def _index(self, owner: str, repo: str, key: str, ref: str | None, force: bool) -> IndexSummary:
+    async def index(
+        self, owner: str, repo: str, ref: str | None = None, force: bool = False, *, tenant: str
+    ) -> IndexSummary:
+        state_key = self.state_key(tenant, owner, repo)
+        # One run per repository and tenant at a time in this process; a second waits and finds it unchanged.
+        async with self._locks.setdefault(state_key, asyncio.Lock()):
+            return await self._index(owner, repo, f"{owner}/{repo}", ref, force, state_key)
+
+    async def _index(
+        self, owner: str, repo: str, key: str, ref: str | None, force: bool, state_key: str
+    ) -> IndexSummary:
         ref = ref or (await self.github.get(f"/repos/{owner}/{repo}"))["default_branch"]
         commit = await self.github.get(f"/repos/{owner}/{repo}/commits/{ref}")
         commit_sha, tree_sha = commit["sha"], commit["commit"]["tree"]["sha"]
-        previous = await self.state.get(key) or RepoState()
+        previous = await self.state.get(state_key) or RepoState()
         summary = IndexSummary(key, ref, commit_sha, "unchanged")
         if previous.commit == commit_sha and not force:
             summary.files_total = summary.files_unchanged = len(previous.files)
@@ -232,11 +241,11 @@ class Indexer:
                     if sum(len(c) for _, c in group) >= self.group_chunks:
                         await self._send(key, ref, commit_sha, group, files, summary)
                         group = []
-                        await self.state.put(key, state)
+                        await self.state.put(state_key, state)
             await self._send(key, ref, commit_sha, group, files, summary)
             state.commit = commit_sha
         finally:
-            await self.state.put(key, state)
+            await self.state.put(state_key, state)
         return summary
 
     async def _fetch(self, owner: str, repo: str, entry: dict[str, Any]) -> tuple[dict[str, Any], list[Chunk]]:

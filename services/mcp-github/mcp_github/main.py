@@ -8,42 +8,36 @@ built, not at import); `mcp_github.main:app` works too and builds it on first ac
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
-from mcp.server.mcpserver import MCPServer
+from fastapi import Depends, FastAPI, Query, Request
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_github.context import ContextClient, ContextError
-from mcp_github.github import GitHubClient, GitHubError, RateLimited
+from mcp_github.github import FilePath, FullName, GitHubClient, GitHubError, Owner, RateLimited, Ref, RepoName
 from mcp_github.indexer import Indexer
+from mcp_github.settings import Settings
 from mcp_github.state import MemoryStateStore, RedisStateStore, StateStore
-from sophia_chassis import CircuitOpenError, ServiceSettings, create_app
+from sophia_chassis import CircuitOpenError, create_app
+from sophia_chassis.auth import Identity, ServiceCredentials, require, tool_identity
 from sophia_chassis.http import UpstreamError
+from sophia_chassis.inputs import Text
 from sophia_chassis.mcp import McpEndpoint
 from sophia_chassis.problems import problem
 
-
-class Settings(ServiceSettings):
-    service_name: str = "mcp-github"
-    github_api_url: str = "https://api.github.com"
-    github_token: str | None = None  # secret file GITHUB_TOKEN; unauthenticated (60 requests/h) without it
-    github_timeout_seconds: float = 15.0
-    github_attempts: int = 3
-    github_backoff_max_seconds: float = 10.0
-    # A rate-limit wait up to this long is slept through; a longer one is answered 429 + Retry-After.
-    github_max_rate_limit_wait_seconds: float = 30.0
-    mcp_context_url: str = "http://mcp-context:8080"
-    redis_url: str | None = None  # index state; in-process without it
-    redis_password: str | None = None
-    index_max_file_bytes: int = 200_000
-    index_max_files: int = 5000
-    index_chunk_chars: int = 1500
+# The edge's types, shared by the REST routes and the MCP tools (github.py holds GitHub's grammars).
+SearchQuery = Text(256, min_length=1)  # GitHub code search refuses longer queries
+PullState = Literal["open", "closed", "all"]
+RepoLimit = Annotated[int, Field(ge=1, le=1000)]
+SearchLimit = Annotated[int, Field(ge=1, le=100)]
+ListLimit = Annotated[int, Field(ge=1, le=500)]
 
 
 class IndexIn(BaseModel):
-    ref: str | None = Field(None, description="branch, tag or SHA; the default branch when unset")
+    model_config = ConfigDict(extra="forbid")
+    ref: Ref | None = Field(None, description="branch, tag or SHA; the default branch when unset")
     force: bool = Field(False, description="re-send every file even if unchanged")
 
 
@@ -105,7 +99,9 @@ class GitHubService:
             backoff_max=settings.github_backoff_max_seconds,
             max_rate_limit_wait=settings.github_max_rate_limit_wait_seconds,
         )
-        self.context = ContextClient(settings.mcp_context_url)
+        self.context = ContextClient(
+            settings.mcp_context_url, credentials=ServiceCredentials(settings.service_tokens_dir)
+        )
         self.state: StateStore = (
             RedisStateStore(settings.redis_url, settings.redis_password) if settings.redis_url else MemoryStateStore()
         )
@@ -139,8 +135,8 @@ class GitHubService:
     async def pull_requests(self, owner: str, repo: str, state: str, limit: int) -> list[dict[str, Any]]:
         return [pull_summary(p) for p in await self.github.pulls(owner, repo, state, limit)]
 
-    async def index(self, owner: str, repo: str, ref: str | None, force: bool) -> dict[str, Any]:
-        return (await self.indexer.index(owner, repo, ref, force)).as_dict()
+    async def index(self, owner: str, repo: str, ref: str | None, force: bool, tenant: str) -> dict[str, Any]:
+        return (await self.indexer.index(owner, repo, ref, force, tenant=tenant)).as_dict()
 
     async def aclose(self) -> None:
         await self.github.aclose()
@@ -169,35 +165,53 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @mcp.tool()
-    async def list_repositories(owner: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    async def list_repositories(
+        ctx: Context, owner: Owner | None = None, limit: RepoLimit = 50
+    ) -> list[dict[str, Any]]:
         """Repositories of an organisation or user, or the token's own when no owner is given."""
-        return await tool_call(service.list_repositories(owner, min(limit, 1000)))
+        tool_identity(ctx, "github:read", "list_repositories")
+        return await tool_call(service.list_repositories(owner, limit))
 
     @mcp.tool()
-    async def get_file(owner: str, repo: str, path: str, ref: str | None = None) -> dict[str, Any]:
+    async def get_file(
+        ctx: Context, owner: Owner, repo: RepoName, path: FilePath, ref: Ref | None = None
+    ) -> dict[str, Any]:
         """A text file's content at a ref (default branch when unset)."""
+        tool_identity(ctx, "github:read", "get_file")
         return await tool_call(service.get_file(owner, repo, path, ref))
 
     @mcp.tool()
-    async def search_code(query: str, repo: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    async def search_code(
+        ctx: Context, query: SearchQuery, repo: FullName | None = None, limit: SearchLimit = 20
+    ) -> list[dict[str, Any]]:
         """GitHub code search (its query syntax); `repo` as owner/name narrows it to one repository."""
-        return await tool_call(service.search_code(query, repo, min(limit, 100)))
+        tool_identity(ctx, "github:read", "search_code")
+        return await tool_call(service.search_code(query, repo, limit))
 
     @mcp.tool()
-    async def recent_commits(owner: str, repo: str, ref: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    async def recent_commits(
+        ctx: Context, owner: Owner, repo: RepoName, ref: Ref | None = None, limit: ListLimit = 20
+    ) -> list[dict[str, Any]]:
         """Latest commits on a branch (default branch when unset): sha, message, author, date."""
-        return await tool_call(service.recent_commits(owner, repo, ref, min(limit, 500)))
+        tool_identity(ctx, "github:read", "recent_commits")
+        return await tool_call(service.recent_commits(owner, repo, ref, limit))
 
     @mcp.tool()
-    async def pull_requests(owner: str, repo: str, state: str = "open", limit: int = 20) -> list[dict[str, Any]]:
+    async def pull_requests(
+        ctx: Context, owner: Owner, repo: RepoName, state: PullState = "open", limit: ListLimit = 20
+    ) -> list[dict[str, Any]]:
         """Pull requests by state (open, closed, all), most recently updated first."""
-        return await tool_call(service.pull_requests(owner, repo, state, min(limit, 500)))
+        tool_identity(ctx, "github:read", "pull_requests")
+        return await tool_call(service.pull_requests(owner, repo, state, limit))
 
     @mcp.tool()
-    async def index_repository(owner: str, repo: str, ref: str | None = None, force: bool = False) -> dict[str, Any]:
+    async def index_repository(
+        ctx: Context, owner: Owner, repo: RepoName, ref: Ref | None = None, force: bool = False
+    ) -> dict[str, Any]:
         """Send the repository's text files in chunks to mcp-context (namespace github:<owner>/<repo>);
         a re-run sends only files changed since the last indexed commit."""
-        return await tool_call(service.index(owner, repo, ref, force))
+        who = tool_identity(ctx, "github:write", "index_repository")
+        return await tool_call(service.index(owner, repo, ref, force, who.tenant))
 
     endpoint = McpEndpoint(mcp)
 
@@ -227,38 +241,46 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def context_error(_: Request, exc: ContextError):
         return problem(502, "Upstream error", str(exc))
 
-    @app.get("/github/repos")
-    async def repos(owner: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+    read = [Depends(require("github:read"))]
+
+    @app.get("/github/repos", dependencies=read)
+    async def repos(owner: Owner | None = None, limit: Annotated[RepoLimit, Query()] = 50) -> dict[str, Any]:
         return {"results": await service.list_repositories(owner, limit)}
 
-    @app.get("/github/repos/{owner}/{repo}/contents/{path:path}")
-    async def contents(owner: str, repo: str, path: str, ref: str | None = None) -> dict[str, Any]:
+    @app.get("/github/repos/{owner}/{repo}/contents/{path:path}", dependencies=read)
+    async def contents(owner: Owner, repo: RepoName, path: FilePath, ref: Ref | None = None) -> dict[str, Any]:
         return await service.get_file(owner, repo, path, ref)
 
-    @app.get("/github/search/code")
-    async def code(q: str, repo: str | None = None, limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
+    @app.get("/github/search/code", dependencies=read)
+    async def code(
+        q: SearchQuery, repo: FullName | None = None, limit: Annotated[SearchLimit, Query()] = 20
+    ) -> dict[str, Any]:
         return {"results": await service.search_code(q, repo, limit)}
 
-    @app.get("/github/repos/{owner}/{repo}/commits")
+    @app.get("/github/repos/{owner}/{repo}/commits", dependencies=read)
     async def commits(
-        owner: str, repo: str, ref: str | None = None, limit: int = Query(20, ge=1, le=500)
+        owner: Owner, repo: RepoName, ref: Ref | None = None, limit: Annotated[ListLimit, Query()] = 20
     ) -> dict[str, Any]:
         return {"results": await service.recent_commits(owner, repo, ref, limit)}
 
-    @app.get("/github/repos/{owner}/{repo}/pulls")
+    @app.get("/github/repos/{owner}/{repo}/pulls", dependencies=read)
     async def pulls(
-        owner: str, repo: str, state: Literal["open", "closed", "all"] = "open", limit: int = Query(20, ge=1, le=500)
+        owner: Owner, repo: RepoName, state: PullState = "open", limit: Annotated[ListLimit, Query()] = 20
     ) -> dict[str, Any]:
         return {"results": await service.pull_requests(owner, repo, state, limit)}
 
     @app.post("/github/repos/{owner}/{repo}/index")
-    async def index(owner: str, repo: str, body: IndexIn | None = None) -> dict[str, Any]:
+    async def index(
+        owner: Owner, repo: RepoName, body: IndexIn | None = None, who: Identity = Depends(require("github:write"))
+    ) -> dict[str, Any]:
         body = body or IndexIn()
-        return await service.index(owner, repo, body.ref, body.force)
+        return await service.index(owner, repo, body.ref, body.force, who.tenant)
 
     @app.get("/github/repos/{owner}/{repo}/index")
-    async def index_state(owner: str, repo: str) -> dict[str, Any]:
-        state = await service.state.get(f"{owner}/{repo}")
+    async def index_state(
+        owner: Owner, repo: RepoName, who: Identity = Depends(require("github:read"))
+    ) -> dict[str, Any]:
+        state = await service.state.get(Indexer.state_key(who.tenant, owner, repo))
         if state is None:
             return {"repository": f"{owner}/{repo}", "indexed": False}
         return {

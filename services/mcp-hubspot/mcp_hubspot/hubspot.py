@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
+from urllib.parse import quote
 
 from sophia_chassis import ResilientClient
+from sophia_chassis.inputs import HUBSPOT_RECORD_ID
 
 # Engagements are object types of their own in CRM v3.
-OBJECT_TYPES = ("contacts", "companies", "deals", "notes", "calls", "emails", "meetings", "tasks")
+ObjectType = Literal["contacts", "companies", "deals", "notes", "calls", "emails", "meetings", "tasks"]
+OBJECT_TYPES: tuple[str, ...] = ObjectType.__args__
+_RECORD_ID = re.compile(HUBSPOT_RECORD_ID)
 MAX_PAGE = 100  # HubSpot's page size limit for list and search
 MAX_SEARCH_RESULTS = 10_000  # search cannot page past 10,000 results (HubSpot answers 400)
 ASSOCIATIONS_PAGE = 500  # v4 associations page size limit
@@ -46,9 +51,18 @@ class HubSpotClient:
         return response.json()
 
     @staticmethod
-    def check_type(object_type: str) -> None:
+    def check_type(object_type: str) -> str:
         if object_type not in OBJECT_TYPES:
             raise ValueError(f"unknown CRM object type {object_type!r}; one of {', '.join(OBJECT_TYPES)}")
+        return object_type
+
+    @staticmethod
+    def record_id(object_id: str) -> str:
+        """A record id as a URL path segment: HubSpot's ids are decimal numbers, so nothing else
+        (a `/`, `..`, `?`) can steer the call, made with the organisation's token, elsewhere."""
+        if not isinstance(object_id, str) or not _RECORD_ID.fullmatch(object_id):
+            raise ValueError(f"a HubSpot record id is a decimal number of 1 to 20 digits, not {object_id!r:.60}")
+        return quote(object_id, safe="")
 
     async def list(self, object_type: str, properties: list[str] | None = None, limit: int = 500) -> list[dict]:
         self.check_type(object_type)
@@ -70,7 +84,7 @@ class HubSpotClient:
     async def get(self, object_type: str, object_id: str, properties: list[str] | None = None) -> dict:
         self.check_type(object_type)
         params = {"properties": ",".join(properties)} if properties else None
-        return await self._json("GET", f"/crm/v3/objects/{object_type}/{object_id}", params=params)
+        return await self._json("GET", f"/crm/v3/objects/{object_type}/{self.record_id(object_id)}", params=params)
 
     async def create(self, object_type: str, properties: dict[str, Any]) -> dict:
         self.check_type(object_type)
@@ -124,7 +138,9 @@ class HubSpotClient:
             if after:
                 params["after"] = after
             page = await self._json(
-                "GET", f"/crm/v4/objects/{object_type}/{object_id}/associations/{to_type}", params=params
+                "GET",
+                f"/crm/v4/objects/{object_type}/{self.record_id(object_id)}/associations/{to_type}",
+                params=params,
             )
             results.extend(page["results"])
             after = (page.get("paging") or {}).get("next", {}).get("after")

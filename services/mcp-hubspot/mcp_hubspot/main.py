@@ -5,51 +5,79 @@ Run with `uvicorn --factory mcp_hubspot.main:build_app`."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException
-from mcp.server.mcpserver import MCPServer
+from fastapi import Body, Depends, FastAPI, HTTPException, Query
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from mcp_hubspot.hubspot import HubSpotClient, HubSpotError
-from sophia_chassis import CircuitOpenError, ServiceSettings, create_app
+from mcp_hubspot.hubspot import HubSpotClient, HubSpotError, ObjectType
+from mcp_hubspot.settings import Settings
+from sophia_chassis import CircuitOpenError, create_app
+from sophia_chassis.auth import require, tool_identity
 from sophia_chassis.http import UpstreamError
+from sophia_chassis.inputs import FiniteFloat, HubSpotRecordId, Int64, Text
 from sophia_chassis.mcp import McpEndpoint
 
-
-class Settings(ServiceSettings):
-    service_name: str = "mcp-hubspot"
-    hubspot_api_url: str = "https://api.hubapi.com"
-    hubspot_access_token: str | None = None  # secret file HUBSPOT_ACCESS_TOKEN (private app)
-    hubspot_timeout_seconds: float = 20.0
-    hubspot_attempts: int = 3
-    hubspot_backoff_max_seconds: float = 10.0  # the longest Retry-After slept through
-    # /readyz asks HubSpot at most this often (probes every few seconds would spend the API quota).
-    hubspot_ready_cache_seconds: float = 30.0
+# The edge's types, shared by the REST routes and the MCP tools.
+# HubSpot's internal property names: letters, digits and underscores.
+PropertyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,100}$")]
+Properties = Annotated[list[PropertyName], Field(max_length=100)]
+Operator = Literal[
+    "EQ",
+    "NEQ",
+    "LT",
+    "LTE",
+    "GT",
+    "GTE",
+    "BETWEEN",
+    "IN",
+    "NOT_IN",
+    "HAS_PROPERTY",
+    "NOT_HAS_PROPERTY",
+    "CONTAINS_TOKEN",
+    "NOT_CONTAINS_TOKEN",
+]
+Value = Text(10_000) | Int64 | FiniteFloat | bool | None
+SearchLimit = Annotated[int, Field(ge=1, le=1000)]
 
 
 class Filter(BaseModel):
-    propertyName: str  # noqa: N815 (HubSpot's field names)
-    operator: str = "EQ"
-    value: Any = None
+    model_config = ConfigDict(extra="forbid")
+    propertyName: PropertyName  # noqa: N815 (HubSpot's field names)
+    operator: Operator = "EQ"
+    value: Value = None
+    values: Annotated[list[Value], Field(max_length=100)] | None = None  # IN, NOT_IN
+    highValue: Value = None  # noqa: N815 (BETWEEN)
+
+    def upstream(self) -> dict[str, Any]:
+        body = self.model_dump()
+        return {k: v for k, v in body.items() if v is not None or k == "value"}
 
 
 class FilterGroup(BaseModel):
-    filters: list[Filter]
+    model_config = ConfigDict(extra="forbid")
+    filters: Annotated[list[Filter], Field(max_length=6)]
 
 
 class Sort(BaseModel):
-    propertyName: str  # noqa: N815
-    direction: str = Field("DESCENDING", pattern="^(ASCENDING|DESCENDING)$")
+    model_config = ConfigDict(extra="forbid")
+    propertyName: PropertyName  # noqa: N815
+    direction: Literal["ASCENDING", "DESCENDING"] = "DESCENDING"
 
 
 class SearchIn(BaseModel):
-    filters: list[Filter] = []  # ANDed
-    filterGroups: list[FilterGroup] = []  # noqa: N815 (ORed, as HubSpot's own body)
-    sorts: list[Sort] = []
-    properties: list[str] | None = None
-    limit: int = Field(100, ge=1, le=1000)
+    model_config = ConfigDict(extra="forbid")
+    filters: Annotated[list[Filter], Field(max_length=6)] = []  # ANDed
+    filterGroups: Annotated[list[FilterGroup], Field(max_length=5)] = []  # noqa: N815 (ORed, as HubSpot's own body)
+    sorts: Annotated[list[Sort], Field(max_length=5)] = []
+    properties: Properties | None = None
+    limit: SearchLimit = 100
+
+
+# What a created record's properties may hold.
+NewProperties = Annotated[dict[PropertyName, Value], Field(min_length=1, max_length=200)]
 
 
 async def tool_call(coro):
@@ -82,22 +110,29 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @mcp.tool()
     async def search_crm(
-        object_type: str,
-        filters: list[dict[str, Any]] | None = None,
-        properties: list[str] | None = None,
-        limit: int = 20,
+        ctx: Context,
+        object_type: ObjectType,
+        filters: Annotated[list[Filter], Field(max_length=6)] | None = None,
+        properties: Properties | None = None,
+        limit: SearchLimit = 20,
     ) -> list[dict[str, Any]]:
         """Search contacts, companies, deals or engagements with HubSpot filters (ANDed)."""
-        return await tool_call(crm.search(object_type, filters or [], properties, limit))
+        tool_identity(ctx, "crm:read", "search_crm")
+        upstream = [f.upstream() for f in filters or []]
+        return await tool_call(crm.search(object_type, upstream, properties, limit))
 
     @mcp.tool()
-    async def get_record(object_type: str, object_id: str) -> dict[str, Any]:
+    async def get_record(ctx: Context, object_type: ObjectType, object_id: HubSpotRecordId) -> dict[str, Any]:
         """One CRM record by type and id."""
+        tool_identity(ctx, "crm:read", "get_record")
         return await tool_call(crm.get(object_type, object_id))
 
     @mcp.tool()
-    async def list_associations(object_type: str, object_id: str, to_type: str) -> list[dict[str, Any]]:
+    async def list_associations(
+        ctx: Context, object_type: ObjectType, object_id: HubSpotRecordId, to_type: ObjectType
+    ) -> list[dict[str, Any]]:
         """Records of `to_type` associated with a record (e.g. a company's deals)."""
+        tool_identity(ctx, "crm:read", "list_associations")
         return await tool_call(crm.associations(object_type, object_id, to_type))
 
     async def token_present() -> bool:
@@ -119,27 +154,29 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         on_shutdown=[endpoint.stop, crm.aclose],
     )
 
-    @app.get("/hubspot/{object_type}")
-    async def list_objects(object_type: str, limit: int = 100) -> dict[str, Any]:
+    read, write = [Depends(require("crm:read"))], [Depends(require("crm:write"))]
+
+    @app.get("/hubspot/{object_type}", dependencies=read)
+    async def list_objects(object_type: ObjectType, limit: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
         return {"results": await call(crm.list(object_type, limit=limit))}
 
-    @app.get("/hubspot/{object_type}/{object_id}")
-    async def get_object(object_type: str, object_id: str) -> dict[str, Any]:
+    @app.get("/hubspot/{object_type}/{object_id}", dependencies=read)
+    async def get_object(object_type: ObjectType, object_id: HubSpotRecordId) -> dict[str, Any]:
         return await call(crm.get(object_type, object_id))
 
-    @app.post("/hubspot/{object_type}", status_code=201)
-    async def create_object(object_type: str, properties: dict[str, Any]) -> dict[str, Any]:
+    @app.post("/hubspot/{object_type}", status_code=201, dependencies=write)
+    async def create_object(object_type: ObjectType, properties: Annotated[NewProperties, Body()]) -> dict[str, Any]:
         return await call(crm.create(object_type, properties))
 
-    @app.post("/hubspot/{object_type}/search")
-    async def search(object_type: str, query: SearchIn) -> dict[str, Any]:
-        filters = [f.model_dump() for f in query.filters]
-        groups = [[f.model_dump() for f in g.filters] for g in query.filterGroups]
+    @app.post("/hubspot/{object_type}/search", dependencies=read)
+    async def search(object_type: ObjectType, query: SearchIn) -> dict[str, Any]:
+        filters = [f.upstream() for f in query.filters]
+        groups = [[f.upstream() for f in g.filters] for g in query.filterGroups]
         sorts = [s.model_dump() for s in query.sorts]
         return {"results": await call(crm.search(object_type, filters, query.properties, query.limit, groups, sorts))}
 
-    @app.get("/hubspot/{object_type}/{object_id}/associations/{to_type}")
-    async def associations(object_type: str, object_id: str, to_type: str) -> dict[str, Any]:
+    @app.get("/hubspot/{object_type}/{object_id}/associations/{to_type}", dependencies=read)
+    async def associations(object_type: ObjectType, object_id: HubSpotRecordId, to_type: ObjectType) -> dict[str, Any]:
         return {"results": await call(crm.associations(object_type, object_id, to_type))}
 
     endpoint.attach(app)

@@ -4,54 +4,53 @@ where its successor is, and each legacy path is counted so migration can be trac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from urllib.parse import quote, unquote
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from prometheus_client import Counter
 
-from sophia_chassis import ResilientClient, ServiceSettings, create_app
+from orchestrator.mappings import resolve
+from orchestrator.settings import Settings
+from sophia_chassis import ResilientClient, create_app
+from sophia_chassis.auth import AUTHENTICATED, require
 
 # When the legacy paths stop being served (RFC 8594 Sunset).
 SUNSET = "Wed, 30 Jun 2027 00:00:00 GMT"
 FORWARDED_HEADERS = ("content-type", "accept", "authorization", "x-request-id")
 
 
-@dataclass(frozen=True)
-class Mapping:
-    legacy: str  # old path prefix
-    service: str  # the service that owns it now
-    successor: str  # the new path prefix on that service
+# What a segment may hold once decoded: no separator (an encoded `/` or `\\` would re-split the
+# path at the backend), no control characters.
+FORBIDDEN_IN_SEGMENT = re.compile(r"[/\\\x00-\x1f\x7f]")
+PCHAR_SAFE = "!$&'()*+,;=:@-._~"  # RFC 3986 pchar: kept as is when a segment is re-encoded
 
 
-# The mapping table (docs/orchestrator.md); the longest matching legacy prefix wins.
-MAPPINGS = (
-    Mapping("/api/memory/search", "mcp-context", "/memories/search"),
-    Mapping("/api/memory", "mcp-context", "/memories"),
-    Mapping("/api/github", "mcp-github", "/github"),
-    Mapping("/api/crm", "mcp-hubspot", "/hubspot"),
-    Mapping("/api/agents", "mcp-agents", "/agents"),
-    Mapping("/api/teams", "agno-teams", "/teams"),
-)
+class BadPath(ValueError):
+    pass
 
 
-class Settings(ServiceSettings):
-    service_name: str = "orchestrator"
-    mcp_context_url: str = "http://mcp-context"
-    mcp_github_url: str = "http://mcp-github"
-    mcp_hubspot_url: str = "http://mcp-hubspot"
-    mcp_agents_url: str = "http://mcp-agents"
-    agno_teams_url: str = "http://agno-teams"
-
-    def url_of(self, service: str) -> str:
-        return getattr(self, service.replace("-", "_") + "_url").rstrip("/")
-
-
-def resolve(path: str) -> tuple[Mapping, str] | None:
-    """The mapping for a legacy path and the path on the new service."""
-    for mapping in sorted(MAPPINGS, key=lambda m: len(m.legacy), reverse=True):
-        if path == mapping.legacy or path.startswith(mapping.legacy + "/"):
-            return mapping, mapping.successor + path[len(mapping.legacy) :]
-    return None
+def normalise(raw_path: str) -> str:
+    """The path as the backend will route it: each segment percent-decoded once, checked, dot
+    segments resolved (RFC 3986 5.2.4), then re-encoded. Without this `/api/memory/%2e%2e/..`
+    is forwarded as is and the backend's URL parser resolves it past the prefix map."""
+    segments: list[str] = []
+    parts = raw_path.split("/")[1:]
+    for i, part in enumerate(parts):
+        try:
+            segment = unquote(part, errors="strict")
+        except UnicodeDecodeError:
+            raise BadPath("the path is not UTF-8") from None
+        if FORBIDDEN_IN_SEGMENT.search(segment):
+            raise BadPath("a path segment holds an encoded '/', '\\' or a control character")
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment == "." or (segment == "" and i < len(parts) - 1):
+            continue
+        else:
+            segments.append(segment)
+    return "/" + "/".join(quote(s, safe=PCHAR_SAFE) for s in segments)
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -63,11 +62,21 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         "legacy_requests_total", "Requests to deprecated legacy paths", ("legacy_path",), registry=app.state.registry
     )
 
-    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    # Any identity may knock; the caller's own credential is forwarded (Authorization is in
+    # FORWARDED_HEADERS) and the service that owns the path checks its scopes and tenant.
+    @app.api_route(
+        "/api/{rest:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        dependencies=[Depends(require(AUTHENTICATED))],
+    )
     async def forward(request: Request, rest: str) -> Response:
-        found = resolve(f"/api/{rest}")
+        try:
+            path = normalise(request.scope.get("raw_path", b"").decode("latin-1") or request.url.path)
+        except BadPath as exc:
+            raise HTTPException(400, f"{exc}; send a plain legacy path (see docs/orchestrator.md)") from None
+        found = resolve(path)
         if found is None:
-            raise HTTPException(404, f"/api/{rest} is not a legacy path (see docs/orchestrator.md)")
+            raise HTTPException(404, f"{path[:200]} is not a legacy path (see docs/orchestrator.md)")
         mapping, new_path = found
         legacy_requests.labels(mapping.legacy).inc()
         target = settings.url_of(mapping.service) + new_path

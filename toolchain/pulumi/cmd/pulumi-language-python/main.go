@@ -11,9 +11,9 @@
 //
 // Supported: Handshake, Run, GetPluginInfo, InstallDependencies, About,
 // GetProgramDependencies, GetRequiredPlugins/GetRequiredPackages (from the
-// pulumi-plugin.json files of installed packages), RuntimeOptionsPrompts (none).
-// Not supported (Unimplemented): program generation, templates, plugins written in
-// Python, packing/linking SDKs.
+// pulumi-plugin.json files of installed packages), RuntimeOptionsPrompts (none), RunPlugin
+// (plugins written in Python, e.g. policy packs). Not supported (Unimplemented): program
+// generation, templates, packing/linking SDKs.
 package main
 
 import (
@@ -369,4 +369,48 @@ func (h *host) GetProgramDependencies(ctx context.Context,
 		resp.Dependencies = append(resp.Dependencies, &pulumirpc.DependencyInfo{Name: p.Name, Version: p.Version})
 	}
 	return resp, nil
+}
+
+// RunPlugin runs a plugin written in Python — here, the CrossGuard policy pack in policy/ —
+// as upstream does for a bare directory: `python <plugin dir> <args>` in the plugin's
+// virtualenv (`venv` unless its PulumiPolicy.yaml/PulumiPlugin.yaml says otherwise).
+func (h *host) RunPlugin(req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer) error {
+	opts, err := pythonOptions(req.GetInfo())
+	if err != nil {
+		return err
+	}
+	if opts.Virtualenv == "" {
+		opts.Virtualenv = "venv" // never the ambient Python, as upstream
+	}
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
+		return err
+	}
+	args := append([]string{req.GetInfo().GetProgramDirectory()}, req.GetArgs()...)
+	cmd, err := tc.Command(server.Context(), args...)
+	if err != nil {
+		return err
+	}
+	closer, stdout, stderr, err := rpcutil.MakeRunPluginStreams(server, false)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	env := cmd.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	cmd.Dir = req.GetPwd()
+	cmd.Env = append(env, req.GetEnv()...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			return server.Send(&pulumirpc.RunPluginResponse{
+				Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(exitErr.ExitCode())},
+			})
+		}
+		return err
+	}
+	return closer.Close()
 }

@@ -1,0 +1,185 @@
+"""Planning: a stack's overrides applied to the discovered manifests, and every rule about
+what the stack may run checked, before anything is registered.
+
+Pure (no Pulumi calls), so a bad stack fails with every problem listed and nothing deployed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from components import pgbouncer, qdrant, redis
+from components.image import ImageBuild, ImageSource
+from components.spec import ServiceSpec, cpu_millicores, memory_bytes, replica_bounds_problem
+from infra.config import NAMESPACE, ConfigError, ServiceOverride, StackConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+INTERNAL_TOKEN_KEY = "INTERNAL_API_TOKEN"
+# Secrets the platform generates and mounts itself; a manifest may list them, ESC need not hold them.
+PLATFORM_SECRETS = {redis.PASSWORD_KEY, qdrant.API_KEY_KEY, pgbouncer.PASSWORD_KEY, INTERNAL_TOKEN_KEY}
+# External secrets the data layer reads from ESC (not from a service manifest).
+DATABASE_URL, DATABASE_READ_URL = "DATABASE_URL", "DATABASE_READ_URL"
+PROD_MIN_REPLICAS = 2
+
+
+@dataclass(frozen=True)
+class PlannedService:
+    spec: ServiceSpec
+    image: ImageSource
+    callers: tuple[str, ...]
+    callees: dict[str, int]
+    gpu: bool
+
+
+def with_override(spec: ServiceSpec, override: ServiceOverride | None) -> ServiceSpec:
+    """The manifest with the stack's scaling and requests overrides merged in (checked afterwards,
+    in one place)."""
+    if override is None:
+        return spec
+    given = {
+        "min_replicas": override.min_replicas,
+        "max_replicas": override.max_replicas,
+        "cpu_target": override.cpu_target,
+    }
+    scaling = spec.scaling.model_copy(update={k: v for k, v in given.items() if v is not None})
+    update: dict[str, object] = {"scaling": scaling}
+    if override.requests is not None:
+        update["resources"] = spec.resources.model_copy(update={"requests": override.requests})
+    return spec.model_copy(update=update)
+
+
+def scaling_problems(config: StackConfig, spec: ServiceSpec) -> list[str]:
+    """The replica rules, on the merged numbers: HPA min <= max, and prod keeps two pods; and
+    requests (which a stack may override) within the manifest's limits."""
+    key = f"{NAMESPACE}:services.{spec.name}"
+    where = f"after merging the stack's override into services/{spec.name}/service.yaml"
+    lo, hi = spec.scaling.min_replicas, spec.scaling.max_replicas
+    problems = []
+    bounds = replica_bounds_problem(lo, hi)
+    if bounds:
+        problems.append(f"{key}.{bounds} ({where})")
+    requests, limits = spec.resources.requests, spec.resources.limits
+    for kind, amount in (("cpu", cpu_millicores), ("memory", memory_bytes)):
+        if amount(getattr(requests, kind)) > amount(getattr(limits, kind)):
+            problems.append(
+                f"{key}.requests.{kind}: {getattr(requests, kind)} is above the limit "
+                f"{getattr(limits, kind)} ({where}); a request must not exceed its limit"
+            )
+    if config.is_prod and lo < PROD_MIN_REPLICAS:
+        problems.append(
+            f"{key}.min_replicas: prod needs at least {PROD_MIN_REPLICAS} replicas for availability "
+            f"(given: {lo}); raise it in the stack's override or in services/{spec.name}/service.yaml"
+        )
+    return problems
+
+
+def plan_services(
+    stack: str,
+    config: StackConfig,
+    specs: list[ServiceSpec],
+    secrets_available: set[str],
+    services_dir: Path = REPO_ROOT / "services",
+) -> list[PlannedService]:
+    """Apply the stack's overrides to the manifests and check what the stack can run."""
+    by_name = {s.name: s for s in specs}
+    problems = [
+        f"{NAMESPACE}:services.{name}: no such service (discovered: {sorted(by_name)})"
+        for name in config.services
+        if name not in by_name
+    ]
+    if problems:
+        raise ConfigError(stack, problems)
+
+    effective = {
+        spec.name: with_override(spec, config.services.get(spec.name))
+        for spec in specs
+        if config.services.get(spec.name, ServiceOverride()).enabled
+    }
+    planned = []
+    for spec in effective.values():
+        key = f"{NAMESPACE}:services.{spec.name}"
+        problems += scaling_problems(config, spec)
+        for callee in spec.calls.services:
+            if callee not in effective:
+                problems.append(
+                    f"{key}.enabled: {callee} is disabled but {spec.name} calls it; "
+                    f"enable {callee} or disable {spec.name}"
+                )
+        if config.environment != "local":
+            for secret in sorted(set(spec.secrets) - PLATFORM_SECRETS):
+                if secret not in secrets_available:
+                    problems.append(
+                        f"{NAMESPACE}:secrets.{secret}: {spec.name} needs it but the stack has none; add "
+                        f"it to the stack's ESC environment under pulumiConfig.{NAMESPACE}:secrets"
+                    )
+        gpu = False
+        if spec.gpu is not None:
+            largest = max((p.gpus_per_node for p in config.gpu_pools if p.node_count > 0), default=0)
+            if largest >= spec.gpu.count:
+                gpu = True
+            elif spec.gpu.required:
+                problems.append(
+                    f"{NAMESPACE}:gpu_pools: {spec.name} requires {spec.gpu.count} GPU(s) on one node "
+                    f"but the stack's pools offer {largest}; add a pool with node_count >= 1"
+                )
+        planned.append(
+            PlannedService(
+                spec=spec,
+                image=_image_source(stack, config, spec.name, spec.build_args, services_dir, problems),
+                callers=tuple(sorted(s.name for s in effective.values() if spec.name in s.calls.services)),
+                callees={c: effective[c].port for c in spec.calls.services if c in effective},
+                gpu=gpu,
+            )
+        )
+    if (
+        config.environment != "local"
+        and any("postgres" in p.spec.calls.datastores for p in planned)
+        and DATABASE_URL not in secrets_available
+    ):
+        problems.append(
+            f"{NAMESPACE}:secrets.{DATABASE_URL}: services use PostgreSQL but the stack has no connection "
+            f"string; add the Neon URL to the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
+        )
+    if problems:
+        raise ConfigError(stack, problems)
+    return planned
+
+
+def _image_source(
+    stack: str, config: StackConfig, name: str, build_args: dict[str, str], services_dir: Path, problems: list[str]
+) -> ImageSource:
+    override = config.services.get(name)
+    if override is not None and override.image:
+        return override.image
+    # Local with `local_registry`: built on this machine (buildah, offline) into the registry there,
+    # unless `images.<name>` names a prebuilt image.
+    local_build = config.local_registry is not None and name not in config.images
+    if config.registry is None and not local_build:
+        return config.images.get(name, f"sophia/{name}:{config.image_tag}")
+    if not (services_dir / name / "pyproject.toml").is_file():
+        problems.append(
+            f"{NAMESPACE}:services.{name}.image: services/{name}/pyproject.toml is missing, so the {stack} "
+            "stack cannot build it; make the service a package or set a prebuilt image reference"
+        )
+    # One Dockerfile for every service; the context is the repo root so it can install the
+    # shared chassis (libs/) and the pins (requirements*.txt).
+    if local_build:
+        # The base image (PYTHON_IMAGE) is the one toolchain/image-build.sh makes from Debian packages.
+        return ImageBuild(
+            context=services_dir.parent,
+            dockerfile=services_dir / "Dockerfile",
+            repository=f"{config.local_registry}/sophia/{name}",
+            tag=config.image_tag,
+            build_args={"SERVICE": name, **build_args},
+            builder="local",
+        )
+    return ImageBuild(
+        context=services_dir.parent,
+        dockerfile=services_dir / "Dockerfile",
+        repository=f"{config.registry}/{name}",
+        tag=config.image_tag,
+        platforms=config.image_platforms,
+        build_args={"SERVICE": name, **build_args},
+    )

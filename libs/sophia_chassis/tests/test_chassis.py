@@ -1,0 +1,224 @@
+"""The chassis through real HTTP: health, readiness, metrics, request ids, problems,
+settings from secret files, and the resilient client against a real flaky upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+
+from sophia_chassis import CircuitOpenError, ResilientClient, ServiceSettings, create_app
+from sophia_chassis.http import UpstreamError
+from sophia_testing.servers import serve
+
+
+class Settings(ServiceSettings):
+    service_name: str = "demo"
+    openai_api_key: str | None = None
+
+
+def demo_app(ready: dict[str, bool], closed: list[str]) -> FastAPI:
+    async def database():
+        if not ready["database"]:
+            raise ConnectionError("connection refused")
+
+    async def close():
+        closed.append("client")
+
+    app = create_app(Settings(), readiness={"database": database}, on_shutdown=[close])
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int):
+        if item_id == 0:
+            raise HTTPException(404, "no item 0")
+        if item_id == 13:
+            raise RuntimeError("secret internals")
+        return {"id": item_id}
+
+    return app
+
+
+def test_health_readiness_metrics_request_id_and_problems() -> None:
+    ready, closed = {"database": False}, []
+    with serve(demo_app(ready, closed)) as url:
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        not_ready = httpx.get(f"{url}/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.headers["content-type"] == "application/problem+json"
+        assert not_ready.json()["checks"] == {"database": "ConnectionError: connection refused"}
+        ready["database"] = True
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ready", "checks": ["database"]}
+
+        ok = httpx.get(f"{url}/items/7", headers={"X-Request-ID": "req-42"})
+        assert ok.json() == {"id": 7} and ok.headers["X-Request-ID"] == "req-42"
+        assert len(httpx.get(f"{url}/items/8").headers["X-Request-ID"]) == 32
+        missing = httpx.get(f"{url}/items/0")
+        assert missing.status_code == 404 and missing.json()["detail"] == "no item 0"
+        crash = httpx.get(f"{url}/items/13")
+        assert crash.status_code == 500 and "secret internals" not in crash.text
+        assert crash.json()["title"] == "Internal error"
+        invalid = httpx.get(f"{url}/items/abc")
+        assert invalid.status_code == 422 and invalid.json()["errors"][0]["field"] == "path.item_id"
+
+        text = httpx.get(f"{url}/metrics").text
+        assert 'http_requests_total{method="GET",route="/items/{item_id}",service="demo",status="200"} 2.0' in text
+        assert 'route="/items/{item_id}",service="demo",status="500"' in text
+        assert 'http_request_duration_seconds_bucket{le="0.1",method="GET",route="/items/{item_id}"' in text
+    assert closed == ["client"]  # shutdown hooks ran
+
+
+def test_a_streamed_answer_counts_to_its_first_byte_and_keeps_its_request_id() -> None:
+    """An event stream open for a while is not a slow request (the latency SLO reads this histogram)."""
+    from fastapi.responses import StreamingResponse
+
+    app = create_app(ServiceSettings(service_name="streamer"))
+
+    @app.get("/events")
+    async def events():
+        async def body():
+            for n in range(3):
+                yield f"data: {n}\n\n"
+                await asyncio.sleep(0.15)
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    with serve(app) as url:
+        started = time.monotonic()
+        response = httpx.get(f"{url}/events", headers={"X-Request-ID": "stream-1"})
+        took = time.monotonic() - started
+        metrics = httpx.get(f"{url}/metrics").text
+    assert response.text.count("data:") == 3 and took >= 0.45
+    assert response.headers["X-Request-ID"] == "stream-1"
+    fast = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("http_request_duration_seconds_bucket") and 'route="/events"' in line and 'le="0.1"' in line
+    )
+    assert fast.endswith(" 1.0")
+
+
+def test_settings_come_from_env_and_secret_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "OPENAI_API_KEY").write_text("sk-from-file")
+    monkeypatch.setenv("SOPHIA_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("SERVICE_NAME", "from-env")
+    settings = Settings.load()
+    assert (settings.openai_api_key, settings.service_name) == ("sk-from-file", "from-env")
+    monkeypatch.setenv("SOPHIA_SECRETS_DIR", str(tmp_path / "absent"))
+    assert Settings.load().openai_api_key is None
+
+
+def flaky_upstream(script: list[tuple[int, dict[str, str]]], calls: list[float]) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/thing")
+    async def thing():
+        calls.append(time.monotonic())
+        status, headers = script[min(len(calls), len(script)) - 1]
+        return JSONResponse({"n": len(calls)}, status_code=status, headers=headers)
+
+    return app
+
+
+def test_retries_5xx_then_succeeds() -> None:
+    calls: list[float] = []
+    with serve(flaky_upstream([(500, {}), (503, {}), (200, {})], calls)) as url:
+        client = ResilientClient(url, attempts=3, backoff_initial=0.01, backoff_max=0.05)
+        response = asyncio.run(client.get("/thing"))
+    assert response.status_code == 200 and response.json() == {"n": 3} and len(calls) == 3
+
+
+def test_honours_retry_after_on_429() -> None:
+    calls: list[float] = []
+    with serve(flaky_upstream([(429, {"Retry-After": "1"}), (200, {})], calls)) as url:
+        client = ResilientClient(url, attempts=2, backoff_initial=0.01, backoff_max=2.0)
+        assert asyncio.run(client.get("/thing")).status_code == 200
+    assert calls[1] - calls[0] >= 0.95  # waited as told, not the 10 ms backoff
+
+
+def test_gives_up_with_a_clear_error_and_the_breaker_opens() -> None:
+    calls: list[float] = []
+    with serve(flaky_upstream([(500, {})], calls)) as url:
+        client = ResilientClient(
+            url, attempts=2, backoff_initial=0.01, backoff_max=0.02, failure_threshold=3, reset_timeout=60
+        )
+
+        async def scenario():
+            with pytest.raises(UpstreamError, match="answered 500 after 2 attempts"):
+                await client.get("/thing")
+            with pytest.raises((CircuitOpenError, UpstreamError)):
+                await client.get("/thing")
+            with pytest.raises(CircuitOpenError, match="circuit open"):
+                await client.get("/thing")
+
+        asyncio.run(scenario())
+    assert len(calls) == 3  # the third call never left the process
+    assert client.breaker("127.0.0.1").state == "open"
+
+
+def test_half_open_breaker_closes_after_a_good_call() -> None:
+    calls: list[float] = []
+    with serve(flaky_upstream([(500, {}), (200, {})], calls)) as url:
+        client = ResilientClient(url, attempts=1, failure_threshold=1, reset_timeout=0.2)
+
+        async def scenario():
+            with pytest.raises(UpstreamError):
+                await client.get("/thing")
+            with pytest.raises(CircuitOpenError):
+                await client.get("/thing")
+            await asyncio.sleep(0.25)
+            assert (await client.get("/thing")).status_code == 200
+
+        asyncio.run(scenario())
+    assert client.breaker("127.0.0.1").state == "closed"
+
+
+def test_half_open_breaker_lets_one_trial_through_at_a_time() -> None:
+    from sophia_chassis.http import CircuitBreaker
+
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=0.1)
+    breaker.record_failure()
+    time.sleep(0.12)
+    breaker.before_call("upstream")  # the trial
+    with pytest.raises(CircuitOpenError, match="trial call"):
+        breaker.before_call("upstream")  # a concurrent caller fails fast meanwhile
+    time.sleep(0.12)
+    breaker.before_call("upstream")  # the first trial never reported: another one goes
+    breaker.record_failure()
+    assert breaker.state == "open"
+    time.sleep(0.12)
+    breaker.before_call("upstream")
+    breaker.record_success()
+    breaker.before_call("upstream")
+    breaker.before_call("upstream")
+    assert breaker.state == "closed"
+
+
+def test_connection_refused_is_retried_then_reported() -> None:
+    from sophia_testing.servers import free_port
+
+    client = ResilientClient(f"http://127.0.0.1:{free_port()}", attempts=2, backoff_initial=0.01, backoff_max=0.02)
+    with pytest.raises(UpstreamError, match="ConnectError"):
+        asyncio.run(client.get("/x"))
+
+
+def test_upstream_failures_become_problem_responses() -> None:
+    calls: list[float] = []
+    with serve(flaky_upstream([(500, {})], calls)) as upstream:
+        client = ResilientClient(upstream, attempts=1, failure_threshold=1, reset_timeout=60)
+        app = create_app(Settings())
+
+        @app.get("/proxy")
+        async def proxy():
+            return (await client.get("/thing")).json()
+
+        with serve(app) as url:
+            first, second = httpx.get(f"{url}/proxy"), httpx.get(f"{url}/proxy")
+    assert (first.status_code, first.json()["title"]) == (502, "Upstream error")
+    assert (second.status_code, second.json()["title"]) == (503, "Dependency unavailable")
+    assert json.loads(second.text)["detail"].startswith("127.0.0.1 is failing")

@@ -1,0 +1,27 @@
+"""mcp-context settings: env vars and secret files (field names are the variable names)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mcp_context.cache import BREAKER_RESET_SECONDS, CACHE_TTL_SECONDS
+from sophia_chassis import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "mcp-context"
+    embedding_provider: str = "local"  # openai | local
+    embedding_model: str = "text-embedding-3-large"
+    embedding_cache_ttl_seconds: int = CACHE_TTL_SECONDS
+    openai_api_key: str | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    redis_url: str | None = None
+    redis_password: str | None = None
+    redis_max_connections: int = 64
+    redis_timeout_seconds: float = Field(2.0, gt=0)  # connect and reply, each
+    redis_breaker_reset_seconds: float = Field(BREAKER_RESET_SECONDS, gt=0)  # Redis skipped this long once it fails
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_path: str = ":memory:"  # embedded (Qdrant Edge) when no server URL: a directory, or ":memory:"
+    qdrant_collection: str = "sophia-memories"
+    max_body_bytes: int = 16 << 20  # a batch of up to 1000 memories
