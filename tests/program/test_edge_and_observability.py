@@ -184,3 +184,25 @@ def test_a_service_declaring_nothing_gets_the_common_panels_only() -> None:
         "sophia-availability",
         "sophia-latency-slo",
     ]
+
+
+def test_audit_events_are_their_own_loki_stream_kept_longer(capsys) -> None:
+    from components.observability import AUDIT_LABEL, AUDIT_STREAM, alloy_config
+    from sophia_chassis.audit import audit
+    from sophia_chassis.logs import configure_logging
+
+    # What a service writes: the field Alloy lifts into a label, with the value Loki's rule selects.
+    configure_logging("info")
+    audit("POST /memories", "POST /memories", "success")
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line[AUDIT_LABEL] == AUDIT_STREAM
+
+    loki = {r["chart"]: r for r in helm_releases(run_program("prod", offline_config("prod")))}["loki"]["values"]
+    limits = loki["loki"]["limits_config"]
+    [rule] = limits["retention_stream"]
+    assert rule["selector"] == f'{{{AUDIT_LABEL}="{AUDIT_STREAM}"}}'
+    assert int(rule["period"].removesuffix("h")) > int(limits["retention_period"].removesuffix("h")) >= 24
+    assert loki["loki"]["compactor"]["retention_enabled"] is True
+    config = alloy_config("sophia-observability")
+    assert f'stage.labels {{ values = {{ {AUDIT_LABEL} = "" }} }}' in config
+    assert "forward_to = [loki.process.audit.receiver]" in config
