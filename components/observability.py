@@ -364,7 +364,15 @@ def alloy_config(namespace: str) -> str:
     return (
         "\n".join(
             [
-                'discovery.kubernetes "pods" { role = "pod" }',
+                # Only this node's pods: Alloy runs on every node, so each line is shipped once (the chart
+                # sets HOSTNAME to the node's name).
+                'discovery.kubernetes "pods" {',
+                '  role = "pod"',
+                '  selectors {',
+                '    role  = "pod"',
+                '    field = "spec.nodeName=" + coalesce(sys.env("HOSTNAME"), constants.hostname)',
+                "  }",
+                "}",
                 'discovery.relabel "pods" {',
                 "  targets = discovery.kubernetes.pods.targets",
                 '  rule { source_labels = ["__meta_kubernetes_namespace"] target_label = "namespace" }',
