@@ -4,7 +4,7 @@ STACK ?= local
 OUT ?= render/$(STACK)
 PY := .venv/bin/python
 
-.PHONY: help bootstrap up down e2e test format render bench
+.PHONY: help bootstrap up down api-key e2e test format render bench
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
@@ -16,6 +16,9 @@ up: bootstrap ## bring up the local stack (the main job)
 
 down: bootstrap ## destroy the local stack and stop the local control plane
 	@scripts/up.sh down
+
+api-key: bootstrap ## print the local stack's API key (after make up): Authorization: Bearer <key>
+	@source toolchain/env.sh && $(PY) scripts/local_stack.py api-key
 
 e2e: bootstrap ## real engine on a fresh local cluster (real node): preview, up, pods, gateway, policies, restarts, no-op up, destroy
 	@source toolchain/env.sh && toolchain/build.sh && toolchain/cluster.sh down && toolchain/cluster.sh up \

@@ -21,11 +21,14 @@ from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.workload import labels_for
 
-GATEWAY_API_VERSION = "v1.4.0"
+# NGF 2.4.0 is the first release with RateLimitPolicy, and is built and tested against Gateway API
+# v1.4.1 (its config/crd/gateway-api/standard/kustomization.yaml; docs: technical specifications).
+# The local toolchain takes the same CRDs from the Go module (toolchain/crds/go.mod); a test ties the three.
+NGF_CHART, NGF_VERSION, NGF_REPO = "nginx-gateway-fabric", "2.4.0", "oci://ghcr.io/nginx/charts"
+GATEWAY_API_VERSION = "v1.4.1"
 GATEWAY_API_CRDS = (
     f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml"
 )
-NGF_CHART, NGF_VERSION, NGF_REPO = "nginx-gateway-fabric", "2.2.1", "oci://ghcr.io/nginx/charts"
 CERT_MANAGER_CHART, CERT_MANAGER_VERSION, CERT_MANAGER_REPO = "cert-manager", "v1.19.1", "https://charts.jetstack.io"
 GATEWAY_CLASS = "nginx"
 GATEWAY_NAME = "sophia"

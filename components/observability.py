@@ -42,6 +42,8 @@ REQUESTS = "http_requests_total"
 DURATION = "http_request_duration_seconds"
 # The rule group holding the alerts the services declare (first declared by the AI services).
 SERVICE_ALERTS_GROUP = "sophia-ai"
+# The JSON field and value the chassis puts on audit events (sophia_chassis.audit.STREAM).
+AUDIT_LABEL, AUDIT_STREAM = "stream", "audit"
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ class ObservabilityArgs:
     # Every deployed service by name, with the panels and alerts its manifest adds.
     services: Mapping[str, ServiceObservability]
     replicas: int = 1
-    retention: str = "15d"
+    retention: str = "15d"  # metrics and logs
+    # Audit events (sophia_chassis.audit, label stream="audit") outlive ordinary logs: a year and more.
+    audit_retention: str = "400d"
     prometheus_storage: str = "50Gi"
     loki_storage: str = "50Gi"
     storage_class: str | None = None
@@ -274,6 +278,18 @@ class Observability(pulumi.ComponentResource):
                 "loki": {
                     "auth_enabled": False,
                     "commonConfig": {"replication_factor": 1},
+                    # The compactor deletes what is past retention; the audit stream has its own, longer one.
+                    "compactor": {"retention_enabled": True, "delete_request_store": "filesystem"},
+                    "limits_config": {
+                        "retention_period": _hours(args.retention),
+                        "retention_stream": [
+                            {
+                                "selector": f'{{{AUDIT_LABEL}="{AUDIT_STREAM}"}}',
+                                "priority": 1,
+                                "period": _hours(args.audit_retention),
+                            }
+                        ],
+                    },
                     "storage": {"type": "filesystem"},
                     "schemaConfig": {
                         "configs": [
@@ -338,12 +354,25 @@ class Observability(pulumi.ComponentResource):
         )
 
 
+def _hours(days: str) -> str:
+    """Loki's retention periods are durations in hours ("15d" is not a Go duration)."""
+    return f"{int(days.removesuffix('d')) * 24}h"
+
+
 def alloy_config(namespace: str) -> str:
-    """Alloy: discover pods on this node, tail their logs, push to Loki."""
+    """Alloy: discover pods on this node, tail their logs, label audit events, push to Loki."""
     return (
         "\n".join(
             [
-                'discovery.kubernetes "pods" { role = "pod" }',
+                # Only this node's pods: Alloy runs on every node, so each line is shipped once (the chart
+                # sets HOSTNAME to the node's name).
+                'discovery.kubernetes "pods" {',
+                '  role = "pod"',
+                "  selectors {",
+                '    role  = "pod"',
+                '    field = "spec.nodeName=" + coalesce(sys.env("HOSTNAME"), constants.hostname)',
+                "  }",
+                "}",
                 'discovery.relabel "pods" {',
                 "  targets = discovery.kubernetes.pods.targets",
                 '  rule { source_labels = ["__meta_kubernetes_namespace"] target_label = "namespace" }',
@@ -352,7 +381,13 @@ def alloy_config(namespace: str) -> str:
                 "}",
                 'loki.source.kubernetes "pods" {',
                 "  targets    = discovery.relabel.pods.output",
+                "  forward_to = [loki.process.audit.receiver]",
+                "}",
+                # The chassis' JSON lines carry `stream: audit` on audit events: a label, so Loki can keep them longer.
+                'loki.process "audit" {',
                 "  forward_to = [loki.write.default.receiver]",
+                f'  stage.json {{ expressions = {{ {AUDIT_LABEL} = "" }} }}',
+                f'  stage.labels {{ values = {{ {AUDIT_LABEL} = "" }} }}',
                 "}",
                 'loki.write "default" {',
                 f'  endpoint {{ url = "http://loki-gateway.{namespace}.svc.cluster.local/loki/api/v1/push" }}',

@@ -27,24 +27,35 @@ from pulumi_kubernetes.autoscaling.v2 import (
     ResourceMetricSourceArgs,
 )
 from pulumi_kubernetes.core.v1 import (
+    ConfigMapProjectionArgs,
     ContainerArgs,
     ContainerPortArgs,
     EmptyDirVolumeSourceArgs,
     EnvVarArgs,
     HTTPGetActionArgs,
+    KeyToPathArgs,
     PersistentVolumeClaimVolumeSourceArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
     ProbeArgs,
+    ProjectedVolumeSourceArgs,
     SecretVolumeSourceArgs,
+    ServiceAccountTokenProjectionArgs,
     ServicePortArgs,
     ServiceSpecArgs,
     TopologySpreadConstraintArgs,
     VolumeArgs,
     VolumeMountArgs,
+    VolumeProjectionArgs,
 )
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs
-from pulumi_kubernetes.networking.v1 import NetworkPolicyIngressRuleArgs, NetworkPolicyPortArgs, NetworkPolicySpecArgs
+from pulumi_kubernetes.networking.v1 import (
+    IPBlockArgs,
+    NetworkPolicyIngressRuleArgs,
+    NetworkPolicyPeerArgs,
+    NetworkPolicyPortArgs,
+    NetworkPolicySpecArgs,
+)
 
 from components.gpu import GPU_NODE_LABEL, GPU_RESOURCE, GPU_TOLERATION, RUNTIME_CLASS
 from components.image import ImageSource, image_reference
@@ -68,6 +79,10 @@ from components.workload import (
 )
 
 SECRETS_MOUNT = "/var/run/secrets/sophia"
+# This service's token towards the API server (to read the cluster's JWKS) and the cluster CA.
+CLUSTER_IDENTITY_MOUNT = "/var/run/secrets/sophia-cluster"
+# One projected token per callee, each for that callee's audience (sophia_chassis.auth.ServiceCredentials).
+SERVICE_TOKENS_MOUNT = "/var/run/secrets/sophia-tokens"
 # A rollout adds this share of the replicas before removing any (maxUnavailable 0), rounded up.
 ROLLOUT_SURGE_PERCENT = 25
 SERVICE_PORT = 80
@@ -78,6 +93,23 @@ class GpuPlacement:
     node_selector: Mapping[str, str] = field(default_factory=lambda: {GPU_NODE_LABEL: "true"})
     # K3s runs GPU containers through the nvidia containerd runtime.
     runtime_class_name: str | None = RUNTIME_CLASS
+
+
+@dataclass(frozen=True)
+class ServiceIdentity:
+    """How a service checks who calls it and proves itself to its callees (sophia_chassis.auth):
+    callers' projected ServiceAccount tokens are verified against the cluster issuer's JWKS;
+    people and agents bring API keys (the platform secret API_KEYS) or OIDC tokens."""
+
+    issuer: str
+    jwks_url: str
+    # Where the API server answers (the JWKS is fetched from it), for the egress policy.
+    api_server_cidrs: Sequence[str]
+    api_server_ports: Sequence[int]
+    token_ttl_seconds: int = 3600
+    oidc_issuer: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_tenant_claim: str = "tenant"
 
 
 @dataclass(frozen=True)
@@ -98,6 +130,8 @@ class PlatformServiceArgs:
     ingress_namespace: str | None = None
     metrics_namespace: str | None = None
     gpu: GpuPlacement | None = None
+    # Unset: the service runs without authentication settings (its own default refuses every call).
+    identity: ServiceIdentity | None = None
     spread_across_zones: bool = False
     image_pull_policy: str = "Always"
     # A PersistentVolumeClaim mounted at DATA_MOUNT (the local stack's embedded Qdrant Edge). One
@@ -174,7 +208,12 @@ class PlatformService(pulumi.ComponentResource):
             )
             mounts.append(VolumeMountArgs(name="data", mount_path=DATA_MOUNT))
 
-        env_values = {**spec.env, **args.env}
+        if args.identity is not None:
+            volumes += _identity_volumes(args.identity, args.callees)
+            mounts.append(VolumeMountArgs(name="cluster-identity", mount_path=CLUSTER_IDENTITY_MOUNT, read_only=True))
+            if args.callees:
+                mounts.append(VolumeMountArgs(name="service-tokens", mount_path=SERVICE_TOKENS_MOUNT, read_only=True))
+        env_values = {**spec.env, **args.env, **_identity_env(args.identity, ns, args.callers, bool(args.callees))}
         checksum = pulumi.Output.all(
             env=pulumi.Output.all(**env_values) if env_values else {},
             secrets=pulumi.Output.all(**all_secrets) if all_secrets else {},
@@ -336,6 +375,74 @@ class PlatformService(pulumi.ComponentResource):
         )
 
 
+def _identity_env(
+    identity: ServiceIdentity | None, namespace: str, callers: Sequence[str], has_callees: bool
+) -> dict[str, str]:
+    """The chassis' auth settings (sophia_chassis.settings.ServiceSettings), as env."""
+    if identity is None:
+        return {}
+    env = {
+        "AUTH_MODE": "required",
+        "SERVICE_TOKEN_ISSUER": identity.issuer,
+        "SERVICE_TOKEN_JWKS_URL": identity.jwks_url,
+        "SERVICE_TOKEN_CA_FILE": f"{CLUSTER_IDENTITY_MOUNT}/ca.crt",
+        "SERVICE_TOKEN_JWKS_TOKEN_FILE": f"{CLUSTER_IDENTITY_MOUNT}/token",
+        "SERVICE_TOKEN_NAMESPACE": namespace,
+        # The inverted `calls.services` of the manifests: the same source as the NetworkPolicy.
+        "ALLOWED_CALLERS": ",".join(sorted(callers)),
+    }
+    if has_callees:
+        env["SERVICE_TOKENS_DIR"] = SERVICE_TOKENS_MOUNT
+    if identity.oidc_issuer and identity.oidc_jwks_url:
+        env |= {
+            "OIDC_ISSUER": identity.oidc_issuer,
+            "OIDC_JWKS_URL": identity.oidc_jwks_url,
+            "OIDC_TENANT_CLAIM": identity.oidc_tenant_claim,
+        }
+    return env
+
+
+def _identity_volumes(identity: ServiceIdentity, callees: Mapping[str, int]) -> list[VolumeArgs]:
+    """Projected tokens the kubelet keeps fresh: one for the API server (the JWKS), one per callee."""
+    ttl = identity.token_ttl_seconds
+    volumes = [
+        VolumeArgs(
+            name="cluster-identity",
+            projected=ProjectedVolumeSourceArgs(
+                default_mode=0o440,
+                sources=[
+                    VolumeProjectionArgs(
+                        service_account_token=ServiceAccountTokenProjectionArgs(path="token", expiration_seconds=ttl)
+                    ),
+                    VolumeProjectionArgs(
+                        config_map=ConfigMapProjectionArgs(
+                            name="kube-root-ca.crt", items=[KeyToPathArgs(key="ca.crt", path="ca.crt")]
+                        )
+                    ),
+                ],
+            ),
+        )
+    ]
+    if callees:
+        volumes.append(
+            VolumeArgs(
+                name="service-tokens",
+                projected=ProjectedVolumeSourceArgs(
+                    default_mode=0o440,
+                    sources=[
+                        VolumeProjectionArgs(
+                            service_account_token=ServiceAccountTokenProjectionArgs(
+                                audience=callee, path=callee, expiration_seconds=ttl
+                            )
+                        )
+                        for callee in sorted(callees)
+                    ],
+                ),
+            )
+        )
+    return volumes
+
+
 def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict[str, str]) -> NetworkPolicySpecArgs:
     """Deny by default; allow only declared callers, the ingress controller and Prometheus in,
     and only DNS, declared callees, data stores and (if declared) HTTPS to the internet out."""
@@ -356,6 +463,9 @@ def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict
         egress.append(allow_out([namespace_peer(peer.namespace, peer.pod_labels)], peer.port))
     if spec.calls.external:
         egress.append(internet_egress(443))
+    if args.identity is not None:
+        api_server = [NetworkPolicyPeerArgs(ip_block=IPBlockArgs(cidr=c)) for c in args.identity.api_server_cidrs]
+        egress.append(allow_out(api_server, *args.identity.api_server_ports))
     return NetworkPolicySpecArgs(
         pod_selector=LabelSelectorArgs(match_labels=selector),
         policy_types=["Ingress", "Egress"],

@@ -8,6 +8,7 @@ stack before the program registers a single resource, and a bad value fails with
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any, Literal
@@ -152,6 +153,49 @@ class Kubernetes(_Strict):
         return v
 
 
+class Auth(_Strict):
+    """Who may call the services (libs/sophia_chassis/auth.py). API keys come from ESC
+    (`API_KEYS`); the local stack generates one. Services prove themselves to each other with
+    projected ServiceAccount tokens, verified against the cluster issuer's JWKS."""
+
+    # The cluster's ServiceAccount token issuer (kube-apiserver --service-account-issuer; K3s' default).
+    service_account_issuer: str = "https://kubernetes.default.svc.cluster.local"
+    service_account_jwks_url: str = "https://kubernetes.default.svc/openid/v1/jwks"
+    # Where the API server answers, for the services' egress policy (the JWKS is fetched from it).
+    api_server_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    api_server_ports: tuple[int, ...] = (443, 6443)
+    service_token_ttl_seconds: int = Field(3600, ge=600, le=86400)  # the kubelet refreshes at 80%
+    # People and agents with tokens from an OIDC provider (optional; API keys work without it).
+    oidc_issuer: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_tenant_claim: str = "tenant"
+
+    @field_validator("service_account_issuer", "service_account_jwks_url", "oidc_issuer", "oidc_jwks_url")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s]*)?$", v):
+            raise ValueError(f"{v!r} is not an https URL; use e.g. 'https://issuer.example.com'")
+        return v
+
+    @field_validator("api_server_cidrs")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a CIDR; use e.g. '10.0.0.1/32'") from None
+        return v
+
+    @model_validator(mode="after")
+    def _oidc_pair(self) -> Auth:
+        if (self.oidc_issuer is None) != (self.oidc_jwks_url is None):
+            raise ValueError(
+                f"{NAMESPACE}:auth: set both oidc_issuer and oidc_jwks_url (the issuer's keys), or neither"
+            )
+        return self
+
+
 class Namespaces(_Strict):
     services: str = "sophia"
     data: str = "sophia-data"
@@ -188,6 +232,7 @@ class StackConfig(_Strict):
     gpu_pools: tuple[GpuPool, ...] = ()
     services: dict[str, ServiceOverride] = {}
     kubernetes: Kubernetes = Kubernetes()
+    auth: Auth = Auth()
     data: Data = Data()
     # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.
     install_charts: bool = True

@@ -16,9 +16,11 @@ from infra.config import NAMESPACE, ConfigError, ServiceOverride, StackConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-INTERNAL_TOKEN_KEY = "INTERNAL_API_TOKEN"
-# Secrets the platform generates and mounts itself; a manifest may list them, ESC need not hold them.
-PLATFORM_SECRETS = {redis.PASSWORD_KEY, qdrant.API_KEY_KEY, pgbouncer.PASSWORD_KEY, INTERNAL_TOKEN_KEY}
+# The API key table every service checks callers against (sophia_chassis.auth): from ESC, or
+# generated with one key on the local stack.
+API_KEYS = "API_KEYS"
+# Secrets the platform mounts itself; a manifest may list them, ESC need not hold them per service.
+PLATFORM_SECRETS = {redis.PASSWORD_KEY, qdrant.API_KEY_KEY, pgbouncer.PASSWORD_KEY, API_KEYS}
 # External secrets the data layer reads from ESC (not from a service manifest).
 DATABASE_URL, DATABASE_READ_URL = "DATABASE_URL", "DATABASE_READ_URL"
 PROD_MIN_REPLICAS = 2
@@ -141,6 +143,12 @@ def plan_services(
         problems.append(
             f"{NAMESPACE}:secrets.{DATABASE_URL}: services use PostgreSQL but the stack has no connection "
             f"string; add the Neon URL to the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
+        )
+    if config.environment != "local" and API_KEYS not in secrets_available and config.auth.oidc_issuer is None:
+        problems.append(
+            f"{NAMESPACE}:secrets.{API_KEYS}: nobody could call the services (no API key table and no "
+            f"{NAMESPACE}:auth.oidc_issuer); issue keys with `python -m sophia_chassis.auth issue` and put the "
+            f"entries, a JSON list, in the ESC environment under pulumiConfig.{NAMESPACE}:secrets.{API_KEYS}"
         )
     if problems:
         raise ConfigError(stack, problems)

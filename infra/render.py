@@ -105,13 +105,14 @@ def offline_config(stack: str, services_dir: Path = SERVICES_DIR, root: Path = R
     key = f"{NAMESPACE}:{SECRETS_KEY}"
     given = config.get(key) or {}
     if isinstance(given, dict):
-        from infra.plan import DATABASE_READ_URL, DATABASE_URL, PLATFORM_SECRETS
+        from infra.plan import API_KEYS, DATABASE_READ_URL, DATABASE_URL, PLATFORM_SECRETS
 
         needed = {s for spec in discover(services_dir) for s in spec.secrets} - PLATFORM_SECRETS
         stand_ins = {s: REDACTED for s in needed}
         # Parsed by the program (PgBouncer's config), so they must be well-formed.
         stand_ins[DATABASE_URL] = "postgresql://redacted:redacted@database.invalid:5432/sophia"
         stand_ins[DATABASE_READ_URL] = "postgresql://redacted:redacted@replica.database.invalid:5432/sophia"
+        stand_ins[API_KEYS] = REDACTED
         config[key] = {**stand_ins, **given}
     return config
 

@@ -7,6 +7,8 @@ settings, credentials) comes from the data store component itself.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -26,12 +28,14 @@ from components.postgres import LocalPostgres, LocalPostgresArgs
 from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
-from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, peak_pods
+from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, ServiceIdentity, peak_pods
 from components.spec import cpu_millicores, memory_bytes
 from components.workload import Connection, cluster_host
 from infra.config import StackConfig
-from infra.plan import DATABASE_READ_URL, DATABASE_URL, INTERNAL_TOKEN_KEY, REPO_ROOT, PlannedService
+from infra.plan import API_KEYS, DATABASE_READ_URL, DATABASE_URL, REPO_ROOT, PlannedService
 
+LOCAL_KEY_SECRET = "local-api-key"
+LOCAL_KEY_ID, LOCAL_TENANT = "local", "local"
 LOCAL_DATABASE_URL = "postgresql://sophia:local@postgres.invalid:5432/sophia"
 CONCERNS = ("services", "data", "observability", "ingress")
 
@@ -64,6 +68,17 @@ class DataStores:
     def connection(self, store: str, caller: str) -> Connection:
         component = {"redis": self.redis, "qdrant": self.qdrant, "postgres": self.pgbouncer}[store]
         return component.connection(caller)
+
+
+def local_api_key(secret: pulumi.Output[str]) -> pulumi.Output[str]:
+    """The local stack's one API key, every scope (the format sophia_chassis.auth checks)."""
+    return pulumi.Output.secret(secret.apply(lambda value: f"sk_{LOCAL_KEY_ID}_{value}"))
+
+
+def key_entry(key: str) -> dict[str, Any]:
+    """The key table's entry for `key`: its SHA-256 only (as sophia_chassis.auth.issue_key writes)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return {"id": LOCAL_KEY_ID, "tenant": LOCAL_TENANT, "scopes": ["*"], "sha256": digest, "revoked": False}
 
 
 def callers_of(planned: list[PlannedService], store: str) -> list[str]:
@@ -108,7 +123,9 @@ def deploy(
     esc: EscSecret = lambda key, default=None: _secret(secret_values, key, default)  # noqa: E731
     stores = _data_stores(config, planned, generated, esc, cluster)
     gpu_pools = _gpu_pools(config, cluster)
-    services = _services(config, planned, stores, generated, esc, cluster, gpu_pools)
+    local_key = local_api_key(generated[LOCAL_KEY_SECRET]) if config.environment == "local" else None
+    api_keys = esc(API_KEYS, "[]") if local_key is None else local_key.apply(lambda k: json.dumps([key_entry(k)]))
+    services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools)
     crds = local_crds(cluster.provider) if config.local_crds else []
     ingress = _ingress(config, planned, crds, cluster, services)
     observability = _observability(config, planned, crds, cluster)
@@ -119,6 +136,8 @@ def deploy(
         "services": {name: {"url": svc.url} for name, svc in services.items()},
         "data": {"redis": stores.redis.url, "qdrant": stores.qdrant.url, "pgbouncer": stores.pgbouncer.host},
         "gpu_pools": [p.name for p in config.gpu_pools],
+        # `pulumi stack output --show-secrets api_key`: the local stack's key, for trying the services.
+        **({"api_key": local_key} if local_key is not None else {}),
     }
 
 
@@ -154,7 +173,8 @@ def _generated_secrets(config: StackConfig, planned: list[PlannedService], clust
         "generated",
         GeneratedSecretsArgs(
             names=[f"redis-{s}" for s in callers_of(planned, "redis")]
-            + ["redis-exporter", "qdrant-api-key", "pgbouncer-client", "internal-api-token"]
+            + ["redis-exporter", "qdrant-api-key", "pgbouncer-client"]
+            + ([LOCAL_KEY_SECRET] if config.environment == "local" else [])
             + (["postgres-local"] if config.data_settings.local_postgres else []),
             rotation=config.secret_rotation,
         ),
@@ -267,12 +287,23 @@ def _services(
     config: StackConfig,
     planned: list[PlannedService],
     stores: DataStores,
-    generated: dict[str, pulumi.Output[str]],
+    api_keys: pulumi.Output[str],
     esc: EscSecret,
     cluster: Cluster,
     gpu_pools: GpuPools | None,
 ) -> dict[str, PlatformService]:
     services_ns = config.namespaces.services
+    auth = config.auth
+    identity = ServiceIdentity(
+        issuer=auth.service_account_issuer,
+        jwks_url=auth.service_account_jwks_url,
+        api_server_cidrs=auth.api_server_cidrs,
+        api_server_ports=auth.api_server_ports,
+        token_ttl_seconds=auth.service_token_ttl_seconds,
+        oidc_issuer=auth.oidc_issuer,
+        oidc_jwks_url=auth.oidc_jwks_url,
+        oidc_tenant_claim=auth.oidc_tenant_claim,
+    )
     services: dict[str, PlatformService] = {}
     for item in planned:
         spec = item.spec
@@ -280,7 +311,7 @@ def _services(
         env: dict[str, pulumi.Input[str]] = {
             url_env_name(c): f"http://{cluster_host(c, services_ns)}" for c in item.callees
         }
-        platform_secrets: dict[str, pulumi.Input[str]] = {INTERNAL_TOKEN_KEY: generated["internal-api-token"]}
+        platform_secrets: dict[str, pulumi.Input[str]] = {API_KEYS: api_keys}
         for connection in connections:
             env.update(connection.env)
             platform_secrets.update(connection.secrets)
@@ -301,6 +332,7 @@ def _services(
                 ingress_namespace=config.namespaces.ingress,
                 metrics_namespace=config.namespaces.observability,
                 gpu=GpuPlacement() if item.gpu else None,
+                identity=identity,
                 spread_across_zones=config.is_prod,
                 # The local cluster runs images loaded onto its node; there is no registry to pull from.
                 image_pull_policy="IfNotPresent" if config.environment == "local" else "Always",

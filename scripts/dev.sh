@@ -52,9 +52,25 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   echo "[dev] postgres on 127.0.0.1:5432 (data in .state/dev-postgres)"
 fi
 
+# Authentication on, as deployed: an API key for tenant `local`, and a local issuer in the
+# cluster's place for the services' tokens to each other (scripts/dev_identity.py).
+coproc IDENTITY { exec $PY scripts/dev_identity.py --secrets-dir "${SOPHIA_SECRETS_DIR:-.state/dev-secrets}"; }
+pids+=("$IDENTITY_PID")
+declare -A identity
+while read -r line <&"${IDENTITY[0]}"; do
+  [[ $line == ready ]] && break
+  identity[${line%%=*}]=${line#*=}
+done
+[[ -n "${identity[SOPHIA_API_KEY]:-}" ]] || { echo "[dev] scripts/dev_identity.py did not start"; exit 1; }
+echo "[dev] API key (tenant 'local', every scope): export SOPHIA_API_KEY=${identity[SOPHIA_API_KEY]}"
+
 for name in "${run[@]}"; do
+  allowed=ALLOWED_CALLERS_$(echo "${name^^}" | tr - _)
+  auth_env=(SERVICE_TOKEN_ISSUER="${identity[SERVICE_TOKEN_ISSUER]}" SERVICE_TOKEN_JWKS_URL="${identity[SERVICE_TOKEN_JWKS_URL]}"
+    SERVICE_TOKEN_NAMESPACE="${identity[SERVICE_TOKEN_NAMESPACE]}" ALLOWED_CALLERS="${identity[$allowed]:-}"
+    SERVICE_TOKENS_DIR="$PWD/.state/dev-tokens/$name")
   # QDRANT_PATH: mcp-context keeps its memories across restarts of `make dev`.
-  env "${env_urls[@]}" PORT="${ports[$name]}" REDIS_URL="redis://127.0.0.1:6379/0" QDRANT_PATH="${QDRANT_PATH:-$PWD/.state/dev-qdrant}" DATABASE_URL="$DATABASE_URL" SOPHIA_SECRETS_DIR="${SOPHIA_SECRETS_DIR:-.state/dev-secrets}" \
+  env "${env_urls[@]}" "${auth_env[@]}" PORT="${ports[$name]}" REDIS_URL="redis://127.0.0.1:6379/0" QDRANT_PATH="${QDRANT_PATH:-$PWD/.state/dev-qdrant}" DATABASE_URL="$DATABASE_URL" SOPHIA_SECRETS_DIR="${SOPHIA_SECRETS_DIR:-.state/dev-secrets}" \
     $PY -m uvicorn --factory "${name//-/_}.main:build_app" --host 127.0.0.1 --port "${ports[$name]}" &
   pids+=($!)
   echo "[dev] $name on http://127.0.0.1:${ports[$name]} (MCP at /mcp where it has one)"

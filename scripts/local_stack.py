@@ -207,8 +207,13 @@ def cmd_up() -> int:
     step, _ = timed("pulumi up", "up", "--yes", "--skip-preview")
     print(f"[up] pulumi up finished in {step.seconds:.0f}s")
     stack_outputs = outputs()
+    api_key = stack_outputs.pop("api_key", None)
     print("[up] stack outputs:")
     print(json.dumps(stack_outputs, indent=2))
+    if api_key:
+        # Every route but /healthz, /readyz and /metrics needs an identity (docs/auth.md).
+        print(f"[up] the local stack's API key (tenant 'local', every scope): export SOPHIA_API_KEY={api_key}")
+        print('[up]   e.g. curl -H "Authorization: Bearer $SOPHIA_API_KEY" ...; again: make api-key')
     print("[up] images (built from services/, deployed by digest):")
     print_table(image_sizes(), ("service", "size", "image"))
     print("[up] running:")
@@ -244,10 +249,13 @@ def cmd_down() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "summary", "report"])
+    parser.add_argument("command", choices=["up", "down", "summary", "report", "api-key"])
     args = parser.parse_args(argv)
     if args.command == "summary":
         print("\n".join(running_summary()))
+        return 0
+    if args.command == "api-key":
+        print(pulumi("stack", "output", "--show-secrets", "api_key", capture=True).stdout.strip())
         return 0
     return {"up": cmd_up, "down": cmd_down, "report": cmd_report}[args.command]()
 

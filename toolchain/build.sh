@@ -237,7 +237,7 @@ main() {
       kube-scheduler) step kube-scheduler "v$K8S_VERSION" k8s kube-scheduler ;;
       kubectl) step kubectl "v$K8S_VERSION" k8s kubectl ;;
       kwok) step kwok "v$KWOK_VERSION" kwok kwok ../share/kwok/stages.yaml ;;
-      crds) step crds "gateway-api v1.4.0, prometheus-operator v0.85.0" crds \
+      crds) step crds "gateway-api v1.4.1, prometheus-operator v0.85.0" crds \
         ../share/crds/gateway.networking.k8s.io_httproutes.yaml ../share/crds/monitoring.coreos.com_servicemonitors.yaml ;;
       pulumi) step pulumi "v$PULUMI_VERSION" pulumi pulumi ;;
       pulumi-language-python) step pulumi-language-python "v$PULUMI_VERSION" pulumi \

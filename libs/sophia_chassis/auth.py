@@ -137,15 +137,27 @@ class Jwks:
     """An issuer's signing keys, fetched over HTTP and cached; refetched (at most every
     `min_refresh` seconds) when a token names a key id not seen yet, so a rotation is picked up."""
 
-    def __init__(self, url: str, *, ttl: float = 300.0, min_refresh: float = 30.0, verify: str | bool = True):
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl: float = 300.0,
+        min_refresh: float = 30.0,
+        verify: str | bool = True,
+        token_file: str | None = None,
+    ):
         self.url, self.ttl, self.min_refresh, self.verify = url, ttl, min_refresh, verify
+        # The API server serves its JWKS to ServiceAccounts only (RBAC: service-account-issuer-discovery):
+        # a projected token, read per fetch since the kubelet rotates it.
+        self.token_file = Path(token_file) if token_file else None
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def _refresh(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token_file.read_text().strip()}"} if self.token_file else {}
         async with httpx.AsyncClient(timeout=5.0, verify=self.verify) as client:
-            response = await client.get(self.url)
+            response = await client.get(self.url, headers=headers)
             response.raise_for_status()
         keyset = jwt.PyJWKSet.from_dict(response.json())
         self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
@@ -161,7 +173,7 @@ class Jwks:
                 if (kid not in self._keys and age > self.min_refresh) or age > self.ttl:
                     try:
                         await self._refresh()
-                    except (httpx.HTTPError, ValueError, jwt.PyJWKError) as exc:
+                    except (httpx.HTTPError, OSError, ValueError, jwt.PyJWKError) as exc:
                         if not self._keys:
                             raise AuthError(
                                 503, "jwks_unavailable", "the token issuer's keys cannot be fetched"
@@ -203,7 +215,12 @@ class AuthConfig:
             oidc_tenant_claim=settings.oidc_tenant_claim,
             service_issuer=settings.service_token_issuer,
             service_jwks=(
-                Jwks(settings.service_token_jwks_url, min_refresh=refresh, verify=ca)
+                Jwks(
+                    settings.service_token_jwks_url,
+                    min_refresh=refresh,
+                    verify=ca,
+                    token_file=settings.service_token_jwks_token_file,
+                )
                 if settings.service_token_jwks_url
                 else None
             ),

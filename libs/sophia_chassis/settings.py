@@ -26,7 +26,6 @@ class ServiceSettings(BaseSettings):
     service_name: str = "service"
     port: int = 8080
     log_level: str = "info"
-    internal_api_token: str | None = None
     max_body_bytes: int = 1 << 20  # request bodies past this are refused (413) before any handler runs
     # Who may call (sophia_chassis.auth). `off` only for functional tests of other concerns.
     auth_mode: str = Field("required", pattern="^(required|off)$")
@@ -40,6 +39,7 @@ class ServiceSettings(BaseSettings):
     service_token_issuer: str | None = None  # the cluster's ServiceAccount token issuer
     service_token_jwks_url: str | None = None
     service_token_ca_file: str | None = None  # CA bundle for the JWKS URL (the API server's)
+    service_token_jwks_token_file: str | None = None  # a token the JWKS URL accepts (the API server's audience)
     service_token_namespace: str | None = None  # callers' namespace (the platform's)
     allowed_callers: str = ""  # comma-separated service names (from the manifests' calls)
     service_tokens_dir: str | None = None  # where this service's tokens for its callees are mounted

@@ -14,7 +14,8 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from sophia_testing.servers import serve
 
@@ -36,10 +37,12 @@ class SigningKey:
 class Issuer:
     """Serves /.well-known/openid-configuration and /jwks; `token(...)` signs claims."""
 
-    def __init__(self) -> None:
+    def __init__(self, jwks_bearer: str | None = None) -> None:
         self.keys = [SigningKey("RS256")]
         self.url = ""
         self.jwks_requests = 0
+        # As the Kubernetes API server: the JWKS only for a caller with this bearer token.
+        self.jwks_bearer = jwks_bearer
         app = FastAPI()
 
         @app.get("/.well-known/openid-configuration")
@@ -51,8 +54,10 @@ class Issuer:
             }
 
         @app.get("/jwks")
-        async def jwks() -> dict[str, Any]:
+        async def jwks(request: Request) -> Any:
             self.jwks_requests += 1
+            if self.jwks_bearer and request.headers.get("authorization") != f"Bearer {self.jwks_bearer}":
+                return JSONResponse({"kind": "Status", "code": 401, "reason": "Unauthorized"}, status_code=401)
             return {"keys": [k.jwk() for k in self.keys]}
 
         self.app = app
@@ -94,8 +99,8 @@ class Issuer:
 
 
 @contextmanager
-def running_issuer() -> Iterator[Issuer]:
-    issuer = Issuer()
+def running_issuer(jwks_bearer: str | None = None) -> Iterator[Issuer]:
+    issuer = Issuer(jwks_bearer)
     with serve(issuer.app) as url:
         issuer.url = url
         yield issuer

@@ -167,6 +167,24 @@ BAD_CONFIGS = [
         {"secrets": {"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x", "HUBSPOT_ACCESS_TOKEN": "x"}},
         "sophia:secrets.GITHUB_TOKEN: mcp-github needs it but the stack has none",
     ),
+    (
+        "no API keys nor OIDC",
+        "dev",
+        {"secrets": {k: "x" for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HUBSPOT_ACCESS_TOKEN", "GITHUB_TOKEN")}},
+        "sophia:secrets.API_KEYS: nobody could call the services (no API key table and no sophia:auth.oidc_issuer)",
+    ),
+    (
+        "OIDC issuer without its keys",
+        "dev",
+        {"auth": {"oidc_issuer": "https://id.example.com"}},
+        "set both oidc_issuer and oidc_jwks_url",
+    ),
+    (
+        "API server not a CIDR",
+        "prod",
+        {"auth": {"api_server_cidrs": ["10.0.0.300/32"]}},
+        "'10.0.0.300/32' is not a CIDR",
+    ),
     ("secrets not a map", "dev", {"secrets": ["OPENAI_API_KEY"]}, "sophia:secrets: must be a map of NAME: value"),
     (
         "calling a disabled service",

@@ -75,7 +75,7 @@ def test_charts_are_pinned_and_local_installs_none() -> None:
         assert re.fullmatch(r"v?\d+\.\d+\.\d+", rel["version"]), rel["version"]
     assert releases["kube-prometheus-stack"]["values"]["alertmanager"]["alertmanagerSpec"]["replicas"] == 3
     assert remote_manifests(resources) == [
-        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.0/standard-install.yaml"
+        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.1/standard-install.yaml"
     ]
     local = run_program("local", offline_config("local"))
     assert helm_releases(local) == []
@@ -186,3 +186,44 @@ def test_a_service_declaring_nothing_gets_the_common_panels_only() -> None:
         "sophia-availability",
         "sophia-latency-slo",
     ]
+
+
+def test_audit_events_are_their_own_loki_stream_kept_longer(capsys) -> None:
+    from components.observability import AUDIT_LABEL, AUDIT_STREAM, alloy_config
+    from sophia_chassis.audit import audit
+    from sophia_chassis.logs import configure_logging
+
+    # What a service writes: the field Alloy lifts into a label, with the value Loki's rule selects.
+    configure_logging("info")
+    audit("POST /memories", "POST /memories", "success")
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line[AUDIT_LABEL] == AUDIT_STREAM
+
+    loki = {r["chart"]: r for r in helm_releases(run_program("prod", offline_config("prod")))}["loki"]["values"]
+    limits = loki["loki"]["limits_config"]
+    [rule] = limits["retention_stream"]
+    assert rule["selector"] == f'{{{AUDIT_LABEL}="{AUDIT_STREAM}"}}'
+    assert int(rule["period"].removesuffix("h")) > int(limits["retention_period"].removesuffix("h")) >= 24
+    assert loki["loki"]["compactor"]["retention_enabled"] is True
+    config = alloy_config("sophia-observability")
+    assert f'stage.labels {{ values = {{ {AUDIT_LABEL} = "" }} }}' in config
+    assert "forward_to = [loki.process.audit.receiver]" in config
+    # One copy per line: each node's Alloy discovers only the pods on its node.
+    assert 'field = "spec.nodeName=" + coalesce(sys.env("HOSTNAME"), constants.hostname)' in config
+
+
+def test_the_gateway_controller_and_the_gateway_api_crds_are_pinned_together() -> None:
+    from components.ingress import GATEWAY_API_VERSION, NGF_VERSION
+
+    # NGINX Gateway Fabric's technical specifications: the Gateway API release each NGF release is
+    # built against. RateLimitPolicy (which the routes use) exists from 2.4.0.
+    ngf_gateway_api = {"2.2.1": "v1.3.0", "2.3.0": "v1.4.1", "2.4.0": "v1.4.1", "2.5.0": "v1.5.1"}
+    assert ngf_gateway_api[NGF_VERSION] == GATEWAY_API_VERSION
+    assert tuple(int(n) for n in NGF_VERSION.split(".")) >= (2, 4, 0)
+    # The local stack's CRDs come from the same Gateway API release (the toolchain's Go module).
+    go_mod = (Path(__file__).resolve().parents[2] / "toolchain" / "crds" / "go.mod").read_text()
+    assert re.search(rf"sigs\.k8s\.io/gateway-api {re.escape(GATEWAY_API_VERSION)}\b", go_mod)
+    assert (
+        f"gateway-api {GATEWAY_API_VERSION},"
+        in (Path(__file__).resolve().parents[2] / "toolchain/build.sh").read_text()
+    )

@@ -55,7 +55,7 @@ def test_every_service_has_its_objects(rendered: dict[str, list[dict[str, Any]]]
         # Exactly what the manifest asks for plus the credentials of what it calls, nothing more.
         expected = (
             set(spec.secrets)
-            | {"INTERNAL_API_TOKEN"}
+            | {"API_KEYS"}
             | {
                 {"redis": "REDIS_PASSWORD", "qdrant": "QDRANT_API_KEY", "postgres": "PGPASSWORD"}[d]
                 for d in spec.calls.datastores

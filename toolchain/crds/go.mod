@@ -6,5 +6,5 @@ go 1.26
 
 require (
 	github.com/prometheus-operator/prometheus-operator v0.85.0 // indirect
-	sigs.k8s.io/gateway-api v1.4.0 // indirect
+	sigs.k8s.io/gateway-api v1.4.1 // indirect
 )

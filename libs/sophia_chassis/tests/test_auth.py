@@ -214,6 +214,20 @@ def test_service_token_of_an_allowed_caller_acts_for_the_named_tenant(url, clust
     )
 
 
+def test_the_cluster_jwks_is_fetched_with_the_mounted_token_and_refused_without(oidc, keys, tmp_path):
+    # The API server serves its keys to ServiceAccounts only; the kubelet rotates the token file.
+    with running_issuer(jwks_bearer="api-server-token") as api_server:
+        token_file = tmp_path / "token"
+        token_file.write_text("stale-token\n")
+        settings = settings_for(oidc, api_server, keys, service_token_jwks_token_file=str(token_file))
+        call = api_server.service_token("mcp-agents", "test-service")
+        headers = {**bearer(call), "X-Sophia-Tenant": "acme"}
+        with serve(build(settings)) as base:
+            assert_problem(httpx.get(f"{base}/things", headers=headers), 503, "jwks_unavailable")
+            token_file.write_text("api-server-token\n")  # rotated: read again on the next fetch
+            assert httpx.get(f"{base}/things", headers=headers).json()["kind"] == "service"
+
+
 def test_service_credentials_read_the_projected_token_file(tmp_path):
     (tmp_path / "mcp-context").write_text("the-token\n")
     headers = ServiceCredentials(str(tmp_path)).headers("mcp-context", "acme")

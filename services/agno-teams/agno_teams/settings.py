@@ -27,7 +27,7 @@ class Settings(ServiceSettings):
         if self.model_api_key:
             return self.model_api_key
         token = ServiceCredentials(self.service_tokens_dir).headers("agno-coordinator", None).get("Authorization")
-        return token.removeprefix("Bearer ") if token else self.internal_api_token
+        return token.removeprefix("Bearer ") if token else None
 
     def model_missing(self) -> str | None:
         """Why no model can be called, or None when one can."""

@@ -112,7 +112,6 @@ def teams_settings(**overrides):
 
     values = {
         "model_api_key": None,
-        "internal_api_token": None,
         "agno_coordinator_url": None,
         "peer_attempts": 2,
         "peer_timeout_seconds": 5.0,
