@@ -101,7 +101,7 @@ class _LocalImageProvider(ResourceProvider):
 
 class LocalImage(Resource):
     digest: pulumi.Output[str]
-    size: pulumi.Output[int]
+    size: pulumi.Output[str]  # as buildah reports it, e.g. "412 MB"
 
     def __init__(self, name: str, source: ImageBuild, opts: pulumi.ResourceOptions | None = None):
         props = {

@@ -229,6 +229,9 @@ class StackConfig(_Strict):
     # Local stack only: build each service's image from its Dockerfile with buildah, offline, and
     # push it to this registry on the machine (toolchain/cluster.sh runs it); deployed by digest.
     local_registry: str | None = None
+    # Local stack only: stand-ins for the internet's APIs (fake OpenAI-compatible chat, GitHub and
+    # HubSpot, components/upstreams.py) for the services that call out; needs local_registry.
+    local_upstreams: bool = False
     gpu_pools: tuple[GpuPool, ...] = ()
     services: dict[str, ServiceOverride] = {}
     kubernetes: Kubernetes = Kubernetes()
@@ -283,6 +286,12 @@ class StackConfig(_Strict):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> StackConfig:
         env = self.environment
+        if self.local_upstreams and (env != "local" or not self.local_registry):
+            raise ValueError(
+                f"{NAMESPACE}:local_upstreams: only the local stack, building into its local_registry, runs "
+                f"stand-ins for the internet's APIs (given: environment {env!r}, "
+                f"local_registry {self.local_registry!r})"
+            )
         if env != "local" and self.local_registry:
             raise ValueError(
                 f"{NAMESPACE}:local_registry: only the local stack builds into a registry on the machine "

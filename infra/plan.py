@@ -191,3 +191,15 @@ def _image_source(
         platforms=config.image_platforms,
         build_args={"SERVICE": name, **build_args},
     )
+
+
+def upstreams_image(config: StackConfig, repo_root: Path = REPO_ROOT) -> ImageBuild:
+    """The local stack's stand-ins for the internet's APIs (sophia_testing.upstreams), built
+    like the services' images into the machine's registry."""
+    return ImageBuild(
+        context=repo_root,
+        dockerfile=repo_root / "libs" / "sophia_testing" / "Dockerfile",
+        repository=f"{config.local_registry}/sophia/upstreams",
+        tag=config.image_tag,
+        builder="local",
+    )

@@ -29,10 +29,11 @@ from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, Qdrant
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
 from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, ServiceIdentity, peak_pods
-from components.spec import cpu_millicores, memory_bytes
+from components.spec import ServiceSpec, cpu_millicores, memory_bytes
+from components.upstreams import UPSTREAMS, Upstreams, UpstreamsArgs
 from components.workload import Connection, cluster_host
 from infra.config import StackConfig
-from infra.plan import API_KEYS, DATABASE_READ_URL, DATABASE_URL, REPO_ROOT, PlannedService
+from infra.plan import API_KEYS, DATABASE_READ_URL, DATABASE_URL, REPO_ROOT, PlannedService, upstreams_image
 
 LOCAL_KEY_SECRET = "local-api-key"
 LOCAL_KEY_ID, LOCAL_TENANT = "local", "local"
@@ -64,10 +65,17 @@ class DataStores:
     # Embedded locally (`data.qdrant_embedded`): no server, each caller has its own volume.
     qdrant: Qdrant | EmbeddedQdrant
     pgbouncer: PgBouncer
+    # Local (`local_upstreams`): stand-ins for the internet's APIs the external callers use.
+    upstreams: Upstreams | None = None
 
     def connection(self, store: str, caller: str) -> Connection:
         component = {"redis": self.redis, "qdrant": self.qdrant, "postgres": self.pgbouncer}[store]
         return component.connection(caller)
+
+    def connections(self, spec: ServiceSpec) -> list[Connection]:
+        """A service's data stores, and on the local stack its upstream stand-ins."""
+        stores = [self.connection(store, spec.name) for store in spec.calls.datastores]
+        return stores + (self.upstreams.connections(spec.name) if self.upstreams else [])
 
 
 def local_api_key(secret: pulumi.Output[str]) -> pulumi.Output[str]:
@@ -265,7 +273,23 @@ def _data_stores(
         ),
         opts=cluster.inside("data"),
     )
-    return DataStores(redis, qdrant, pgbouncer)
+    upstreams = None
+    if config.local_upstreams:
+        upstreams = Upstreams(
+            "upstreams",
+            UpstreamsArgs(
+                namespace=names.data,
+                services_namespace=names.services,
+                callers={
+                    p.spec.name: [k for k in p.spec.secrets if k in UPSTREAMS]
+                    for p in planned
+                    if p.spec.calls.external and set(p.spec.secrets) & set(UPSTREAMS)
+                },
+                image=upstreams_image(config),
+            ),
+            opts=cluster.inside("data"),
+        )
+    return DataStores(redis, qdrant, pgbouncer, upstreams)
 
 
 def _gpu_pools(config: StackConfig, cluster: Cluster) -> GpuPools | None:
@@ -307,7 +331,7 @@ def _services(
     services: dict[str, PlatformService] = {}
     for item in planned:
         spec = item.spec
-        connections = [stores.connection(store, spec.name) for store in spec.calls.datastores]
+        connections = stores.connections(spec)
         env: dict[str, pulumi.Input[str]] = {
             url_env_name(c): f"http://{cluster_host(c, services_ns)}" for c in item.callees
         }

@@ -197,7 +197,7 @@ def image_sizes() -> list[tuple[str, str, str]]:
         outs = res.get("outputs", {})
         if "content_hash" in outs and "digest" in outs:
             name = outs["repository"].rsplit("/", 1)[-1]
-            size = f"{int(outs.get('size') or 0) / 1e6:.0f} MB"
+            size = str(outs.get("size") or "?")
             rows.append((name, size, f"{outs['repository']}@{outs['digest']}"))
     return sorted(rows)
 

@@ -15,7 +15,7 @@
 #   toolchain/image-build.sh build REPOSITORY TAG CONTEXT DOCKERFILE CONTENT_HASH [ARG=VALUE ...]
 #       build DOCKERFILE (with the base image as PYTHON_IMAGE unless an ARG says otherwise),
 #       push it to the local registry as REPOSITORY:TAG and REPOSITORY:c-CONTENT_HASH, and
-#       print one JSON line: {"digest": "sha256:...", "size": bytes, "built": true|false}.
+#       print one JSON line: {"digest": "sha256:...", "size": "177 MB", "built": true|false}.
 #       An image whose content tag is already in the registry is not rebuilt.
 #
 # Run by the local image builder (components/image.py, a Pulumi dynamic resource) during
@@ -56,7 +56,7 @@ cmd_base() {
       --env LANG=C.UTF-8 --cmd python3 "$c"
     buildah commit --rm "$c" "$BASE_IMAGE" >>"$LOGDIR/base.log"
     rm -f "$tar"
-    log "$BASE_IMAGE built in $((SECONDS - t0))s ($(image_size "$BASE_IMAGE") bytes)"
+    log "$BASE_IMAGE built in $((SECONDS - t0))s ($(image_size "$BASE_IMAGE"))"
   fi
   echo "$BASE_IMAGE"
 }
@@ -92,7 +92,7 @@ cmd_mirror() {
       --env LANG=C.UTF-8 "$c"
     buildah commit --rm "$c" "$DATA_IMAGE" >>"$LOGDIR/data.log"
     rm -f "$tar"
-    log "$DATA_IMAGE built in $((SECONDS - t0))s ($(image_size "$DATA_IMAGE") bytes)"
+    log "$DATA_IMAGE built in $((SECONDS - t0))s ($(image_size "$DATA_IMAGE"))"
   fi
   for item in "${MIRRORED[@]}"; do
     name="${item%%|*}" entry="${item#*|}"
@@ -107,7 +107,8 @@ cmd_mirror() {
   done
 }
 
-image_size() { buildah inspect --type image --format '{{.Size}}' "$1" 2>/dev/null || echo 0; }
+# The image's size as buildah reports it (uncompressed, e.g. "177 MB").
+image_size() { buildah images --noheading --format '{{.Size}}' "$1" 2>/dev/null | head -n1 | grep . || echo "?"; }
 
 # registry_digest REPOSITORY TAG: the manifest digest of REPOSITORY:TAG in the registry, if any.
 registry_digest() {
@@ -127,7 +128,7 @@ cmd_build() {
   digest="$(registry_digest "$repo" "c-$hash" || true)"
   if [ -n "$digest" ]; then
     log "$name: unchanged (content $hash), $repo@$digest"
-    printf '{"digest": "%s", "size": %s, "built": false}\n' "$digest" "$(image_size "$repo:c-$hash")"
+    printf '{"digest": "%s", "size": "%s", "built": false}\n' "$digest" "$(image_size "$repo:c-$hash")"
     return 0
   fi
   [ "$have_base" = 1 ] || args+=(--build-arg "PYTHON_IMAGE=$(cmd_base)")
@@ -145,8 +146,8 @@ cmd_build() {
   buildah push --tls-verify=false --digestfile "$dfile" "$repo:c-$hash" "docker://$repo:c-$hash" >>"$LOGDIR/$name.log" 2>&1
   buildah push --tls-verify=false "$repo:$tag" "docker://$repo:$tag" >>"$LOGDIR/$name.log" 2>&1
   digest="$(cat "$dfile")"
-  log "$name: built and pushed in $((SECONDS - t0))s, $(image_size "$repo:$tag") bytes, $repo@$digest"
-  printf '{"digest": "%s", "size": %s, "built": true}\n' "$digest" "$(image_size "$repo:$tag")"
+  log "$name: built and pushed in $((SECONDS - t0))s, $(image_size "$repo:$tag"), $repo@$digest"
+  printf '{"digest": "%s", "size": "%s", "built": true}\n' "$digest" "$(image_size "$repo:$tag")"
 }
 
 case "${1:-}" in

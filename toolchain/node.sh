@@ -15,6 +15,9 @@
 # shellcheck source=node.env
 source "$HERE/node.env"
 CTR=(ctr --address "$CONTAINERD_SOCK" --namespace k8s.io)
+# Where pods reach the API server (the `kubernetes` Service's endpoint): the node's address on
+# 443, the port the services' egress policy allows towards it (sophia:auth.api_server_ports).
+API_NODE_PORT=443
 CNI_BIN="${SOPHIA_CNI_BIN:-/usr/lib/cni}"
 
 node_need() {
@@ -206,7 +209,7 @@ metadata:
   labels: {endpointslice.kubernetes.io/skip-mirror: "true"}
 subsets:
 - addresses: [{ip: $NODE_IP}]
-  ports: [{name: https, port: $API_PORT, protocol: TCP}]
+  ports: [{name: https, port: $API_NODE_PORT, protocol: TCP}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -218,7 +221,7 @@ addressType: IPv4
 endpoints:
 - addresses: [$NODE_IP]
   conditions: {ready: true}
-ports: [{name: https, port: $API_PORT, protocol: TCP}]
+ports: [{name: https, port: $API_NODE_PORT, protocol: TCP}]
 EOF
 }
 
@@ -365,7 +368,7 @@ node_up() {
   start registry serve "$NODE/registry.yaml"
   # Pods reach the API server through the kubernetes Service; it listens on 127.0.0.1 only.
   start_bin api-forwarder "$(command -v socat)" \
-    "TCP-LISTEN:$API_PORT,bind=$NODE_IP,fork,reuseaddr" "TCP:127.0.0.1:$API_PORT"
+    "TCP-LISTEN:$API_NODE_PORT,bind=$NODE_IP,fork,reuseaddr" "TCP:127.0.0.1:$API_PORT"
   kubernetes_endpoints_yaml | kc apply -f - >/dev/null
 
   start_bin containerd "$(command -v containerd)" --config "$NODE/containerd/config.toml"

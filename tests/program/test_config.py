@@ -104,6 +104,12 @@ BAD_CONFIGS = [
         "sophia:local_registry: only the local stack builds into a registry on the machine",
     ),
     (
+        "upstream stand-ins on dev",
+        "dev",
+        {"local_upstreams": True},
+        "sophia:local_upstreams: only the local stack, building into its local_registry, runs stand-ins",
+    ),
+    (
         "request above the manifest's limit",
         "local",
         {"services": {"mcp-github": {"requests": {"cpu": "2", "memory": "128Mi"}}}},
@@ -257,7 +263,8 @@ def test_local_builds_every_service_into_the_machines_registry_by_digest() -> No
     mocks = run_with("local", stack_config("local"))
     images = [r for r in mocks.resources if r.name.endswith("-image")]
     assert {r.name.removesuffix("-image") for r in images} == {
-        "mcp-context", "mcp-github", "mcp-hubspot", "mcp-agents", "agno-coordinator", "agno-teams", "orchestrator"
+        "mcp-context", "mcp-github", "mcp-hubspot", "mcp-agents", "agno-coordinator", "agno-teams", "orchestrator",
+        "upstreams",  # the stand-ins for the internet's APIs (sophia:local_upstreams)
     }  # fmt: skip
     context = next(r for r in images if r.name == "mcp-context-image").inputs
     assert context["repository"] == "127.0.0.1:15000/sophia/mcp-context"

@@ -81,6 +81,41 @@ def test_local_postgres_sits_behind_pgbouncer(rendered: dict[str, list[dict[str,
     assert not [o for o in rendered["prod"] if o["kind"] == "Deployment" and o["metadata"]["name"] == "postgres"]
 
 
+def test_local_upstream_stand_ins_serve_only_the_services_that_call_out(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """sophia:local_upstreams: the fakes' pod, and each external caller pointed at its upstream
+    with the fake's token as the secret its manifest asks for; nobody else may reach the pod."""
+    from components.upstreams import UPSTREAMS
+    from sophia_testing import github_fake, hubspot_fake
+
+    assert UPSTREAMS["GITHUB_TOKEN"].token == github_fake.TOKEN
+    assert UPSTREAMS["HUBSPOT_ACCESS_TOKEN"].token == hubspot_fake.TOKEN
+    objects = rendered["local"]
+    find(objects, "Deployment", "upstreams")
+    host = "http://upstreams.sophia-data.svc.cluster.local"
+    expected = {
+        "agno-coordinator": ("OPENAI_BASE_URL", f"{host}:8081/v1"),
+        "mcp-github": ("GITHUB_API_URL", f"{host}:8082"),
+        "mcp-hubspot": ("HUBSPOT_API_URL", f"{host}:8083"),
+    }
+    for name, (key, url) in expected.items():
+        env = {e["name"]: e.get("value") for e in find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["env"]}  # fmt: skip
+        assert env[key] == url, name
+        egress = find(objects, "NetworkPolicy", name)["spec"]["egress"]
+        assert any(
+            (peer.get("podSelector") or {}).get("matchLabels") == {"app.kubernetes.io/name": "upstreams"}
+            and rule["ports"] == [{"port": int(url.split(":")[2].split("/")[0]), "protocol": "TCP"}]
+            for rule in egress
+            for peer in rule.get("to", [])
+        ), name
+    ingress = find(objects, "NetworkPolicy", "upstreams")["spec"]["ingress"]
+    callers = {v for r in ingress for p in r["from"] for v in p["podSelector"]["matchExpressions"][0]["values"]}
+    assert callers == set(expected)
+    for stack in ("dev", "prod"):
+        assert not [o for o in rendered[stack] if o["metadata"]["name"] == "upstreams"]
+
+
 def test_qdrant_server_config_carries_key_and_seed_numbers() -> None:
     from components.qdrant import server_config
 
