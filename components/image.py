@@ -16,6 +16,7 @@ from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider,
 
 # The local stack's builder: buildah, offline, into the registry on this machine.
 LOCAL_BUILDER = Path(__file__).resolve().parent.parent / "toolchain" / "image-build.sh"
+IGNORED = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ def context_hash(source: ImageBuild) -> str:
         top = source.context / rel
         files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
         for f in files:
-            if "__pycache__" in f.parts or f.suffix == ".pyc":
-                continue
+            if any(part in IGNORED or part.endswith(".egg-info") for part in f.parts) or f.suffix == ".pyc":
+                continue  # what toolchain/images.dockerignore keeps out of the build context
             digest.update(str(f.relative_to(source.context)).encode() + b"\0" + f.read_bytes())
     return digest.hexdigest()[:16]
 

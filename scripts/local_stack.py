@@ -142,12 +142,17 @@ def gateway_url() -> str:
     return f"http://{DOMAIN}" + ("" if GATEWAY_PORT == 80 else f":{GATEWAY_PORT}")
 
 
-def through_gateway(method: str, path: str, body: Any = None, timeout: float = 15) -> tuple[int, str]:
-    """A request to the gateway on 127.0.0.1 for the stack's hostname; (status, body)."""
+def through_gateway(
+    method: str, path: str, body: Any = None, timeout: float = 15, api_key: str | None = None
+) -> tuple[int, str]:
+    """A request to the gateway on 127.0.0.1 for the stack's hostname; (status, body). Every
+    route but the health checks needs an identity: `api_key` (the stack's output) is sent."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=timeout)
     headers = {"Host": DOMAIN}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     payload = None
     if body is not None:
         payload = json.dumps(body)
@@ -162,7 +167,7 @@ def through_gateway(method: str, path: str, body: Any = None, timeout: float = 1
         conn.close()
 
 
-def service_table() -> list[tuple[str, str, str, str]]:
+def service_table(api_key: str | None = None) -> list[tuple[str, str, str, str]]:
     """(service, pods ready/wanted, routes, status of a real request through the gateway)."""
     from lightkube.resources.apps_v1 import Deployment
 
@@ -178,7 +183,7 @@ def service_table() -> list[tuple[str, str, str, str]]:
             ready = "-"
         routes = " ".join(r.path for r in spec.routes) or "-"
         method, path = PROBES.get(spec.name, ("GET", spec.routes[0].path if spec.routes else "/"))
-        status, _ = through_gateway(method, path)
+        status, _ = through_gateway(method, path, api_key=api_key)
         rows.append((spec.name, ready, routes, f"{status or 'no answer'} {method} {path}"))
     return rows
 
@@ -227,14 +232,15 @@ def cmd_up() -> int:
 
 def cmd_report() -> int:
     """The gateway URL and, per service, pods ready, its routes and a real request's status."""
+    api_key = outputs().get("api_key")
     deadline = time.monotonic() + 60
-    rows = service_table()
+    rows = service_table(api_key)
     # The gateway picks up routes within seconds of starting; give it that long.
     while any(not r[3][0].isdigit() or r[3].startswith(("404", "502", "503")) for r in rows) and (
         time.monotonic() < deadline
     ):
         time.sleep(3)
-        rows = service_table()
+        rows = service_table(api_key)
     print(f"[up] gateway: {gateway_url()}  (Traefik on 127.0.0.1:{GATEWAY_PORT}, Host: {DOMAIN})")
     print_table(rows, ("service", "pods ready", "routes", "request through the gateway"))
     return 0

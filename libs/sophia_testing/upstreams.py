@@ -4,15 +4,16 @@
 (the local cluster has no route off the machine, and no keys):
 
 - OpenAI-compatible chat on UPSTREAM_CHAT_PORT (8081), for agno-coordinator: any key; the
-  coordinator's OpenAI models; replies echo the last user message unless scripted;
+  coordinator's OpenAI models; replies echo the last user message unless scripted (whichever
+  model the coordinator picks takes the next scripted reply);
 - GitHub's REST API on UPSTREAM_GITHUB_PORT (8082), for mcp-github: one demo repository,
   `sophia-demo/handbook`;
 - HubSpot's CRM API on UPSTREAM_HUBSPOT_PORT (8083), for mcp-hubspot and agno-teams: a
   company, its contact, a deal and engagements.
 
 Each also answers `/_upstream/...` for the end-to-end test: POST /_upstream/script on the
-chat port queues replies (as `FakeChat.script`), GET /_upstream/requests counts what was
-asked. Request logs are trimmed so a pod that runs for days stays small.
+chat port queues replies for any model, GET /_upstream/requests counts what was asked
+(on the GitHub and HubSpot ports with the fake's token, as every request there). Request logs are trimmed so a pod that runs for days stays small.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from sophia_testing.openai_chat_fake import FakeChat, Reply, build_fake_chat
 # The OpenAI models in agno-coordinator's packaged table (agno_coordinator/models.yaml).
 CHAT_MODELS = ("gpt-4.1-mini", "gpt-4.1")
 KEEP_REQUESTS = 200
+PORTS = {"chat": "8081", "github": "8082", "hubspot": "8083"}
 
 HANDBOOK = {
     "README.md": "# Handbook\n\nHow the Sophia demo team works. See docs/ for the details.\n",
@@ -62,23 +64,27 @@ def seed_hubspot() -> FakeHubSpot:
     return hs
 
 
-def with_admin(app: FastAPI, log: list[Any], chat: FakeChat | None = None) -> FastAPI:
+def echo(body: dict[str, Any]) -> Reply:
+    last = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
+    return Reply(content=f"echo: {last.get('content', '')}")
+
+
+def with_admin(app: FastAPI, log: list[Any], queue: list[Reply] | None = None) -> FastAPI:
     @app.get("/_upstream/requests")
     async def requests_seen() -> dict[str, int]:
         return {"requests": len(log)}
 
-    if chat is not None:
+    if queue is not None:
 
         @app.post("/_upstream/script")
         async def script(request: Request) -> dict[str, int]:
-            """{"model": "gpt-4.1-mini", "replies": [{"content": "...", "tool_calls": [[name, args]]}]}"""
+            """{"replies": [{"content": "..."}, {"tool_calls": [[name, {args}]]}, ...]}"""
             body = await request.json()
-            replies = [
+            queue.extend(
                 Reply(content=r.get("content"), tool_calls=[(n, a) for n, a in r.get("tool_calls") or []])
                 for r in body["replies"]
-            ]
-            chat.script(body["model"], *replies)
-            return {"queued": len(chat.scripts.get(body["model"]) or [])}
+            )
+            return {"queued": len(queue)}
 
     return app
 
@@ -90,19 +96,29 @@ async def trim(*logs: list[Any]) -> None:
             del log[:-KEEP_REQUESTS]
 
 
-async def main() -> None:
-    chat = FakeChat(api_key=None, models=CHAT_MODELS)
+def build_apps() -> dict[str, FastAPI]:
+    """The three fakes, seeded, each with its admin routes: {"chat": ..., "github": ..., "hubspot": ...}."""
+    queue: list[Reply] = []
+    chat = FakeChat(api_key=None, models=CHAT_MODELS, responder=lambda body: queue.pop(0) if queue else echo(body))
     gh, hs = seed_github(), seed_hubspot()
     apps = {
-        int(os.environ.get("UPSTREAM_CHAT_PORT", "8081")): with_admin(build_fake_chat(chat), chat.requests, chat),
-        int(os.environ.get("UPSTREAM_GITHUB_PORT", "8082")): with_admin(build_fake_github(gh), gh.requests),
-        int(os.environ.get("UPSTREAM_HUBSPOT_PORT", "8083")): with_admin(build_fake_hubspot(hs), hs.requests),
+        "chat": with_admin(build_fake_chat(chat), chat.requests, queue),
+        "github": with_admin(build_fake_github(gh), gh.requests),
+        "hubspot": with_admin(build_fake_hubspot(hs), hs.requests),
     }
+    for app in apps.values():
+        app.state.logs = (chat.requests, gh.requests, gh.targets, hs.requests, hs.targets)
+    return apps
+
+
+async def main() -> None:
+    apps = build_apps()
+    ports = {name: int(os.environ.get(f"UPSTREAM_{name.upper()}_PORT", default)) for name, default in PORTS.items()}
     servers = [
-        uvicorn.Server(uvicorn.Config(app, host="0.0.0.0", port=port, log_level="warning"))  # noqa: S104 (a pod)
-        for port, app in apps.items()
+        uvicorn.Server(uvicorn.Config(app, host="0.0.0.0", port=ports[name], log_level="warning"))  # noqa: S104
+        for name, app in apps.items()
     ]
-    trimmer = asyncio.create_task(trim(chat.requests, gh.requests, gh.targets, hs.requests, hs.targets))
+    trimmer = asyncio.create_task(trim(*apps["chat"].state.logs))
     try:
         await asyncio.gather(*(s.serve() for s in servers))
     finally:
