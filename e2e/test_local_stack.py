@@ -32,6 +32,13 @@ def kube():
     return local_stack.client()
 
 
+@pytest.fixture(scope="module")
+def api_key() -> str:
+    """The local stack's generated API key (tenant `local`, every scope): every route but the
+    health checks needs an identity."""
+    return local_stack.outputs()["api_key"]
+
+
 def test_preview_then_up(timings) -> None:
     local_stack.ensure_stack()
     step, proc = local_stack.timed("preview", "preview", "--diff", capture=True)
@@ -136,33 +143,82 @@ def test_every_pod_is_ready_on_the_real_node(kube) -> None:
                 assert c.readinessProbe is not None, (pod.metadata.name, c.name)
 
 
-def test_every_route_answers_through_the_gateway(timings) -> None:
+def test_every_route_answers_through_the_gateway(timings, api_key) -> None:
     started = time.perf_counter()
     failures = {}
     for service in SERVICES:
         method, path = local_stack.PROBES[service.name]
-        status, body = local_stack.through_gateway(method, path)
+        status, body = local_stack.through_gateway(method, path, api_key=api_key)
         deadline = time.monotonic() + 60
         while status in (0, 404, 502, 503) and time.monotonic() < deadline:  # routes still being programmed
             time.sleep(2)
-            status, body = local_stack.through_gateway(method, path)
+            status, body = local_stack.through_gateway(method, path, api_key=api_key)
         if status != 200:
             failures[service.name] = (status, body[:300])
     timings.append(("requests through the gateway", time.perf_counter() - started))
     assert not failures, failures
 
 
-def test_a_memory_stored_through_the_gateway_is_found(timings) -> None:
+def test_a_route_refuses_a_caller_without_an_identity() -> None:
+    status, body = local_stack.through_gateway("POST", "/memories/search", {"query": "anything"})
+    assert status == 401, body
+
+
+def test_a_memory_stored_through_the_gateway_is_found(timings, api_key) -> None:
     started = time.perf_counter()
     text = f"e2e memory {time.time_ns()}: the deploy freeze starts on Friday"
-    status, body = local_stack.through_gateway("POST", "/memories", {"text": text})
+    status, body = local_stack.through_gateway("POST", "/memories", {"text": text}, api_key=api_key)
     assert status in (200, 201), body
     status, body = local_stack.through_gateway(
-        "POST", "/memories/search", {"query": "when does the deploy freeze start"}
+        "POST", "/memories/search", {"query": "when does the deploy freeze start"}, api_key=api_key
     )
     assert status == 200, body
     assert text in body, body
     timings.append(("memory store + search", time.perf_counter() - started))
+
+
+def script_the_model(*replies: dict) -> None:
+    """Queue the fake model provider's next replies (the upstream stand-ins' pod, from inside it)."""
+    code = (
+        "import json, sys, urllib.request; urllib.request.urlopen(urllib.request.Request("
+        "'http://127.0.0.1:8081/_upstream/script', data=sys.argv[1].encode(), "
+        "headers={'content-type': 'application/json'}))"
+    )
+    kubectl(
+        "-n", "sophia-data", "exec", "deploy/upstreams", "--", "python", "-c", code, json.dumps({"replies": replies})
+    )
+
+
+def test_an_agent_indexes_a_repository_and_answers_in_the_cluster(timings, api_key) -> None:
+    """The integration test's flow on the real node, every hop a pod: mcp-agents -> agno-coordinator
+    -> the model provider (the stand-in, scripted) -> mcp-github (against the GitHub stand-in) ->
+    mcp-context; services prove themselves to each other with their projected tokens."""
+    started = time.perf_counter()
+    answer = "The deploy freeze starts on Friday at 12:00 UTC (docs/deploys.md)."
+    script_the_model(
+        {"tool_calls": [["github__index_repository", {"owner": "sophia-demo", "repo": "handbook"}]]},
+        {"tool_calls": [["context__search_memories", {"query": "when does the deploy freeze start", "top_k": 3}]]},
+        {"content": answer},
+    )
+    status, body = local_stack.through_gateway(
+        "POST",
+        "/agents/tasks",
+        {"goal": "When does the deploy freeze start, according to sophia-demo/handbook?"},
+        api_key=api_key,
+        headers={"Idempotency-Key": f"e2e-{time.time_ns()}"},
+    )
+    assert status == 202, body
+    task_id = json.loads(body)["id"]
+    deadline = time.monotonic() + 180
+    while True:
+        status, body = local_stack.through_gateway("GET", f"/agents/tasks/{task_id}", api_key=api_key)
+        task = json.loads(body)
+        if task.get("state") in ("succeeded", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert task["state"] == "succeeded", task
+    assert task["result"] == answer and task["steps"] == 3, task
+    timings.append(("agent flow", time.perf_counter() - started))
 
 
 def _connect_from(pod_args: list[str], host: str, port: int) -> bool:

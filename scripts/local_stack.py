@@ -143,14 +143,19 @@ def gateway_url() -> str:
 
 
 def through_gateway(
-    method: str, path: str, body: Any = None, timeout: float = 15, api_key: str | None = None
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = 15,
+    api_key: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     """A request to the gateway on 127.0.0.1 for the stack's hostname; (status, body). Every
     route but the health checks needs an identity: `api_key` (the stack's output) is sent."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=timeout)
-    headers = {"Host": DOMAIN}
+    headers = {"Host": DOMAIN, **(headers or {})}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     payload = None

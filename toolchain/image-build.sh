@@ -108,7 +108,11 @@ cmd_mirror() {
 }
 
 # The image's size as buildah reports it (uncompressed, e.g. "177 MB").
-image_size() { buildah images --noheading --format '{{.Size}}' "$1" 2>/dev/null | head -n1 | grep . || echo "?"; }
+image_size() {
+  local size
+  size="$(buildah images --noheading --format '{{.Size}}' "$1" 2>/dev/null || true)"
+  echo "${size%%$'\n'*}" | grep . || echo "?"
+}
 
 # registry_digest REPOSITORY TAG: the manifest digest of REPOSITORY:TAG in the registry, if any.
 registry_digest() {
@@ -132,6 +136,10 @@ cmd_build() {
     return 0
   fi
   [ "$have_base" = 1 ] || args+=(--build-arg "PYTHON_IMAGE=$(cmd_base)")
+  # One build at a time: `pulumi up` asks for every image at once, and on two cores parallel pip
+  # installs only thrash. The lock is released when this process exits.
+  exec 7>"$LOGDIR/.build.lock"
+  flock 7
   log "$name: building $dockerfile (log $LOGDIR/$name.log)"
   # Isolation chroot + the host network: RUN steps (pip install from PyPI) need no CNI, and the
   # runc/cgroup setup of this machine does not matter to them.
