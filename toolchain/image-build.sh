@@ -69,10 +69,18 @@ MIRRORED=(
   "cloudnative-pg/pgbouncer:1.24.1|/usr/sbin/pgbouncer"
   "library/postgres:15-bookworm|/usr/lib/postgresql/15/bin/postgres"
 )
-DATA_IMAGE="sophia.local/data:bookworm"
 
 cmd_mirror() {
-  local registry="$1" item name entry c
+  local registry="$1" item name entry c recipe
+  # What the stand-ins are made of (this function and the list): a change makes new ones, under
+  # a new data image and a new marker tag, so machines with the old ones rebuild and re-push.
+  recipe="$(
+    {
+      declare -f cmd_mirror
+      printf '%s\n' "${MIRRORED[@]}"
+    } | sha256sum | cut -c1-12
+  )"
+  local DATA_IMAGE="sophia.local/data:bookworm-$recipe"
   if ! buildah inspect --type image "$DATA_IMAGE" >/dev/null 2>&1; then
     local t0=$SECONDS tar="$LOGDIR/data-rootfs.tar"
     log "building $DATA_IMAGE from Debian bookworm packages (log $LOGDIR/data.log)"
@@ -81,6 +89,7 @@ cmd_mirror() {
       --aptopt='Acquire::Languages "none"' \
       --customize-hook='echo "sophia:x:10001:10001:pods run as 10001 (components/workload.py):/tmp:/usr/sbin/nologin" >>"$1/etc/passwd"' \
       --customize-hook='echo "sophia:x:10001:" >>"$1/etc/group"' \
+      --customize-hook='rm -rf "$1"/etc/redis/* && chmod 0755 "$1"/etc/redis' \
       --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
       --dpkgopt='path-exclude=/usr/share/locale/*' \
       --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
@@ -96,13 +105,14 @@ cmd_mirror() {
   fi
   for item in "${MIRRORED[@]}"; do
     name="${item%%|*}" entry="${item#*|}"
-    if [ -n "$(registry_digest "$registry/${name%%:*}" "${name#*:}" || true)" ]; then
+    if [ -n "$(registry_digest "$registry/${name%%:*}" "sophia-$recipe" || true)" ]; then
       continue
     fi
     c="$(buildah from --pull-never "$DATA_IMAGE")"
     buildah config --entrypoint "[\"$entry\"]" --cmd '' "$c"
     buildah commit --rm "$c" "$registry/$name" >>"$LOGDIR/data.log"
     buildah push --tls-verify=false "$registry/$name" "docker://$registry/$name" >>"$LOGDIR/data.log" 2>&1
+    buildah push --tls-verify=false "$registry/$name" "docker://$registry/${name%%:*}:sophia-$recipe" >>"$LOGDIR/data.log" 2>&1
     log "mirrored $name ($entry from Debian) into $registry"
   done
 }

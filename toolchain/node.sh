@@ -163,6 +163,8 @@ clusterDomain: cluster.local
 clusterDNS: [$CLUSTER_DNS]
 # No host resolver in pods: nothing may resolve names off this machine.
 resolvConf: ""
+# Container logs under the node's state (not /var/log/pods), so "down" removes them with it.
+podLogsDir: $NODE/pod-logs
 serializeImagePulls: false
 maxPods: 110
 imageGCHighThresholdPercent: 95
@@ -190,7 +192,7 @@ EOF
 version: 0.1
 log: {level: warn}
 storage:
-  # A cache like Go's: kept across `make down`, so images are pushed once per machine.
+  # A cache like Go's: kept across "make down", so images are pushed once per machine.
   filesystem: {rootdirectory: $SOPHIA_TOOLCHAIN_DIR/registry}
   delete: {enabled: true}
 http:
@@ -216,7 +218,7 @@ kind: EndpointSlice
 metadata:
   name: kubernetes
   namespace: default
-  labels: {kubernetes.io/service-name: kubernetes, endpointslice.kubernetes.io/managed-by: sophia.local/cluster-sh}
+  labels: {kubernetes.io/service-name: kubernetes, endpointslice.kubernetes.io/managed-by: sophia-cluster-sh}
 addressType: IPv4
 endpoints:
 - addresses: [$NODE_IP]
@@ -277,6 +279,13 @@ spec:
     spec:
       serviceAccountName: coredns
       dnsPolicy: Default
+      # Non-root, no capabilities: port 53 is opened to unprivileged users in the pod's own
+      # network namespace (a safe sysctl). An added NET_BIND_SERVICE is not effective for a
+      # non-root process under containerd 1.6 (no ambient capabilities).
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "53"}]
       nodeSelector: {kubernetes.io/hostname: $NODE_NAME}
       containers:
       - name: coredns
@@ -288,7 +297,7 @@ spec:
         - {name: dns-tcp, containerPort: 53, protocol: TCP}
         securityContext:
           allowPrivilegeEscalation: false
-          capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}
+          capabilities: {drop: [ALL]}
           readOnlyRootFilesystem: true
         resources:
           requests: {cpu: 50m, memory: 64Mi}
@@ -358,6 +367,9 @@ node_up() {
   node_need
   local t0=$SECONDS
   mkdir -p "$NODE"
+  # The kubelet links every container's log into /var/log/containers (a fixed path); remember
+  # whether that directory was ours to make, so "down" removes it again.
+  [ -d /var/log/containers ] || [ -f "$NODE/made-var-log-containers" ] || touch "$NODE/made-var-log-containers"
   node_net_up
   node_configs
   kubeconfig kubelet "$STATE/kubelet.kubeconfig"
@@ -440,6 +452,9 @@ node_down() {
   for m in $(findmnt -rn -o TARGET | grep -F "$NODE/" | sort -r); do
     umount -l "$m" 2>/dev/null || true
   done
+  # The kubelet's links to our containers' logs (the logs themselves are under $NODE).
+  find /var/log/containers -maxdepth 1 -lname "$NODE/*" -delete 2>/dev/null || true
+  [ -f "$NODE/made-var-log-containers" ] && rmdir /var/log/containers 2>/dev/null || true
   # The pods' cgroups (kubelet, cgroupfs driver: /kubepods in every v1 hierarchy).
   for m in /sys/fs/cgroup/*/kubepods; do
     [ -d "$m" ] && find "$m" -depth -type d -exec rmdir {} + 2>/dev/null || true
