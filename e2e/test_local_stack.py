@@ -230,7 +230,9 @@ def _connect_from(pod_args: list[str], host: str, port: int) -> bool:
 def test_network_policy_is_enforced(kube, timings) -> None:
     """kube-router's policy controller: a declared caller reaches Redis, any other pod does not."""
     started = time.perf_counter()
-    redis = "redis.sophia-data.svc.cluster.local"
+    # By address, not by name: the intruder's egress (default deny) has no DNS either, and a
+    # failed lookup must not pass for a refused connection.
+    redis = kube.get(Service, "redis", namespace="sophia-data").spec.clusterIP
     assert _connect_from(["-n", "sophia", "exec", "deploy/mcp-context", "-c", "mcp-context"], redis, 6379)
     image = kube.get(Deployment, "mcp-context", namespace="sophia").spec.template.spec.containers[0].image
     overrides = {

@@ -61,6 +61,25 @@ node_net_up() {
   iptables -t mangle -C FORWARD -j SOPHIA-FORWARD 2>/dev/null || iptables -t mangle -I FORWARD 1 -j SOPHIA-FORWARD
 }
 
+# The chains the kubelet (KUBE-FIREWALL, canaries), kube-proxy and kube-router leave behind
+# (their own cleanup modes miss some), in both IP families: every KUBE-* chain and every rule
+# that jumps to one, through iptables-restore, which rewrites only the tables it is given and
+# keeps everyone else's rules. Skipped while any other kubelet, kube-proxy or kube-router runs
+# on the machine: those chains might be theirs.
+node_iptables_purge() {
+  local cmd
+  if pgrep -x kubelet >/dev/null || pgrep -x kube-proxy >/dev/null || pgrep -x kube-router >/dev/null; then
+    log "another kubelet/kube-proxy/kube-router runs here: leaving KUBE-* iptables chains alone"
+    return 0
+  fi
+  for cmd in iptables ip6tables; do
+    command -v "$cmd-save" >/dev/null || continue
+    "$cmd-save" | grep -q -e '^:KUBE-' -e '-[jg] KUBE-' || continue
+    "$cmd-save" | awk '/^:KUBE-/ || /^-A KUBE-/ || (/^-A / && / -[jg] KUBE-/) {next} {print}' | "$cmd-restore"
+    log "removed the KUBE-* chains of $cmd (kubelet, kube-proxy, kube-router)"
+  done
+}
+
 node_net_down() {
   if iptables -t mangle -S SOPHIA-FORWARD >/dev/null 2>&1; then
     while iptables -t mangle -D FORWARD -j SOPHIA-FORWARD 2>/dev/null; do :; done
@@ -459,6 +478,7 @@ node_down() {
   for m in /sys/fs/cgroup/*/kubepods; do
     [ -d "$m" ] && find "$m" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
+  node_iptables_purge
   node_net_down
   log "real node stopped: processes, mounts, network namespaces, $BRIDGE and iptables rules removed"
 }
