@@ -245,9 +245,10 @@ def check_deployment_companions(resources: list[Resource], config: Mapping[str, 
         if not hpas:
             if not allowlisted(hpa_exempt, "workload", d.ref):
                 problems.append(f"{d.ref}: no HorizontalPodAutoscaler targets it; add one (the seed: 2-10 at 70% CPU)")
-        elif int(dig(hpas[0].props, "spec", "minReplicas") or 1) < min_replicas:
+        # int(): the engine hands numbers over as floats (1.0); the mocks as ints.
+        elif (allowed := int(dig(hpas[0].props, "spec", "minReplicas") or 1)) < min_replicas:
             problems.append(
-                f"{d.ref}: its HPA allows {dig(hpas[0].props, 'spec', 'minReplicas') or 1} replica(s); "
+                f"{d.ref}: its HPA allows {allowed} replica(s); "
                 f"this stack needs at least {min_replicas} so one pod's loss is not an outage"
             )
     return problems
