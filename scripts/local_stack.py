@@ -135,7 +135,19 @@ LOCAL_NOT_DEPLOYED = [
     "GPU workloads run on simulated (kwok) GPU nodes: no GPU here",
     "redis, redis_exporter, pgbouncer and postgres images are stand-ins made from Debian packages "
     "(redis 7.0, pgbouncer 1.18, ...) under the public names (toolchain/image-build.sh mirror)",
+    "the model API, GitHub and HubSpot are stand-ins (the tests' fakes, pod sophia-data/upstreams; "
+    "sophia:local_upstreams): no route off this machine, no keys",
+    "metrics-server: not built, so the HPAs stay at their minimum",
 ]
+# Locally the Gateway and routes are served, by Traefik in NGF's place (toolchain/node.sh).
+LOCAL_GATEWAY = "the Gateway and HTTPRoutes are served locally by Traefik (make up step 5) instead"
+
+
+def local_view(line: str) -> str:
+    """A stack's not-deployed note as it stands on the local cluster."""
+    if line.startswith("ingress controller:"):
+        return line.replace("the Gateway and routes are created but nothing serves them", LOCAL_GATEWAY)
+    return line
 
 
 def gateway_url() -> str:
@@ -230,7 +242,7 @@ def cmd_up() -> int:
     for line in running_summary():
         print(f"  {line}")
     print("[up] not deployed locally, or not for real, and why:")
-    for line in stack_outputs.get("not_deployed", []) + LOCAL_NOT_DEPLOYED:
+    for line in [local_view(n) for n in stack_outputs.get("not_deployed", [])] + LOCAL_NOT_DEPLOYED:
         print(f"  - {line}")
     return 0
 
@@ -248,6 +260,13 @@ def cmd_report() -> int:
         rows = service_table(api_key)
     print(f"[up] gateway: {gateway_url()}  (Traefik on 127.0.0.1:{GATEWAY_PORT}, Host: {DOMAIN})")
     print_table(rows, ("service", "pods ready", "routes", "request through the gateway"))
+    print("[up] try it (SOPHIA_API_KEY: the key printed above, or make api-key):")
+    for path, body in (("/memories", '{"text": "The deploy freeze starts on Friday at noon"}'),
+                       ("/memories/search", '{"query": "when does the deploy freeze start"}')):  # fmt: skip
+        print(
+            f"  curl -s -H 'Host: {DOMAIN}' -H \"Authorization: Bearer $SOPHIA_API_KEY\" "
+            f"-H 'content-type: application/json' http://127.0.0.1:{GATEWAY_PORT}{path} -d '{body}'"
+        )
     return 0
 
 
