@@ -368,7 +368,7 @@ def alloy_config(namespace: str) -> str:
                 # sets HOSTNAME to the node's name).
                 'discovery.kubernetes "pods" {',
                 '  role = "pod"',
-                '  selectors {',
+                "  selectors {",
                 '    role  = "pod"',
                 '    field = "spec.nodeName=" + coalesce(sys.env("HOSTNAME"), constants.hostname)',
                 "  }",

@@ -43,10 +43,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+EMAIL = re.compile(r"^[^@\s]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+
+
 class Tls(_Strict):
     enabled: bool = False
-    # A cert-manager ClusterIssuer name, or a Secret (e.g. from ESC) holding tls.crt/tls.key.
-    issuer: str | None = None
+    # Let's Encrypt through cert-manager (the program creates the ClusterIssuer, HTTP-01 through the
+    # Gateway), or a Secret (e.g. from ESC) holding tls.crt/tls.key.
+    issuer: Literal["letsencrypt-staging", "letsencrypt-prod"] | None = None
+    acme_email: str | None = None  # Let's Encrypt's expiry notices go here
     secret_name: str | None = None
 
     @model_validator(mode="after")
@@ -56,6 +61,11 @@ class Tls(_Strict):
                 f"{NAMESPACE}:tls: with enabled=true set exactly one of tls.issuer "
                 f"(cert-manager ClusterIssuer) or tls.secret_name (given: issuer={self.issuer!r}, "
                 f"secret_name={self.secret_name!r})"
+            )
+        if self.issuer and not (self.acme_email and EMAIL.match(self.acme_email)):
+            raise ValueError(
+                f"{NAMESPACE}:tls.acme_email: {self.issuer} needs a contact address for the ACME account "
+                f"(given: {self.acme_email!r}); set e.g. tls.acme_email: platform@example.com"
             )
         return self
 

@@ -327,6 +327,7 @@ def _ingress(
             routes=routes,
             tls_enabled=config.tls.enabled,
             tls_issuer=config.tls.issuer,
+            acme_email=config.tls.acme_email,
             tls_secret_name=config.tls.secret_name,
             replicas=2 if config.is_prod else 1,
             install_controller=config.install_charts,

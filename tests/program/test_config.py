@@ -52,8 +52,15 @@ BAD_CONFIGS = [
     (
         "TLS with two sources",
         "dev",
-        {"tls": {"enabled": True, "issuer": "le", "secret_name": "crt"}},
-        "given: issuer='le', secret_name='crt'",
+        {
+            "tls": {
+                "enabled": True,
+                "issuer": "letsencrypt-staging",
+                "acme_email": "a@example.com",
+                "secret_name": "crt",
+            }
+        },
+        "given: issuer='letsencrypt-staging', secret_name='crt'",
     ),
     (
         "negative GPU pool size",
@@ -160,6 +167,18 @@ BAD_CONFIGS = [
         "prod",
         {"auth": {"api_server_cidrs": ["10.0.0.300/32"]}},
         "'10.0.0.300/32' is not a CIDR",
+    ),
+    (
+        "ACME without a contact",
+        "prod",
+        {"tls": {"enabled": True, "issuer": "letsencrypt-prod"}},
+        "sophia:tls.acme_email: letsencrypt-prod needs a contact address",
+    ),
+    (
+        "unknown issuer",
+        "prod",
+        {"tls": {"enabled": True, "issuer": "my-ca", "acme_email": "a@example.com"}},
+        "sophia:tls.issuer: Input should be 'letsencrypt-staging' or 'letsencrypt-prod'",
     ),
     ("secrets not a map", "dev", {"secrets": ["OPENAI_API_KEY"]}, "sophia:secrets: must be a map of NAME: value"),
     (

@@ -225,3 +225,28 @@ def test_the_gateway_controller_and_the_gateway_api_crds_are_pinned_together() -
         f"gateway-api {GATEWAY_API_VERSION},"
         in (Path(__file__).resolve().parents[2] / "toolchain/build.sh").read_text()
     )
+
+
+@pytest.mark.parametrize(
+    "stack,issuer,server",
+    [
+        ("dev", "letsencrypt-staging", "https://acme-staging-v02.api.letsencrypt.org/directory"),
+        ("prod", "letsencrypt-prod", "https://acme-v02.api.letsencrypt.org/directory"),
+    ],
+)
+def test_the_certificate_has_an_issuer_that_answers_http01_through_the_gateway(
+    rendered: dict[str, list[dict[str, Any]]], stack: str, issuer: str, server: str
+) -> None:
+    objects = rendered[stack]
+    cluster_issuer = find(objects, "ClusterIssuer", issuer)
+    assert "namespace" not in cluster_issuer["metadata"]  # cluster-scoped
+    acme = cluster_issuer["spec"]["acme"]
+    assert acme["server"] == server and "@" in acme["email"]
+    [solver] = acme["solvers"]
+    [parent] = solver["http01"]["gatewayHTTPRoute"]["parentRefs"]
+    gateway = find(objects, "Gateway", parent["name"])
+    assert parent["namespace"] == gateway["metadata"]["namespace"]
+    listener = next(lsn for lsn in gateway["spec"]["listeners"] if lsn["name"] == parent["sectionName"])
+    assert (listener["protocol"], listener["port"]) == ("HTTP", 80)  # HTTP-01 is answered on port 80
+    certificate = next(o for o in objects if o["kind"] == "Certificate")
+    assert certificate["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": issuer}
