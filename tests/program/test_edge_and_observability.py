@@ -117,7 +117,32 @@ def test_alert_rules_cover_down_errors_and_multiwindow_burn_rates() -> None:
         burn = rules[f"LatencyBudgetBurn{long_w.upper()}"]
         assert f"rate{long_w} > ({rate} * 0.01)" in burn["expr"] and f"rate{short_w} > ({rate} * 0.01)" in burn["expr"]
         assert burn["labels"]["severity"] == severity
-        assert 'le="0.1"' in rules[f"sophia:latency_slow_ratio:rate{long_w}"]["expr"]
+
+
+def test_each_service_is_held_to_its_own_latency_slo() -> None:
+    from components.spec import LATENCY_BUCKETS
+    from sophia_chassis.metrics import LATENCY_BUCKETS as EXPORTED
+
+    assert LATENCY_BUCKETS == EXPORTED  # a threshold the manifests may name is a bucket the services export
+    services = declared()
+    assert services["mcp-context"].latency_slo_seconds == 0.1  # the seed's target
+    assert services["agno-coordinator"].latency_slo_seconds > 1  # model calls take seconds
+    records = [r for g in alert_rules(services) for r in g["rules"] if r.get("record")]
+    for window in {w for pair in BURN_RATE_WINDOWS for w in pair[:2]}:
+        # Every service is in exactly one rule per window, and that rule's threshold is its own.
+        rules = [r for r in records if r["record"] == f"sophia:latency_slow_ratio:rate{window}"]
+        covered = []
+        for rule in rules:
+            names = re.search(r'service=~"([^"]+)"', rule["expr"]).group(1).split("|")
+            threshold = float(re.search(r'le="([^"]+)"', rule["expr"]).group(1))
+            assert all(services[n].latency_slo_seconds == threshold for n in names)
+            covered += names
+        assert sorted(covered) == sorted(services)
+
+
+def test_a_latency_slo_off_the_histogram_is_refused() -> None:
+    with pytest.raises(ValueError, match="0.2 is not a latency bucket edge"):
+        ServiceObservability(latency_slo_seconds=0.2)
 
 
 @pytest.mark.parametrize("service", ["mcp-context", "orchestrator", "agno-coordinator", "mcp-agents"])
