@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -46,6 +46,60 @@ AUDIT_LABEL, AUDIT_STREAM = "stream", "audit"
 
 
 @dataclass(frozen=True)
+class AlertReceivers:
+    """Where Alertmanager sends `page` and `ticket` alerts (None: nowhere), with the secret each needs."""
+
+    page: str | None = None  # pagerduty | slack | webhook
+    ticket: str | None = None  # slack | webhook
+    secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # by kind
+    slack_channel: str = "#sophia-alerts"
+
+
+def _receiver(name: str, kind: str | None, receivers: AlertReceivers) -> dict[str, Any]:
+    if kind is None:
+        return {"name": name}  # Alertmanager's "null" receiver: routed, sent nowhere
+    secret = receivers.secrets[kind]
+    if kind == "pagerduty":
+        return {"name": name, "pagerduty_configs": [{"routing_key": secret, "send_resolved": True}]}
+    if kind == "slack":
+        return {
+            "name": name,
+            "slack_configs": [{"api_url": secret, "channel": receivers.slack_channel, "send_resolved": True}],
+        }
+    return {"name": name, "webhook_configs": [{"url": secret, "send_resolved": True}]}
+
+
+def alertmanager_config(receivers: AlertReceivers) -> dict[str, Any]:
+    """Route by severity; a page silences the same service's tickets, a service that is down its other alerts."""
+    return {
+        "route": {
+            "receiver": "tickets",
+            "group_by": ["alertname", "service"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+            "routes": [
+                {"matchers": ['alertname="Watchdog"'], "receiver": "null"},
+                {"matchers": ['severity="page"'], "receiver": "pages", "repeat_interval": "1h"},
+            ],
+        },
+        "receivers": [
+            {"name": "null"},
+            _receiver("pages", receivers.page, receivers),
+            _receiver("tickets", receivers.ticket, receivers),
+        ],
+        "inhibit_rules": [
+            {"source_matchers": ['severity="page"'], "target_matchers": ['severity="ticket"'], "equal": ["service"]},
+            {
+                "source_matchers": ['alertname="ServiceDown"'],
+                "target_matchers": ['alertname!="ServiceDown"'],
+                "equal": ["service"],
+            },
+        ],
+    }
+
+
+@dataclass(frozen=True)
 class ObservabilityArgs:
     namespace: str
     services_namespace: str
@@ -63,6 +117,7 @@ class ObservabilityArgs:
     # ServiceMonitor and PrometheusRule need the operator's CRDs: from its chart, or given (`crds`).
     monitoring_resources: bool = True
     crds: Sequence[pulumi.Resource] = ()
+    alert_receivers: AlertReceivers = AlertReceivers()
 
 
 def slow_ratio(window: str, threshold: float, services: Sequence[str]) -> str:
@@ -256,7 +311,10 @@ class Observability(pulumi.ComponentResource):
                         },
                     }
                 },
-                "alertmanager": {"alertmanagerSpec": {"replicas": 3 if args.replicas > 1 else 1}},
+                "alertmanager": {
+                    "alertmanagerSpec": {"replicas": 3 if args.replicas > 1 else 1},
+                    "config": alertmanager_config(args.alert_receivers),
+                },
                 "grafana": {
                     "replicas": args.replicas,
                     "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": ns}},

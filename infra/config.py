@@ -197,6 +197,18 @@ class Auth(_Strict):
         return self
 
 
+# Where alerts go; each receiver's URL or key is a secret in the stack's ESC environment.
+ALERT_SECRETS = {"pagerduty": "PAGERDUTY_ROUTING_KEY", "slack": "SLACK_WEBHOOK_URL", "webhook": "ALERT_WEBHOOK_URL"}
+
+
+class Alerting(_Strict):
+    """Alertmanager's receivers: `page` alerts wake someone, `ticket` alerts wait for working hours."""
+
+    page: Literal["pagerduty", "slack", "webhook"] | None = None
+    ticket: Literal["slack", "webhook"] | None = None
+    slack_channel: str = "#sophia-alerts"
+
+
 class Namespaces(_Strict):
     services: str = "sophia"
     data: str = "sophia-data"
@@ -231,6 +243,7 @@ class StackConfig(_Strict):
     services: dict[str, ServiceOverride] = {}
     kubernetes: Kubernetes = Kubernetes()
     auth: Auth = Auth()
+    alerting: Alerting = Alerting()
     data: Data = Data()
     # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.
     install_charts: bool = True
@@ -283,6 +296,11 @@ class StackConfig(_Strict):
             raise ValueError(
                 f"{NAMESPACE}:registry: the {env} stack builds and pushes images, so it needs a "
                 "registry (given: nothing); set e.g. 'registry.example.com/sophia'"
+            )
+        if env == "prod" and self.alerting.page is None:
+            raise ValueError(
+                f"{NAMESPACE}:alerting.page: prod pages someone when a service is down (given: nothing); set "
+                f"pagerduty, slack or webhook and put its {', '.join(ALERT_SECRETS.values())} in the ESC environment"
             )
         if env == "prod" and not self.tls.enabled:
             raise ValueError(

@@ -12,7 +12,7 @@ from pathlib import Path
 from components import pgbouncer, qdrant, redis
 from components.image import ImageBuild, ImageSource
 from components.spec import ServiceSpec, replica_bounds_problem
-from infra.config import NAMESPACE, ConfigError, ServiceOverride, StackConfig
+from infra.config import ALERT_SECRETS, NAMESPACE, ConfigError, ServiceOverride, StackConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,6 +132,12 @@ def plan_services(
             f"{NAMESPACE}:secrets.{DATABASE_URL}: services use PostgreSQL but the stack has no connection "
             f"string; add the Neon URL to the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
         )
+    for kind in sorted({k for k in (config.alerting.page, config.alerting.ticket) if k}):
+        if ALERT_SECRETS[kind] not in secrets_available:
+            problems.append(
+                f"{NAMESPACE}:secrets.{ALERT_SECRETS[kind]}: alerts go to {kind} but the stack has no "
+                f"{ALERT_SECRETS[kind]}; add it to the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
+            )
     if config.environment != "local" and API_KEYS not in secrets_available and config.auth.oidc_issuer is None:
         problems.append(
             f"{NAMESPACE}:secrets.{API_KEYS}: nobody could call the services (no API key table and no "

@@ -22,7 +22,7 @@ import pulumi_kubernetes as k8s
 from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.ingress import Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
-from components.observability import Observability, ObservabilityArgs
+from components.observability import AlertReceivers, Observability, ObservabilityArgs
 from components.pgbouncer import PgBouncer, PgBouncerArgs
 from components.qdrant import Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
@@ -30,7 +30,7 @@ from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
 from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, ServiceIdentity, peak_pods
 from components.spec import cpu_millicores, memory_bytes
 from components.workload import Connection, cluster_host
-from infra.config import StackConfig
+from infra.config import ALERT_SECRETS, StackConfig
 from infra.plan import API_KEYS, DATABASE_READ_URL, DATABASE_URL, REPO_ROOT, PlannedService
 
 LOCAL_KEY_SECRET = "local-api-key"
@@ -126,7 +126,7 @@ def deploy(
     services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools)
     crds = local_crds(cluster.provider) if config.local_crds else []
     ingress = _ingress(config, planned, crds, cluster, services)
-    observability = _observability(config, planned, crds, cluster)
+    observability = _observability(config, planned, crds, cluster, esc)
     return {
         "environment": config.environment,
         "not_deployed": ingress.not_deployed + observability.not_deployed,
@@ -340,8 +340,16 @@ def _ingress(
 
 
 def _observability(
-    config: StackConfig, planned: list[PlannedService], crds: list[pulumi.Resource], cluster: Cluster
+    config: StackConfig, planned: list[PlannedService], crds: list[pulumi.Resource], cluster: Cluster, esc: EscSecret
 ) -> Observability:
+    alerting = config.alerting
+    kinds = {k for k in (alerting.page, alerting.ticket) if k}
+    receivers = AlertReceivers(
+        page=alerting.page,
+        ticket=alerting.ticket,
+        secrets={kind: esc(ALERT_SECRETS[kind]) for kind in kinds},
+        slack_channel=alerting.slack_channel,
+    )
     return Observability(
         "observability",
         ObservabilityArgs(
@@ -353,6 +361,7 @@ def _observability(
             install_charts=config.install_charts,
             monitoring_resources=config.install_charts or config.local_crds,
             crds=crds,
+            alert_receivers=receivers,
         ),
         opts=cluster.inside("observability"),
     )

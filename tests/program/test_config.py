@@ -180,6 +180,19 @@ BAD_CONFIGS = [
         {"tls": {"enabled": True, "issuer": "my-ca", "acme_email": "a@example.com"}},
         "sophia:tls.issuer: Input should be 'letsencrypt-staging' or 'letsencrypt-prod'",
     ),
+    ("prod paging nobody", "prod", {"alerting": {"ticket": "slack"}}, "sophia:alerting.page: prod pages someone"),
+    (
+        "pager without its key",
+        "dev",
+        {
+            "alerting": {"page": "pagerduty"},
+            "secrets": {
+                k: "x"
+                for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HUBSPOT_ACCESS_TOKEN", "GITHUB_TOKEN", "API_KEYS")
+            },
+        },
+        "sophia:secrets.PAGERDUTY_ROUTING_KEY: alerts go to pagerduty but the stack has no PAGERDUTY_ROUTING_KEY",
+    ),
     ("secrets not a map", "dev", {"secrets": ["OPENAI_API_KEY"]}, "sophia:secrets: must be a map of NAME: value"),
     (
         "calling a disabled service",

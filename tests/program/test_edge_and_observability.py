@@ -275,3 +275,23 @@ def test_the_certificate_has_an_issuer_that_answers_http01_through_the_gateway(
     assert (listener["protocol"], listener["port"]) == ("HTTP", 80)  # HTTP-01 is answered on port 80
     certificate = next(o for o in objects if o["kind"] == "Certificate")
     assert certificate["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": issuer}
+
+
+def test_alerts_reach_people_by_severity_in_prod() -> None:
+    values = {r["chart"]: r for r in helm_releases(run_program("prod", offline_config("prod")))}
+    config = values["kube-prometheus-stack"]["values"]["alertmanager"]["config"]
+    receivers = {r["name"]: r for r in config["receivers"]}
+    page_route = next(r for r in config["route"]["routes"] if r["matchers"] == ['severity="page"'])
+    assert receivers[page_route["receiver"]]["pagerduty_configs"][0]["routing_key"]
+    assert receivers[config["route"]["receiver"]]["slack_configs"][0]["api_url"]  # tickets, the default route
+    # A page silences the same service's tickets; a service that is down silences its other alerts.
+    inhibit = config["inhibit_rules"]
+    assert {
+        "source_matchers": ['severity="page"'],
+        "target_matchers": ['severity="ticket"'],
+        "equal": ["service"],
+    } in inhibit
+    assert any(r["source_matchers"] == ['alertname="ServiceDown"'] for r in inhibit)
+    # Every severity the rules use is routed somewhere.
+    severities = {r["labels"]["severity"] for g in alert_rules(declared()) for r in g["rules"] if "alert" in r}
+    assert severities == {"page", "ticket"}
