@@ -230,3 +230,19 @@ def test_every_internet_egress_excludes_the_same_private_ranges(
     assert "100.64.0.0/10" in PRIVATE_RANGES  # carrier-grade NAT: some CNIs put pods there
     for block in blocks.values():
         assert block == {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}
+
+
+@pytest.mark.parametrize("stack", ["local", "dev", "prod"])
+def test_every_container_bounds_its_ephemeral_storage(rendered: dict[str, list[dict[str, Any]]], stack: str) -> None:
+    pods = [
+        o["spec"]["template"]["spec"]
+        for o in rendered[stack]
+        if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
+    ]
+    containers = [c for pod in pods for c in pod["containers"] + pod.get("initContainers", [])]
+    assert containers
+    for c in containers:
+        assert {"requests", "limits"} <= set(c["resources"]), c["name"]
+        assert c["resources"]["requests"]["ephemeral-storage"] and c["resources"]["limits"]["ephemeral-storage"], c[
+            "name"
+        ]
