@@ -1,9 +1,10 @@
 """Redis as the platform's cache and stream broker (official `redis` image).
 
 Auth is on: the `default` user is disabled and each calling service gets its own ACL
-user, stored hashed in the ACL file. `maxmemory` with an LRU eviction policy suits a
-cache (the embedding cache's entries all carry a 24 h TTL); persistence is a per-stack
-choice. A redis_exporter sidecar serves metrics with its own read-only user.
+user, stored hashed in the ACL file. `maxmemory` with `volatile-lru`: only keys with a TTL
+are evicted (the embedding cache's entries all carry a 24 h TTL), never state without one
+(mcp-github's index state, mcp-agents' task stream), which an eviction would silently
+corrupt; a full Redis refuses writes instead. Persistence is a per-stack choice. A redis_exporter sidecar serves metrics with its own read-only user.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class RedisArgs:
     services_namespace: str
     metrics_namespace: str | None = None
     maxmemory: str = "256mb"
-    eviction_policy: str = "allkeys-lru"
+    eviction_policy: str = "volatile-lru"
     persistence: bool = False
     storage_size: str = "5Gi"
     storage_class: str | None = None
@@ -166,7 +167,7 @@ class Redis(pulumi.ComponentResource):
             f"{name}-statefulset",
             metadata=w.meta(annotations=wl.UPSTREAM_IMAGE_SKIP),
             spec=StatefulSetSpecArgs(
-                service_name=w.app,
+                service_name=f"{w.app}-headless",  # the governing Service must be headless
                 replicas=1,
                 selector=LabelSelectorArgs(match_labels=w.selector),
                 volume_claim_templates=claims,
@@ -183,6 +184,9 @@ class Redis(pulumi.ComponentResource):
         )
         self.service = wl.cluster_service(
             f"{name}-service", w.meta(), w.selector, {"redis": PORT, "metrics": METRICS_PORT}, child
+        )
+        wl.cluster_service(
+            f"{name}-headless", w.meta(f"{w.app}-headless"), w.selector, {"redis": PORT}, child, cluster_ip="None"
         )
         wl.disruption_budget(f"{name}-pdb", w.meta(), w.selector, child)
         # No egress at all: Redis talks to nobody.

@@ -74,10 +74,12 @@ def test_redis_is_a_bounded_cache_with_auth(
 ) -> None:
     objects = rendered[stack]
     conf = find(objects, "ConfigMap", "redis-config")["data"]["redis.conf"]
-    assert "maxmemory-policy allkeys-lru" in conf and "aclfile /etc/redis/acl/users.acl" in conf
+    # Only keys with a TTL (the cache's) are evicted, never index state or task streams.
+    assert "maxmemory-policy volatile-lru" in conf and "aclfile /etc/redis/acl/users.acl" in conf
     assert ("appendonly yes" in conf) == persistent
     sts = find(objects, "StatefulSet", "redis")
     assert ("volumeClaimTemplates" in sts["spec"]) == persistent
+    assert find(objects, "Service", sts["spec"]["serviceName"])["spec"]["clusterIP"] == "None"
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"].startswith("redis:")
     callers = {s.name for s in discover() if "redis" in s.calls.datastores}
     rule = find(objects, "NetworkPolicy", "redis")["spec"]["ingress"][0]
