@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sophia_chassis.auth import install_auth
@@ -29,15 +29,25 @@ def create_app(
     settings: ServiceSettings,
     *,
     readiness: Mapping[str, Check] | None = None,
+    degraded: Mapping[str, Check] | None = None,
     on_startup: Iterable[Hook] = (),
     on_shutdown: Iterable[Hook] = (),
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     configure_logging(settings.log_level)
     log = structlog.get_logger()
-    checks = dict(readiness or {})
+    # `readiness`: what the pod cannot serve without (failing: 503, out of the Service). `degraded`:
+    # optional or external peers (a cache, a vendor API): reported by /readyz and dependency_up, never
+    # taking the pod out, so one Redis restart or a vendor outage does not empty every Service.
+    checks, optional = dict(readiness or {}), dict(degraded or {})
     registry = CollectorRegistry()
     metrics = RequestMetrics(registry)
+    dependency_up = Gauge(
+        "dependency_up",
+        "1 while an optional or external dependency answers /readyz's check",
+        ("dependency",),
+        registry=registry,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -73,11 +83,21 @@ def create_app(
             except Exception as exc:  # a failing dependency is an answer, not an error
                 return name, f"{type(exc).__name__}: {exc}"[:200]
 
-        results = dict(await asyncio.gather(*(run(n, c) for n, c in checks.items())))
-        failed = {name: why for name, why in results.items() if why}
+        results = dict(await asyncio.gather(*(run(n, c) for n, c in {**checks, **optional}.items())))
+        for name in optional:
+            dependency_up.labels(name).set(0 if results[name] else 1)
+        failed = {name: results[name] for name in checks if results[name]}
+        degraded_now = {name: results[name] for name in optional if results[name]}
         if failed:
-            return problem(503, "Not ready", f"failing: {', '.join(sorted(failed))}", checks=failed)
-        return {"status": "ready", "checks": sorted(results)}
+            return problem(
+                503, "Not ready", f"failing: {', '.join(sorted(failed))}", checks=failed, degraded=degraded_now
+            )
+        body: dict[str, Any] = {"status": "degraded" if degraded_now else "ready", "checks": sorted(checks)}
+        if optional:
+            body["optional"] = sorted(optional)
+        if degraded_now:
+            body["degraded"] = degraded_now
+        return body
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

@@ -44,6 +44,33 @@ def demo_app(ready: dict[str, bool], closed: list[str]) -> FastAPI:
     return app
 
 
+def test_an_optional_dependency_down_degrades_the_pod_but_keeps_it_ready() -> None:
+    state = {"cache": False, "database": True}
+
+    async def check(name: str) -> None:
+        if not state[name]:
+            raise ConnectionError("connection refused")
+
+    app = create_app(
+        Settings(), readiness={"database": lambda: check("database")}, degraded={"cache": lambda: check("cache")}
+    )
+    with serve(app) as url:
+        degraded = httpx.get(f"{url}/readyz")
+        assert degraded.status_code == 200  # still serving: the Service keeps the pod
+        assert degraded.json() == {
+            "status": "degraded",
+            "checks": ["database"],
+            "optional": ["cache"],
+            "degraded": {"cache": "ConnectionError: connection refused"},
+        }
+        assert 'dependency_up{dependency="cache"} 0.0' in httpx.get(f"{url}/metrics").text
+        state["cache"] = True
+        assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
+        assert 'dependency_up{dependency="cache"} 1.0' in httpx.get(f"{url}/metrics").text
+        state["database"] = False  # what it cannot serve without still takes it out
+        assert httpx.get(f"{url}/readyz").status_code == 503
+
+
 def test_health_readiness_metrics_request_id_and_problems() -> None:
     ready, closed = {"database": False}, []
     with serve(demo_app(ready, closed)) as url:

@@ -74,9 +74,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         if coordinator:
             await coordinator.aclose()
 
-    app = create_app(
-        settings, readiness={"mcp-hubspot": hubspot.ping, "mcp-context": context.ping}, on_shutdown=[close]
-    )
+    app = create_app(settings, degraded={"mcp-hubspot": hubspot.ping, "mcp-context": context.ping}, on_shutdown=[close])
     metrics = TeamMetrics(app.state.registry)
     runner = TeamRunner(settings, hubspot, context, metrics, coordinator)
 

@@ -194,7 +194,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return await service.store.ready()
 
     app = create_app(
-        settings, readiness={"redis": redis_ready, "qdrant": qdrant_ready}, on_startup=[start], on_shutdown=[stop]
+        settings,
+        readiness={"qdrant": qdrant_ready},
+        degraded={"redis": redis_ready},
+        on_startup=[start],
+        on_shutdown=[stop],
     )
     app.state.service = service
     requests_abandoned = Counter(

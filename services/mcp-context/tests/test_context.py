@@ -312,7 +312,8 @@ def test_redis_outage_degrades_to_no_cache(redis_url: str) -> None:
         found = httpx.post(f"{url}/memories/search", json={"query": "still works"}).json()["results"]
         ready = httpx.get(f"{url}/readyz")
     assert found[0]["text"] == "still works"
-    assert ready.status_code == 503 and "redis" in ready.json()["checks"]
+    # The cache is optional: reported, not a reason to leave the Service.
+    assert ready.status_code == 200 and list(ready.json()["degraded"]) == ["redis"]
 
 
 def test_a_hung_redis_is_skipped_after_a_few_timeouts() -> None:
