@@ -14,6 +14,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sophia_chassis.admission import AdmissionControl
 from sophia_chassis.auth import install_auth
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.metrics import RequestMetrics
@@ -31,8 +32,12 @@ def create_app(
     readiness: Mapping[str, Check] | None = None,
     on_startup: Iterable[Hook] = (),
     on_shutdown: Iterable[Hook] = (),
+    limited_paths: Iterable[str] = (),
     **fastapi_kwargs: Any,
 ) -> FastAPI:
+    """`limited_paths`: routes under admission control (sophia_chassis.admission): at most
+    settings.max_concurrent_requests run at once, the rest wait up to
+    settings.queue_timeout_seconds and are then answered 503 with Retry-After."""
     configure_logging(settings.log_level)
     log = structlog.get_logger()
     checks = dict(readiness or {})
@@ -56,6 +61,15 @@ def create_app(
     document_problems(app)
     # Inside ObserveRequests (added after, so outside): the request id is bound before auth runs.
     install_auth(app, settings)
+    limited = tuple(limited_paths)
+    if limited:  # outside auth (shedding costs no token check), inside ObserveRequests (sheds are counted)
+        app.add_middleware(
+            AdmissionControl,
+            paths=limited,
+            max_concurrent=settings.max_concurrent_requests,
+            queue_timeout=settings.queue_timeout_seconds,
+            registry=registry,
+        )
     app.add_middleware(
         ObserveRequests, service=settings.service_name, metrics=metrics, max_body_bytes=settings.max_body_bytes
     )

@@ -25,3 +25,7 @@ class Settings(ServiceSettings):
     qdrant_path: str = ":memory:"  # embedded (Qdrant Edge) when no server URL: a directory, or ":memory:"
     qdrant_collection: str = "sophia-memories"
     max_body_bytes: int = 16 << 20  # a batch of up to 1000 memories
+    # The embedded shard's index is rebuilt aside once this many points (or a tenth) are unindexed,
+    # checked this often (0: never in the background). A Qdrant server indexes by itself.
+    index_min_points: int = Field(1000, ge=1)
+    index_check_seconds: float = Field(30.0, ge=0)
