@@ -5,7 +5,14 @@ arrival order, each for at most `queue_timeout` seconds. One that is still waiti
 answered at once with 503 and `Retry-After`, without running: past capacity the service
 sheds the excess quickly instead of letting a queue grow until every client times out, and
 what it accepts still starts within the deadline. Clients in this repo retry after the
-Retry-After (sophia_chassis.http)."""
+Retry-After (sophia_chassis.http).
+
+The slots alone do not bound latency in an asyncio server: the event loop itself is the queue
+(requests read, parsed and routed, continuations after each await), and past capacity it fills
+with requests the slots have not seen yet, so every admitted request stretches and served
+throughput collapses (bench-context: 40/s served of 400 offered). So the loop's lag is measured
+too (how late a timer every `tick` seconds fires): while it exceeds `max_loop_lag`, new requests
+are shed at the door, which costs the least the loop can spend on them."""
 
 from __future__ import annotations
 
@@ -28,6 +35,8 @@ class AdmissionControl:
         max_concurrent: int,
         queue_timeout: float,
         retry_after_seconds: float = 1.0,
+        max_loop_lag: float | None = None,
+        tick: float = 0.005,
         registry: CollectorRegistry | None = None,
     ):
         if max_concurrent < 1 or queue_timeout < 0:
@@ -35,6 +44,9 @@ class AdmissionControl:
         self.app, self.paths = app, frozenset(paths)
         self.max_concurrent, self.queue_timeout = max_concurrent, queue_timeout
         self.retry_after_seconds = retry_after_seconds
+        self.max_loop_lag, self.tick = max_loop_lag, tick
+        self.loop_lag = 0.0
+        self._monitor: asyncio.Task[None] | None = None
         self.active = 0
         self.shed = 0
         self._waiters: deque[asyncio.Future[bool]] = deque()
@@ -50,7 +62,10 @@ class AdmissionControl:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        if not await self._acquire():
+        if self.max_loop_lag is not None and self._monitor is None:
+            self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
+        lagging = self.max_loop_lag is not None and self.loop_lag > self.max_loop_lag
+        if lagging or not await self._acquire():
             self.shed += 1
             if self._shed_counter is not None:
                 self._shed_counter.inc()
@@ -67,6 +82,14 @@ class AdmissionControl:
             await self.app(scope, receive, send)
         finally:
             self._release()
+
+    async def _watch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            planned = loop.time() + self.tick
+            await asyncio.sleep(self.tick)
+            # Smoothed over ~10 ticks: one late timer (the OS ran something else) is not overload.
+            self.loop_lag += 0.1 * (max(0.0, loop.time() - planned) - self.loop_lag)
 
     async def _acquire(self) -> bool:
         """True once a slot is this request's; False when its queue deadline passed first."""

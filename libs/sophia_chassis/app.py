@@ -61,18 +61,19 @@ def create_app(
     document_problems(app)
     # Inside ObserveRequests (added after, so outside): the request id is bound before auth runs.
     install_auth(app, settings)
+    app.add_middleware(
+        ObserveRequests, service=settings.service_name, metrics=metrics, max_body_bytes=settings.max_body_bytes
+    )
     limited = tuple(limited_paths)
-    if limited:  # outside auth (shedding costs no token check), inside ObserveRequests (sheds are counted)
+    if limited:  # outermost: a shed request costs the loop as little as possible (counted apart)
         app.add_middleware(
             AdmissionControl,
             paths=limited,
             max_concurrent=settings.max_concurrent_requests,
             queue_timeout=settings.queue_timeout_seconds,
+            max_loop_lag=settings.max_loop_lag_seconds or None,
             registry=registry,
         )
-    app.add_middleware(
-        ObserveRequests, service=settings.service_name, metrics=metrics, max_body_bytes=settings.max_body_bytes
-    )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

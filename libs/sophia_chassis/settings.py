@@ -49,6 +49,8 @@ class ServiceSettings(BaseSettings):
     # at once; the next wait at most this long, then are answered 503 + Retry-After.
     max_concurrent_requests: int = Field(4, ge=1)
     queue_timeout_seconds: float = Field(0.05, ge=0)
+    # ... and while the event loop runs this late (seconds; 0: not watched), new ones are shed at once.
+    max_loop_lag_seconds: float = Field(0.02, ge=0)
 
     @classmethod
     def load(cls, **overrides):
