@@ -136,10 +136,12 @@ class Tally:
         self.latencies: list[float] = []  # answered 200
         self.shed_latencies: list[float] = []  # answered 503
         self.failed = 0  # anything else: timeouts, errors
+        self.sent = 0
 
     async def search(self, session, query: str, since: float) -> None:
         import aiohttp
 
+        self.sent += 1
         try:
             async with session.post("/memories/search", json={"query": query, "top_k": 5}) as r:
                 await r.read()
@@ -157,6 +159,7 @@ class Tally:
             "served": len(self.latencies),
             "shed": len(self.shed_latencies),
             "failed": self.failed,
+            "sent": self.sent,
             "elapsed": elapsed,
             "latencies": self.latencies,
             "shed_latencies": self.shed_latencies,
@@ -187,7 +190,7 @@ async def _open_loop(url: str, users: int, rate: float, seconds: float) -> dict:
                 all_open.set()
             await all_open.wait()
             deadline = clock["started"] + seconds
-            planned = time.monotonic() + rng.uniform(0, mean_think)
+            planned = clock["started"] + rng.expovariate(1 / mean_think)  # memoryless: Poisson from the start
             for i in itertools.count(n, users):
                 if planned >= deadline:
                     return
@@ -258,14 +261,15 @@ def row(label: str, result: dict) -> str:
     lat = [x * 1000 for x in result["latencies"]]
     shed = [x * 1000 for x in result["shed_latencies"]]
     return (
-        f"{label:>10} {result['served'] / result['elapsed']:>8.1f} {percentile(lat, 0.5):>8.1f} "
+        f"{label:>10} {result['sent'] / result['elapsed']:>8.1f} {result['served'] / result['elapsed']:>8.1f} "
+        f"{percentile(lat, 0.5):>8.1f} "
         f"{percentile(lat, 0.95):>8.1f} {percentile(lat, 0.99):>8.1f} {result['shed']:>7} "
         f"{percentile(shed, 0.99):>11.1f} {result['failed']:>7}"
     )
 
 
 HEADER = (
-    f"{'offered/s':>10} {'served/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'shed':>7} "
+    f"{'offered/s':>10} {'sent/s':>8} {'served/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'shed':>7} "
     f"{'shed p99 ms':>11} {'failed':>7}"
 )
 
@@ -412,7 +416,7 @@ def hit_vs_miss(redis_url: str) -> None:
     from mcp_context.embeddings import MiniLMEmbedder
 
     async def run() -> tuple[float, float]:
-        cached = CachedEmbedder(MiniLMEmbedder(), aioredis.Redis.from_url(redis_url))
+        cached = CachedEmbedder(MiniLMEmbedder(), aioredis.Redis.from_url(redis_url), local_entries=0)
         await cached.embed(["warm-up"])
         misses, hits = [], []
         for i in range(50):

@@ -98,6 +98,7 @@ class ContextService:
             client,
             settings.embedding_cache_ttl_seconds,
             breaker_reset_seconds=settings.redis_breaker_reset_seconds,
+            local_entries=settings.embedding_cache_local_entries,
         )
         self.store: MemoryStore
         if settings.qdrant_url:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mcp_context.cache import BREAKER_RESET_SECONDS, CACHE_TTL_SECONDS
+from mcp_context.cache import BREAKER_RESET_SECONDS, CACHE_TTL_SECONDS, LOCAL_ENTRIES
 from sophia_chassis import ServiceSettings
 
 
@@ -13,6 +13,7 @@ class Settings(ServiceSettings):
     embedding_provider: str = "local"  # openai | local
     embedding_model: str = "text-embedding-3-large"
     embedding_cache_ttl_seconds: int = CACHE_TTL_SECONDS
+    embedding_cache_local_entries: int = Field(LOCAL_ENTRIES, ge=0)  # recent vectors kept in the process
     openai_api_key: str | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     redis_url: str | None = None

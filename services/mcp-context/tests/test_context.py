@@ -396,6 +396,8 @@ def test_a_burst_beyond_the_redis_pool_waits_for_the_cache_instead_of_running_th
             redis_max_connections=2,
             qdrant_collection="burst",
             max_concurrent_requests=300,  # all 200 in flight at once (admission control is tested apart)
+            max_loop_lag_seconds=0,
+            embedding_cache_local_entries=0,  # every hit through Redis's pool
         )
     )
     with serve(app) as url:
@@ -465,3 +467,32 @@ def test_the_index_is_built_aside_swapped_in_and_finds_what_the_exact_scan_finds
         await again.close()
 
     asyncio.run(scenario())
+
+
+def test_a_recent_query_is_answered_from_the_process_without_a_redis_round_trip(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from mcp_context.cache import CachedEmbedder
+
+    class Counting:
+        model, dimensions = "counting", 4
+
+        async def embed(self, texts):
+            return [[float(len(t)), 1.0, 0.0, 0.0] for t in texts]
+
+    async def scenario() -> tuple[int, int, int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        cached = CachedEmbedder(Counting(), client, local_entries=2)
+        stats = redis.Redis.from_url(redis_url).info("commandstats")
+        before = stats.get("cmdstat_mget", {}).get("calls", 0)
+        first = await cached.embed(["a", "bb"])
+        again = await cached.embed(["a", "bb"])  # both in the process: no MGET
+        await cached.embed(["ccc"])  # evicts the least recent ("a"): read back from Redis next
+        assert await cached.embed(["a"]) == [first[0]] and again == first
+        after = redis.Redis.from_url(redis_url).info("commandstats")["cmdstat_mget"]["calls"]
+        await client.aclose()
+        return after - before, cached.model_runs, cached.hits, cached.misses
+
+    mgets, runs, hits, misses = asyncio.run(scenario())
+    assert (mgets, runs) == (3, 2)  # "a, bb", "ccc", "a" again; the model ran for "a, bb" and "ccc"
+    assert (hits, misses) == (3, 3)
