@@ -14,6 +14,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sophia_chassis.admission import AdmissionControl
 from sophia_chassis.auth import install_auth
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.metrics import RequestMetrics
@@ -32,8 +33,12 @@ def create_app(
     degraded: Mapping[str, Check] | None = None,
     on_startup: Iterable[Hook] = (),
     on_shutdown: Iterable[Hook] = (),
+    limited_paths: Iterable[str] = (),
     **fastapi_kwargs: Any,
 ) -> FastAPI:
+    """`limited_paths`: routes under admission control (sophia_chassis.admission): at most
+    settings.max_concurrent_requests run at once, the rest wait up to
+    settings.queue_timeout_seconds and are then answered 503 with Retry-After."""
     configure_logging(settings.log_level)
     log = structlog.get_logger()
     # `readiness`: what the pod cannot serve without (failing: 503, out of the Service). `degraded`:
@@ -69,6 +74,16 @@ def create_app(
     app.add_middleware(
         ObserveRequests, service=settings.service_name, metrics=metrics, max_body_bytes=settings.max_body_bytes
     )
+    limited = tuple(limited_paths)
+    if limited:  # outermost: a shed request costs the loop as little as possible (counted apart)
+        app.add_middleware(
+            AdmissionControl,
+            paths=limited,
+            max_concurrent=settings.max_concurrent_requests,
+            queue_timeout=settings.queue_timeout_seconds,
+            max_loop_lag=settings.max_loop_lag_seconds or None,
+            registry=registry,
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -44,14 +44,24 @@ def stack(
     crm.faults.clear()
 
 
-@pytest.mark.parametrize("fault", ["500", "429"])
-def test_hubspot_failing_is_a_502_problem_naming_the_peer(stack: str, crm: FakeHubSpot, fault: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "status", "title", "detail"),
+    [
+        ("500", 502, "Upstream error", "502 after 2 attempts"),
+        # HubSpot's rate limit says when to come back: passed on as busy (503 + Retry-After), not broken.
+        ("429", 503, "Dependency unavailable", "503 after 2 attempts"),
+    ],
+)
+def test_hubspot_failing_is_a_problem_naming_the_peer(
+    stack: str, crm: FakeHubSpot, fault: str, status: int, title: str, detail: str
+) -> None:
     crm.faults.extend([fault] * 2)  # agno-teams tries twice, mcp-hubspot once each
     response = httpx.get(f"{stack}/teams/client-health/companies/501", params=AS_OF, timeout=30)
-    assert response.status_code == 502, response.text
+    assert response.status_code == status, response.text
     problem = response.json()
-    assert problem["title"] == "Upstream error" and problem["peer"] == "mcp-hubspot"
-    assert "502 after 2 attempts" in problem["detail"]
+    assert problem["title"] == title and problem["peer"] == "mcp-hubspot"
+    assert detail in problem["detail"]
+    assert ("Retry-After" in response.headers) == (status == 503)
     # One failure retried away is no failure.
     crm.faults.extend([fault])
     assert httpx.get(f"{stack}/teams/client-health/companies/501", params=AS_OF, timeout=30).json()["score"] == 90

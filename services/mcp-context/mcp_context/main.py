@@ -98,6 +98,7 @@ class ContextService:
             client,
             settings.embedding_cache_ttl_seconds,
             breaker_reset_seconds=settings.redis_breaker_reset_seconds,
+            local_entries=settings.embedding_cache_local_entries,
         )
         self.store: MemoryStore
         if settings.qdrant_url:
@@ -107,7 +108,13 @@ class ContextService:
                 self.embedder.dimensions,
             )
         else:
-            self.store = EmbeddedMemoryStore(settings.qdrant_path, settings.qdrant_collection, self.embedder.dimensions)
+            self.store = EmbeddedMemoryStore(
+                settings.qdrant_path,
+                settings.qdrant_collection,
+                self.embedder.dimensions,
+                index_min_points=settings.index_min_points,
+                index_check_seconds=settings.index_check_seconds,
+            )
 
     async def add(self, items: list[MemoryIn], tenant: str) -> list[str]:
         memories = [
@@ -179,6 +186,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     async def start() -> None:
         await service.store.ensure_collection()
+        if isinstance(service.store, EmbeddedMemoryStore):
+            service.store.start_indexing()
         await endpoint.start()
 
     async def stop() -> None:
@@ -199,6 +208,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         degraded={"redis": redis_ready},
         on_startup=[start],
         on_shutdown=[stop],
+        # Past capacity a search is answered 503 + Retry-After within QUEUE_TIMEOUT_SECONDS (bench-context).
+        limited_paths=("/memories/search",),
     )
     app.state.service = service
     requests_abandoned = Counter(
@@ -246,6 +257,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             "model": service.embedder.model,
             "dimensions": service.embedder.dimensions,
             "cache": {"hits": service.embedder.hits, "misses": service.embedder.misses},
+            # The embedded shard's index (built aside and swapped in); a Qdrant server indexes itself.
+            "index": service.store.index_status() if isinstance(service.store, EmbeddedMemoryStore) else None,
         }
 
     endpoint.attach(app)
