@@ -86,6 +86,18 @@ class Qdrant(pulumi.ComponentResource):
         distributed = args.replicas > 1
         headless = f"{w.app}-headless"
         self._api_key = args.api_key
+        # Clustered: each shard on two nodes (a node lost loses no data), a shard per node, and a write
+        # acknowledged once one copy has it (a node down does not stop writes). mcp-context creates the
+        # collection with these.
+        self._cluster_env = (
+            {
+                "QDRANT_REPLICATION_FACTOR": "2",
+                "QDRANT_WRITE_CONSISTENCY_FACTOR": "1",
+                "QDRANT_SHARD_NUMBER": str(args.replicas),
+            }
+            if args.replicas > 1
+            else {}
+        )
 
         config_text = pulumi.Output.from_input(args.api_key).apply(lambda key: server_config(key, distributed))
         secret = k8s.core.v1.Secret(
@@ -209,4 +221,6 @@ class Qdrant(pulumi.ComponentResource):
 
     def connection(self, caller: str) -> wl.Connection:
         """Every caller uses the one API key (Qdrant has no per-user auth)."""
-        return wl.Connection(peer=self.peer, env={"QDRANT_URL": self.url}, secrets={API_KEY_KEY: self._api_key})
+        return wl.Connection(
+            peer=self.peer, env={"QDRANT_URL": self.url, **self._cluster_env}, secrets={API_KEY_KEY: self._api_key}
+        )

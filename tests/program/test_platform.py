@@ -248,3 +248,18 @@ def test_every_container_bounds_its_ephemeral_storage(rendered: dict[str, list[d
         assert c["resources"]["requests"]["ephemeral-storage"] and c["resources"]["limits"]["ephemeral-storage"], c[
             "name"
         ]
+
+
+@pytest.mark.parametrize("stack,expected", [("local", None), ("prod", ("2", "1", "3"))])
+def test_a_clustered_qdrant_keeps_two_copies_of_every_shard(
+    rendered: dict[str, list[dict[str, Any]]], stack: str, expected: tuple[str, str, str] | None
+) -> None:
+    container = find(rendered[stack], "Deployment", "mcp-context")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    names = ("QDRANT_REPLICATION_FACTOR", "QDRANT_WRITE_CONSISTENCY_FACTOR", "QDRANT_SHARD_NUMBER")
+    if expected is None:
+        assert not set(names) & set(env)  # one node: nothing to replicate
+    else:
+        assert tuple(env[n] for n in names) == expected
+        replicas = find(rendered[stack], "StatefulSet", "qdrant")["spec"]["replicas"]
+        assert int(env["QDRANT_SHARD_NUMBER"]) == replicas > int(env["QDRANT_REPLICATION_FACTOR"]) >= 2

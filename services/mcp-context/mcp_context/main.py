@@ -106,6 +106,9 @@ class ContextService:
                 AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key),
                 settings.qdrant_collection,
                 self.embedder.dimensions,
+                replication_factor=settings.qdrant_replication_factor,
+                write_consistency_factor=settings.qdrant_write_consistency_factor,
+                shard_number=settings.qdrant_shard_number,
             )
         else:
             self.store = EmbeddedMemoryStore(

@@ -25,6 +25,11 @@ class Settings(ServiceSettings):
     qdrant_api_key: str | None = None
     qdrant_path: str = ":memory:"  # embedded (Qdrant Edge) when no server URL: a directory, or ":memory:"
     qdrant_collection: str = "sophia-memories"
+    # A clustered Qdrant (the platform sets these from its replica count): copies of each shard, how many
+    # must confirm a write, and shards (one per node spreads the load).
+    qdrant_replication_factor: int = Field(1, ge=1, le=10)
+    qdrant_write_consistency_factor: int = Field(1, ge=1, le=10)
+    qdrant_shard_number: int | None = Field(None, ge=1, le=100)
     max_body_bytes: int = 16 << 20  # a batch of up to 1000 memories
     # The embedded shard's index is rebuilt aside once this many points (or a tenth) are unindexed,
     # checked this often (0: never in the background). A Qdrant server indexes by itself.

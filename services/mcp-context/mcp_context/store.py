@@ -99,8 +99,20 @@ class MemoryStore(Protocol):
 class ServerMemoryStore:
     """A Qdrant server through qdrant-client: what runs in the cluster."""
 
-    def __init__(self, client: AsyncQdrantClient, collection: str, dimensions: int):
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        collection: str,
+        dimensions: int,
+        *,
+        replication_factor: int = 1,
+        write_consistency_factor: int = 1,
+        shard_number: int | None = None,
+    ):
         self.client, self.collection, self.dimensions = client, collection, dimensions
+        # A clustered Qdrant keeps each shard on `replication_factor` nodes: losing one loses nothing.
+        self.replication_factor, self.write_consistency_factor = replication_factor, write_consistency_factor
+        self.shard_number = shard_number
 
     async def ensure_collection(self) -> None:
         if await self.client.collection_exists(self.collection):
@@ -111,6 +123,9 @@ class ServerMemoryStore:
             hnsw_config=HNSW,
             optimizers_config=OPTIMIZERS,
             quantization_config=QUANTIZATION,
+            replication_factor=self.replication_factor,
+            write_consistency_factor=self.write_consistency_factor,
+            shard_number=self.shard_number,
         )
         for key in INDEXED_FIELDS:
             await self.client.create_payload_index(self.collection, key, models.PayloadSchemaType.KEYWORD)

@@ -226,12 +226,16 @@ def test_collection_is_created_on_a_qdrant_server_exactly_as_the_seed_says() -> 
                     embedding_provider="openai",
                     openai_api_key="test-key",
                     openai_base_url=f"{openai_url}/v1",
+                    qdrant_replication_factor=2,
+                    qdrant_shard_number=3,
                 )
             )
             with serve(app):
                 pass
     body = created["sophia-memories"]
     assert body["vectors"] == {"size": 3072, "distance": "Cosine"}
+    # As the platform configures it on prod's three-node cluster: every shard on two nodes.
+    assert (body["replication_factor"], body["shard_number"], body["write_consistency_factor"]) == (2, 3, 1)
     assert {k: body["hnsw_config"][k] for k in ("m", "ef_construct", "full_scan_threshold")} == SEED_COLLECTION[
         "hnsw_config"
     ]
