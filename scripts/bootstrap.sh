@@ -71,4 +71,13 @@ if [[ ! -f "$actionlint_stamp" ]]; then
     go build -o ../../.venv/bin/actionlint github.com/rhysd/actionlint/cmd/actionlint)
   rm -f .venv/.stamp-actionlint-*; touch "$actionlint_stamp"
 fi
+# esc-eval, the offline checker/evaluator of the ESC environments in esc/ (github.com/pulumi/esc's
+# own evaluator with local providers and rotators), built the same way (toolchain/esc-eval).
+esc_eval_stamp=".venv/.stamp-esc-eval-$(cat toolchain/esc-eval/*.go toolchain/esc-eval/go.mod toolchain/esc-eval/go.sum | sha256sum | cut -c1-16)"
+if [[ ! -f "$esc_eval_stamp" ]]; then
+  command -v go >/dev/null || { log "go is required to build esc-eval"; exit 1; }
+  log "building esc-eval from toolchain/esc-eval (github.com/pulumi/esc)"
+  (cd toolchain/esc-eval && GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0 go build -o ../../.venv/bin/esc-eval .)
+  rm -f .venv/.stamp-esc-eval-*; touch "$esc_eval_stamp"
+fi
 log "ready"
