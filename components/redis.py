@@ -20,11 +20,15 @@ from pulumi_kubernetes.core.v1 import HTTPGetActionArgs, ProbeArgs
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
 
 from components import workload as wl
+from components.backup import BackupJob, BackupTarget
 from components.spec import Resources
 
 PORT = 6379
 METRICS_PORT = 9121
 EXPORTER_USER = "exporter"
+# The backup job's user: takes the RDB over the replication protocol, reads no key by command.
+BACKUP_USER = "backup"
+BACKUP_PERMISSIONS = "resetkeys -@all +sync +replconf +ping"
 # The secret key (a file under the secrets wl.mount) holding a caller's password.
 PASSWORD_KEY = "REDIS_PASSWORD"
 REDIS_UID = wl.RUN_AS  # any UID works: the image needs only /data writable (fsGroup)
@@ -51,14 +55,19 @@ class RedisArgs:
     exporter_resources: Resources = wl.resource_amounts(requests=("20m", "32Mi"), limits=("100m", "64Mi"))
     image: str = "redis:8.2.2-bookworm"
     exporter_image: str = "oliver006/redis_exporter:v1.77.0"
+    # Scheduled RDB copies to object storage (sophia:backup); the job logs in as BACKUP_USER.
+    backup: BackupTarget | None = None
+    backup_password: pulumi.Input[str] | None = None
 
 
-def acl_file(users: Mapping[str, str], exporter_password: str) -> str:
+def acl_file(users: Mapping[str, str], exporter_password: str, backup_password: str | None = None) -> str:
     """Redis ACL file; passwords only as SHA-256 (`#<hex>`), so the file never holds them."""
     digest = lambda pw: hashlib.sha256(pw.encode()).hexdigest()  # noqa: E731
     lines = ["user default off"]
     lines += [f"user {user} on #{digest(pw)} {SERVICE_PERMISSIONS}" for user, pw in sorted(users.items())]
     lines.append(f"user {EXPORTER_USER} on #{digest(exporter_password)} {EXPORTER_PERMISSIONS}")
+    if backup_password:
+        lines.append(f"user {BACKUP_USER} on #{digest(backup_password)} {BACKUP_PERMISSIONS}")
     return "\n".join(lines) + "\n"
 
 
@@ -99,8 +108,10 @@ class Redis(pulumi.ComponentResource):
             f"{name}-config", metadata=w.meta("redis-config"), data={"redis.conf": redis_conf(args)}, opts=child
         )
         acl = pulumi.Output.all(
-            users=pulumi.Output.all(**args.users) if args.users else {}, exporter=args.exporter_password
-        ).apply(lambda v: acl_file(v["users"], v["exporter"]))
+            users=pulumi.Output.all(**args.users) if args.users else {},
+            exporter=args.exporter_password,
+            backup=args.backup_password if args.backup else None,
+        ).apply(lambda v: acl_file(v["users"], v["exporter"], v["backup"]))
         exporter_auth = pulumi.Output.from_input(args.exporter_password).apply(
             lambda pw: json.dumps({f"redis://localhost:{PORT}": pw})
         )
@@ -185,13 +196,27 @@ class Redis(pulumi.ComponentResource):
             f"{name}-service", w.meta(), w.selector, {"redis": PORT, "metrics": METRICS_PORT}, child
         )
         wl.disruption_budget(f"{name}-pdb", w.meta(), w.selector, child)
+        backup = None
+        if args.backup is not None:
+            backup = BackupJob(
+                f"{name}-backup",
+                w,
+                "redis",
+                args.backup,
+                env={"REDIS_HOST": w.host, "REDIS_PORT": str(PORT), "REDIS_USERNAME": BACKUP_USER},
+                secrets={"REDIS_PASSWORD": args.backup_password},
+                store_port=PORT,
+                scratch="2Gi",
+                opts=child,
+            )
         # No egress at all: Redis talks to nobody.
         wl.network_policy(
             f"{name}-netpol",
             w.meta(),
             w.selector,
             ingress=wl.callers_ingress(sorted(args.users), args.services_namespace, PORT)
-            + wl.metrics_ingress(args.metrics_namespace, METRICS_PORT),
+            + wl.metrics_ingress(args.metrics_namespace, METRICS_PORT)
+            + ([backup.ingress(PORT)] if backup else []),
             egress=[],
             opts=child,
         )

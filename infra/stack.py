@@ -19,6 +19,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.backup import BackupTarget
 from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.ingress import Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
@@ -31,7 +32,7 @@ from components.service import GpuPlacement, PlatformService, PlatformServiceArg
 from components.spec import cpu_millicores, memory_bytes
 from components.workload import Connection, cluster_host
 from infra.config import StackConfig
-from infra.plan import API_KEYS, DATABASE_READ_URL, DATABASE_URL, REPO_ROOT, PlannedService
+from infra.plan import API_KEYS, BACKUP_KEYS, DATABASE_READ_URL, DATABASE_URL, REPO_ROOT, PlannedService
 
 LOCAL_KEY_SECRET = "local-api-key"
 LOCAL_KEY_ID, LOCAL_TENANT = "local", "local"
@@ -172,7 +173,8 @@ def _generated_secrets(config: StackConfig, planned: list[PlannedService], clust
         GeneratedSecretsArgs(
             names=[f"redis-{s}" for s in callers_of(planned, "redis")]
             + ["redis-exporter", "qdrant-api-key", "pgbouncer-client"]
-            + ([LOCAL_KEY_SECRET] if config.environment == "local" else []),
+            + ([LOCAL_KEY_SECRET] if config.environment == "local" else [])
+            + (["redis-backup"] if config.backup.enabled else []),
             rotation=config.secret_rotation,
         ),
         opts=pulumi.ResourceOptions(provider=cluster.provider),
@@ -187,6 +189,7 @@ def _data_stores(
     cluster: Cluster,
 ) -> DataStores:
     names, data = config.namespaces, config.data_settings
+    backup = _backup_target(config, esc)
     redis = Redis(
         "redis",
         RedisArgs(
@@ -198,6 +201,8 @@ def _data_stores(
             maxmemory=data.redis_maxmemory,
             persistence=bool(data.redis_persistence) and data.persistent_volumes,
             storage_class=data.storage_class,
+            backup=backup,
+            backup_password=generated["redis-backup"] if backup else None,
         ),
         opts=cluster.inside("data"),
     )
@@ -213,6 +218,7 @@ def _data_stores(
             storage_size=data.qdrant_storage,
             storage_class=data.storage_class,
             persistent=data.persistent_volumes,
+            backup=backup,
         ),
         opts=cluster.inside("data"),
     )
@@ -230,6 +236,15 @@ def _data_stores(
         opts=cluster.inside("data"),
     )
     return DataStores(redis, qdrant, pgbouncer)
+
+
+def _backup_target(config: StackConfig, esc: EscSecret) -> BackupTarget | None:
+    """Where Qdrant and Redis back up to (sophia:backup and the writer's keys, both from ESC)."""
+    b = config.backup
+    if not b.enabled or b.bucket is None:
+        return None
+    access, secret = (esc(key) for key in BACKUP_KEYS)
+    return BackupTarget(b.bucket, access, secret, b.prefix, b.region, b.endpoint, b.schedule, b.retention_days)
 
 
 def _gpu_pools(config: StackConfig, cluster: Cluster) -> GpuPools | None:
