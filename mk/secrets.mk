@@ -22,3 +22,7 @@ restore: bootstrap ## restore the newest (or AT=<stamp>) backup of STORE; redis:
 
 backup-list: bootstrap ## list the complete backups of STORE
 	@$(PY) components/sophia_backup.py list $(STORE)
+
+.PHONY: rotate-drill
+rotate-drill: bootstrap ## rotate Redis and PostgreSQL/PgBouncer credentials under load (local processes); prints sent/failed and the windows
+	@$(PY) -m rotation.drill
