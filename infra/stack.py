@@ -118,9 +118,10 @@ def deploy(
 ) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
     cluster = _cluster(config, planned)
-    generated = _generated_secrets(config, planned, cluster).values
+    generated_secrets = _generated_secrets(config, planned, cluster)
+    generated = generated_secrets.values
     esc: EscSecret = lambda key, default=None: _secret(secret_values, key, default)  # noqa: E731
-    stores = _data_stores(config, planned, generated, esc, cluster)
+    stores = _data_stores(config, planned, generated, esc, cluster, generated_secrets.previous)
     gpu_pools = _gpu_pools(config, cluster)
     local_key = local_api_key(generated[LOCAL_KEY_SECRET]) if config.environment == "local" else None
     api_keys = esc(API_KEYS, "[]") if local_key is None else local_key.apply(lambda k: json.dumps([key_entry(k)]))
@@ -187,6 +188,7 @@ def _data_stores(
     generated: dict[str, pulumi.Output[str]],
     esc: EscSecret,
     cluster: Cluster,
+    previous: dict[str, pulumi.Output[str]] | None = None,
 ) -> DataStores:
     names, data = config.namespaces, config.data_settings
     backup = _backup_target(config, esc)
@@ -195,6 +197,8 @@ def _data_stores(
         RedisArgs(
             namespace=names.data,
             users={s: generated[f"redis-{s}"] for s in callers_of(planned, "redis")},
+            # The password each had before the last rotation stays valid until the next one.
+            previous_passwords={s: previous[f"redis-{s}"] for s in callers_of(planned, "redis")} if previous else {},
             exporter_password=generated["redis-exporter"],
             services_namespace=names.services,
             metrics_namespace=names.observability,
