@@ -20,6 +20,8 @@ import boto3
 import httpx
 import pytest
 import redis
+from fastapi import FastAPI, File, Header, HTTPException, Query, UploadFile
+from fastapi.responses import Response
 
 from components import sophia_backup
 from sophia_testing.servers import free_port, serve
@@ -282,3 +284,66 @@ def test_prod_backs_up_qdrant_and_redis_on_a_schedule(rendered: dict[str, list[d
     assert REDACTED in str(acl)  # values never rendered
     assert redis_component.BACKUP_PERMISSIONS == "resetkeys -@all +sync +replconf +ping"
     assert not [o for o in rendered["dev"] if o["kind"] == "CronJob"], "no sophia:backup, no backup jobs"
+
+
+def fake_qdrant_node(node: int, uploads: dict[str, bytes]):
+    """The part of Qdrant's REST API the backup job uses (collections, snapshot create, download,
+    delete, upload with priority), as documented; each node's snapshot bytes differ."""
+    app = FastAPI()
+    made: dict[str, bytes] = {}
+
+    def auth(key: str | None) -> None:
+        if key != "qdrant-key":
+            raise HTTPException(401, "bad api key")
+
+    @app.get("/collections")
+    def collections(api_key: str | None = Header(None)):
+        auth(api_key)
+        return {"result": {"collections": [{"name": "sophia-memories"}, {"name": "notes"}]}, "status": "ok"}
+
+    @app.post("/collections/{c}/snapshots")
+    def create(c: str, wait: bool = Query(False), api_key: str | None = Header(None)):
+        auth(api_key)
+        assert wait
+        name = f"{c}-{node}.snapshot"
+        made[name] = f"snapshot of {c} on node {node}".encode() * 1000
+        return {"result": {"name": name, "size": len(made[name])}, "status": "ok"}
+
+    @app.get("/collections/{c}/snapshots/{name}")
+    def download(c: str, name: str, api_key: str | None = Header(None)):
+        auth(api_key)
+        return Response(made[name], media_type="application/octet-stream")
+
+    @app.delete("/collections/{c}/snapshots/{name}")
+    def delete(c: str, name: str, api_key: str | None = Header(None)):
+        auth(api_key)
+        del made[name]
+        return {"result": True, "status": "ok"}
+
+    @app.post("/collections/{c}/snapshots/upload")
+    async def upload(
+        c: str, priority: str = Query(...), snapshot: UploadFile = File(...), api_key: str | None = Header(None)
+    ):
+        auth(api_key)
+        assert priority == "snapshot"
+        uploads[f"node{node}/{c}"] = await snapshot.read()
+        return {"result": True, "status": "ok"}
+
+    return app, made
+
+
+def test_server_snapshots_of_every_replica_go_up_and_come_back_to_their_node(s3: dict[str, str]) -> None:
+    uploads: dict[str, bytes] = {}
+    (a, made_a), (b, made_b) = fake_qdrant_node(0, uploads), fake_qdrant_node(1, uploads)
+    with serve(a) as url_a, serve(b) as url_b:
+        env = {**s3, "BACKUP_PREFIX": "server/", "QDRANT_URLS": f"{url_a} {url_b}", "QDRANT_API_KEY": "qdrant-key"}
+        made = run(["backup", "qdrant"], env)
+        names = sorted(f["name"] for f in made["files"])
+        assert names == [f"node{n}/{c}.snapshot" for n in (0, 1) for c in ("notes", "sophia-memories")]
+        assert not made_a and not made_b, "server-side snapshots are deleted once copied"
+        run(["restore", "qdrant"], env)
+    assert uploads == {
+        f"node{n}/{c}": f"snapshot of {c} on node {n}".encode() * 1000
+        for n in (0, 1)
+        for c in ("notes", "sophia-memories")
+    }
