@@ -51,6 +51,8 @@ def s3() -> Iterator[dict[str, str]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
+    # moto's backends are per process, shared by every ThreadedMotoServer: start from nothing.
+    httpx.post(f"{url}/moto-api/reset").raise_for_status()
     admin = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "x", "aws_secret_access_key": "x"}
     try:
         boto3.client("s3", **admin).create_bucket(Bucket=BUCKET)

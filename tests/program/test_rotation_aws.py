@@ -29,6 +29,8 @@ def aws(tmp_path_factory) -> Iterator[dict[str, Any]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
+    # moto's backends are per process, shared by every ThreadedMotoServer: start from nothing.
+    httpx.post(f"{url}/moto-api/reset").raise_for_status()
     anyone = {"endpoint_url": url, "region_name": "us-east-2", "aws_access_key_id": "x", "aws_secret_access_key": "x"}
     try:
         iam = boto3.client("iam", **anyone)
