@@ -20,6 +20,7 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
 
 from components import workload as wl
+from components.backup import BackupJob, BackupTarget
 from components.spec import Resources
 
 HTTP_PORT, GRPC_PORT, P2P_PORT = 6333, 6334, 6335
@@ -49,6 +50,8 @@ class QdrantArgs:
     persistent: bool = True
     resources: Resources = wl.resource_amounts(requests=("250m", "1Gi"), limits=("2", "4Gi"))
     image: str = "qdrant/qdrant:v1.20.0-unprivileged"  # same minor as qdrant-client in mcp-context
+    # Scheduled snapshots of every collection, from every replica, to object storage (sophia:backup).
+    backup: BackupTarget | None = None
 
 
 def server_config(api_key: str, distributed: bool) -> str:
@@ -208,6 +211,22 @@ class Qdrant(pulumi.ComponentResource):
         ingress = wl.callers_ingress(args.callers, args.services_namespace, HTTP_PORT, GRPC_PORT) + wl.metrics_ingress(
             args.metrics_namespace, HTTP_PORT
         )
+        if args.backup is not None:
+            nodes = [
+                f"http://{w.app}-{i}.{wl.cluster_host(headless, w.namespace)}:{HTTP_PORT}" for i in range(args.replicas)
+            ]
+            backup = BackupJob(
+                f"{name}-backup",
+                w,
+                "qdrant",
+                args.backup,
+                env={"QDRANT_URLS": " ".join(nodes)},
+                secrets={API_KEY_KEY: args.api_key},
+                store_port=HTTP_PORT,
+                scratch=args.storage_size,
+                opts=child,
+            )
+            ingress.append(backup.ingress(HTTP_PORT))
         egress = []
         if distributed:
             # Raft between the replicas, which find each other by name.

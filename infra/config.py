@@ -209,6 +209,55 @@ class Alerting(_Strict):
     slack_channel: str = "#sophia-alerts"
 
 
+class Backup(_Strict):
+    """Scheduled Qdrant snapshots and Redis RDB copies to S3-compatible storage (docs/secrets.md).
+    Bucket, prefix and schedule come from ESC (sophia/base); the writer's keys are the secrets
+    BACKUP_ACCESS_KEY_ID / BACKUP_SECRET_ACCESS_KEY."""
+
+    enabled: bool = False
+    # Unset: AWS S3 in `region`; otherwise any S3-compatible endpoint (MinIO, R2, ...).
+    endpoint: str | None = None
+    bucket: str | None = None
+    prefix: str = ""
+    region: str = "us-east-1"
+    schedule: str = "17 3 * * *"
+    retention_days: int = Field(14, ge=1, le=3650)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/?$", v):
+            raise ValueError(f"{v!r} is not an endpoint URL; use e.g. 'https://s3.us-east-2.amazonaws.com'")
+        return v
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v):
+            raise ValueError(f"{v!r} is not an S3 bucket name; use 3-63 lowercase letters, digits, '.', '-'")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v and (v.startswith("/") or not v.endswith("/") or not re.match(r"^[A-Za-z0-9._/-]+$", v)):
+            raise ValueError(f"{v!r} is not a key prefix; use e.g. 'prod/' (no leading '/', a trailing '/')")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        if len(v.split()) != 5 or not re.match(r"^[0-9*/,\- ]+$", v):
+            raise ValueError(f"{v!r} is not a five-field cron schedule; use e.g. '17 3 * * *'")
+        return v
+
+    @model_validator(mode="after")
+    def _where(self) -> Backup:
+        if self.enabled and not self.bucket:
+            raise ValueError(f"{NAMESPACE}:backup.bucket: backups are enabled but no bucket is set")
+        return self
+
+
 class Namespaces(_Strict):
     services: str = "sophia"
     data: str = "sophia-data"
@@ -245,6 +294,7 @@ class StackConfig(_Strict):
     auth: Auth = Auth()
     alerting: Alerting = Alerting()
     data: Data = Data()
+    backup: Backup = Backup()
     # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.
     install_charts: bool = True
     # Apply the Gateway API and Prometheus-operator CRDs from the toolchain (local: no charts bring them),

@@ -23,6 +23,8 @@ API_KEYS = "API_KEYS"
 PLATFORM_SECRETS = {redis.PASSWORD_KEY, qdrant.API_KEY_KEY, pgbouncer.PASSWORD_KEY, API_KEYS}
 # External secrets the data layer reads from ESC (not from a service manifest).
 DATABASE_URL, DATABASE_READ_URL = "DATABASE_URL", "DATABASE_READ_URL"
+# The backup writer's S3 keys (ESC), when sophia:backup.enabled.
+BACKUP_KEYS = ("BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY")
 PROD_MIN_REPLICAS = 2
 
 
@@ -144,6 +146,13 @@ def plan_services(
             f"{NAMESPACE}:auth.oidc_issuer); issue keys with `python -m sophia_chassis.auth issue` and put the "
             f"entries, a JSON list, in the ESC environment under pulumiConfig.{NAMESPACE}:secrets.{API_KEYS}"
         )
+    if config.environment != "local" and config.backup.enabled:
+        problems += [
+            f"{NAMESPACE}:secrets.{key}: backups are enabled but the stack has no S3 key for them; add it to "
+            f"the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
+            for key in BACKUP_KEYS
+            if key not in secrets_available
+        ]
     if problems:
         raise ConfigError(stack, problems)
     return planned

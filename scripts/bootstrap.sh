@@ -62,10 +62,11 @@ fi
 # resolves Pulumi.yaml's `virtualenv: .venv` from there; point that at the project's venv.
 ln -sfn ../.venv infra/.venv
 # Go tools the tests run, built from the Go module proxy at the versions their toolchain/<tool>/go.mod
-# pins, into the venv (once per pin): actionlint (workflow linter), promtool (alert rule tests).
+# pins, into the venv (once per pin and source): actionlint (workflow linter), promtool (alert rule
+# tests), esc-eval (github.com/pulumi/esc's evaluator with local providers and rotators, for esc/).
 go_tool() { # go_tool NAME PACKAGE [BUILD FLAGS...]
   local name=$1 package=$2; shift 2
-  local stamp=".venv/.stamp-$name-$(cat "toolchain/$name/go.mod" "toolchain/$name/go.sum" | sha256sum | cut -c1-16)"
+  local stamp=".venv/.stamp-$name-$(cat "toolchain/$name"/*.go "toolchain/$name/go.mod" "toolchain/$name/go.sum" | sha256sum | cut -c1-16)"
   [[ -f "$stamp" ]] && return
   command -v go >/dev/null || { log "go is required to build $name"; exit 1; }
   log "building $name from toolchain/$name/go.mod"
@@ -75,4 +76,5 @@ go_tool() { # go_tool NAME PACKAGE [BUILD FLAGS...]
 }
 go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint
 go_tool promtool github.com/prometheus/prometheus/cmd/promtool -tags remove_all_sd
+go_tool esc-eval .
 log "ready"

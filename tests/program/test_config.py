@@ -257,3 +257,35 @@ def test_replica_rules_are_checked_once_on_the_merged_numbers(services_copy: Pat
     mocks = run_with("prod", with_changes("prod", services={"mcp-hubspot": {"min_replicas": 2}}), services_copy)
     hpa = next(r for r in mocks.resources if r.name == "mcp-hubspot-hpa")
     assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("backup", "expected"),
+    [
+        ({"enabled": True}, "sophia:backup.bucket: backups are enabled but no bucket is set"),
+        ({"bucket": "Bad_Bucket"}, "sophia:backup.bucket: 'Bad_Bucket' is not an S3 bucket name"),
+        ({"bucket": "b-1", "prefix": "/prod"}, "sophia:backup.prefix: '/prod' is not a key prefix"),
+        ({"bucket": "b-1", "schedule": "daily"}, "sophia:backup.schedule: 'daily' is not a five-field cron schedule"),
+        (
+            {"bucket": "b-1", "retention_days": 0},
+            "sophia:backup.retention_days: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_bad_backup_settings_are_refused(backup: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_stack_config("prod", with_changes("prod", backup=backup))
+    assert expected in str(err.value)
+
+
+def test_enabled_backups_need_the_writer_keys() -> None:
+    from infra.discovery import discover
+    from infra.plan import plan_services
+
+    raw = with_changes("prod", backup={"enabled": True, "bucket": "sophia-backups"})
+    config = parse_stack_config("prod", raw)
+    available = set(raw["secrets"]) | {"API_KEYS"}
+    with pytest.raises(ConfigError) as err:
+        plan_services("prod", config, discover(), available)
+    assert "sophia:secrets.BACKUP_ACCESS_KEY_ID: backups are enabled but the stack has no S3 key" in str(err.value)
+    plan_services("prod", config, discover(), available | {"BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY"})

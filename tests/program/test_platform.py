@@ -201,7 +201,7 @@ def test_listed_gpu_nodes_are_labelled_and_tainted() -> None:
     assert node["spec"]["taints"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "value": "present"}]
 
 
-def test_rotating_secret_is_random_alphanumeric_and_replaced_only_on_a_new_keeper() -> None:
+def test_rotating_secret_is_random_alphanumeric_and_renewed_only_on_a_new_keeper() -> None:
     from components.secrets import ALPHABET, _RotatingSecretProvider
 
     provider = _RotatingSecretProvider()
@@ -211,7 +211,11 @@ def test_rotating_secret_is_random_alphanumeric_and_replaced_only_on_a_new_keepe
     same = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "0", "length": 40})
     bumped = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "1", "length": 40})
     assert (same.changes, same.replaces) == (False, [])
-    assert (bumped.changes, bumped.replaces) == (True, ["keeper"])
+    assert (bumped.changes, bumped.replaces) == (True, [])  # updated in place, keeping the value before
+    renewed = provider.update("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "1", "length": 40})
+    assert renewed.outs["previous"] == first and renewed.outs["result"] not in (first, "")
+    longer = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "0", "length": 48})
+    assert longer.replaces == ["length"]
 
 
 @pytest.mark.parametrize("stack", ["local", "prod"])
@@ -228,7 +232,8 @@ def test_every_internet_egress_excludes_the_same_private_ranges(
         for peer in rule.get("to", [])
         if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
     }
-    assert set(blocks) == {"pgbouncer"} | {s.name for s in discover() if s.calls.external}
+    backups = {"qdrant-backup", "redis-backup"} if stack == "prod" else set()  # to object storage (sophia:backup)
+    assert set(blocks) == {"pgbouncer"} | backups | {s.name for s in discover() if s.calls.external}
     assert "100.64.0.0/10" in PRIVATE_RANGES  # carrier-grade NAT: some CNIs put pods there
     for block in blocks.values():
         assert block == {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}
