@@ -40,6 +40,8 @@ def store(stack: str) -> dict[str, str]:
         f"sophia/{stack}/github-token": "ghp_test",
         f"sophia/{stack}/hubspot-access-token": "pat-test",
         f"sophia/{stack}/api-keys": json.dumps([entry]),
+        f"sophia/{stack}/slack-webhook-url": "https://hooks.slack.com/services/T0/B0/x",
+        f"sophia/{stack}/pagerduty-routing-key": "r" * 32,
         f"sophia/{stack}/backup-writer": json.dumps({"accessKeyId": "AKIATEST", "secretAccessKey": "s" * 40}),
     }
 
