@@ -117,7 +117,7 @@ def teams_settings(**overrides):
         "model_api_key": None,
         "agno_coordinator_url": None,
         "peer_attempts": 2,
-        "peer_timeout_seconds": 5.0,
+        "peer_timeout_seconds": 15.0,  # MCP sessions to the peers open slowly on a loaded machine
         "model_max_retries": 0,
         # Scripted replies are instant, but a loaded 2-core CI machine stalls for seconds: a timeout here
         # would make the team fall back and the test fail for the wrong reason.
