@@ -20,8 +20,9 @@ down: bootstrap ## destroy the local stack and stop the local control plane
 api-key: bootstrap ## print the local stack's API key (after make up): Authorization: Bearer <key>
 	@source toolchain/env.sh && $(PY) scripts/local_stack.py api-key
 
-e2e: bootstrap ## real engine on a fresh local control plane: preview, up, checks, no-op up, destroy
+e2e: bootstrap ## real engine on a fresh local cluster (real node): preview, up, pods, gateway, policies, restarts, no-op up, destroy
 	@source toolchain/env.sh && toolchain/build.sh && toolchain/cluster.sh down && toolchain/cluster.sh up \
+	  && toolchain/image-build.sh base >/dev/null && toolchain/image-build.sh mirror 127.0.0.1:$${SOPHIA_REGISTRY_PORT:-15000} \
 	  && rm -rf .state/e2e-pulumi && PULUMI_BACKEND_URL=file://$$PWD/.state/e2e-pulumi \
 	  .venv/bin/python -m pytest -q -p no:cacheprovider e2e; rc=$$?; toolchain/cluster.sh down; exit $$rc
 

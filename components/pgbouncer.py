@@ -8,7 +8,7 @@ connections share a few server connections.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -44,6 +44,9 @@ class PgBouncerArgs:
     default_pool_size: int = 20
     resources: Resources = wl.resource_amounts(requests=("50m", "64Mi"), limits=("500m", "256Mi"))
     image: str = "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"
+    # An in-cluster server (the local stack's PostgreSQL pod): pods with these labels in this
+    # namespace, which the egress policy then allows besides the internet.
+    server_labels: Mapping[str, str] | None = None
 
 
 class DatabaseUrlError(ValueError):
@@ -146,13 +149,19 @@ class PgBouncer(pulumi.ComponentResource):
         )
         wl.cluster_service(f"{name}-service", w.meta(), w.selector, {"postgres": PORT}, child)
         wl.disruption_budget(f"{name}-pdb", w.meta(), w.selector, child)
-        # Out: DNS, and PostgreSQL on the internet (Neon), never the cluster's private ranges.
+        # Out: DNS, and PostgreSQL on the internet (Neon), never the cluster's private ranges
+        # (except the local stack's own server pod).
+        in_cluster = (
+            [wl.allow_out([wl.namespace_peer(args.namespace, args.server_labels)], SERVER_PORT)]
+            if args.server_labels
+            else []
+        )
         wl.network_policy(
             f"{name}-netpol",
             w.meta(),
             w.selector,
             ingress=wl.callers_ingress(args.callers, args.services_namespace, PORT),
-            egress=[wl.dns_egress(), wl.internet_egress(SERVER_PORT)],
+            egress=[wl.dns_egress(), *in_cluster, wl.internet_egress(SERVER_PORT)],
             opts=child,
         )
 

@@ -243,3 +243,45 @@ class Qdrant(pulumi.ComponentResource):
         return wl.Connection(
             peer=self.peer, env={"QDRANT_URL": self.url, **self._cluster_env}, secrets={API_KEY_KEY: self._api_key}
         )
+
+
+@dataclass(frozen=True)
+class EmbeddedQdrantArgs:
+    # The callers' namespace: each gets a claim there, named `<caller>-data`.
+    services_namespace: str
+    callers: Sequence[str] = ()
+    storage_size: str = "10Gi"
+    storage_class: str | None = None
+
+
+class EmbeddedQdrant(pulumi.ComponentResource):
+    """The local stack's stand-in for the Qdrant server, which cannot be had offline (no binary,
+    no image): each caller runs Qdrant Edge in its own process, its shard on its own
+    PersistentVolumeClaim (mounted at wl.DATA_MOUNT). No server, so no peer, key or policy."""
+
+    url = "embedded (Qdrant Edge)"
+
+    def __init__(self, name: str, args: EmbeddedQdrantArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("sophia:platform:EmbeddedQdrant", name, None, opts)
+        self.claims: dict[str, pulumi.Output[str]] = {}
+        for caller in args.callers:
+            claim = k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-{caller}",
+                # Bound when the pod is scheduled (WaitForFirstConsumer): nothing to wait for here.
+                metadata=wl.Workload(caller, args.services_namespace).meta(
+                    f"{caller}-data", annotations={"pulumi.com/skipAwait": "true"}
+                ),
+                spec=core.PersistentVolumeClaimSpecArgs(
+                    access_modes=["ReadWriteOnce"],
+                    storage_class_name=args.storage_class,
+                    resources=core.VolumeResourceRequirementsArgs(requests={"storage": args.storage_size}),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.claims[caller] = claim.metadata.name
+        self.register_outputs({"url": self.url, "collection": SEED_COLLECTION})
+
+    def connection(self, caller: str) -> wl.Connection:
+        return wl.Connection(
+            peer=None, env={"QDRANT_PATH": f"{wl.DATA_MOUNT}/qdrant"}, secrets={}, volume_claim=self.claims[caller]
+        )

@@ -34,6 +34,7 @@ from pulumi_kubernetes.core.v1 import (
     EnvVarArgs,
     HTTPGetActionArgs,
     KeyToPathArgs,
+    PersistentVolumeClaimVolumeSourceArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
     ProbeArgs,
@@ -60,6 +61,7 @@ from components.gpu import GPU_NODE_LABEL, GPU_RESOURCE, GPU_TOLERATION, RUNTIME
 from components.image import ImageSource, image_reference
 from components.spec import ServiceSpec
 from components.workload import (
+    DATA_MOUNT,
     NAME_LABEL,
     SCRAPE_LABEL,
     Peer,
@@ -132,6 +134,9 @@ class PlatformServiceArgs:
     identity: ServiceIdentity | None = None
     spread_across_zones: bool = False
     image_pull_policy: str = "Always"
+    # A PersistentVolumeClaim mounted at DATA_MOUNT (the local stack's embedded Qdrant Edge). One
+    # process owns an embedded store's directory, so such a Deployment is replaced, not surged.
+    data_claim: pulumi.Input[str] | None = None
 
 
 def config_checksum(env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
@@ -194,6 +199,14 @@ class PlatformService(pulumi.ComponentResource):
                 )
             )
             mounts.append(VolumeMountArgs(name="secrets", mount_path=SECRETS_MOUNT, read_only=True))
+        if args.data_claim:
+            volumes.append(
+                VolumeArgs(
+                    name="data",
+                    persistent_volume_claim=PersistentVolumeClaimVolumeSourceArgs(claim_name=args.data_claim),
+                )
+            )
+            mounts.append(VolumeMountArgs(name="data", mount_path=DATA_MOUNT))
 
         if args.identity is not None:
             volumes += _identity_volumes(args.identity, args.callees)
@@ -265,7 +278,9 @@ class PlatformService(pulumi.ComponentResource):
                 # No `replicas`: the HPA owns the count, and re-applying must not reset it.
                 selector=LabelSelectorArgs(match_labels=selector),
                 revision_history_limit=5,
-                strategy=DeploymentStrategyArgs(
+                strategy=DeploymentStrategyArgs(type="Recreate")
+                if args.data_claim
+                else DeploymentStrategyArgs(
                     type="RollingUpdate",
                     rolling_update=RollingUpdateDeploymentArgs(
                         max_unavailable=0, max_surge=f"{ROLLOUT_SURGE_PERCENT}%"

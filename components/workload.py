@@ -29,6 +29,8 @@ RUN_AS = 10001  # above the host's UID range, so a container escape lands on no 
 # Never reachable through an "internet" egress rule: RFC 1918, link-local (cloud metadata)
 # and carrier-grade NAT (which some CNIs and clouds use for pods and nodes).
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
+# Where a workload's own PersistentVolumeClaim is mounted (an embedded store's data).
+DATA_MOUNT = "/var/lib/sophia"
 # Upstream images are pinned by exact version tag; their digests can't be resolved on
 # machines without registry access, so this check is skipped on those objects only.
 UPSTREAM_IMAGE_SKIP = {"checkov.io/skip1": "CKV_K8S_43=upstream image pinned by exact version tag"}
@@ -46,11 +48,14 @@ class Peer:
 @dataclass(frozen=True)
 class Connection:
     """What a data store gives one calling service: where it is (for the caller's egress
-    policy), the settings that point at it and the credentials to log in."""
+    policy), the settings that point at it and the credentials to log in. An embedded store
+    (the local stack's Qdrant Edge) has no peer: it is a volume claim the caller mounts at
+    DATA_MOUNT instead."""
 
-    peer: Peer
+    peer: Peer | None
     env: Mapping[str, pulumi.Input[str]]
     secrets: Mapping[str, pulumi.Input[str]]
+    volume_claim: pulumi.Input[str] | None = None
 
 
 def labels_for(name: str, component: str | None = None) -> dict[str, str]:

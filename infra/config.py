@@ -15,11 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.spec import DNS_LABEL, ENV_NAME
+from components.spec import DNS_LABEL, ENV_NAME, ResourceAmounts
 
 NAMESPACE = "sophia"
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 REGISTRY = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$")
+LOCAL_REGISTRY = re.compile(r"^127\.0\.0\.1:\d{1,5}$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 PLATFORM = re.compile(r"^linux/(amd64|arm64)$")
 # The key secrets are read from; its values never enter the model (see stack_secrets).
@@ -108,6 +109,11 @@ class Data(_Strict):
     # False keeps data in emptyDir volumes: for clusters without a volume provisioner (local).
     persistent_volumes: bool = True
     pgbouncer_replicas: int | None = Field(None, ge=1, le=10)
+    # Local: no Qdrant server (no binary or image can be had offline); services that call Qdrant
+    # use the embedded engine (Qdrant Edge) on a PersistentVolumeClaim of `storage_class` instead.
+    qdrant_embedded: bool = False
+    # Local: a PostgreSQL pod behind PgBouncer instead of the external database (Neon).
+    local_postgres: bool = False
 
     @field_validator("redis_maxmemory")
     @classmethod
@@ -137,6 +143,9 @@ class ServiceOverride(_Strict):
     max_replicas: int | None = Field(None, ge=1, le=100)
     cpu_target: int | None = Field(None, ge=10, le=95)
     image: str | None = None
+    # Requests in place of the manifest's (both cpu and memory); the limits stay the manifest's.
+    # The local stack's node has 2 cores: its pods, and a rollout's surge, must fit there.
+    requests: ResourceAmounts | None = None
 
 
 class Kubernetes(_Strict):
@@ -288,6 +297,12 @@ class StackConfig(_Strict):
     image_tag: str = "latest"
     image_platforms: tuple[str, ...] = ("linux/amd64",)
     images: dict[str, str] = {}
+    # Local stack only: build each service's image from its Dockerfile with buildah, offline, and
+    # push it to this registry on the machine (toolchain/cluster.sh runs it); deployed by digest.
+    local_registry: str | None = None
+    # Local stack only: stand-ins for the internet's APIs (fake OpenAI-compatible chat, GitHub and
+    # HubSpot, components/upstreams.py) for the services that call out; needs local_registry.
+    local_upstreams: bool = False
     gpu_pools: tuple[GpuPool, ...] = ()
     services: dict[str, ServiceOverride] = {}
     kubernetes: Kubernetes = Kubernetes()
@@ -317,6 +332,13 @@ class StackConfig(_Strict):
             raise ValueError(f"{v!r} is not a registry path; use e.g. 'registry.example.com/sophia'")
         return v
 
+    @field_validator("local_registry")
+    @classmethod
+    def _local_registry(cls, v: str | None) -> str | None:
+        if v is not None and not LOCAL_REGISTRY.match(v):
+            raise ValueError(f"{v!r} is not a registry on this machine; use 127.0.0.1:<port>")
+        return v
+
     @field_validator("image_tag")
     @classmethod
     def _tag(cls, v: str) -> str:
@@ -337,6 +359,17 @@ class StackConfig(_Strict):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> StackConfig:
         env = self.environment
+        if self.local_upstreams and (env != "local" or not self.local_registry):
+            raise ValueError(
+                f"{NAMESPACE}:local_upstreams: only the local stack, building into its local_registry, runs "
+                f"stand-ins for the internet's APIs (given: environment {env!r}, "
+                f"local_registry {self.local_registry!r})"
+            )
+        if env != "local" and self.local_registry:
+            raise ValueError(
+                f"{NAMESPACE}:local_registry: only the local stack builds into a registry on the machine "
+                f"(given: {self.local_registry!r}); the {env} stack uses {NAMESPACE}:registry"
+            )
         if env == "local" and self.registry:
             raise ValueError(
                 f"{NAMESPACE}:registry: the local stack builds no images (given: {self.registry!r}); "

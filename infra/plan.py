@@ -11,7 +11,7 @@ from pathlib import Path
 
 from components import pgbouncer, qdrant, redis
 from components.image import ImageBuild, ImageSource
-from components.spec import ServiceSpec, replica_bounds_problem
+from components.spec import ServiceSpec, cpu_millicores, memory_bytes, replica_bounds_problem
 from infra.config import ALERT_SECRETS, NAMESPACE, ConfigError, ServiceOverride, StackConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +38,8 @@ class PlannedService:
 
 
 def with_override(spec: ServiceSpec, override: ServiceOverride | None) -> ServiceSpec:
-    """The manifest with the stack's scaling override merged in (checked afterwards, in one place)."""
+    """The manifest with the stack's scaling and requests overrides merged in (checked afterwards,
+    in one place)."""
     if override is None:
         return spec
     given = {
@@ -47,11 +48,15 @@ def with_override(spec: ServiceSpec, override: ServiceOverride | None) -> Servic
         "cpu_target": override.cpu_target,
     }
     scaling = spec.scaling.model_copy(update={k: v for k, v in given.items() if v is not None})
-    return spec.model_copy(update={"scaling": scaling})
+    update: dict[str, object] = {"scaling": scaling}
+    if override.requests is not None:
+        update["resources"] = spec.resources.model_copy(update={"requests": override.requests})
+    return spec.model_copy(update=update)
 
 
 def scaling_problems(config: StackConfig, spec: ServiceSpec) -> list[str]:
-    """The replica rules, on the merged numbers: HPA min <= max, and prod keeps two pods."""
+    """The replica rules, on the merged numbers: HPA min <= max, and prod keeps two pods; and
+    requests (which a stack may override) within the manifest's limits."""
     key = f"{NAMESPACE}:services.{spec.name}"
     where = f"after merging the stack's override into services/{spec.name}/service.yaml"
     lo, hi = spec.scaling.min_replicas, spec.scaling.max_replicas
@@ -59,6 +64,13 @@ def scaling_problems(config: StackConfig, spec: ServiceSpec) -> list[str]:
     bounds = replica_bounds_problem(lo, hi)
     if bounds:
         problems.append(f"{key}.{bounds} ({where})")
+    requests, limits = spec.resources.requests, spec.resources.limits
+    for kind, amount in (("cpu", cpu_millicores), ("memory", memory_bytes)):
+        if amount(getattr(requests, kind)) > amount(getattr(limits, kind)):
+            problems.append(
+                f"{key}.requests.{kind}: {getattr(requests, kind)} is above the limit "
+                f"{getattr(limits, kind)} ({where}); a request must not exceed its limit"
+            )
     if config.is_prod and lo < PROD_MIN_REPLICAS:
         problems.append(
             f"{key}.min_replicas: prod needs at least {PROD_MIN_REPLICAS} replicas for availability "
@@ -164,7 +176,10 @@ def _image_source(
     override = config.services.get(name)
     if override is not None and override.image:
         return override.image
-    if config.registry is None:
+    # Local with `local_registry`: built on this machine (buildah, offline) into the registry there,
+    # unless `images.<name>` names a prebuilt image.
+    local_build = config.local_registry is not None and name not in config.images
+    if config.registry is None and not local_build:
         return config.images.get(name, f"sophia/{name}:{config.image_tag}")
     if not (services_dir / name / "pyproject.toml").is_file():
         problems.append(
@@ -173,6 +188,16 @@ def _image_source(
         )
     # One Dockerfile for every service; the context is the repo root so it can install the
     # shared chassis (libs/) and the pins (requirements*.txt).
+    if local_build:
+        # The base image (PYTHON_IMAGE) is the one toolchain/image-build.sh makes from Debian packages.
+        return ImageBuild(
+            context=services_dir.parent,
+            dockerfile=services_dir / "Dockerfile",
+            repository=f"{config.local_registry}/sophia/{name}",
+            tag=config.image_tag,
+            build_args={"SERVICE": name, **build_args},
+            builder="local",
+        )
     return ImageBuild(
         context=services_dir.parent,
         dockerfile=services_dir / "Dockerfile",
@@ -180,4 +205,16 @@ def _image_source(
         tag=config.image_tag,
         platforms=config.image_platforms,
         build_args={"SERVICE": name, **build_args},
+    )
+
+
+def upstreams_image(config: StackConfig, repo_root: Path = REPO_ROOT) -> ImageBuild:
+    """The local stack's stand-ins for the internet's APIs (sophia_testing.upstreams), built
+    like the services' images into the machine's registry."""
+    return ImageBuild(
+        context=repo_root,
+        dockerfile=repo_root / "libs" / "sophia_testing" / "Dockerfile",
+        repository=f"{config.local_registry}/sophia/upstreams",
+        tag=config.image_tag,
+        builder="local",
     )

@@ -54,6 +54,9 @@ class RenderMocks(pulumi.runtime.Mocks):
         state = dict(args.inputs)
         if args.typ == "docker-build:index:Image":
             state["digest"] = MOCK_DIGEST
+        elif args.typ == DYNAMIC_RESOURCE and "content_hash" in args.inputs:
+            # The local stack's image builder (components.image.LocalImage).
+            state["digest"], state["size"] = MOCK_DIGEST, "0 B"
         elif args.typ == DYNAMIC_RESOURCE:
             # Deterministic per name and keeper, so a rotation visibly changes the value.
             seed = json.dumps([args.name, normalize(args.inputs.get("keeper"))])

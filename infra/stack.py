@@ -24,15 +24,25 @@ from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.ingress import Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
 from components.observability import AlertReceivers, Observability, ObservabilityArgs
-from components.pgbouncer import PgBouncer, PgBouncerArgs
-from components.qdrant import Qdrant, QdrantArgs
+from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
+from components.postgres import LocalPostgres, LocalPostgresArgs
+from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
 from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, ServiceIdentity, peak_pods
-from components.spec import cpu_millicores, memory_bytes
+from components.spec import ServiceSpec, cpu_millicores, memory_bytes
+from components.upstreams import UPSTREAMS, Upstreams, UpstreamsArgs
 from components.workload import Connection, cluster_host
 from infra.config import ALERT_SECRETS, StackConfig
-from infra.plan import API_KEYS, BACKUP_KEYS, DATABASE_READ_URL, DATABASE_URL, REPO_ROOT, PlannedService
+from infra.plan import (
+    API_KEYS,
+    BACKUP_KEYS,
+    DATABASE_READ_URL,
+    DATABASE_URL,
+    REPO_ROOT,
+    PlannedService,
+    upstreams_image,
+)
 
 LOCAL_KEY_SECRET = "local-api-key"
 LOCAL_KEY_ID, LOCAL_TENANT = "local", "local"
@@ -61,12 +71,20 @@ class Cluster:
 @dataclass(frozen=True)
 class DataStores:
     redis: Redis
-    qdrant: Qdrant
+    # Embedded locally (`data.qdrant_embedded`): no server, each caller has its own volume.
+    qdrant: Qdrant | EmbeddedQdrant
     pgbouncer: PgBouncer
+    # Local (`local_upstreams`): stand-ins for the internet's APIs the external callers use.
+    upstreams: Upstreams | None = None
 
     def connection(self, store: str, caller: str) -> Connection:
         component = {"redis": self.redis, "qdrant": self.qdrant, "postgres": self.pgbouncer}[store]
         return component.connection(caller)
+
+    def connections(self, spec: ServiceSpec) -> list[Connection]:
+        """A service's data stores, and on the local stack its upstream stand-ins."""
+        stores = [self.connection(store, spec.name) for store in spec.calls.datastores]
+        return stores + (self.upstreams.connections(spec.name) if self.upstreams else [])
 
 
 def local_api_key(secret: pulumi.Output[str]) -> pulumi.Output[str]:
@@ -175,7 +193,8 @@ def _generated_secrets(config: StackConfig, planned: list[PlannedService], clust
             names=[f"redis-{s}" for s in callers_of(planned, "redis")]
             + ["redis-exporter", "qdrant-api-key", "pgbouncer-client"]
             + ([LOCAL_KEY_SECRET] if config.environment == "local" else [])
-            + (["redis-backup"] if config.backup.enabled else []),
+            + (["redis-backup"] if config.backup.enabled else [])
+            + (["postgres-local"] if config.data_settings.local_postgres else []),
             rotation=config.secret_rotation,
         ),
         opts=pulumi.ResourceOptions(provider=cluster.provider),
@@ -210,27 +229,60 @@ def _data_stores(
         ),
         opts=cluster.inside("data"),
     )
-    qdrant = Qdrant(
-        "qdrant",
-        QdrantArgs(
-            namespace=names.data,
-            api_key=generated["qdrant-api-key"],
-            services_namespace=names.services,
-            callers=callers_of(planned, "qdrant"),
-            metrics_namespace=names.observability,
-            replicas=data.qdrant_replicas,
-            storage_size=data.qdrant_storage,
-            storage_class=data.storage_class,
-            persistent=data.persistent_volumes,
-            backup=backup,
-        ),
-        opts=cluster.inside("data"),
-    )
+    qdrant: Qdrant | EmbeddedQdrant
+    if data.qdrant_embedded:
+        qdrant = EmbeddedQdrant(
+            "qdrant",
+            EmbeddedQdrantArgs(
+                services_namespace=names.services,
+                callers=callers_of(planned, "qdrant"),
+                storage_size=data.qdrant_storage,
+                storage_class=data.storage_class,
+            ),
+            opts=cluster.inside("services"),
+        )
+    else:
+        qdrant = Qdrant(
+            "qdrant",
+            QdrantArgs(
+                namespace=names.data,
+                api_key=generated["qdrant-api-key"],
+                services_namespace=names.services,
+                callers=callers_of(planned, "qdrant"),
+                metrics_namespace=names.observability,
+                replicas=data.qdrant_replicas,
+                storage_size=data.qdrant_storage,
+                storage_class=data.storage_class,
+                persistent=data.persistent_volumes,
+                backup=backup,
+            ),
+            opts=cluster.inside("data"),
+        )
+    database_url: pulumi.Input[str] = esc(DATABASE_URL, LOCAL_DATABASE_URL)
+    server_labels = None
+    if data.local_postgres:
+        # Locally the database is a pod (LocalPostgres) instead of Neon, still behind PgBouncer.
+        postgres = LocalPostgres(
+            "postgres",
+            LocalPostgresArgs(
+                namespace=names.data,
+                user=CLIENT_USER,
+                password=generated["postgres-local"],
+                database="sophia",
+                client_labels={"app.kubernetes.io/name": "pgbouncer"},
+            ),
+            opts=cluster.inside("data"),
+        )
+        database_url = pulumi.Output.concat(
+            f"postgresql://{CLIENT_USER}:", generated["postgres-local"], f"@{postgres.host}:5432/sophia"
+        )
+        server_labels = postgres.labels
     pgbouncer = PgBouncer(
         "pgbouncer",
         PgBouncerArgs(
             namespace=names.data,
-            database_url=esc(DATABASE_URL, LOCAL_DATABASE_URL),
+            database_url=database_url,
+            server_labels=server_labels,
             read_replica_url=esc(DATABASE_READ_URL, ""),
             client_password=generated["pgbouncer-client"],
             services_namespace=names.services,
@@ -239,7 +291,23 @@ def _data_stores(
         ),
         opts=cluster.inside("data"),
     )
-    return DataStores(redis, qdrant, pgbouncer)
+    upstreams = None
+    if config.local_upstreams:
+        upstreams = Upstreams(
+            "upstreams",
+            UpstreamsArgs(
+                namespace=names.data,
+                services_namespace=names.services,
+                callers={
+                    p.spec.name: [k for k in p.spec.secrets if k in UPSTREAMS]
+                    for p in planned
+                    if p.spec.calls.external and set(p.spec.secrets) & set(UPSTREAMS)
+                },
+                image=upstreams_image(config),
+            ),
+            opts=cluster.inside("data"),
+        )
+    return DataStores(redis, qdrant, pgbouncer, upstreams)
 
 
 def _backup_target(config: StackConfig, esc: EscSecret) -> BackupTarget | None:
@@ -290,7 +358,7 @@ def _services(
     services: dict[str, PlatformService] = {}
     for item in planned:
         spec = item.spec
-        connections = [stores.connection(store, spec.name) for store in spec.calls.datastores]
+        connections = stores.connections(spec)
         env: dict[str, pulumi.Input[str]] = {
             url_env_name(c): f"http://{cluster_host(c, services_ns)}" for c in item.callees
         }
@@ -298,6 +366,7 @@ def _services(
         for connection in connections:
             env.update(connection.env)
             platform_secrets.update(connection.secrets)
+        claims = [c.volume_claim for c in connections if c.volume_claim is not None]
         services[spec.name] = PlatformService(
             spec.name,
             PlatformServiceArgs(
@@ -309,7 +378,8 @@ def _services(
                 env=env,
                 callers=item.callers,
                 callees=item.callees,
-                datastores=[c.peer for c in connections],
+                datastores=[c.peer for c in connections if c.peer is not None],
+                data_claim=claims[0] if claims else None,
                 ingress_namespace=config.namespaces.ingress,
                 metrics_namespace=config.namespaces.observability,
                 gpu=GpuPlacement() if item.gpu else None,

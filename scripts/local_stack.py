@@ -116,6 +116,102 @@ def running_summary() -> list[str]:
     return lines
 
 
+GATEWAY_PORT = int(os.environ.get("SOPHIA_GATEWAY_PORT", "80"))
+DOMAIN = "sophia.localhost"  # Pulumi.local.yaml sophia:domain; the Gateway's listener hostname
+# One real request per service through the gateway: an endpoint of the service's own (not a
+# health check), answered by its code.
+PROBES: dict[str, tuple[str, str]] = {
+    "agno-coordinator": ("GET", "/v1/models"),
+    "agno-teams": ("GET", "/teams"),
+    "mcp-agents": ("GET", "/agents/tools"),
+    "mcp-context": ("GET", "/embeddings/info"),
+    "mcp-github": ("GET", "/github/repos?limit=1"),
+    "mcp-hubspot": ("GET", "/hubspot/contacts?limit=1"),
+    "orchestrator": ("GET", "/api/teams"),
+}
+LOCAL_NOT_DEPLOYED = [
+    "a Qdrant server: no binary or image can be had offline; mcp-context embeds Qdrant Edge on a "
+    "PersistentVolume instead (the Qdrant StatefulSet stays for dev/prod)",
+    "GPU workloads run on simulated (kwok) GPU nodes: no GPU here",
+    "redis, redis_exporter, pgbouncer and postgres images are stand-ins made from Debian packages "
+    "(redis 7.0, pgbouncer 1.18, ...) under the public names (toolchain/image-build.sh mirror)",
+]
+
+
+def gateway_url() -> str:
+    return f"http://{DOMAIN}" + ("" if GATEWAY_PORT == 80 else f":{GATEWAY_PORT}")
+
+
+def through_gateway(
+    method: str,
+    path: str,
+    body: Any = None,
+    timeout: float = 15,
+    api_key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """A request to the gateway on 127.0.0.1 for the stack's hostname; (status, body). Every
+    route but the health checks needs an identity: `api_key` (the stack's output) is sent."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", GATEWAY_PORT, timeout=timeout)
+    headers = {"Host": DOMAIN, **(headers or {})}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    payload = None
+    if body is not None:
+        payload = json.dumps(body)
+        headers["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
+
+
+def service_table(api_key: str | None = None) -> list[tuple[str, str, str, str]]:
+    """(service, pods ready/wanted, routes, status of a real request through the gateway)."""
+    from lightkube.resources.apps_v1 import Deployment
+
+    from infra.discovery import discover
+
+    kube = client()
+    rows = []
+    for spec in discover():
+        try:
+            dep = kube.get(Deployment, spec.name, namespace="sophia")
+            ready = f"{(dep.status.readyReplicas or 0) if dep.status else 0}/{dep.spec.replicas}"
+        except Exception:  # not deployed (disabled)
+            ready = "-"
+        routes = " ".join(r.path for r in spec.routes) or "-"
+        method, path = PROBES.get(spec.name, ("GET", spec.routes[0].path if spec.routes else "/"))
+        status, _ = through_gateway(method, path, api_key=api_key)
+        rows.append((spec.name, ready, routes, f"{status or 'no answer'} {method} {path}"))
+    return rows
+
+
+def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def image_sizes() -> list[tuple[str, str, str]]:
+    """(service, size, reference) of the images the stack deployed, from the builder's state."""
+    rows = []
+    state = json.loads(pulumi("stack", "export", capture=True).stdout or "{}")
+    for res in state.get("deployment", {}).get("resources", []):
+        outs = res.get("outputs", {})
+        if "content_hash" in outs and "digest" in outs:
+            name = outs["repository"].rsplit("/", 1)[-1]
+            size = str(outs.get("size") or "?")
+            rows.append((name, size, f"{outs['repository']}@{outs['digest']}"))
+    return sorted(rows)
+
+
 def cmd_up() -> int:
     ensure_stack()
     step, _ = timed("pulumi up", "up", "--yes", "--skip-preview")
@@ -128,15 +224,30 @@ def cmd_up() -> int:
         # Every route but /healthz, /readyz and /metrics needs an identity (docs/auth.md).
         print(f"[up] the local stack's API key (tenant 'local', every scope): export SOPHIA_API_KEY={api_key}")
         print('[up]   e.g. curl -H "Authorization: Bearer $SOPHIA_API_KEY" ...; again: make api-key')
+    print("[up] images (built from services/, deployed by digest):")
+    print_table(image_sizes(), ("service", "size", "image"))
     print("[up] running:")
     for line in running_summary():
         print(f"  {line}")
-    print("[up] not deployed locally, and why:")
-    for line in stack_outputs.get("not_deployed", []) + [
-        "images: none is pulled; the control plane's nodes are simulated (kwok), so pods run no code "
-        "(`make dev` runs the services)"
-    ]:
+    print("[up] not deployed locally, or not for real, and why:")
+    for line in stack_outputs.get("not_deployed", []) + LOCAL_NOT_DEPLOYED:
         print(f"  - {line}")
+    return 0
+
+
+def cmd_report() -> int:
+    """The gateway URL and, per service, pods ready, its routes and a real request's status."""
+    api_key = outputs().get("api_key")
+    deadline = time.monotonic() + 60
+    rows = service_table(api_key)
+    # The gateway picks up routes within seconds of starting; give it that long.
+    while any(not r[3][0].isdigit() or r[3].startswith(("404", "502", "503")) for r in rows) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(3)
+        rows = service_table(api_key)
+    print(f"[up] gateway: {gateway_url()}  (Traefik on 127.0.0.1:{GATEWAY_PORT}, Host: {DOMAIN})")
+    print_table(rows, ("service", "pods ready", "routes", "request through the gateway"))
     return 0
 
 
@@ -149,7 +260,7 @@ def cmd_down() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "summary", "api-key"])
+    parser.add_argument("command", choices=["up", "down", "summary", "report", "api-key"])
     args = parser.parse_args(argv)
     if args.command == "summary":
         print("\n".join(running_summary()))
@@ -157,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api-key":
         print(pulumi("stack", "output", "--show-secrets", "api_key", capture=True).stdout.strip())
         return 0
-    return {"up": cmd_up, "down": cmd_down}[args.command]()
+    return {"up": cmd_up, "down": cmd_down, "report": cmd_report}[args.command]()
 
 
 if __name__ == "__main__":

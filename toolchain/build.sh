@@ -6,11 +6,15 @@
 # is reused ("cached"). Usage: toolchain/build.sh [piece ...]   (default: all pieces)
 # Pieces: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
 #         pulumi pulumi-language-python pulumi-resource-kubernetes
+#         real node (pins in node.env): kubelet kube-proxy pause registry coredns traefik
+#         kube-router node-images
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$HERE/versions.env"
+# shellcheck source=node.env
+source "$HERE/node.env"
 CACHE="${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$TOOLCHAIN_VERSION"
 BIN="$CACHE/bin" SRC="$CACHE/src" LOGS="$CACHE/logs"
 mkdir -p "$BIN" "$SRC" "$LOGS"
@@ -31,6 +35,9 @@ fingerprint() {
     (cd "$HERE/$dir" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum)
     sha256sum "$HERE/versions.env"
     declare -f "recipe_${piece//-/_}"
+    # The real node's pieces also depend on node.env (empty for the control plane's pieces,
+    # whose fingerprints stay what they were).
+    [ -z "${FP_EXTRA:-}" ] || sha256sum $FP_EXTRA
   } | sha256sum | cut -c1-16
 }
 
@@ -150,6 +157,64 @@ recipe_pulumi_resource_kubernetes() {
     "v$PULUMI_KUBERNETES_VERSION" --file "$BIN/pulumi-resource-kubernetes" --reinstall
 }
 
+# ---------------------------------------------------------------- the real node
+# kubelet and kube-proxy: the wrapper module toolchain/node (k8s.io/kubernetes at K8S_VERSION).
+recipe_kubelet() { gobuild kubelet k8s.io/kubernetes/cmd/kubelet "$(k8s_ldflags)"; }
+recipe_kube_proxy() { gobuild kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$(k8s_ldflags)"; }
+
+# The sandbox ("pause") binary: upstream's C source from the same k8s.io/kubernetes module,
+# static, as build/pause/Makefile does (no registry.k8s.io here to pull the image from).
+recipe_pause() {
+  local src
+  src="$(moddir k8s.io/kubernetes)/build/pause/linux/pause.c" || return 1
+  "${NICE[@]}" gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-sophia" -o "$BIN/.pause.tmp" "$src"
+  strip "$BIN/.pause.tmp" && mv -f "$BIN/.pause.tmp" "$BIN/pause"
+}
+
+# upstream_build OUT MODULE VERSION PKG [LDFLAGS]: build PKG inside the upstream module itself
+# (its own go.mod, go.sum and in-module replaces), downloaded at VERSION into the module cache.
+upstream_build() {
+  local out="$1" mod="$2" ver="$3" pkg="$4" ldflags="${5:-}" dir
+  dir="$(GOFLAGS=-mod=mod go mod download -json "$mod@v$ver" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  [ -n "$dir" ] || { echo "no source for $mod@v$ver"; return 1; }
+  (cd "$dir" && gobuild "$out" "$pkg" "$ldflags")
+}
+recipe_registry() {
+  upstream_build registry "$REGISTRY_MODULE" "$REGISTRY_VERSION" ./cmd/registry \
+    "-X $REGISTRY_MODULE/version.version=v$REGISTRY_VERSION"
+}
+recipe_coredns() {
+  upstream_build coredns "$COREDNS_MODULE" "$COREDNS_VERSION" . \
+    "-X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION"
+}
+recipe_traefik() {
+  upstream_build traefik "$TRAEFIK_MODULE" "$TRAEFIK_VERSION" ./cmd/traefik \
+    "-X github.com/traefik/traefik/v3/pkg/version.Version=v$TRAEFIK_VERSION"
+}
+recipe_kube_router() {
+  upstream_build kube-router "$KUBE_ROUTER_MODULE" "$KUBE_ROUTER_VERSION" ./cmd/kube-router \
+    "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v$KUBE_ROUTER_VERSION"
+}
+
+# Container images of the node's own pieces, from scratch with buildah (no registry to pull
+# from): the sandbox image and CoreDNS. docker-archive tarballs that cluster.sh imports into
+# the node's containerd (`ctr images import`).
+recipe_node_images() {
+  command -v buildah >/dev/null || { echo "buildah is not installed (apt-packages.txt)"; return 1; }
+  local dest="$CACHE/share/images" c
+  mkdir -p "$dest"
+  c="$(buildah from scratch)"
+  buildah copy "$c" "$BIN/pause" /pause
+  buildah config --entrypoint '["/pause"]' --user 65535:65535 "$c"
+  rm -f "$dest/pause.tar"
+  buildah commit --rm "$c" "docker-archive:$dest/pause.tar:sophia.local/pause:$PAUSE_VERSION"
+  c="$(buildah from scratch)"
+  buildah copy "$c" "$BIN/coredns" /coredns
+  buildah config --entrypoint '["/coredns"]' --user 65532:65532 --port 53/udp "$c"
+  rm -f "$dest/coredns.tar"
+  buildah commit --rm "$c" "docker-archive:$dest/coredns.tar:sophia.local/coredns:$COREDNS_VERSION"
+}
+
 # ---------------------------------------------------------------- pieces
 main() {
   exec 9>"$CACHE/.lock"
@@ -158,8 +223,11 @@ main() {
     flock 9
   fi
   local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok crds
-             pulumi pulumi-language-python pulumi-resource-kubernetes)
+             pulumi pulumi-language-python pulumi-resource-kubernetes
+             kubelet kube-proxy pause registry coredns traefik kube-router node-images)
   [ $# -gt 0 ] && all=("$@")
+  local node_fp="$HERE/node.env"
+  local node_images_fp="$HERE/node.env $BIN/pause $BIN/coredns"
   local total=$SECONDS piece
   for piece in "${all[@]}"; do
     case "$piece" in
@@ -176,6 +244,15 @@ main() {
         pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python ;;
       pulumi-resource-kubernetes) step pulumi-resource-kubernetes "v$PULUMI_KUBERNETES_VERSION" \
         pulumi-kubernetes pulumi-resource-kubernetes ;;
+      kubelet) FP_EXTRA="$node_fp" step kubelet "v$K8S_VERSION" node kubelet ;;
+      kube-proxy) FP_EXTRA="$node_fp" step kube-proxy "v$K8S_VERSION" node kube-proxy ;;
+      pause) FP_EXTRA="$node_fp" step pause "$PAUSE_VERSION (k8s.io/kubernetes v$K8S_VERSION)" node pause ;;
+      registry) FP_EXTRA="$node_fp" step registry "v$REGISTRY_VERSION" addons registry ;;
+      coredns) FP_EXTRA="$node_fp" step coredns "v$COREDNS_VERSION" addons coredns ;;
+      traefik) FP_EXTRA="$node_fp" step traefik "v$TRAEFIK_VERSION" addons traefik ;;
+      kube-router) FP_EXTRA="$node_fp" step kube-router "v$KUBE_ROUTER_VERSION" addons kube-router ;;
+      node-images) FP_EXTRA="$node_images_fp" step node-images "pause, coredns" addons \
+        ../share/images/pause.tar ../share/images/coredns.tar ;;
       *) echo "[toolchain] unknown piece: $piece" >&2; return 2 ;;
     esac
   done

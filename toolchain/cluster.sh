@@ -6,6 +6,7 @@
 #   toolchain/cluster.sh up       start (or keep) everything; waits for /readyz and Ready nodes
 #   toolchain/cluster.sh status   show processes, API health and nodes
 #   toolchain/cluster.sh down     stop everything and delete the cluster state
+#   toolchain/cluster.sh gateway  start Traefik for the stack's Gateway (after `pulumi up`)
 #
 # State (certs, etcd data, logs, pids) lives in <repo>/.state/cluster; the admin kubeconfig
 # is written to <repo>/.state/kubeconfig. Both are gitignored.
@@ -13,7 +14,14 @@
 # Knobs (environment):
 #   SOPHIA_APISERVER_PORT (16443)  SOPHIA_ETCD_PORT (12379, peer +1)
 #   SOPHIA_KCM_PORT (16257)  SOPHIA_SCHEDULER_PORT (16259)  SOPHIA_KWOK_PORT (16080)
-#   SOPHIA_CPU_NODES (2): CPU pool size, nodes kwok-cpu-N labelled sophia.ai/node-pool=cpu
+#   SOPHIA_REAL_NODE (1): also start a real node (kubelet + kube-proxy + containerd/runc + CNI
+#     bridge, CoreDNS, kube-router's NetworkPolicy controller) named sophia-node, whose pods
+#     really run; 0 = simulated nodes only, as before. See docs/toolchain.md ("The real node").
+#   SOPHIA_NODE_IP (10.245.0.1), SOPHIA_POD_CIDR (10.245.0.0/16): the node's address, on the
+#     CNI bridge sophia-cni0 (the kernel here has no dummy interfaces); pods get addresses
+#     from the same /16. SOPHIA_REGISTRY_PORT (15000): the local image registry on 127.0.0.1.
+#   SOPHIA_CPU_NODES (2, or 0 with the real node): simulated CPU pool size, nodes kwok-cpu-N
+#     labelled sophia.ai/node-pool=cpu
 #   SOPHIA_GPU_POOLS ("local-gpu:1:1"): space-separated NAME:NODES:GPUS_PER_NODE; nodes
 #     kwok-gpu-NAME-N get nvidia.com/gpu capacity, taint nvidia.com/gpu=present:NoSchedule and
 #     labels sophia.ai/gpu=true, sophia.ai/gpu-pool=NAME (as the GPU component's k3s flags do).
@@ -34,9 +42,19 @@ ETCD_PEER_PORT="$((ETCD_PORT + 1))"
 KCM_PORT="${SOPHIA_KCM_PORT:-16257}"
 SCHED_PORT="${SOPHIA_SCHEDULER_PORT:-16259}"
 KWOK_PORT="${SOPHIA_KWOK_PORT:-16080}"
-CPU_NODES="${SOPHIA_CPU_NODES:-2}"
+REAL_NODE="${SOPHIA_REAL_NODE:-1}"
+if [ "$REAL_NODE" = 1 ]; then CPU_NODES="${SOPHIA_CPU_NODES:-0}"; else CPU_NODES="${SOPHIA_CPU_NODES:-2}"; fi
 GPU_POOLS="${SOPHIA_GPU_POOLS:-local-gpu:1:1}"
 SERVICE_CIDR="10.96.0.0/16"
+CLUSTER_DNS="10.96.0.10"
+NODE_NAME="sophia-node"
+NODE_IP="${SOPHIA_NODE_IP:-10.245.0.1}"
+POD_CIDR="${SOPHIA_POD_CIDR:-10.245.0.0/16}"
+BRIDGE="sophia-cni0"
+REGISTRY_PORT="${SOPHIA_REGISTRY_PORT:-15000}"
+NODE="$STATE/node"
+CONTAINERD_SOCK="$NODE/containerd.sock"
+RUNC_ROOT="$NODE/runc"
 API_URL="https://127.0.0.1:$API_PORT"
 
 log() { echo "[cluster] $*"; }
@@ -81,6 +99,22 @@ gen_pki() {
   touch "$PKI/.done"
 }
 
+gen_node_pki() { # the real node's certificates, on top of gen_pki's
+  [ -f "$PKI/.node-done" ] && return 0
+  local client="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+  sign kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "$client"
+  sign kubelet-serving "/CN=$NODE_NAME" \
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:$NODE_IP,DNS:$NODE_NAME\n"
+  sign kube-proxy "/CN=system:kube-proxy" "$client"
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
+  # kube-router (NetworkPolicy controller) and Traefik (Gateway API) run on the host as
+  # trusted node components.
+  sign kube-router "/O=system:masters/CN=kube-router" "$client"
+  sign traefik "/O=system:masters/CN=traefik" "$client"
+  chmod 600 "$PKI"/*.key
+  touch "$PKI/.node-done"
+}
+
 kubeconfig() { # kubeconfig NAME OUTFILE
   local name="$1" out="$2" tmp
   tmp="$(mktemp "$out.XXXX")"
@@ -112,19 +146,26 @@ pid_of() { # prints the pid if the component is running
   local f="$PIDS/$1.pid" pid
   [ -f "$f" ] || return 1
   pid="$(cat "$f")"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -qa "$1" "/proc/$pid/cmdline" 2>/dev/null || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  # The binary name, our state directory (in every node component's flags) or socat (api-forwarder).
+  grep -qa -e "$1" -e "$STATE" -e socat "/proc/$pid/cmdline" 2>/dev/null || return 1
   echo "$pid"
 }
 
-start() { # start NAME ARGS... (binary is NAME)
+start() { # start NAME ARGS... (binary is NAME in the toolchain)
   local name="$1"; shift
+  start_bin "$name" "$SOPHIA_TOOLCHAIN_BIN/$name" "$@"
+}
+
+start_bin() { # start_bin NAME BINARY ARGS...
+  local name="$1" bin="$2" pid; shift 2
   if pid="$(pid_of "$name")"; then
     log "$name already running (pid $pid)"
     return 0
   fi
   log "starting $name (log $LOGS/$name.log)"
   # setsid: own session, so `down` can stop it (and only it) by pid; survives the caller.
-  setsid "$SOPHIA_TOOLCHAIN_BIN/$name" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  setsid "$bin" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
 }
 
@@ -239,6 +280,7 @@ cmd_up() {
   port_free_or_ours "$SCHED_PORT" kube-scheduler
   port_free_or_ours "$KWOK_PORT" kwok
   gen_pki
+  [ "$REAL_NODE" = 1 ] && gen_node_pki
   kubeconfig admin "$ADMIN_KUBECONFIG"
   kubeconfig controller-manager "$STATE/controller-manager.kubeconfig"
   kubeconfig scheduler "$STATE/scheduler.kubeconfig"
@@ -260,7 +302,10 @@ cmd_up() {
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --authorization-mode=RBAC --allow-privileged=true \
+    --authorization-mode=Node,RBAC --allow-privileged=true \
+    --kubelet-preferred-address-types=InternalIP \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
     --cert-dir="$STATE/apiserver" --profiling=false
   wait_for "kube-apiserver (/readyz)" 180 kc get --raw=/readyz || die "kube-apiserver not ready; see $LOGS/kube-apiserver.log"
 
@@ -292,8 +337,9 @@ cmd_up() {
   nodes_yaml >"$STATE/nodes.yaml"
   kc apply -f "$STATE/nodes.yaml" >/dev/null
   local want
-  want="$(grep -c '^kind: Node$' "$STATE/nodes.yaml")"
+  want="$(grep -c '^kind: Node$' "$STATE/nodes.yaml" || true)"
   wait_for "$want kwok nodes Ready" 120 all_nodes_ready "$want" || die "nodes not Ready; see $LOGS/kwok.log"
+  if [ "$REAL_NODE" = 1 ]; then node_up; fi
   # The default ServiceAccount must exist before pods can be created in a namespace.
   wait_for "default ServiceAccount" 60 kc -n default get serviceaccount default || true
   log "control plane up in $((SECONDS - t0))s: $API_URL, kubeconfig $ADMIN_KUBECONFIG"
@@ -302,7 +348,9 @@ cmd_up() {
 
 cmd_status() {
   local n rc=0 pid
-  for n in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+  local comps=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+  [ "$REAL_NODE" = 1 ] && comps+=(api-forwarder registry containerd kubelet kube-proxy kube-router)
+  for n in "${comps[@]}"; do
     if pid="$(pid_of "$n")"; then log "$n running (pid $pid)"; else log "$n NOT running"; rc=1; fi
   done
   if [ -f "$ADMIN_KUBECONFIG" ] && kc get --raw=/readyz >/dev/null 2>&1; then
@@ -318,14 +366,19 @@ cmd_status() {
 
 cmd_down() {
   local n
+  node_down
   for n in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$n"; done
   rm -rf "$STATE" "$ADMIN_KUBECONFIG"
   log "stopped; removed $STATE and $ADMIN_KUBECONFIG"
 }
 
+# shellcheck source=node.sh
+source "$HERE/node.sh"
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  gateway) cmd_gateway ;;
+  *) echo "usage: $0 up|down|status|gateway" >&2; exit 2 ;;
 esac

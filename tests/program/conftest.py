@@ -58,8 +58,11 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture
 def services_copy(tmp_path: Path) -> Path:
-    """A scratch copy of services/ (manifests and package files only) to add or break services in."""
+    """A scratch copy of services/ (manifests, package files and the one Dockerfile, which the
+    local stack's image builder hashes) to add or break services in."""
     dest = tmp_path / "services"
+    dest.mkdir()
+    shutil.copy(SERVICES_DIR / "Dockerfile", dest / "Dockerfile")
     for folder in SERVICES_DIR.iterdir():
         if folder.is_dir() and folder.name[0] not in "._":
             (dest / folder.name).mkdir(parents=True)

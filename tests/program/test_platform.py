@@ -30,23 +30,90 @@ def test_seed_collection_is_the_seeds() -> None:
     }
 
 
-@pytest.mark.parametrize("stack,replicas,distributed", [("local", 1, False), ("dev", 1, False), ("prod", 3, True)])
+@pytest.mark.parametrize("stack,replicas,distributed", [("dev", 1, False), ("prod", 3, True)])
 def test_qdrant_per_stack(
     rendered: dict[str, list[dict[str, Any]]], stack: str, replicas: int, distributed: bool
 ) -> None:
     objects = rendered[stack]
     sts = find(objects, "StatefulSet", "qdrant")
     assert sts["spec"]["replicas"] == replicas
-    if stack == "local":  # no volume provisioner on the local control plane
-        assert "volumeClaimTemplates" not in sts["spec"]
-        assert {"name": "storage", "emptyDir": {"sizeLimit": "10Gi"}} in sts["spec"]["template"]["spec"]["volumes"]
-    else:
-        assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
     pod = sts["spec"]["template"]["spec"]
     assert ("affinity" in pod) == distributed
     find(objects, "PodDisruptionBudget", "qdrant")
     # The rendered Secret is redacted; the config it holds is checked through server_config below.
     assert find(objects, "Secret", "qdrant-config")["stringData"] == {"local.yaml": "<redacted>"}
+
+
+def test_local_qdrant_is_embedded_on_a_volume_claim(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """No Qdrant server can be had offline: locally mcp-context embeds Qdrant Edge, its shard on
+    its own claim (one owner, so the Deployment is replaced, never surged), and talks to no server."""
+    objects = rendered["local"]
+    assert not [o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "qdrant"]
+    claim = find(objects, "PersistentVolumeClaim", "mcp-context-data")
+    assert claim["spec"]["storageClassName"] == "sophia-local"
+    deployment = find(objects, "Deployment", "mcp-context")
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["QDRANT_PATH"] == "/var/lib/sophia/qdrant" and "QDRANT_URL" not in env
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "mcp-context-data"}} in pod["volumes"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    egress_ports = {
+        p["port"] for r in find(objects, "NetworkPolicy", "mcp-context")["spec"]["egress"] for p in r["ports"]
+    }
+    assert 6333 not in egress_ports
+
+
+def test_local_postgres_sits_behind_pgbouncer(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["local"]
+    pod = find(objects, "Deployment", "postgres")["spec"]["template"]["spec"]
+    assert not [e for e in pod["containers"][0].get("env", []) if "valueFrom" in e]  # the password is a file
+    policy = find(objects, "NetworkPolicy", "postgres")["spec"]
+    assert policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "pgbouncer"}
+    assert policy["egress"] == []
+    # PgBouncer may reach that pod (besides the internet, where Neon is in dev/prod).
+    egress = find(objects, "NetworkPolicy", "pgbouncer")["spec"]["egress"]
+    assert any(
+        (peer.get("podSelector") or {}).get("matchLabels") == {"app.kubernetes.io/name": "postgres"}
+        for rule in egress
+        for peer in rule.get("to", [])
+    )
+    assert not [o for o in rendered["prod"] if o["kind"] == "Deployment" and o["metadata"]["name"] == "postgres"]
+
+
+def test_local_upstream_stand_ins_serve_only_the_services_that_call_out(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """sophia:local_upstreams: the fakes' pod, and each external caller pointed at its upstream
+    with the fake's token as the secret its manifest asks for; nobody else may reach the pod."""
+    from components.upstreams import UPSTREAMS
+    from sophia_testing import github_fake, hubspot_fake
+
+    assert UPSTREAMS["GITHUB_TOKEN"].token == github_fake.TOKEN
+    assert UPSTREAMS["HUBSPOT_ACCESS_TOKEN"].token == hubspot_fake.TOKEN
+    objects = rendered["local"]
+    find(objects, "Deployment", "upstreams")
+    host = "http://upstreams.sophia-data.svc.cluster.local"
+    expected = {
+        "agno-coordinator": ("OPENAI_BASE_URL", f"{host}:8081/v1"),
+        "mcp-github": ("GITHUB_API_URL", f"{host}:8082"),
+        "mcp-hubspot": ("HUBSPOT_API_URL", f"{host}:8083"),
+    }
+    for name, (key, url) in expected.items():
+        env = {e["name"]: e.get("value") for e in find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["env"]}  # fmt: skip
+        assert env[key] == url, name
+        egress = find(objects, "NetworkPolicy", name)["spec"]["egress"]
+        assert any(
+            (peer.get("podSelector") or {}).get("matchLabels") == {"app.kubernetes.io/name": "upstreams"}
+            and rule["ports"] == [{"port": int(url.split(":")[2].split("/")[0]), "protocol": "TCP"}]
+            for rule in egress
+            for peer in rule.get("to", [])
+        ), name
+    ingress = find(objects, "NetworkPolicy", "upstreams")["spec"]["ingress"]
+    callers = {v for r in ingress for p in r["from"] for v in p["podSelector"]["matchExpressions"][0]["values"]}
+    assert callers == set(expected)
+    for stack in ("dev", "prod"):
+        assert not [o for o in rendered[stack] if o["metadata"]["name"] == "upstreams"]
 
 
 def test_qdrant_server_config_carries_key_and_seed_numbers() -> None:
