@@ -25,7 +25,6 @@ from pulumi_kubernetes.core.v1 import (
     PodSecurityContextArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
-    ResourceRequirementsArgs,
     SeccompProfileArgs,
     SecurityContextArgs,
     TaintPatchArgs,
@@ -36,7 +35,7 @@ from pulumi_kubernetes.core.v1 import (
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs, ObjectMetaArgs, ObjectMetaPatchArgs
 from pulumi_kubernetes.node.v1 import SchedulingArgs
 
-from components.workload import UPSTREAM_IMAGE_SKIP, labels_for
+from components.workload import UPSTREAM_IMAGE_SKIP, labels_for, resource_amounts, resource_requirements
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "sophia.ai/gpu"
@@ -150,8 +149,8 @@ class GpuPools(pulumi.ComponentResource):
                                 image=args.device_plugin_image,
                                 image_pull_policy="Always",
                                 env=[EnvVarArgs(name="FAIL_ON_INIT_ERROR", value="false")],
-                                resources=ResourceRequirementsArgs(
-                                    requests={"cpu": "10m", "memory": "32Mi"}, limits={"cpu": "100m", "memory": "128Mi"}
+                                resources=resource_requirements(
+                                    resource_amounts(requests=("10m", "32Mi"), limits=("100m", "128Mi"))
                                 ),
                                 # As NVIDIA's static manifest: no privilege, all capabilities dropped.
                                 security_context=SecurityContextArgs(

@@ -30,6 +30,10 @@ GATEWAY_API_CRDS = (
     f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml"
 )
 CERT_MANAGER_CHART, CERT_MANAGER_VERSION, CERT_MANAGER_REPO = "cert-manager", "v1.19.1", "https://charts.jetstack.io"
+ACME_SERVERS = {
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+    "letsencrypt-prod": "https://acme-v02.api.letsencrypt.org/directory",
+}
 GATEWAY_CLASS = "nginx"
 GATEWAY_NAME = "sophia"
 
@@ -50,7 +54,8 @@ class IngressArgs:
     domain: str
     routes: Sequence[RouteSpec]
     tls_enabled: bool = False
-    tls_issuer: str | None = None
+    tls_issuer: str | None = None  # a key of ACME_SERVERS: the ClusterIssuer is made here
+    acme_email: str | None = None
     tls_secret_name: str | None = None
     replicas: int = 1
     # False where charts and CRD manifests can't be fetched (the offline local stack).
@@ -149,6 +154,38 @@ class Ingress(pulumi.ComponentResource):
                     ),
                     opts=child,
                 )
+                # HTTP-01 through this Gateway's plain listener: cert-manager answers the challenge with
+                # its own HTTPRoute (an exact path, so it wins over the HTTPS redirect).
+                issuer = _custom(
+                    f"{name}-cluster-issuer",
+                    "cert-manager.io/v1",
+                    "ClusterIssuer",
+                    ObjectMetaArgs(name=args.tls_issuer, labels=labels),
+                    {
+                        "acme": {
+                            "server": ACME_SERVERS[args.tls_issuer],
+                            "email": args.acme_email,
+                            "privateKeySecretRef": {"name": f"{args.tls_issuer}-account"},
+                            "solvers": [
+                                {
+                                    "http01": {
+                                        "gatewayHTTPRoute": {
+                                            "parentRefs": [
+                                                {
+                                                    "kind": "Gateway",
+                                                    "name": GATEWAY_NAME,
+                                                    "namespace": ns,
+                                                    "sectionName": "http",
+                                                }
+                                            ]
+                                        }
+                                    }
+                                }
+                            ],
+                        }
+                    },
+                    pulumi.ResourceOptions(parent=self, depends_on=[cert_manager]),
+                )
                 _custom(
                     f"{name}-certificate",
                     "cert-manager.io/v1",
@@ -159,7 +196,7 @@ class Ingress(pulumi.ComponentResource):
                         "dnsNames": [args.domain],
                         "issuerRef": {"kind": "ClusterIssuer", "name": args.tls_issuer},
                     },
-                    pulumi.ResourceOptions(parent=self, depends_on=[cert_manager]),
+                    pulumi.ResourceOptions(parent=self, depends_on=[cert_manager, issuer]),
                 )
             listeners.append(
                 {

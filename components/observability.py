@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -26,8 +26,7 @@ PROMETHEUS_STACK = ("kube-prometheus-stack", "79.5.0", "https://prometheus-commu
 LOKI = ("loki", "6.46.0", "https://grafana.github.io/helm-charts")
 ALLOY = ("alloy", "1.4.0", "https://grafana.github.io/helm-charts")
 
-# The seed's target: responses under 100 ms. SLO: 99 % of requests within it.
-LATENCY_THRESHOLD_SECONDS = 0.1
+# SLO: 99 % of each service's requests within its manifest's latency_slo_seconds (the seed's 100 ms by default).
 LATENCY_SLO = 0.99
 ERROR_RATIO_THRESHOLD = 0.05
 # Google SRE workbook, multiwindow multi-burn-rate alerts: (long window, short window, burn rate, severity).
@@ -44,6 +43,60 @@ DURATION = "http_request_duration_seconds"
 SERVICE_ALERTS_GROUP = "sophia-ai"
 # The JSON field and value the chassis puts on audit events (sophia_chassis.audit.STREAM).
 AUDIT_LABEL, AUDIT_STREAM = "stream", "audit"
+
+
+@dataclass(frozen=True)
+class AlertReceivers:
+    """Where Alertmanager sends `page` and `ticket` alerts (None: nowhere), with the secret each needs."""
+
+    page: str | None = None  # pagerduty | slack | webhook
+    ticket: str | None = None  # slack | webhook
+    secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # by kind
+    slack_channel: str = "#sophia-alerts"
+
+
+def _receiver(name: str, kind: str | None, receivers: AlertReceivers) -> dict[str, Any]:
+    if kind is None:
+        return {"name": name}  # Alertmanager's "null" receiver: routed, sent nowhere
+    secret = receivers.secrets[kind]
+    if kind == "pagerduty":
+        return {"name": name, "pagerduty_configs": [{"routing_key": secret, "send_resolved": True}]}
+    if kind == "slack":
+        return {
+            "name": name,
+            "slack_configs": [{"api_url": secret, "channel": receivers.slack_channel, "send_resolved": True}],
+        }
+    return {"name": name, "webhook_configs": [{"url": secret, "send_resolved": True}]}
+
+
+def alertmanager_config(receivers: AlertReceivers) -> dict[str, Any]:
+    """Route by severity; a page silences the same service's tickets, a service that is down its other alerts."""
+    return {
+        "route": {
+            "receiver": "tickets",
+            "group_by": ["alertname", "service"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+            "routes": [
+                {"matchers": ['alertname="Watchdog"'], "receiver": "null"},
+                {"matchers": ['severity="page"'], "receiver": "pages", "repeat_interval": "1h"},
+            ],
+        },
+        "receivers": [
+            {"name": "null"},
+            _receiver("pages", receivers.page, receivers),
+            _receiver("tickets", receivers.ticket, receivers),
+        ],
+        "inhibit_rules": [
+            {"source_matchers": ['severity="page"'], "target_matchers": ['severity="ticket"'], "equal": ["service"]},
+            {
+                "source_matchers": ['alertname="ServiceDown"'],
+                "target_matchers": ['alertname!="ServiceDown"'],
+                "equal": ["service"],
+            },
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -64,22 +117,28 @@ class ObservabilityArgs:
     # ServiceMonitor and PrometheusRule need the operator's CRDs: from its chart, or given (`crds`).
     monitoring_resources: bool = True
     crds: Sequence[pulumi.Resource] = ()
+    alert_receivers: AlertReceivers = AlertReceivers()
 
 
-def slow_ratio(window: str) -> str:
-    """Share of requests slower than the threshold over `window`, per service."""
-    le = f'le="{LATENCY_THRESHOLD_SECONDS}"'
+def slow_ratio(window: str, threshold: float, services: Sequence[str]) -> str:
+    """Share of requests slower than `threshold` over `window`, per service, for `services`."""
+    sel = f'service=~"{"|".join(sorted(services))}"'
     return (
-        f"1 - (sum by (service) (rate({DURATION}_bucket{{{le}}}[{window}]))"
-        f" / sum by (service) (rate({DURATION}_count[{window}])))"
+        f'1 - (sum by (service) (rate({DURATION}_bucket{{{sel},le="{threshold}"}}[{window}]))'
+        f" / sum by (service) (rate({DURATION}_count{{{sel}}}[{window}])))"
     )
 
 
 def alert_rules(services: Mapping[str, ServiceObservability]) -> list[dict[str, Any]]:
     budget = 1 - LATENCY_SLO
+    by_threshold: dict[float, list[str]] = {}
+    for name, declared in services.items():
+        by_threshold.setdefault(declared.latency_slo_seconds, []).append(name)
+    # One series per service under each record name, from one rule per threshold.
     record = [
-        {"record": f"sophia:latency_slow_ratio:rate{w}", "expr": slow_ratio(w)}
+        {"record": f"sophia:latency_slow_ratio:rate{w}", "expr": slow_ratio(w, threshold, names)}
         for w in sorted({w for pair in BURN_RATE_WINDOWS for w in pair[:2]})
+        for threshold, names in sorted(by_threshold.items())
     ]
     burn = [
         {
@@ -88,10 +147,9 @@ def alert_rules(services: Mapping[str, ServiceObservability]) -> list[dict[str, 
                 f"sophia:latency_slow_ratio:rate{long_w} > ({rate} * {budget:.2f})"
                 f" and sophia:latency_slow_ratio:rate{short_w} > ({rate} * {budget:.2f})"
             ),
-            "labels": {"severity": severity, "slo": "latency-100ms"},
+            "labels": {"severity": severity, "slo": "latency"},
             "annotations": {
-                "summary": f"{{{{ $labels.service }}}} burns its 100 ms latency budget {rate}x "
-                f"(over {long_w} and {short_w})"
+                "summary": f"{{{{ $labels.service }}}} burns its latency budget {rate}x (over {long_w} and {short_w})"
             },
         }
         for long_w, short_w, rate, severity in BURN_RATE_WINDOWS
@@ -253,7 +311,10 @@ class Observability(pulumi.ComponentResource):
                         },
                     }
                 },
-                "alertmanager": {"alertmanagerSpec": {"replicas": 3 if args.replicas > 1 else 1}},
+                "alertmanager": {
+                    "alertmanagerSpec": {"replicas": 3 if args.replicas > 1 else 1},
+                    "config": alertmanager_config(args.alert_receivers),
+                },
                 "grafana": {
                     "replicas": args.replicas,
                     "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": ns}},

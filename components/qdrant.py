@@ -20,6 +20,7 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
 
 from components import workload as wl
+from components.backup import BackupJob, BackupTarget
 from components.spec import Resources
 
 HTTP_PORT, GRPC_PORT, P2P_PORT = 6333, 6334, 6335
@@ -49,6 +50,8 @@ class QdrantArgs:
     persistent: bool = True
     resources: Resources = wl.resource_amounts(requests=("250m", "1Gi"), limits=("2", "4Gi"))
     image: str = "qdrant/qdrant:v1.20.0-unprivileged"  # same minor as qdrant-client in mcp-context
+    # Scheduled snapshots of every collection, from every replica, to object storage (sophia:backup).
+    backup: BackupTarget | None = None
 
 
 def server_config(api_key: str, distributed: bool) -> str:
@@ -86,6 +89,18 @@ class Qdrant(pulumi.ComponentResource):
         distributed = args.replicas > 1
         headless = f"{w.app}-headless"
         self._api_key = args.api_key
+        # Clustered: each shard on two nodes (a node lost loses no data), a shard per node, and a write
+        # acknowledged once one copy has it (a node down does not stop writes). mcp-context creates the
+        # collection with these.
+        self._cluster_env = (
+            {
+                "QDRANT_REPLICATION_FACTOR": "2",
+                "QDRANT_WRITE_CONSISTENCY_FACTOR": "1",
+                "QDRANT_SHARD_NUMBER": str(args.replicas),
+            }
+            if args.replicas > 1
+            else {}
+        )
 
         config_text = pulumi.Output.from_input(args.api_key).apply(lambda key: server_config(key, distributed))
         secret = k8s.core.v1.Secret(
@@ -196,6 +211,22 @@ class Qdrant(pulumi.ComponentResource):
         ingress = wl.callers_ingress(args.callers, args.services_namespace, HTTP_PORT, GRPC_PORT) + wl.metrics_ingress(
             args.metrics_namespace, HTTP_PORT
         )
+        if args.backup is not None:
+            nodes = [
+                f"http://{w.app}-{i}.{wl.cluster_host(headless, w.namespace)}:{HTTP_PORT}" for i in range(args.replicas)
+            ]
+            backup = BackupJob(
+                f"{name}-backup",
+                w,
+                "qdrant",
+                args.backup,
+                env={"QDRANT_URLS": " ".join(nodes)},
+                secrets={API_KEY_KEY: args.api_key},
+                store_port=HTTP_PORT,
+                scratch=args.storage_size,
+                opts=child,
+            )
+            ingress.append(backup.ingress(HTTP_PORT))
         egress = []
         if distributed:
             # Raft between the replicas, which find each other by name.
@@ -209,7 +240,9 @@ class Qdrant(pulumi.ComponentResource):
 
     def connection(self, caller: str) -> wl.Connection:
         """Every caller uses the one API key (Qdrant has no per-user auth)."""
-        return wl.Connection(peer=self.peer, env={"QDRANT_URL": self.url}, secrets={API_KEY_KEY: self._api_key})
+        return wl.Connection(
+            peer=self.peer, env={"QDRANT_URL": self.url, **self._cluster_env}, secrets={API_KEY_KEY: self._api_key}
+        )
 
 
 @dataclass(frozen=True)

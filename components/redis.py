@@ -1,14 +1,17 @@
 """Redis as the platform's cache and stream broker (official `redis` image).
 
 Auth is on: the `default` user is disabled and each calling service gets its own ACL
-user, stored hashed in the ACL file. `maxmemory` with an LRU eviction policy suits a
-cache (the embedding cache's entries all carry a 24 h TTL); persistence is a per-stack
-choice. A redis_exporter sidecar serves metrics with its own read-only user.
+user, stored hashed in the ACL file. `maxmemory` with `volatile-lru`: only keys with a TTL
+are evicted (the embedding cache's entries all carry a 24 h TTL), never state without one
+(mcp-github's index state, mcp-agents' task stream), which an eviction would silently
+corrupt; a full Redis refuses writes instead. Persistence is a per-stack choice. A redis_exporter sidecar serves metrics with its own read-only user.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,15 +19,24 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.apps.v1 import StatefulSetSpecArgs
-from pulumi_kubernetes.core.v1 import HTTPGetActionArgs, ProbeArgs
+from pulumi_kubernetes.core.v1 import ExecActionArgs, HTTPGetActionArgs, ProbeArgs
 from pulumi_kubernetes.meta.v1 import LabelSelectorArgs
 
 from components import workload as wl
+from components.backup import BackupJob, BackupTarget
 from components.spec import Resources
 
 PORT = 6379
 METRICS_PORT = 9121
 EXPORTER_USER = "exporter"
+# The backup job's user: takes the RDB over the replication protocol, reads no key by command.
+BACKUP_USER = "backup"
+BACKUP_PERMISSIONS = "resetkeys -@all +sync +replconf +ping"
+# The acl-reloader sidecar's user: may reload the ACL file and nothing else, so a changed Secret
+# (a rotation) reaches Redis without a restart. Its password derives from the exporter's.
+RELOADER_USER = "acl-reloader"
+RELOADER_PERMISSIONS = "resetkeys -@all +acl|load +ping"
+RELOAD_INTERVAL_SECONDS = 10
 # The secret key (a file under the secrets wl.mount) holding a caller's password.
 PASSWORD_KEY = "REDIS_PASSWORD"
 REDIS_UID = wl.RUN_AS  # any UID works: the image needs only /data writable (fsGroup)
@@ -43,7 +55,7 @@ class RedisArgs:
     services_namespace: str
     metrics_namespace: str | None = None
     maxmemory: str = "256mb"
-    eviction_policy: str = "allkeys-lru"
+    eviction_policy: str = "volatile-lru"
     persistence: bool = False
     storage_size: str = "5Gi"
     storage_class: str | None = None
@@ -51,15 +63,53 @@ class RedisArgs:
     exporter_resources: Resources = wl.resource_amounts(requests=("20m", "32Mi"), limits=("100m", "64Mi"))
     image: str = "redis:8.2.2-bookworm"
     exporter_image: str = "oliver006/redis_exporter:v1.77.0"
+    # Scheduled RDB copies to object storage (sophia:backup); the job logs in as BACKUP_USER.
+    backup: BackupTarget | None = None
+    backup_password: pulumi.Input[str] | None = None
+    # Passwords still accepted beside a user's current one: the window of a rotation in which pods
+    # holding the old password keep working (Redis ACL users may have several passwords).
+    previous_passwords: Mapping[str, pulumi.Input[str]] = dataclasses.field(default_factory=dict)
 
 
-def acl_file(users: Mapping[str, str], exporter_password: str) -> str:
-    """Redis ACL file; passwords only as SHA-256 (`#<hex>`), so the file never holds them."""
+def reloader_password(exporter_password: str) -> str:
+    return hmac.new(exporter_password.encode(), RELOADER_USER.encode(), hashlib.sha256).hexdigest()
+
+
+def acl_file(
+    users: Mapping[str, str],
+    exporter_password: str,
+    backup_password: str | None = None,
+    previous: Mapping[str, str] | None = None,
+) -> str:
+    """Redis ACL file; passwords only as SHA-256 (`#<hex>`), so the file never holds them. A user
+    with a `previous` password accepts both (a rotation's window)."""
     digest = lambda pw: hashlib.sha256(pw.encode()).hexdigest()  # noqa: E731
+    previous = previous or {}
+
+    def hashes(user: str, pw: str) -> str:
+        old = previous.get(user)
+        return f"#{digest(pw)}" + (f" #{digest(old)}" if old and old != pw else "")
+
     lines = ["user default off"]
-    lines += [f"user {user} on #{digest(pw)} {SERVICE_PERMISSIONS}" for user, pw in sorted(users.items())]
+    lines += [f"user {user} on {hashes(user, pw)} {SERVICE_PERMISSIONS}" for user, pw in sorted(users.items())]
     lines.append(f"user {EXPORTER_USER} on #{digest(exporter_password)} {EXPORTER_PERMISSIONS}")
+    lines.append(f"user {RELOADER_USER} on #{digest(reloader_password(exporter_password))} {RELOADER_PERMISSIONS}")
+    if backup_password:
+        lines.append(f"user {BACKUP_USER} on #{digest(backup_password)} {BACKUP_PERMISSIONS}")
     return "\n".join(lines) + "\n"
+
+
+# Reload the ACL file whenever its content changes (a Secret volume is updated in place).
+RELOADER_SCRIPT = f"""last=$(cksum < /etc/redis/acl/users.acl)
+while sleep {RELOAD_INTERVAL_SECONDS}; do
+  now=$(cksum < /etc/redis/acl/users.acl)
+  if [ "$now" != "$last" ]; then
+    if REDISCLI_AUTH="$(cat /etc/redis/acl/reloader-password)" redis-cli -h 127.0.0.1 -p {PORT} --user {RELOADER_USER} --no-auth-warning ACL LOAD; then
+      last=$now
+    fi
+  fi
+done
+"""
 
 
 def redis_conf(args: RedisArgs) -> str:
@@ -99,8 +149,12 @@ class Redis(pulumi.ComponentResource):
             f"{name}-config", metadata=w.meta("redis-config"), data={"redis.conf": redis_conf(args)}, opts=child
         )
         acl = pulumi.Output.all(
-            users=pulumi.Output.all(**args.users) if args.users else {}, exporter=args.exporter_password
-        ).apply(lambda v: acl_file(v["users"], v["exporter"]))
+            users=pulumi.Output.all(**args.users) if args.users else {},
+            exporter=args.exporter_password,
+            backup=args.backup_password if args.backup else None,
+            previous=pulumi.Output.all(**args.previous_passwords) if args.previous_passwords else {},
+        ).apply(lambda v: acl_file(v["users"], v["exporter"], v["backup"], v["previous"]))
+        reloader_auth = pulumi.Output.from_input(args.exporter_password).apply(reloader_password)
         exporter_auth = pulumi.Output.from_input(args.exporter_password).apply(
             lambda pw: json.dumps({f"redis://localhost:{PORT}": pw})
         )
@@ -111,6 +165,7 @@ class Redis(pulumi.ComponentResource):
             string_data={
                 "users.acl": pulumi.Output.secret(acl),
                 "exporter-passwords.json": pulumi.Output.secret(exporter_auth),
+                "reloader-password": pulumi.Output.secret(reloader_auth),
             },
             opts=child,
         )
@@ -160,13 +215,27 @@ class Redis(pulumi.ComponentResource):
             readiness_probe=health,
             volume_mounts=[acl_mount],
         )
-        # Redis runs ACL checks on the ACL file's users, so the config hash must include it.
-        checksum = wl.content_checksum(acl, redis_conf(args))
+        # Changes to the ACL file reach Redis without a restart: the acl-reloader sidecar runs ACL LOAD
+        # when the kubelet has updated the mounted Secret. Only the exporter's own password (which
+        # redis_exporter reads at start) and the server config roll the pod.
+        reloader = wl.upstream_container(
+            "acl-reloader",
+            args.image,
+            REDIS_UID,
+            {},
+            args.exporter_resources,
+            command=["sh", "-c", RELOADER_SCRIPT],
+            volume_mounts=[acl_mount],
+            # Alive while it can read what it watches; never gates the pod's readiness on Redis.
+            liveness_probe=ProbeArgs(exec_=ExecActionArgs(command=["test", "-r", "/etc/redis/acl/users.acl"])),
+            readiness_probe=ProbeArgs(exec_=ExecActionArgs(command=["test", "-r", "/etc/redis/acl/users.acl"])),
+        )
+        checksum = wl.content_checksum(exporter_auth, redis_conf(args))
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=w.meta(annotations=wl.UPSTREAM_IMAGE_SKIP),
             spec=StatefulSetSpecArgs(
-                service_name=w.app,
+                service_name=f"{w.app}-headless",  # the governing Service must be headless
                 replicas=1,
                 selector=LabelSelectorArgs(match_labels=w.selector),
                 volume_claim_templates=claims,
@@ -174,7 +243,7 @@ class Redis(pulumi.ComponentResource):
                     w.labels,
                     wl.pod_annotations(checksum, METRICS_PORT),
                     REDIS_UID,
-                    containers=[redis, exporter],
+                    containers=[redis, exporter, reloader],
                     volumes=volumes,
                     termination_grace_period_seconds=30,
                 ),
@@ -184,14 +253,31 @@ class Redis(pulumi.ComponentResource):
         self.service = wl.cluster_service(
             f"{name}-service", w.meta(), w.selector, {"redis": PORT, "metrics": METRICS_PORT}, child
         )
+        wl.cluster_service(
+            f"{name}-headless", w.meta(f"{w.app}-headless"), w.selector, {"redis": PORT}, child, cluster_ip="None"
+        )
         wl.disruption_budget(f"{name}-pdb", w.meta(), w.selector, child)
+        backup = None
+        if args.backup is not None:
+            backup = BackupJob(
+                f"{name}-backup",
+                w,
+                "redis",
+                args.backup,
+                env={"REDIS_HOST": w.host, "REDIS_PORT": str(PORT), "REDIS_USERNAME": BACKUP_USER},
+                secrets={"REDIS_PASSWORD": args.backup_password},
+                store_port=PORT,
+                scratch="2Gi",
+                opts=child,
+            )
         # No egress at all: Redis talks to nobody.
         wl.network_policy(
             f"{name}-netpol",
             w.meta(),
             w.selector,
             ingress=wl.callers_ingress(sorted(args.users), args.services_namespace, PORT)
-            + wl.metrics_ingress(args.metrics_namespace, METRICS_PORT),
+            + wl.metrics_ingress(args.metrics_namespace, METRICS_PORT)
+            + ([backup.ingress(PORT)] if backup else []),
             egress=[],
             opts=child,
         )

@@ -198,11 +198,24 @@ class Alert(_Strict):
     summary: str = Field(min_length=1)
 
 
+# The request-duration histogram's bucket edges (sophia_chassis.metrics.LATENCY_BUCKETS; a test ties them).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
 class ServiceObservability(_Strict):
-    """What the service adds to the platform's monitoring: dashboard panels and alerts."""
+    """What the service adds to the platform's monitoring: dashboard panels, alerts, its latency SLO."""
 
     panels: tuple[Panel, ...] = ()
     alerts: tuple[Alert, ...] = ()
+    # 99 % of requests within this (the seed's 100 ms by default); a bucket edge of the histogram.
+    latency_slo_seconds: float = 0.1
+
+    @field_validator("latency_slo_seconds")
+    @classmethod
+    def _edge(cls, v: float) -> float:
+        if v not in LATENCY_BUCKETS:
+            raise ValueError(f"{v} is not a latency bucket edge; use one of {', '.join(map(str, LATENCY_BUCKETS))}")
+        return v
 
 
 class ServiceSpec(_Strict):

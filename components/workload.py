@@ -81,11 +81,27 @@ def resource_amounts(requests: tuple[str, str], limits: tuple[str, str]) -> Reso
     )
 
 
+# The container's writable layer and logs (data lives on volumes, /tmp on a size-limited emptyDir): a
+# runaway writer is evicted instead of filling the node's disk, and the scheduler counts what is used.
+EPHEMERAL_STORAGE = ("64Mi", "1Gi")
+
+
 def resource_requirements(amounts: Resources, extra: Mapping[str, str] | None = None) -> core.ResourceRequirementsArgs:
     """`extra` (e.g. a GPU count) goes into both requests and limits."""
+    request, limit = EPHEMERAL_STORAGE
     return core.ResourceRequirementsArgs(
-        requests={"cpu": amounts.requests.cpu, "memory": amounts.requests.memory, **(extra or {})},
-        limits={"cpu": amounts.limits.cpu, "memory": amounts.limits.memory, **(extra or {})},
+        requests={
+            "cpu": amounts.requests.cpu,
+            "memory": amounts.requests.memory,
+            "ephemeral-storage": request,
+            **(extra or {}),
+        },
+        limits={
+            "cpu": amounts.limits.cpu,
+            "memory": amounts.limits.memory,
+            "ephemeral-storage": limit,
+            **(extra or {}),
+        },
     )
 
 

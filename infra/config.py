@@ -44,10 +44,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+EMAIL = re.compile(r"^[^@\s]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+
+
 class Tls(_Strict):
     enabled: bool = False
-    # A cert-manager ClusterIssuer name, or a Secret (e.g. from ESC) holding tls.crt/tls.key.
-    issuer: str | None = None
+    # Let's Encrypt through cert-manager (the program creates the ClusterIssuer, HTTP-01 through the
+    # Gateway), or a Secret (e.g. from ESC) holding tls.crt/tls.key.
+    issuer: Literal["letsencrypt-staging", "letsencrypt-prod"] | None = None
+    acme_email: str | None = None  # Let's Encrypt's expiry notices go here
     secret_name: str | None = None
 
     @model_validator(mode="after")
@@ -57,6 +62,11 @@ class Tls(_Strict):
                 f"{NAMESPACE}:tls: with enabled=true set exactly one of tls.issuer "
                 f"(cert-manager ClusterIssuer) or tls.secret_name (given: issuer={self.issuer!r}, "
                 f"secret_name={self.secret_name!r})"
+            )
+        if self.issuer and not (self.acme_email and EMAIL.match(self.acme_email)):
+            raise ValueError(
+                f"{NAMESPACE}:tls.acme_email: {self.issuer} needs a contact address for the ACME account "
+                f"(given: {self.acme_email!r}); set e.g. tls.acme_email: platform@example.com"
             )
         return self
 
@@ -196,6 +206,67 @@ class Auth(_Strict):
         return self
 
 
+# Where alerts go; each receiver's URL or key is a secret in the stack's ESC environment.
+ALERT_SECRETS = {"pagerduty": "PAGERDUTY_ROUTING_KEY", "slack": "SLACK_WEBHOOK_URL", "webhook": "ALERT_WEBHOOK_URL"}
+
+
+class Alerting(_Strict):
+    """Alertmanager's receivers: `page` alerts wake someone, `ticket` alerts wait for working hours."""
+
+    page: Literal["pagerduty", "slack", "webhook"] | None = None
+    ticket: Literal["slack", "webhook"] | None = None
+    slack_channel: str = "#sophia-alerts"
+
+
+class Backup(_Strict):
+    """Scheduled Qdrant snapshots and Redis RDB copies to S3-compatible storage (docs/secrets.md).
+    Bucket, prefix and schedule come from ESC (sophia/base); the writer's keys are the secrets
+    BACKUP_ACCESS_KEY_ID / BACKUP_SECRET_ACCESS_KEY."""
+
+    enabled: bool = False
+    # Unset: AWS S3 in `region`; otherwise any S3-compatible endpoint (MinIO, R2, ...).
+    endpoint: str | None = None
+    bucket: str | None = None
+    prefix: str = ""
+    region: str = "us-east-1"
+    schedule: str = "17 3 * * *"
+    retention_days: int = Field(14, ge=1, le=3650)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/?$", v):
+            raise ValueError(f"{v!r} is not an endpoint URL; use e.g. 'https://s3.us-east-2.amazonaws.com'")
+        return v
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v):
+            raise ValueError(f"{v!r} is not an S3 bucket name; use 3-63 lowercase letters, digits, '.', '-'")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v and (v.startswith("/") or not v.endswith("/") or not re.match(r"^[A-Za-z0-9._/-]+$", v)):
+            raise ValueError(f"{v!r} is not a key prefix; use e.g. 'prod/' (no leading '/', a trailing '/')")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        if len(v.split()) != 5 or not re.match(r"^[0-9*/,\- ]+$", v):
+            raise ValueError(f"{v!r} is not a five-field cron schedule; use e.g. '17 3 * * *'")
+        return v
+
+    @model_validator(mode="after")
+    def _where(self) -> Backup:
+        if self.enabled and not self.bucket:
+            raise ValueError(f"{NAMESPACE}:backup.bucket: backups are enabled but no bucket is set")
+        return self
+
+
 class Namespaces(_Strict):
     services: str = "sophia"
     data: str = "sophia-data"
@@ -236,7 +307,9 @@ class StackConfig(_Strict):
     services: dict[str, ServiceOverride] = {}
     kubernetes: Kubernetes = Kubernetes()
     auth: Auth = Auth()
+    alerting: Alerting = Alerting()
     data: Data = Data()
+    backup: Backup = Backup()
     # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.
     install_charts: bool = True
     # Apply the Gateway API and Prometheus-operator CRDs from the toolchain (local: no charts bring them),
@@ -306,6 +379,11 @@ class StackConfig(_Strict):
             raise ValueError(
                 f"{NAMESPACE}:registry: the {env} stack builds and pushes images, so it needs a "
                 "registry (given: nothing); set e.g. 'registry.example.com/sophia'"
+            )
+        if env == "prod" and self.alerting.page is None:
+            raise ValueError(
+                f"{NAMESPACE}:alerting.page: prod pages someone when a service is down (given: nothing); set "
+                f"pagerduty, slack or webhook and put its {', '.join(ALERT_SECRETS.values())} in the ESC environment"
             )
         if env == "prod" and not self.tls.enabled:
             raise ValueError(

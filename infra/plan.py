@@ -12,7 +12,7 @@ from pathlib import Path
 from components import pgbouncer, qdrant, redis
 from components.image import ImageBuild, ImageSource
 from components.spec import ServiceSpec, cpu_millicores, memory_bytes, replica_bounds_problem
-from infra.config import NAMESPACE, ConfigError, ServiceOverride, StackConfig
+from infra.config import ALERT_SECRETS, NAMESPACE, ConfigError, ServiceOverride, StackConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +23,8 @@ API_KEYS = "API_KEYS"
 PLATFORM_SECRETS = {redis.PASSWORD_KEY, qdrant.API_KEY_KEY, pgbouncer.PASSWORD_KEY, API_KEYS}
 # External secrets the data layer reads from ESC (not from a service manifest).
 DATABASE_URL, DATABASE_READ_URL = "DATABASE_URL", "DATABASE_READ_URL"
+# The backup writer's S3 keys (ESC), when sophia:backup.enabled.
+BACKUP_KEYS = ("BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY")
 PROD_MIN_REPLICAS = 2
 
 
@@ -144,12 +146,25 @@ def plan_services(
             f"{NAMESPACE}:secrets.{DATABASE_URL}: services use PostgreSQL but the stack has no connection "
             f"string; add the Neon URL to the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
         )
+    for kind in sorted({k for k in (config.alerting.page, config.alerting.ticket) if k}):
+        if ALERT_SECRETS[kind] not in secrets_available:
+            problems.append(
+                f"{NAMESPACE}:secrets.{ALERT_SECRETS[kind]}: alerts go to {kind} but the stack has no "
+                f"{ALERT_SECRETS[kind]}; add it to the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
+            )
     if config.environment != "local" and API_KEYS not in secrets_available and config.auth.oidc_issuer is None:
         problems.append(
             f"{NAMESPACE}:secrets.{API_KEYS}: nobody could call the services (no API key table and no "
             f"{NAMESPACE}:auth.oidc_issuer); issue keys with `python -m sophia_chassis.auth issue` and put the "
             f"entries, a JSON list, in the ESC environment under pulumiConfig.{NAMESPACE}:secrets.{API_KEYS}"
         )
+    if config.environment != "local" and config.backup.enabled:
+        problems += [
+            f"{NAMESPACE}:secrets.{key}: backups are enabled but the stack has no S3 key for them; add it to "
+            f"the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
+            for key in BACKUP_KEYS
+            if key not in secrets_available
+        ]
     if problems:
         raise ConfigError(stack, problems)
     return planned

@@ -105,6 +105,7 @@ def offline_config(stack: str, services_dir: Path = SERVICES_DIR, root: Path = R
     key = f"{NAMESPACE}:{SECRETS_KEY}"
     given = config.get(key) or {}
     if isinstance(given, dict):
+        from infra.config import ALERT_SECRETS
         from infra.plan import API_KEYS, DATABASE_READ_URL, DATABASE_URL, PLATFORM_SECRETS
 
         needed = {s for spec in discover(services_dir) for s in spec.secrets} - PLATFORM_SECRETS
@@ -113,6 +114,7 @@ def offline_config(stack: str, services_dir: Path = SERVICES_DIR, root: Path = R
         stand_ins[DATABASE_URL] = "postgresql://redacted:redacted@database.invalid:5432/sophia"
         stand_ins[DATABASE_READ_URL] = "postgresql://redacted:redacted@replica.database.invalid:5432/sophia"
         stand_ins[API_KEYS] = REDACTED
+        stand_ins.update({name: REDACTED for name in ALERT_SECRETS.values()})
         config[key] = {**stand_ins, **given}
     return config
 

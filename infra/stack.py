@@ -19,10 +19,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.backup import BackupTarget
 from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.ingress import Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
-from components.observability import Observability, ObservabilityArgs
+from components.observability import AlertReceivers, Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
 from components.postgres import LocalPostgres, LocalPostgresArgs
 from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, QdrantArgs
@@ -32,8 +33,16 @@ from components.service import GpuPlacement, PlatformService, PlatformServiceArg
 from components.spec import ServiceSpec, cpu_millicores, memory_bytes
 from components.upstreams import UPSTREAMS, Upstreams, UpstreamsArgs
 from components.workload import Connection, cluster_host
-from infra.config import StackConfig
-from infra.plan import API_KEYS, DATABASE_READ_URL, DATABASE_URL, REPO_ROOT, PlannedService, upstreams_image
+from infra.config import ALERT_SECRETS, StackConfig
+from infra.plan import (
+    API_KEYS,
+    BACKUP_KEYS,
+    DATABASE_READ_URL,
+    DATABASE_URL,
+    REPO_ROOT,
+    PlannedService,
+    upstreams_image,
+)
 
 LOCAL_KEY_SECRET = "local-api-key"
 LOCAL_KEY_ID, LOCAL_TENANT = "local", "local"
@@ -127,16 +136,17 @@ def deploy(
 ) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
     cluster = _cluster(config, planned)
-    generated = _generated_secrets(config, planned, cluster).values
+    generated_secrets = _generated_secrets(config, planned, cluster)
+    generated = generated_secrets.values
     esc: EscSecret = lambda key, default=None: _secret(secret_values, key, default)  # noqa: E731
-    stores = _data_stores(config, planned, generated, esc, cluster)
+    stores = _data_stores(config, planned, generated, esc, cluster, generated_secrets.previous)
     gpu_pools = _gpu_pools(config, cluster)
     local_key = local_api_key(generated[LOCAL_KEY_SECRET]) if config.environment == "local" else None
     api_keys = esc(API_KEYS, "[]") if local_key is None else local_key.apply(lambda k: json.dumps([key_entry(k)]))
     services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools)
     crds = local_crds(cluster.provider) if config.local_crds else []
     ingress = _ingress(config, planned, crds, cluster, services)
-    observability = _observability(config, planned, crds, cluster)
+    observability = _observability(config, planned, crds, cluster, esc)
     return {
         "environment": config.environment,
         "not_deployed": ingress.not_deployed + observability.not_deployed,
@@ -183,6 +193,7 @@ def _generated_secrets(config: StackConfig, planned: list[PlannedService], clust
             names=[f"redis-{s}" for s in callers_of(planned, "redis")]
             + ["redis-exporter", "qdrant-api-key", "pgbouncer-client"]
             + ([LOCAL_KEY_SECRET] if config.environment == "local" else [])
+            + (["redis-backup"] if config.backup.enabled else [])
             + (["postgres-local"] if config.data_settings.local_postgres else []),
             rotation=config.secret_rotation,
         ),
@@ -196,19 +207,25 @@ def _data_stores(
     generated: dict[str, pulumi.Output[str]],
     esc: EscSecret,
     cluster: Cluster,
+    previous: dict[str, pulumi.Output[str]] | None = None,
 ) -> DataStores:
     names, data = config.namespaces, config.data_settings
+    backup = _backup_target(config, esc)
     redis = Redis(
         "redis",
         RedisArgs(
             namespace=names.data,
             users={s: generated[f"redis-{s}"] for s in callers_of(planned, "redis")},
+            # The password each had before the last rotation stays valid until the next one.
+            previous_passwords={s: previous[f"redis-{s}"] for s in callers_of(planned, "redis")} if previous else {},
             exporter_password=generated["redis-exporter"],
             services_namespace=names.services,
             metrics_namespace=names.observability,
             maxmemory=data.redis_maxmemory,
             persistence=bool(data.redis_persistence) and data.persistent_volumes,
             storage_class=data.storage_class,
+            backup=backup,
+            backup_password=generated["redis-backup"] if backup else None,
         ),
         opts=cluster.inside("data"),
     )
@@ -237,6 +254,7 @@ def _data_stores(
                 storage_size=data.qdrant_storage,
                 storage_class=data.storage_class,
                 persistent=data.persistent_volumes,
+                backup=backup,
             ),
             opts=cluster.inside("data"),
         )
@@ -290,6 +308,15 @@ def _data_stores(
             opts=cluster.inside("data"),
         )
     return DataStores(redis, qdrant, pgbouncer, upstreams)
+
+
+def _backup_target(config: StackConfig, esc: EscSecret) -> BackupTarget | None:
+    """Where Qdrant and Redis back up to (sophia:backup and the writer's keys, both from ESC)."""
+    b = config.backup
+    if not b.enabled or b.bucket is None:
+        return None
+    access, secret = (esc(key) for key in BACKUP_KEYS)
+    return BackupTarget(b.bucket, access, secret, b.prefix, b.region, b.endpoint, b.schedule, b.retention_days)
 
 
 def _gpu_pools(config: StackConfig, cluster: Cluster) -> GpuPools | None:
@@ -389,6 +416,7 @@ def _ingress(
             routes=routes,
             tls_enabled=config.tls.enabled,
             tls_issuer=config.tls.issuer,
+            acme_email=config.tls.acme_email,
             tls_secret_name=config.tls.secret_name,
             replicas=2 if config.is_prod else 1,
             install_controller=config.install_charts,
@@ -401,8 +429,16 @@ def _ingress(
 
 
 def _observability(
-    config: StackConfig, planned: list[PlannedService], crds: list[pulumi.Resource], cluster: Cluster
+    config: StackConfig, planned: list[PlannedService], crds: list[pulumi.Resource], cluster: Cluster, esc: EscSecret
 ) -> Observability:
+    alerting = config.alerting
+    kinds = {k for k in (alerting.page, alerting.ticket) if k}
+    receivers = AlertReceivers(
+        page=alerting.page,
+        ticket=alerting.ticket,
+        secrets={kind: esc(ALERT_SECRETS[kind]) for kind in kinds},
+        slack_channel=alerting.slack_channel,
+    )
     return Observability(
         "observability",
         ObservabilityArgs(
@@ -414,6 +450,7 @@ def _observability(
             install_charts=config.install_charts,
             monitoring_resources=config.install_charts or config.local_crds,
             crds=crds,
+            alert_receivers=receivers,
         ),
         opts=cluster.inside("observability"),
     )

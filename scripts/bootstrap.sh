@@ -61,14 +61,20 @@ fi
 # Pulumi starts dynamic providers (generated secrets) in the program's directory, infra/, and
 # resolves Pulumi.yaml's `virtualenv: .venv` from there; point that at the project's venv.
 ln -sfn ../.venv infra/.venv
-# actionlint, the GitHub Actions workflow linter the tests run, built from the Go module proxy
-# at the version toolchain/actionlint/go.mod pins, into the venv (once per pin).
-actionlint_stamp=".venv/.stamp-actionlint-$(cat toolchain/actionlint/go.mod toolchain/actionlint/go.sum | sha256sum | cut -c1-16)"
-if [[ ! -f "$actionlint_stamp" ]]; then
-  command -v go >/dev/null || { log "go is required to build actionlint"; exit 1; }
-  log "building actionlint from toolchain/actionlint/go.mod"
-  (cd toolchain/actionlint && GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0 \
-    go build -o ../../.venv/bin/actionlint github.com/rhysd/actionlint/cmd/actionlint)
-  rm -f .venv/.stamp-actionlint-*; touch "$actionlint_stamp"
-fi
+# Go tools the tests run, built from the Go module proxy at the versions their toolchain/<tool>/go.mod
+# pins, into the venv (once per pin and source): actionlint (workflow linter), promtool (alert rule
+# tests), esc-eval (github.com/pulumi/esc's evaluator with local providers and rotators, for esc/).
+go_tool() { # go_tool NAME PACKAGE [BUILD FLAGS...]
+  local name=$1 package=$2; shift 2
+  local stamp=".venv/.stamp-$name-$(cat "toolchain/$name"/*.go "toolchain/$name/go.mod" "toolchain/$name/go.sum" | sha256sum | cut -c1-16)"
+  [[ -f "$stamp" ]] && return
+  command -v go >/dev/null || { log "go is required to build $name"; exit 1; }
+  log "building $name from toolchain/$name/go.mod"
+  (cd "toolchain/$name" && GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0 nice -n 10 \
+    go build "$@" -o "../../.venv/bin/$name" "$package")
+  rm -f .venv/.stamp-"$name"-*; touch "$stamp"
+}
+go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint
+go_tool promtool github.com/prometheus/prometheus/cmd/promtool -tags remove_all_sd
+go_tool esc-eval .
 log "ready"

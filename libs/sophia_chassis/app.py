@@ -11,9 +11,10 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sophia_chassis.admission import AdmissionControl
 from sophia_chassis.auth import install_auth
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.metrics import RequestMetrics
@@ -29,15 +30,29 @@ def create_app(
     settings: ServiceSettings,
     *,
     readiness: Mapping[str, Check] | None = None,
+    degraded: Mapping[str, Check] | None = None,
     on_startup: Iterable[Hook] = (),
     on_shutdown: Iterable[Hook] = (),
+    limited_paths: Iterable[str] = (),
     **fastapi_kwargs: Any,
 ) -> FastAPI:
+    """`limited_paths`: routes under admission control (sophia_chassis.admission): at most
+    settings.max_concurrent_requests run at once, the rest wait up to
+    settings.queue_timeout_seconds and are then answered 503 with Retry-After."""
     configure_logging(settings.log_level)
     log = structlog.get_logger()
-    checks = dict(readiness or {})
+    # `readiness`: what the pod cannot serve without (failing: 503, out of the Service). `degraded`:
+    # optional or external peers (a cache, a vendor API): reported by /readyz and dependency_up, never
+    # taking the pod out, so one Redis restart or a vendor outage does not empty every Service.
+    checks, optional = dict(readiness or {}), dict(degraded or {})
     registry = CollectorRegistry()
     metrics = RequestMetrics(registry)
+    dependency_up = Gauge(
+        "dependency_up",
+        "1 while an optional or external dependency answers /readyz's check",
+        ("dependency",),
+        registry=registry,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -59,6 +74,16 @@ def create_app(
     app.add_middleware(
         ObserveRequests, service=settings.service_name, metrics=metrics, max_body_bytes=settings.max_body_bytes
     )
+    limited = tuple(limited_paths)
+    if limited:  # outermost: a shed request costs the loop as little as possible (counted apart)
+        app.add_middleware(
+            AdmissionControl,
+            paths=limited,
+            max_concurrent=settings.max_concurrent_requests,
+            queue_timeout=settings.queue_timeout_seconds,
+            max_loop_lag=settings.max_loop_lag_seconds or None,
+            registry=registry,
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -73,11 +98,21 @@ def create_app(
             except Exception as exc:  # a failing dependency is an answer, not an error
                 return name, f"{type(exc).__name__}: {exc}"[:200]
 
-        results = dict(await asyncio.gather(*(run(n, c) for n, c in checks.items())))
-        failed = {name: why for name, why in results.items() if why}
+        results = dict(await asyncio.gather(*(run(n, c) for n, c in {**checks, **optional}.items())))
+        for name in optional:
+            dependency_up.labels(name).set(0 if results[name] else 1)
+        failed = {name: results[name] for name in checks if results[name]}
+        degraded_now = {name: results[name] for name in optional if results[name]}
         if failed:
-            return problem(503, "Not ready", f"failing: {', '.join(sorted(failed))}", checks=failed)
-        return {"status": "ready", "checks": sorted(results)}
+            return problem(
+                503, "Not ready", f"failing: {', '.join(sorted(failed))}", checks=failed, degraded=degraded_now
+            )
+        body: dict[str, Any] = {"status": "degraded" if degraded_now else "ready", "checks": sorted(checks)}
+        if optional:
+            body["optional"] = sorted(optional)
+        if degraded_now:
+            body["degraded"] = degraded_now
+        return body
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:

@@ -20,13 +20,18 @@ class CircuitOpenError(RuntimeError):
 
 
 class UpstreamError(RuntimeError):
-    """The upstream kept failing through every retry."""
+    """The upstream kept failing through every retry. `retry_after` is set when its last answer
+    was a 429 or 503 saying when to come back (an overloaded upstream shedding load)."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None):
         super().__init__(reason)
-        self.retry_after = retry_after
+        self.retry_after, self.status = retry_after, status
 
 
 @dataclass
@@ -120,13 +125,21 @@ class ResilientClient:
                         breaker.record_failure()
                         raise _Retryable(f"{type(exc).__name__} talking to {host}") from exc
                     if response.status_code == 429 or response.status_code >= 500:
-                        breaker.record_failure()
+                        retry_after = retry_after_seconds(response)
+                        if response.status_code in (429, 503) and retry_after is not None:
+                            # Busy, not broken: it answered at once and said when to come back (load
+                            # shedding). Retried after that; the breaker stays closed for it.
+                            breaker.record_success()
+                        else:
+                            breaker.record_failure()
                         log.warning("upstream_retry", host=host, status=response.status_code)
-                        raise _Retryable(f"{host} answered {response.status_code}", retry_after_seconds(response))
+                        raise _Retryable(f"{host} answered {response.status_code}", retry_after, response.status_code)
                     breaker.record_success()
                     return response
         except _Retryable as exc:
-            raise UpstreamError(f"{method} {url}: {exc} after {self._attempts} attempts") from exc
+            raise UpstreamError(
+                f"{method} {url}: {exc} after {self._attempts} attempts", exc.status, exc.retry_after
+            ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:

@@ -80,6 +80,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UpstreamError)
     async def upstream(_: Request, exc: UpstreamError):
+        if exc.retry_after is not None:  # the upstream is shedding load: pass its Retry-After on
+            return problem(503, "Upstream busy", str(exc), headers=retry_after(exc.retry_after))
         return problem(502, "Upstream error", str(exc))
 
     @app.exception_handler(Exception)

@@ -45,6 +45,12 @@ class ServiceSettings(BaseSettings):
     service_tokens_dir: str | None = None  # where this service's tokens for its callees are mounted
     rate_limit_per_minute: int = Field(600, ge=1)
     rate_limit_burst: int = Field(60, ge=1)
+    # Admission control of the routes a service names (create_app's limited_paths): this many run
+    # at once; the next wait at most this long, then are answered 503 + Retry-After.
+    max_concurrent_requests: int = Field(4, ge=1)
+    queue_timeout_seconds: float = Field(0.05, ge=0)
+    # ... and while the event loop runs this late (seconds; 0: not watched), new ones are shed at once.
+    max_loop_lag_seconds: float = Field(0.02, ge=0)
 
     @classmethod
     def load(cls, **overrides):

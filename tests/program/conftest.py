@@ -12,6 +12,19 @@ from infra.discovery import SERVICES_DIR
 from infra.render import RenderMocks, kubernetes_objects, offline_config, run_program
 
 STACKS = ("local", "dev", "prod")
+# What the ESC environment adds to prod's stack file for backups (esc/base.yaml, esc/prod.yaml;
+# tests/program/test_esc.py checks the real evaluation), so prod renders with its backup CronJobs.
+PROD_BACKUPS = {
+    "backup": {
+        "enabled": True,
+        "endpoint": "https://s3.us-east-2.amazonaws.com",
+        "bucket": "sophia-backups-111122223333",
+        "prefix": "prod/",
+        "region": "us-east-2",
+        "retention_days": 30,
+    },
+    "secrets": {"BACKUP_ACCESS_KEY_ID": "redacted", "BACKUP_SECRET_ACCESS_KEY": "redacted"},
+}
 
 
 def render_objects(
@@ -40,7 +53,7 @@ def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    return {stack: render_objects(stack) for stack in STACKS}
+    return {stack: render_objects(stack, PROD_BACKUPS if stack == "prod" else None) for stack in STACKS}
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ COMPONENTS: dict[str, tuple[Callable[[], pulumi.ComponentResource], str, list[st
             "redis", RedisArgs(namespace="data", users={"svc": "pw"}, exporter_password="x", services_namespace="apps")
         ),
         "sophia:platform:Redis",
-        ["ConfigMap", "Secret", "StatefulSet", "Service", "PodDisruptionBudget", "NetworkPolicy"],
+        ["ConfigMap", "Secret", "StatefulSet", "Service", "Service", "PodDisruptionBudget", "NetworkPolicy"],
     ),
     "qdrant": (
         lambda: Qdrant(

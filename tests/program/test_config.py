@@ -52,8 +52,15 @@ BAD_CONFIGS = [
     (
         "TLS with two sources",
         "dev",
-        {"tls": {"enabled": True, "issuer": "le", "secret_name": "crt"}},
-        "given: issuer='le', secret_name='crt'",
+        {
+            "tls": {
+                "enabled": True,
+                "issuer": "letsencrypt-staging",
+                "acme_email": "a@example.com",
+                "secret_name": "crt",
+            }
+        },
+        "given: issuer='letsencrypt-staging', secret_name='crt'",
     ),
     (
         "negative GPU pool size",
@@ -191,6 +198,31 @@ BAD_CONFIGS = [
         {"auth": {"api_server_cidrs": ["10.0.0.300/32"]}},
         "'10.0.0.300/32' is not a CIDR",
     ),
+    (
+        "ACME without a contact",
+        "prod",
+        {"tls": {"enabled": True, "issuer": "letsencrypt-prod"}},
+        "sophia:tls.acme_email: letsencrypt-prod needs a contact address",
+    ),
+    (
+        "unknown issuer",
+        "prod",
+        {"tls": {"enabled": True, "issuer": "my-ca", "acme_email": "a@example.com"}},
+        "sophia:tls.issuer: Input should be 'letsencrypt-staging' or 'letsencrypt-prod'",
+    ),
+    ("prod paging nobody", "prod", {"alerting": {"ticket": "slack"}}, "sophia:alerting.page: prod pages someone"),
+    (
+        "pager without its key",
+        "dev",
+        {
+            "alerting": {"page": "pagerduty"},
+            "secrets": {
+                k: "x"
+                for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HUBSPOT_ACCESS_TOKEN", "GITHUB_TOKEN", "API_KEYS")
+            },
+        },
+        "sophia:secrets.PAGERDUTY_ROUTING_KEY: alerts go to pagerduty but the stack has no PAGERDUTY_ROUTING_KEY",
+    ),
     ("secrets not a map", "dev", {"secrets": ["OPENAI_API_KEY"]}, "sophia:secrets: must be a map of NAME: value"),
     (
         "calling a disabled service",
@@ -257,6 +289,38 @@ def test_replica_rules_are_checked_once_on_the_merged_numbers(services_copy: Pat
     assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (2, 3)
 
 
+@pytest.mark.parametrize(
+    ("backup", "expected"),
+    [
+        ({"enabled": True}, "sophia:backup.bucket: backups are enabled but no bucket is set"),
+        ({"bucket": "Bad_Bucket"}, "sophia:backup.bucket: 'Bad_Bucket' is not an S3 bucket name"),
+        ({"bucket": "b-1", "prefix": "/prod"}, "sophia:backup.prefix: '/prod' is not a key prefix"),
+        ({"bucket": "b-1", "schedule": "daily"}, "sophia:backup.schedule: 'daily' is not a five-field cron schedule"),
+        (
+            {"bucket": "b-1", "retention_days": 0},
+            "sophia:backup.retention_days: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_bad_backup_settings_are_refused(backup: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_stack_config("prod", with_changes("prod", backup=backup))
+    assert expected in str(err.value)
+
+
+def test_enabled_backups_need_the_writer_keys() -> None:
+    from infra.discovery import discover
+    from infra.plan import plan_services
+
+    raw = with_changes("prod", backup={"enabled": True, "bucket": "sophia-backups"})
+    config = parse_stack_config("prod", raw)
+    available = set(raw["secrets"]) | {"API_KEYS"}
+    with pytest.raises(ConfigError) as err:
+        plan_services("prod", config, discover(), available)
+    assert "sophia:secrets.BACKUP_ACCESS_KEY_ID: backups are enabled but the stack has no S3 key" in str(err.value)
+    plan_services("prod", config, discover(), available | {"BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY"})
+
+
 def test_local_builds_every_service_into_the_machines_registry_by_digest() -> None:
     """sophia:local_registry: the one services/Dockerfile per service, built by the local builder
     (a dynamic resource: buildah, offline) and deployed by digest; its requests as overridden."""
@@ -273,7 +337,7 @@ def test_local_builds_every_service_into_the_machines_registry_by_digest() -> No
     deployment = find(kubernetes_objects(mocks.resources), "Deployment", "mcp-context")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].startswith("127.0.0.1:15000/sophia/mcp-context@sha256:")
-    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi"}
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi", "ephemeral-storage": "64Mi"}
 
 
 def test_the_content_hash_follows_what_the_image_copies(tmp_path: Path) -> None:

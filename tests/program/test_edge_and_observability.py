@@ -117,7 +117,32 @@ def test_alert_rules_cover_down_errors_and_multiwindow_burn_rates() -> None:
         burn = rules[f"LatencyBudgetBurn{long_w.upper()}"]
         assert f"rate{long_w} > ({rate} * 0.01)" in burn["expr"] and f"rate{short_w} > ({rate} * 0.01)" in burn["expr"]
         assert burn["labels"]["severity"] == severity
-        assert 'le="0.1"' in rules[f"sophia:latency_slow_ratio:rate{long_w}"]["expr"]
+
+
+def test_each_service_is_held_to_its_own_latency_slo() -> None:
+    from components.spec import LATENCY_BUCKETS
+    from sophia_chassis.metrics import LATENCY_BUCKETS as EXPORTED
+
+    assert LATENCY_BUCKETS == EXPORTED  # a threshold the manifests may name is a bucket the services export
+    services = declared()
+    assert services["mcp-context"].latency_slo_seconds == 0.1  # the seed's target
+    assert services["agno-coordinator"].latency_slo_seconds > 1  # model calls take seconds
+    records = [r for g in alert_rules(services) for r in g["rules"] if r.get("record")]
+    for window in {w for pair in BURN_RATE_WINDOWS for w in pair[:2]}:
+        # Every service is in exactly one rule per window, and that rule's threshold is its own.
+        rules = [r for r in records if r["record"] == f"sophia:latency_slow_ratio:rate{window}"]
+        covered = []
+        for rule in rules:
+            names = re.search(r'service=~"([^"]+)"', rule["expr"]).group(1).split("|")
+            threshold = float(re.search(r'le="([^"]+)"', rule["expr"]).group(1))
+            assert all(services[n].latency_slo_seconds == threshold for n in names)
+            covered += names
+        assert sorted(covered) == sorted(services)
+
+
+def test_a_latency_slo_off_the_histogram_is_refused() -> None:
+    with pytest.raises(ValueError, match="0.2 is not a latency bucket edge"):
+        ServiceObservability(latency_slo_seconds=0.2)
 
 
 @pytest.mark.parametrize("service", ["mcp-context", "orchestrator", "agno-coordinator", "mcp-agents"])
@@ -227,3 +252,48 @@ def test_the_gateway_controller_and_the_gateway_api_crds_are_pinned_together() -
         f"gateway-api {GATEWAY_API_VERSION},"
         in (Path(__file__).resolve().parents[2] / "toolchain/build.sh").read_text()
     )
+
+
+@pytest.mark.parametrize(
+    "stack,issuer,server",
+    [
+        ("dev", "letsencrypt-staging", "https://acme-staging-v02.api.letsencrypt.org/directory"),
+        ("prod", "letsencrypt-prod", "https://acme-v02.api.letsencrypt.org/directory"),
+    ],
+)
+def test_the_certificate_has_an_issuer_that_answers_http01_through_the_gateway(
+    rendered: dict[str, list[dict[str, Any]]], stack: str, issuer: str, server: str
+) -> None:
+    objects = rendered[stack]
+    cluster_issuer = find(objects, "ClusterIssuer", issuer)
+    assert "namespace" not in cluster_issuer["metadata"]  # cluster-scoped
+    acme = cluster_issuer["spec"]["acme"]
+    assert acme["server"] == server and "@" in acme["email"]
+    [solver] = acme["solvers"]
+    [parent] = solver["http01"]["gatewayHTTPRoute"]["parentRefs"]
+    gateway = find(objects, "Gateway", parent["name"])
+    assert parent["namespace"] == gateway["metadata"]["namespace"]
+    listener = next(lsn for lsn in gateway["spec"]["listeners"] if lsn["name"] == parent["sectionName"])
+    assert (listener["protocol"], listener["port"]) == ("HTTP", 80)  # HTTP-01 is answered on port 80
+    certificate = next(o for o in objects if o["kind"] == "Certificate")
+    assert certificate["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": issuer}
+
+
+def test_alerts_reach_people_by_severity_in_prod() -> None:
+    values = {r["chart"]: r for r in helm_releases(run_program("prod", offline_config("prod")))}
+    config = values["kube-prometheus-stack"]["values"]["alertmanager"]["config"]
+    receivers = {r["name"]: r for r in config["receivers"]}
+    page_route = next(r for r in config["route"]["routes"] if r["matchers"] == ['severity="page"'])
+    assert receivers[page_route["receiver"]]["pagerduty_configs"][0]["routing_key"]
+    assert receivers[config["route"]["receiver"]]["slack_configs"][0]["api_url"]  # tickets, the default route
+    # A page silences the same service's tickets; a service that is down silences its other alerts.
+    inhibit = config["inhibit_rules"]
+    assert {
+        "source_matchers": ['severity="page"'],
+        "target_matchers": ['severity="ticket"'],
+        "equal": ["service"],
+    } in inhibit
+    assert any(r["source_matchers"] == ['alertname="ServiceDown"'] for r in inhibit)
+    # Every severity the rules use is routed somewhere.
+    severities = {r["labels"]["severity"] for g in alert_rules(declared()) for r in g["rules"] if "alert" in r}
+    assert severities == {"page", "ticket"}

@@ -141,10 +141,12 @@ def test_redis_is_a_bounded_cache_with_auth(
 ) -> None:
     objects = rendered[stack]
     conf = find(objects, "ConfigMap", "redis-config")["data"]["redis.conf"]
-    assert "maxmemory-policy allkeys-lru" in conf and "aclfile /etc/redis/acl/users.acl" in conf
+    # Only keys with a TTL (the cache's) are evicted, never index state or task streams.
+    assert "maxmemory-policy volatile-lru" in conf and "aclfile /etc/redis/acl/users.acl" in conf
     assert ("appendonly yes" in conf) == persistent
     sts = find(objects, "StatefulSet", "redis")
     assert ("volumeClaimTemplates" in sts["spec"]) == persistent
+    assert find(objects, "Service", sts["spec"]["serviceName"])["spec"]["clusterIP"] == "None"
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"].startswith("redis:")
     callers = {s.name for s in discover() if "redis" in s.calls.datastores}
     rule = find(objects, "NetworkPolicy", "redis")["spec"]["ingress"][0]
@@ -266,7 +268,7 @@ def test_listed_gpu_nodes_are_labelled_and_tainted() -> None:
     assert node["spec"]["taints"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "value": "present"}]
 
 
-def test_rotating_secret_is_random_alphanumeric_and_replaced_only_on_a_new_keeper() -> None:
+def test_rotating_secret_is_random_alphanumeric_and_renewed_only_on_a_new_keeper() -> None:
     from components.secrets import ALPHABET, _RotatingSecretProvider
 
     provider = _RotatingSecretProvider()
@@ -276,7 +278,11 @@ def test_rotating_secret_is_random_alphanumeric_and_replaced_only_on_a_new_keepe
     same = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "0", "length": 40})
     bumped = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "1", "length": 40})
     assert (same.changes, same.replaces) == (False, [])
-    assert (bumped.changes, bumped.replaces) == (True, ["keeper"])
+    assert (bumped.changes, bumped.replaces) == (True, [])  # updated in place, keeping the value before
+    renewed = provider.update("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "1", "length": 40})
+    assert renewed.outs["previous"] == first and renewed.outs["result"] not in (first, "")
+    longer = provider.diff("id", {"keeper": "0", "length": 40, "result": first}, {"keeper": "0", "length": 48})
+    assert longer.replaces == ["length"]
 
 
 @pytest.mark.parametrize("stack", ["local", "prod"])
@@ -293,7 +299,39 @@ def test_every_internet_egress_excludes_the_same_private_ranges(
         for peer in rule.get("to", [])
         if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
     }
-    assert set(blocks) == {"pgbouncer"} | {s.name for s in discover() if s.calls.external}
+    backups = {"qdrant-backup", "redis-backup"} if stack == "prod" else set()  # to object storage (sophia:backup)
+    assert set(blocks) == {"pgbouncer"} | backups | {s.name for s in discover() if s.calls.external}
     assert "100.64.0.0/10" in PRIVATE_RANGES  # carrier-grade NAT: some CNIs put pods there
     for block in blocks.values():
         assert block == {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}
+
+
+@pytest.mark.parametrize("stack", ["local", "dev", "prod"])
+def test_every_container_bounds_its_ephemeral_storage(rendered: dict[str, list[dict[str, Any]]], stack: str) -> None:
+    pods = [
+        o["spec"]["template"]["spec"]
+        for o in rendered[stack]
+        if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
+    ]
+    containers = [c for pod in pods for c in pod["containers"] + pod.get("initContainers", [])]
+    assert containers
+    for c in containers:
+        assert {"requests", "limits"} <= set(c["resources"]), c["name"]
+        assert c["resources"]["requests"]["ephemeral-storage"] and c["resources"]["limits"]["ephemeral-storage"], c[
+            "name"
+        ]
+
+
+@pytest.mark.parametrize("stack,expected", [("local", None), ("prod", ("2", "1", "3"))])
+def test_a_clustered_qdrant_keeps_two_copies_of_every_shard(
+    rendered: dict[str, list[dict[str, Any]]], stack: str, expected: tuple[str, str, str] | None
+) -> None:
+    container = find(rendered[stack], "Deployment", "mcp-context")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    names = ("QDRANT_REPLICATION_FACTOR", "QDRANT_WRITE_CONSISTENCY_FACTOR", "QDRANT_SHARD_NUMBER")
+    if expected is None:
+        assert not set(names) & set(env)  # one node: nothing to replicate
+    else:
+        assert tuple(env[n] for n in names) == expected
+        replicas = find(rendered[stack], "StatefulSet", "qdrant")["spec"]["replicas"]
+        assert int(env["QDRANT_SHARD_NUMBER"]) == replicas > int(env["QDRANT_REPLICATION_FACTOR"]) >= 2

@@ -98,7 +98,7 @@ def test_deployment_is_hardened_and_leaves_replicas_to_the_hpa() -> None:
         "readinessProbe": "/readyz",
         "startupProbe": "/healthz",
     }
-    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi", "ephemeral-storage": "64Mi"}
     assert [c["topologyKey"] for c in spec["topologySpreadConstraints"]] == ["kubernetes.io/hostname"]
     assert "nodeSelector" not in spec and "tolerations" not in spec
     assert "nvidia.com/gpu" not in container["resources"]["limits"]

@@ -44,6 +44,33 @@ def demo_app(ready: dict[str, bool], closed: list[str]) -> FastAPI:
     return app
 
 
+def test_an_optional_dependency_down_degrades_the_pod_but_keeps_it_ready() -> None:
+    state = {"cache": False, "database": True}
+
+    async def check(name: str) -> None:
+        if not state[name]:
+            raise ConnectionError("connection refused")
+
+    app = create_app(
+        Settings(), readiness={"database": lambda: check("database")}, degraded={"cache": lambda: check("cache")}
+    )
+    with serve(app) as url:
+        degraded = httpx.get(f"{url}/readyz")
+        assert degraded.status_code == 200  # still serving: the Service keeps the pod
+        assert degraded.json() == {
+            "status": "degraded",
+            "checks": ["database"],
+            "optional": ["cache"],
+            "degraded": {"cache": "ConnectionError: connection refused"},
+        }
+        assert 'dependency_up{dependency="cache"} 0.0' in httpx.get(f"{url}/metrics").text
+        state["cache"] = True
+        assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
+        assert 'dependency_up{dependency="cache"} 1.0' in httpx.get(f"{url}/metrics").text
+        state["database"] = False  # what it cannot serve without still takes it out
+        assert httpx.get(f"{url}/readyz").status_code == 503
+
+
 def test_health_readiness_metrics_request_id_and_problems() -> None:
     ready, closed = {"database": False}, []
     with serve(demo_app(ready, closed)) as url:
@@ -222,3 +249,88 @@ def test_upstream_failures_become_problem_responses() -> None:
     assert (first.status_code, first.json()["title"]) == (502, "Upstream error")
     assert (second.status_code, second.json()["title"]) == (503, "Dependency unavailable")
     assert json.loads(second.text)["detail"].startswith("127.0.0.1 is failing")
+
+
+def test_past_capacity_a_limited_route_answers_503_with_retry_after_at_once() -> None:
+    """Admission control: 2 run at once, the rest wait 50 ms at most and are then shed."""
+    app = create_app(Settings(max_concurrent_requests=2, queue_timeout_seconds=0.05), limited_paths=("/slow",))
+
+    @app.get("/slow")
+    async def slow():
+        await asyncio.sleep(0.5)
+        return {"ok": True}
+
+    @app.get("/other")
+    async def other():
+        await asyncio.sleep(0.5)
+        return {"ok": True}
+
+    async def burst(path: str) -> list[tuple[int, float, httpx.Response]]:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+            async def one() -> tuple[int, float, httpx.Response]:
+                started = time.monotonic()
+                response = await client.get(path)
+                return response.status_code, time.monotonic() - started, response
+
+            return await asyncio.gather(*(one() for _ in range(10)))
+
+    with serve(app) as url:
+        answers = asyncio.run(burst("/slow"))
+        others = asyncio.run(burst("/other"))
+        metrics = httpx.get(f"{url}/metrics").text
+    served = [a for a in answers if a[0] == 200]
+    shed = [a for a in answers if a[0] == 503]
+    assert len(served) == 2 and len(shed) == 8
+    for _, elapsed, response in shed:
+        assert elapsed < 0.4  # answered at the queue deadline, not after the slow ones
+        assert response.headers["Retry-After"] == "1"
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["title"] == "Overloaded"
+    assert [a[0] for a in others] == [200] * 10  # routes not named are not limited
+    assert "requests_shed_total 8.0" in metrics
+
+
+def test_a_waiting_request_gets_the_slot_a_finished_one_frees() -> None:
+    from sophia_chassis.admission import AdmissionControl
+
+    ran: list[int] = []
+
+    async def inner(scope, receive, send):
+        ran.append(scope["n"])
+        await asyncio.sleep(0.05)
+
+    async def scenario() -> list[int]:
+        control = AdmissionControl(inner, paths=["/x"], max_concurrent=1, queue_timeout=1.0)
+        sent: list[int] = []
+
+        async def send(message):
+            sent.append(message.get("status", 0))
+
+        scopes = [{"type": "http", "path": "/x", "n": n} for n in range(3)]
+        await asyncio.gather(*(control(s, None, send) for s in scopes))
+        assert control.active == 0 and control.queued == 0
+        return sent
+
+    assert asyncio.run(scenario()) == []  # nobody shed: each waited its turn
+    assert ran == [0, 1, 2]  # in arrival order
+
+
+def test_a_shedding_upstream_is_retried_after_its_retry_after_and_leaves_the_breaker_closed() -> None:
+    calls: list[float] = []
+    busy = (503, {"Retry-After": "1"})
+    with serve(flaky_upstream([busy, busy, busy, (200, {})], calls)) as upstream:
+        client = ResilientClient(upstream, attempts=2, backoff_max=2.0, failure_threshold=1, reset_timeout=60)
+        app = create_app(Settings())
+
+        @app.get("/proxy")
+        async def proxy():
+            return (await client.get("/thing")).json()
+
+        with serve(app) as url:
+            first = httpx.get(f"{url}/proxy", timeout=10)  # 503, waited 1 s, 503: passed on as busy
+            second = httpx.get(f"{url}/proxy", timeout=10)  # 503, waited 1 s, 200
+    assert calls[1] - calls[0] >= 0.95 and calls[3] - calls[2] >= 0.95
+    assert (first.status_code, first.json()["title"], first.headers["Retry-After"]) == (503, "Upstream busy", "1")
+    assert second.status_code == 200  # the breaker (threshold 1) did not open on the busy answers
+    assert client.breaker("127.0.0.1").state == "closed"

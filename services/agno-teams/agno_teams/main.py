@@ -21,7 +21,7 @@ from agno_teams.teams import client_health_team, sales_intelligence_team
 from sophia_chassis import create_app
 from sophia_chassis.auth import ServiceCredentials, require
 from sophia_chassis.inputs import HubSpotRecordId, Text
-from sophia_chassis.problems import problem
+from sophia_chassis.problems import problem, retry_after
 
 
 class ReviewIn(BaseModel):
@@ -74,9 +74,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         if coordinator:
             await coordinator.aclose()
 
-    app = create_app(
-        settings, readiness={"mcp-hubspot": hubspot.ping, "mcp-context": context.ping}, on_shutdown=[close]
-    )
+    app = create_app(settings, degraded={"mcp-hubspot": hubspot.ping, "mcp-context": context.ping}, on_shutdown=[close])
     metrics = TeamMetrics(app.state.registry)
     runner = TeamRunner(settings, hubspot, context, metrics, coordinator)
 
@@ -85,7 +83,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         title = (
             "Not found" if exc.status == 404 else "Dependency unavailable" if exc.status == 503 else "Upstream error"
         )
-        return problem(exc.status, title, str(exc), peer=exc.peer)
+        headers = retry_after(exc.retry_after) if exc.retry_after is not None else None
+        return problem(exc.status, title, str(exc), headers=headers, peer=exc.peer)
 
     @app.exception_handler(ModelNotConfigured)
     async def no_model(_: Request, exc: ModelNotConfigured):

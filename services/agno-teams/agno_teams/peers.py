@@ -22,9 +22,9 @@ from sophia_chassis.http import UpstreamError
 class PeerError(RuntimeError):
     """A peer failed or refused; `status` is what this service answers (404 passes through)."""
 
-    def __init__(self, peer: str, status: int, message: str):
+    def __init__(self, peer: str, status: int, message: str, retry_after: float | None = None):
         super().__init__(f"{peer}: {message}")
-        self.peer, self.status = peer, status
+        self.peer, self.status, self.retry_after = peer, status, retry_after
 
 
 class Peer:
@@ -50,6 +50,8 @@ class Peer:
         except CircuitOpenError as exc:
             raise PeerError(self.name, 503, str(exc)) from exc
         except UpstreamError as exc:
+            if exc.retry_after is not None:  # the peer is shedding load: busy, say when to retry
+                raise PeerError(self.name, 503, f"busy: {exc}", retry_after=exc.retry_after) from exc
             raise PeerError(self.name, 502, f"failed: {exc}") from exc
         if response.status_code >= 400:
             detail = _detail(response)

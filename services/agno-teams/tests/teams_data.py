@@ -107,6 +107,9 @@ def hubspot_app(hubspot_url: str):
     )
 
 
+MODEL_TIMEOUT_SECONDS = 15.0
+
+
 def teams_settings(**overrides):
     from agno_teams.settings import Settings
 
@@ -114,10 +117,11 @@ def teams_settings(**overrides):
         "model_api_key": None,
         "agno_coordinator_url": None,
         "peer_attempts": 2,
-        "peer_timeout_seconds": 5.0,
+        "peer_timeout_seconds": 15.0,  # MCP sessions to the peers open slowly on a loaded machine
         "model_max_retries": 0,
-        # 5 s: scripted replies are instant, but a loaded 2-core CI machine stalls for seconds
-        "model_timeout_seconds": 5.0,
-        "team_timeout_seconds": 30.0,
+        # Scripted replies are instant, but a loaded 2-core CI machine stalls for seconds: a timeout here
+        # would make the team fall back and the test fail for the wrong reason.
+        "model_timeout_seconds": MODEL_TIMEOUT_SECONDS,
+        "team_timeout_seconds": 90.0,
     } | overrides
     return Settings(**values)

@@ -10,7 +10,7 @@ import httpx
 from sophia_testing.hubspot_fake import FakeHubSpot
 from sophia_testing.openai_chat_fake import FakeChat, Reply
 
-from .teams_data import AS_OF, MODEL_KEY
+from .teams_data import AS_OF, MODEL_KEY, MODEL_TIMEOUT_SECONDS
 
 
 def delegate(member: str, task: str) -> Reply:
@@ -96,6 +96,7 @@ def test_a_failing_coordinator_is_a_502_problem_not_a_stack_trace(teams_url: str
         ("timeout", "timed out"),
     ):
         fresh_chat.failures.clear()
+        fresh_chat.slow_seconds = MODEL_TIMEOUT_SECONDS + 5  # a "timeout" answers only after the client gave up
         fresh_chat.fail("auto", outcome, outcome)
         response = httpx.post(f"{teams_url}/teams/client-health/companies/501/review", params=AS_OF, timeout=60)
         assert response.status_code == 502, (outcome, response.text)

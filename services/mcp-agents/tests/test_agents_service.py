@@ -58,7 +58,7 @@ def agents_settings(
     )
 
 
-def wait_for(url: str, task_id: str, states: tuple[str, ...] = ("succeeded", "failed"), timeout: float = 20) -> dict:
+def wait_for(url: str, task_id: str, states: tuple[str, ...] = ("succeeded", "failed"), timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         task = httpx.get(f"{url}/agents/tasks/{task_id}").json()

@@ -98,6 +98,7 @@ class ContextService:
             client,
             settings.embedding_cache_ttl_seconds,
             breaker_reset_seconds=settings.redis_breaker_reset_seconds,
+            local_entries=settings.embedding_cache_local_entries,
         )
         self.store: MemoryStore
         if settings.qdrant_url:
@@ -105,9 +106,18 @@ class ContextService:
                 AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key),
                 settings.qdrant_collection,
                 self.embedder.dimensions,
+                replication_factor=settings.qdrant_replication_factor,
+                write_consistency_factor=settings.qdrant_write_consistency_factor,
+                shard_number=settings.qdrant_shard_number,
             )
         else:
-            self.store = EmbeddedMemoryStore(settings.qdrant_path, settings.qdrant_collection, self.embedder.dimensions)
+            self.store = EmbeddedMemoryStore(
+                settings.qdrant_path,
+                settings.qdrant_collection,
+                self.embedder.dimensions,
+                index_min_points=settings.index_min_points,
+                index_check_seconds=settings.index_check_seconds,
+            )
 
     async def add(self, items: list[MemoryIn], tenant: str) -> list[str]:
         memories = [
@@ -179,6 +189,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     async def start() -> None:
         await service.store.ensure_collection()
+        if isinstance(service.store, EmbeddedMemoryStore):
+            service.store.start_indexing()
         await endpoint.start()
 
     async def stop() -> None:
@@ -194,7 +206,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return await service.store.ready()
 
     app = create_app(
-        settings, readiness={"redis": redis_ready, "qdrant": qdrant_ready}, on_startup=[start], on_shutdown=[stop]
+        settings,
+        readiness={"qdrant": qdrant_ready},
+        degraded={"redis": redis_ready},
+        on_startup=[start],
+        on_shutdown=[stop],
+        # Past capacity a search is answered 503 + Retry-After within QUEUE_TIMEOUT_SECONDS (bench-context).
+        limited_paths=("/memories/search",),
     )
     app.state.service = service
     requests_abandoned = Counter(
@@ -242,6 +260,8 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             "model": service.embedder.model,
             "dimensions": service.embedder.dimensions,
             "cache": {"hits": service.embedder.hits, "misses": service.embedder.misses},
+            # The embedded shard's index (built aside and swapped in); a Qdrant server indexes itself.
+            "index": service.store.index_status() if isinstance(service.store, EmbeddedMemoryStore) else None,
         }
 
     endpoint.attach(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mcp_context.cache import BREAKER_RESET_SECONDS, CACHE_TTL_SECONDS
+from mcp_context.cache import BREAKER_RESET_SECONDS, CACHE_TTL_SECONDS, LOCAL_ENTRIES
 from sophia_chassis import ServiceSettings
 
 
@@ -13,6 +13,7 @@ class Settings(ServiceSettings):
     embedding_provider: str = "local"  # openai | local
     embedding_model: str = "text-embedding-3-large"
     embedding_cache_ttl_seconds: int = CACHE_TTL_SECONDS
+    embedding_cache_local_entries: int = Field(LOCAL_ENTRIES, ge=0)  # recent vectors kept in the process
     openai_api_key: str | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     redis_url: str | None = None
@@ -24,4 +25,13 @@ class Settings(ServiceSettings):
     qdrant_api_key: str | None = None
     qdrant_path: str = ":memory:"  # embedded (Qdrant Edge) when no server URL: a directory, or ":memory:"
     qdrant_collection: str = "sophia-memories"
+    # A clustered Qdrant (the platform sets these from its replica count): copies of each shard, how many
+    # must confirm a write, and shards (one per node spreads the load).
+    qdrant_replication_factor: int = Field(1, ge=1, le=10)
+    qdrant_write_consistency_factor: int = Field(1, ge=1, le=10)
+    qdrant_shard_number: int | None = Field(None, ge=1, le=100)
     max_body_bytes: int = 16 << 20  # a batch of up to 1000 memories
+    # The embedded shard's index is rebuilt aside once this many points (or a tenth) are unindexed,
+    # checked this often (0: never in the background). A Qdrant server indexes by itself.
+    index_min_points: int = Field(1000, ge=1)
+    index_check_seconds: float = Field(30.0, ge=0)

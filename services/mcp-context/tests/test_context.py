@@ -226,12 +226,16 @@ def test_collection_is_created_on_a_qdrant_server_exactly_as_the_seed_says() -> 
                     embedding_provider="openai",
                     openai_api_key="test-key",
                     openai_base_url=f"{openai_url}/v1",
+                    qdrant_replication_factor=2,
+                    qdrant_shard_number=3,
                 )
             )
             with serve(app):
                 pass
     body = created["sophia-memories"]
     assert body["vectors"] == {"size": 3072, "distance": "Cosine"}
+    # As the platform configures it on prod's three-node cluster: every shard on two nodes.
+    assert (body["replication_factor"], body["shard_number"], body["write_consistency_factor"]) == (2, 3, 1)
     assert {k: body["hnsw_config"][k] for k in ("m", "ef_construct", "full_scan_threshold")} == SEED_COLLECTION[
         "hnsw_config"
     ]
@@ -312,7 +316,8 @@ def test_redis_outage_degrades_to_no_cache(redis_url: str) -> None:
         found = httpx.post(f"{url}/memories/search", json={"query": "still works"}).json()["results"]
         ready = httpx.get(f"{url}/readyz")
     assert found[0]["text"] == "still works"
-    assert ready.status_code == 503 and "redis" in ready.json()["checks"]
+    # The cache is optional: reported, not a reason to leave the Service.
+    assert ready.status_code == 200 and list(ready.json()["degraded"]) == ["redis"]
 
 
 def test_a_hung_redis_is_skipped_after_a_few_timeouts() -> None:
@@ -390,7 +395,15 @@ def test_a_burst_beyond_the_redis_pool_waits_for_the_cache_instead_of_running_th
     """Measured in bench-context: failing over to the model when the pool was busy made every
     hit a model run and throughput collapsed. A burst now queues for a connection."""
     app = build_app(
-        Settings(redis_url=redis_url, embedding_provider="local", redis_max_connections=2, qdrant_collection="burst")
+        Settings(
+            redis_url=redis_url,
+            embedding_provider="local",
+            redis_max_connections=2,
+            qdrant_collection="burst",
+            max_concurrent_requests=300,  # all 200 in flight at once (admission control is tested apart)
+            max_loop_lag_seconds=0,
+            embedding_cache_local_entries=0,  # every hit through Redis's pool
+        )
     )
     with serve(app) as url:
         queries = [f"burst question {i}" for i in range(4)]
@@ -409,3 +422,82 @@ def test_a_burst_beyond_the_redis_pool_waits_for_the_cache_instead_of_running_th
 
         assert asyncio.run(burst()) == [200] * 200
         assert embedder.misses == misses_before  # 200 hits through 2 connections, no model runs
+
+
+def test_the_index_is_built_aside_swapped_in_and_finds_what_the_exact_scan_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HNSW graph with int8 quantization, built by a child process on a copy of the shard;
+    writes made during the build are replayed into it; the same top 5 as the exact scan."""
+    import numpy as np
+
+    from mcp_context import store as store_module
+    from mcp_context.store import EmbeddedMemoryStore, Memory
+
+    # A few KB of vectors: let the graph, not the full-scan fallback, answer filtered searches.
+    monkeypatch.setattr(store_module, "HNSW", store_module.HNSW.model_copy(update={"full_scan_threshold": 1}))
+    rng = np.random.default_rng(7)
+    dims, count = 64, 600
+    centers = rng.standard_normal((12, dims))
+    vectors = centers[rng.integers(0, 12, count)] + 0.5 * rng.standard_normal((count, dims))
+    queries = centers[rng.integers(0, 12, 25)] + 0.5 * rng.standard_normal((25, dims))
+
+    async def scenario() -> None:
+        store = EmbeddedMemoryStore(str(tmp_path / "q"), "idx", dims, index_min_points=100, index_check_seconds=0)
+        await store.ensure_collection()
+        memories = [Memory(text=f"m{i}", tenant="t") for i in range(count)]
+        await store.upsert(memories, vectors.tolist())
+        assert store.needs_index() and store.index_status()["indexed"] == 0
+        late = Memory(text="written during the build", tenant="t")
+
+        async def build_while_writing(directory: Path) -> None:
+            await asyncio.gather(store_module.run_indexer(directory), store.upsert([late], [queries[0].tolist()]))
+            assert await store.delete(memories[0].id, "t")
+
+        assert await store.build_index(build_while_writing)
+        status = store.index_status()
+        assert status["indexed"] >= count - 1 and status["builds"] == 1 and not store.needs_index()
+        assert await store.get(late.id, "t") is not None and await store.get(memories[0].id, "t") is None
+        search = dict(tenant="t", limit=5, score_threshold=None, namespace=None, user=None, metadata=None)
+        for q in queries:
+            indexed = [r["id"] for r in await store.search(q.tolist(), **search)]
+            exact = [r["id"] for r in await store.search(q.tolist(), exact=True, **search)]
+            assert indexed == exact
+        await store.close()
+        # A restart opens the indexed generation through the collection's link; the old one is gone.
+        again = EmbeddedMemoryStore(str(tmp_path / "q"), "idx", dims)
+        await again.ensure_collection()
+        assert again.index_status()["indexed"] >= count - 1
+        assert [p.name for p in sorted((tmp_path / "q").iterdir())] == [".idx.gen-2", "idx"]
+        await again.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_recent_query_is_answered_from_the_process_without_a_redis_round_trip(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from mcp_context.cache import CachedEmbedder
+
+    class Counting:
+        model, dimensions = "counting", 4
+
+        async def embed(self, texts):
+            return [[float(len(t)), 1.0, 0.0, 0.0] for t in texts]
+
+    async def scenario() -> tuple[int, int, int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        cached = CachedEmbedder(Counting(), client, local_entries=2)
+        stats = redis.Redis.from_url(redis_url).info("commandstats")
+        before = stats.get("cmdstat_mget", {}).get("calls", 0)
+        first = await cached.embed(["a", "bb"])
+        again = await cached.embed(["a", "bb"])  # both in the process: no MGET
+        await cached.embed(["ccc"])  # evicts the least recent ("a"): read back from Redis next
+        assert await cached.embed(["a"]) == [first[0]] and again == first
+        after = redis.Redis.from_url(redis_url).info("commandstats")["cmdstat_mget"]["calls"]
+        await client.aclose()
+        return after - before, cached.model_runs, cached.hits, cached.misses
+
+    mgets, runs, hits, misses = asyncio.run(scenario())
+    assert (mgets, runs) == (3, 2)  # "a, bb", "ccc", "a" again; the model ran for "a, bb" and "ccc"
+    assert (hits, misses) == (3, 3)

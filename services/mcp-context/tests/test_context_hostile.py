@@ -124,6 +124,8 @@ def test_identical_concurrent_misses_run_the_model_once() -> None:
                 openai_api_key="test-key",
                 openai_base_url=f"{openai_url}/v1",
                 qdrant_collection="single-flight",
+                max_concurrent_requests=100,  # the whole burst in flight (admission control is tested apart)
+                max_loop_lag_seconds=0,
             )
         )
         with serve(app) as url:

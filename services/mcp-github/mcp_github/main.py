@@ -215,11 +215,16 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     endpoint = McpEndpoint(mcp)
 
-    readiness = {"github": service.github.ping, "mcp-context": service.context.ping}
-    if settings.redis_url:
-        readiness["redis"] = service.state.ping
+    # Index state it cannot work without; GitHub and mcp-context being down only degrade it (reads or
+    # indexing answer 502 meanwhile), so their outage does not empty the Service.
+    readiness = {"redis": service.state.ping} if settings.redis_url else {}
+    degraded = {"github": service.github.ping, "mcp-context": service.context.ping}
     app = create_app(
-        settings, readiness=readiness, on_startup=[endpoint.start], on_shutdown=[endpoint.stop, service.aclose]
+        settings,
+        readiness=readiness,
+        degraded=degraded,
+        on_startup=[endpoint.start],
+        on_shutdown=[endpoint.stop, service.aclose],
     )
     app.state.service = service
 

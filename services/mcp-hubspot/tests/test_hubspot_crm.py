@@ -102,4 +102,4 @@ def test_token_from_the_secret_file(hubspot_url: str, tmp_path, monkeypatch) -> 
         response = httpx.get(f"{url}/hubspot/deals")
         ready = httpx.get(f"{url}/readyz")
     assert response.status_code == 200 and len(response.json()["results"]) == 4
-    assert ready.json() == {"status": "ready", "checks": ["hubspot", "hubspot-token"]}
+    assert ready.json() == {"status": "ready", "checks": ["hubspot-token"], "optional": ["hubspot"]}
