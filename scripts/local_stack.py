@@ -224,8 +224,30 @@ def image_sizes() -> list[tuple[str, str, str]]:
     return sorted(rows)
 
 
+def cluster_was_replaced() -> bool:
+    """The stack's state lists resources but the cluster has none of its namespaces: the cluster
+    was made anew under it (`make e2e`, `make cluster-down`, a reboot) without `make down`."""
+    from lightkube.core.exceptions import ApiError
+    from lightkube.resources.core_v1 import Namespace
+
+    state = json.loads(pulumi("stack", "export", capture=True).stdout or "{}")
+    if not any(
+        r.get("type") == "kubernetes:core/v1:Namespace" for r in state.get("deployment", {}).get("resources", [])
+    ):
+        return False
+    try:
+        client().get(Namespace, "sophia")
+    except ApiError as exc:
+        return exc.status.code == 404
+    return False
+
+
 def cmd_up() -> int:
     ensure_stack()
+    if cluster_was_replaced():
+        # Forget what is gone, or every update of it fails with "not found".
+        print("[up] the cluster was made anew since the last pulumi up: refreshing the stack's state first")
+        timed("pulumi refresh", "refresh", "--yes", "--skip-preview")
     step, _ = timed("pulumi up", "up", "--yes", "--skip-preview")
     print(f"[up] pulumi up finished in {step.seconds:.0f}s")
     stack_outputs = outputs()
