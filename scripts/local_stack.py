@@ -230,16 +230,16 @@ def cluster_was_replaced() -> bool:
     from lightkube.core.exceptions import ApiError
     from lightkube.resources.core_v1 import Namespace
 
-    state = json.loads(pulumi("stack", "export", capture=True).stdout or "{}")
-    if not any(
-        r.get("type") == "kubernetes:core/v1:Namespace" for r in state.get("deployment", {}).get("resources", [])
-    ):
-        return False
     try:
         client().get(Namespace, "sophia")
+        return False
     except ApiError as exc:
-        return exc.status.code == 404
-    return False
+        if exc.status.code != 404:
+            raise
+    state = json.loads(pulumi("stack", "export", capture=True).stdout or "{}")
+    return any(
+        r.get("type") == "kubernetes:core/v1:Namespace" for r in state.get("deployment", {}).get("resources", [])
+    )
 
 
 def cmd_up() -> int:
