@@ -72,10 +72,13 @@ node_iptables_purge() {
     log "another kubelet/kube-proxy/kube-router runs here: leaving KUBE-* iptables chains alone"
     return 0
   fi
+  local rules
   for cmd in iptables ip6tables; do
     command -v "$cmd-save" >/dev/null || continue
-    "$cmd-save" | grep -q -e '^:KUBE-' -e '-[jg] KUBE-' || continue
-    "$cmd-save" | awk '/^:KUBE-/ || /^-A KUBE-/ || (/^-A / && / -[jg] KUBE-/) {next} {print}' | "$cmd-restore"
+    # Into a variable first: `save | grep -q` fails under pipefail when grep stops reading early.
+    rules="$("$cmd-save")"
+    grep -q -e '^:KUBE-' -e '-[jg] KUBE-' <<<"$rules" || continue
+    awk '/^:KUBE-/ || /^-A KUBE-/ || (/^-A / && / -[jg] KUBE-/) {next} {print}' <<<"$rules" | "$cmd-restore"
     log "removed the KUBE-* chains of $cmd (kubelet, kube-proxy, kube-router)"
   done
 }
