@@ -100,3 +100,9 @@ def discover(services_dir: Path = SERVICES_DIR) -> list[ServiceSpec]:
     if problems:
         raise ManifestError(problems)
     return specs
+
+
+def service_callers(specs: list[ServiceSpec], name: str) -> list[str]:
+    """The services whose manifests call `name` (its `calls.services`, inverted), sorted: the one
+    source for its NetworkPolicy's ingress and the callers its auth accepts."""
+    return sorted(s.name for s in specs if name in s.calls.services)

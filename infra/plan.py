@@ -13,6 +13,7 @@ from components import pgbouncer, qdrant, redis
 from components.image import ImageBuild, ImageSource
 from components.spec import ServiceSpec, cpu_millicores, memory_bytes, replica_bounds_problem
 from infra.config import ALERT_SECRETS, NAMESPACE, ConfigError, ServiceOverride, StackConfig
+from infra.discovery import service_callers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,7 +133,7 @@ def plan_services(
             PlannedService(
                 spec=spec,
                 image=_image_source(stack, config, spec.name, spec.build_args, services_dir, problems),
-                callers=tuple(sorted(s.name for s in effective.values() if spec.name in s.calls.services)),
+                callers=tuple(service_callers(list(effective.values()), spec.name)),
                 callees={c: effective[c].port for c in spec.calls.services if c in effective},
                 gpu=gpu,
             )

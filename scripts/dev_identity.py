@@ -17,7 +17,7 @@ import json
 import threading
 from pathlib import Path
 
-from infra.discovery import discover
+from infra.discovery import discover, service_callers
 from sophia_chassis.auth import issue_key
 from sophia_testing.oidc_issuer import running_issuer
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
                 token = issuer.service_token(spec.name, callee, NAMESPACE, expires_in=TOKEN_HOURS * 3600)
                 (folder / callee).write_text(token)
         for spec in specs:
-            callers = sorted(s.name for s in specs if spec.name in s.calls.services)
+            callers = service_callers(specs, spec.name)
             print(f"ALLOWED_CALLERS_{spec.name.upper().replace('-', '_')}={','.join(callers)}")
         print(f"SERVICE_TOKEN_ISSUER={issuer.url}")
         print(f"SERVICE_TOKEN_JWKS_URL={issuer.jwks_url}")
