@@ -82,6 +82,17 @@ def _engine_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _ensure_event_loop() -> None:
+    """The mock runtime schedules on the current event loop; an earlier asyncio.run() leaves none
+    (or a closed one), so make one only then, and reuse it across renders."""
+    try:
+        usable = not asyncio.get_event_loop().is_closed()
+    except RuntimeError:
+        usable = False
+    if not usable:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_program(
     stack: str, config: dict[str, Any], services_dir: Path = SERVICES_DIR, mocks: RenderMocks | None = None
 ) -> list[Registered]:
@@ -92,8 +103,7 @@ def run_program(
     secret_keys = [k for k in wire if k == f"{NAMESPACE}:{SECRETS_KEY}"]
     runtime_config.set_all_config(wire, secret_keys)
     mocks = mocks if mocks is not None else RenderMocks()
-    # The mock runtime schedules on the current event loop; an earlier asyncio.run() leaves none.
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    _ensure_event_loop()
     pulumi.runtime.set_mocks(mocks, project="sophia", stack=stack, preview=False)
     run_under_mocks(lambda: run(services_dir))()
     return mocks.resources
