@@ -20,11 +20,8 @@ down: bootstrap ## destroy the local stack and stop the local control plane
 api-key: bootstrap ## print the local stack's API key (after make up): Authorization: Bearer <key>
 	@source toolchain/env.sh && $(PY) scripts/local_stack.py api-key
 
-e2e: bootstrap ## real engine on a fresh local cluster (real node): preview, up, pods, gateway, policies, restarts, no-op up, destroy
-	@source toolchain/env.sh && toolchain/build.sh && toolchain/cluster.sh down && toolchain/cluster.sh up \
-	  && toolchain/image-build.sh base >/dev/null && toolchain/image-build.sh mirror 127.0.0.1:$${SOPHIA_REGISTRY_PORT:-15000} \
-	  && rm -rf .state/e2e-pulumi && PULUMI_BACKEND_URL=file://$$PWD/.state/e2e-pulumi \
-	  .venv/bin/python -m pytest -q -p no:cacheprovider e2e; rc=$$?; toolchain/cluster.sh down; exit $$rc
+e2e: bootstrap ## real engine on its own fresh local cluster (real node): preview, up, pods, gateway, policies, restarts, cluster recreated, destroy; make up's cluster is resumed after
+	@scripts/e2e.sh $(PYTEST_ARGS)
 
 test: bootstrap ## run the test suite (a run that collects no test fails: pytest exits 5)
 	@$(PY) -m pytest -q $(PYTEST_ARGS)

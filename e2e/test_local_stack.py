@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 
 import local_stack
@@ -143,6 +144,31 @@ def test_every_pod_is_ready_on_the_real_node(kube) -> None:
                 assert c.readinessProbe is not None, (pod.metadata.name, c.name)
 
 
+def test_the_hpas_read_cpu_from_metrics_server(kube, timings) -> None:
+    """metrics-server (toolchain) serves the resource metrics API for the real node's pods, and
+    every service's HPA turns it into a current CPU utilization (what it scales on)."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + 180
+    while True:
+        waiting = []
+        for service in SERVICES:
+            hpa = kube.get(HorizontalPodAutoscaler, service.name, namespace="sophia")
+            cpu = [
+                m.resource.current.averageUtilization
+                for m in (hpa.status.currentMetrics or [])
+                if m.type == "Resource" and m.resource and m.resource.name == "cpu"
+            ]
+            if not cpu or cpu[0] is None:
+                waiting.append(service.name)
+        if not waiting or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    timings.append(("HPAs reading metrics", time.perf_counter() - started))
+    assert not waiting, f"HPAs without a current CPU utilization: {waiting}"
+    pods = json.loads(kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/sophia/pods").stdout)
+    assert {p["metadata"]["name"].rsplit("-", 2)[0] for p in pods["items"]} >= {s.name for s in SERVICES}
+
+
 def test_every_route_answers_through_the_gateway(timings, api_key) -> None:
     started = time.perf_counter()
     failures = {}
@@ -278,7 +304,32 @@ def test_second_up_changes_nothing(timings) -> None:
     assert not re.search(r"\b\d+ (to )?(create|update|replace|delete)", proc.stdout), proc.stdout
 
 
-def test_destroy_removes_the_namespaces(kube, timings) -> None:
+def test_up_after_the_cluster_is_recreated_deploys_everything_again(timings) -> None:
+    """Issue 19: the stack's state outlives its cluster (cluster-down/up, a lost disk). `make up`'s
+    own steps on the new, empty cluster must converge to every service running, not say `done`
+    over nothing."""
+    started = time.perf_counter()
+    for command in ("down", "up"):
+        subprocess.run(["toolchain/cluster.sh", command], cwd=local_stack.REPO, check=True, timeout=600)
+    timings.append(("cluster recreated", time.perf_counter() - started))
+    started = time.perf_counter()
+    up = subprocess.run(
+        [sys.executable, "scripts/local_stack.py", "up"], cwd=local_stack.REPO, text=True, capture_output=True
+    )
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert "refreshing the stack's state first" in up.stdout, up.stdout[-3000:]
+    subprocess.run(["toolchain/cluster.sh", "gateway"], cwd=local_stack.REPO, check=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "scripts/local_stack.py", "report"], cwd=local_stack.REPO, text=True, capture_output=True
+    )
+    timings.append(("up on the recreated cluster", time.perf_counter() - started))
+    assert report.returncode == 0, report.stdout + report.stderr
+    for service in SERVICES:
+        assert re.search(rf"^\s+{service.name}\s+(\d+)/\1\s.*\s200 ", report.stdout, re.M), report.stdout
+
+
+def test_destroy_removes_the_namespaces(timings) -> None:
+    kube = local_stack.client()  # the cluster, and its CA, may be new since the module's client (above)
     step, _ = local_stack.timed("destroy", "destroy", "--yes", "--skip-preview")
     timings.append((step.label, step.seconds))
     # Pulumi waits for namespace deletion; allow the namespace controller a moment more.

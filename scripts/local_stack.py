@@ -137,7 +137,6 @@ LOCAL_NOT_DEPLOYED = [
     "(redis 7.0, pgbouncer 1.18, ...) under the public names (toolchain/image-build.sh mirror)",
     "the model API, GitHub and HubSpot are stand-ins (the tests' fakes, pod sophia-data/upstreams; "
     "sophia:local_upstreams): no route off this machine, no keys",
-    "metrics-server: not built, so the HPAs stay at their minimum",
 ]
 # Locally the Gateway and routes are served, by Traefik in NGF's place (toolchain/node.sh).
 LOCAL_GATEWAY = "the Gateway and HTTPRoutes are served locally by Traefik (make up step 5) instead"
@@ -269,19 +268,39 @@ def cmd_up() -> int:
     return 0
 
 
+def not_running(rows: list[tuple[str, str, str, str]], deployed: set[str]) -> list[str]:
+    """The services the stack deployed that are not all Ready or do not answer 2xx through the
+    gateway, each with what is wrong."""
+    wrong = []
+    for name, ready, _, request in rows:
+        if name not in deployed:
+            continue
+        have, _, want = ready.partition("/")
+        if not (have.isdigit() and want.isdigit() and int(want) > 0 and have == want):
+            wrong.append(f"{name} ({ready} pods ready)")
+        elif not request.startswith("2"):
+            wrong.append(f"{name} (request through the gateway: {request})")
+    return wrong
+
+
 def cmd_report() -> int:
-    """The gateway URL and, per service, pods ready, its routes and a real request's status."""
-    api_key = outputs().get("api_key")
+    """The gateway URL and, per service, pods ready, its routes and a real request's status.
+    Fails, naming them, when a service the stack deployed is not running: `done` means all are."""
+    stack_outputs = outputs()
+    api_key = stack_outputs.get("api_key")
+    deployed = set(stack_outputs.get("services", {}))
     deadline = time.monotonic() + 60
     rows = service_table(api_key)
     # The gateway picks up routes within seconds of starting; give it that long.
-    while any(not r[3][0].isdigit() or r[3].startswith(("404", "502", "503")) for r in rows) and (
-        time.monotonic() < deadline
-    ):
+    while not_running(rows, deployed) and time.monotonic() < deadline:
         time.sleep(3)
         rows = service_table(api_key)
     print(f"[up] gateway: {gateway_url()}  (Traefik on 127.0.0.1:{GATEWAY_PORT}, Host: {DOMAIN})")
     print_table(rows, ("service", "pods ready", "routes", "request through the gateway"))
+    if wrong := not_running(rows, deployed):
+        print(f"[up] FAILED: deployed but not running: {', '.join(wrong)}", file=sys.stderr)
+        print("[up]   see: kubectl -n sophia get pods; kubectl -n sophia describe pod <name>", file=sys.stderr)
+        return 1
     print("[up] try it (SOPHIA_API_KEY: the key printed above, or make api-key):")
     for path, body in (("/memories", '{"text": "The deploy freeze starts on Friday at noon"}'),
                        ("/memories/search", '{"query": "when does the deploy freeze start"}')):  # fmt: skip

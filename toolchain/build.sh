@@ -7,7 +7,7 @@
 # Pieces: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
 #         pulumi pulumi-language-python pulumi-resource-kubernetes
 #         real node (pins in node.env): kubelet kube-proxy pause registry coredns traefik
-#         kube-router node-images
+#         kube-router metrics-server node-images
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -196,6 +196,16 @@ recipe_kube_router() {
     "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v$KUBE_ROUTER_VERSION"
 }
 
+# metrics-server (the resource metrics API the HPAs read), and its upstream manifests, which
+# node.sh applies through a kustomize overlay (local image, flags for this node).
+recipe_metrics_server() {
+  upstream_build metrics-server "$METRICS_SERVER_MODULE" "$METRICS_SERVER_VERSION" ./cmd/metrics-server \
+    "-X k8s.io/client-go/pkg/version.gitVersion=v$METRICS_SERVER_VERSION"
+  local dir dest="$CACHE/share/metrics-server"
+  dir="$(GOFLAGS=-mod=mod go mod download -json "$METRICS_SERVER_MODULE@v$METRICS_SERVER_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  rm -rf "$dest" && mkdir -p "$dest" && cp "$dir"/manifests/base/*.yaml "$dest/" && chmod 0644 "$dest"/*.yaml
+}
+
 # Container images of the node's own pieces, from scratch with buildah (no registry to pull
 # from): the sandbox image and CoreDNS. docker-archive tarballs that cluster.sh imports into
 # the node's containerd (`ctr images import`).
@@ -213,6 +223,11 @@ recipe_node_images() {
   buildah config --entrypoint '["/coredns"]' --user 65532:65532 --port 53/udp "$c"
   rm -f "$dest/coredns.tar"
   buildah commit --rm "$c" "docker-archive:$dest/coredns.tar:sophia.local/coredns:$COREDNS_VERSION"
+  c="$(buildah from scratch)"
+  buildah copy "$c" "$BIN/metrics-server" /metrics-server
+  buildah config --entrypoint '["/metrics-server"]' --user 65532:65532 "$c"
+  rm -f "$dest/metrics-server.tar"
+  buildah commit --rm "$c" "docker-archive:$dest/metrics-server.tar:sophia.local/metrics-server:$METRICS_SERVER_VERSION"
 }
 
 # ---------------------------------------------------------------- pieces
@@ -224,10 +239,10 @@ main() {
   fi
   local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok crds
              pulumi pulumi-language-python pulumi-resource-kubernetes
-             kubelet kube-proxy pause registry coredns traefik kube-router node-images)
+             kubelet kube-proxy pause registry coredns traefik kube-router metrics-server node-images)
   [ $# -gt 0 ] && all=("$@")
   local node_fp="$HERE/node.env"
-  local node_images_fp="$HERE/node.env $BIN/pause $BIN/coredns"
+  local node_images_fp="$HERE/node.env $BIN/pause $BIN/coredns $BIN/metrics-server"
   local total=$SECONDS piece
   for piece in "${all[@]}"; do
     case "$piece" in
@@ -251,8 +266,10 @@ main() {
       coredns) FP_EXTRA="$node_fp" step coredns "v$COREDNS_VERSION" addons coredns ;;
       traefik) FP_EXTRA="$node_fp" step traefik "v$TRAEFIK_VERSION" addons traefik ;;
       kube-router) FP_EXTRA="$node_fp" step kube-router "v$KUBE_ROUTER_VERSION" addons kube-router ;;
-      node-images) FP_EXTRA="$node_images_fp" step node-images "pause, coredns" addons \
-        ../share/images/pause.tar ../share/images/coredns.tar ;;
+      metrics-server) FP_EXTRA="$node_fp" step metrics-server "v$METRICS_SERVER_VERSION" addons \
+        metrics-server ../share/metrics-server/deployment.yaml ;;
+      node-images) FP_EXTRA="$node_images_fp" step node-images "pause, coredns, metrics-server" addons \
+        ../share/images/pause.tar ../share/images/coredns.tar ../share/images/metrics-server.tar ;;
       *) echo "[toolchain] unknown piece: $piece" >&2; return 2 ;;
     esac
   done

@@ -5,11 +5,13 @@
 #
 #   toolchain/cluster.sh up       start (or keep) everything; waits for /readyz and Ready nodes
 #   toolchain/cluster.sh status   show processes, API health and nodes
+#   toolchain/cluster.sh stop     stop everything, keep the cluster state (`up` resumes it)
 #   toolchain/cluster.sh down     stop everything and delete the cluster state
 #   toolchain/cluster.sh gateway  start Traefik for the stack's Gateway (after `pulumi up`)
 #
-# State (certs, etcd data, logs, pids) lives in <repo>/.state/cluster; the admin kubeconfig
-# is written to <repo>/.state/kubeconfig. Both are gitignored.
+# State (certs, etcd data, logs, pids, the node's volumes) lives in <repo>/.state/cluster, or
+# in SOPHIA_CLUSTER_STATE (`make e2e` keeps its own cluster apart from `make up`'s); the admin
+# kubeconfig is written to <repo>/.state/kubeconfig on every `up`. Both are gitignored.
 #
 # Knobs (environment):
 #   SOPHIA_APISERVER_PORT (16443)  SOPHIA_ETCD_PORT (12379, peer +1)
@@ -31,7 +33,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=env.sh
 source "$HERE/env.sh"
 ROOT="$SOPHIA_ROOT"
-STATE="$ROOT/.state/cluster"
+STATE="${SOPHIA_CLUSTER_STATE:-$ROOT/.state/cluster}"
 PKI="$STATE/pki" LOGS="$STATE/logs" PIDS="$STATE/pids"
 ADMIN_KUBECONFIG="$ROOT/.state/kubeconfig"
 SHARE="$SOPHIA_TOOLCHAIN_DIR/share"
@@ -113,6 +115,25 @@ gen_node_pki() { # the real node's certificates, on top of gen_pki's
   sign traefik "/O=system:masters/CN=traefik" "$client"
   chmod 600 "$PKI"/*.key
   touch "$PKI/.node-done"
+}
+
+# The aggregation layer's front proxy (the API server calling metrics-server as an extension
+# API server): its own CA, as upstream advises, so no client certificate of the cluster CA can
+# pass for the proxy and assert another user in its headers. Its own marker: kept clusters
+# made before it get it on their next `up`.
+gen_front_proxy_pki() {
+  [ -f "$PKI/.front-proxy-done" ] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
+    -keyout "$PKI/front-proxy-ca.key" -out "$PKI/front-proxy-ca.crt" -subj "/CN=sophia-front-proxy-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-client.key" -out "$PKI/front-proxy-client.csr" \
+    -subj "/CN=front-proxy-client" 2>/dev/null
+  openssl x509 -req -in "$PKI/front-proxy-client.csr" -CA "$PKI/front-proxy-ca.crt" -CAkey "$PKI/front-proxy-ca.key" \
+    -CAcreateserial -days 3650 -sha256 -out "$PKI/front-proxy-client.crt" \
+    -extfile <(printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n') 2>/dev/null
+  rm -f "$PKI/front-proxy-client.csr"
+  chmod 600 "$PKI"/*.key
+  touch "$PKI/.front-proxy-done"
 }
 
 kubeconfig() { # kubeconfig NAME OUTFILE
@@ -280,6 +301,7 @@ cmd_up() {
   port_free_or_ours "$SCHED_PORT" kube-scheduler
   port_free_or_ours "$KWOK_PORT" kwok
   gen_pki
+  gen_front_proxy_pki
   [ "$REAL_NODE" = 1 ] && gen_node_pki
   kubeconfig admin "$ADMIN_KUBECONFIG"
   kubeconfig controller-manager "$STATE/controller-manager.kubeconfig"
@@ -306,6 +328,11 @@ cmd_up() {
     --kubelet-preferred-address-types=InternalIP \
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing=true \
     --cert-dir="$STATE/apiserver" --profiling=false
   wait_for "kube-apiserver (/readyz)" 180 kc get --raw=/readyz || die "kube-apiserver not ready; see $LOGS/kube-apiserver.log"
 
@@ -340,6 +367,8 @@ cmd_up() {
   want="$(grep -c '^kind: Node$' "$STATE/nodes.yaml" || true)"
   wait_for "$want kwok nodes Ready" 120 all_nodes_ready "$want" || die "nodes not Ready; see $LOGS/kwok.log"
   if [ "$REAL_NODE" = 1 ]; then node_up; fi
+  # A cluster resumed after `stop` serves its stack's Gateway again, as it did before.
+  if [ "$REAL_NODE" = 1 ] && [ -f "$STATE/gateway" ]; then cmd_gateway; fi
   # The default ServiceAccount must exist before pods can be created in a namespace.
   wait_for "default ServiceAccount" 60 kc -n default get serviceaccount default || true
   log "control plane up in $((SECONDS - t0))s: $API_URL, kubeconfig $ADMIN_KUBECONFIG"
@@ -364,10 +393,14 @@ cmd_status() {
   return $rc
 }
 
-cmd_down() {
+cmd_stop() {
   local n
   node_down
   for n in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$n"; done
+}
+
+cmd_down() {
+  cmd_stop
   rm -rf "$STATE" "$ADMIN_KUBECONFIG"
   log "stopped; removed $STATE and $ADMIN_KUBECONFIG"
 }
@@ -377,8 +410,9 @@ source "$HERE/node.sh"
 
 case "${1:-}" in
   up) cmd_up ;;
+  stop) cmd_stop; log "stopped; state kept in $STATE" ;;
   down) cmd_down ;;
   status) cmd_status ;;
   gateway) cmd_gateway ;;
-  *) echo "usage: $0 up|down|status|gateway" >&2; exit 2 ;;
+  *) echo "usage: $0 up|stop|down|status|gateway" >&2; exit 2 ;;
 esac

@@ -2,7 +2,8 @@
 #
 #   containerd (Debian) + runc (Debian) + CNI bridge/host-local/portmap/loopback (Debian)
 #   kubelet + kube-proxy (toolchain: k8s.io/kubernetes), kube-router --run-firewall only
-#   (toolchain: the NetworkPolicy controller), CoreDNS as pods (toolchain image), a local
+#   (toolchain: the NetworkPolicy controller), CoreDNS and metrics-server as pods (toolchain
+#   images), a local
 #   image registry (toolchain: distribution v3) on 127.0.0.1, and a socat forwarder so pods
 #   reach the API server (which listens on 127.0.0.1 only) through the `kubernetes` Service.
 #
@@ -22,7 +23,7 @@ CNI_BIN="${SOPHIA_CNI_BIN:-/usr/lib/cni}"
 
 node_need() {
   local b missing=()
-  for b in kubelet kube-proxy kube-router registry coredns pause; do
+  for b in kubelet kube-proxy kube-router registry coredns metrics-server pause; do
     [ -x "$SOPHIA_TOOLCHAIN_BIN/$b" ] || missing+=("$b")
   done
   for b in containerd containerd-shim-runc-v2 runc ctr iptables ipset socat; do
@@ -31,7 +32,8 @@ node_need() {
   for b in bridge host-local portmap loopback; do
     [ -x "$CNI_BIN/$b" ] || missing+=("CNI plugin $b (Debian containernetworking-plugins)")
   done
-  [ -f "$SHARE/images/pause.tar" ] && [ -f "$SHARE/images/coredns.tar" ] || missing+=("node images")
+  [ -f "$SHARE/images/pause.tar" ] && [ -f "$SHARE/images/coredns.tar" ] && [ -f "$SHARE/images/metrics-server.tar" ] \
+    || missing+=("node images")
   [ ${#missing[@]} -eq 0 ] || die "real node: missing ${missing[*]}; run toolchain/build.sh and scripts/bootstrap.sh"
 }
 
@@ -380,6 +382,40 @@ EOF
 node_ready() {
   [ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
+# metrics-server: upstream's own manifests (copied from its module by toolchain/build.sh) with a
+# kustomize overlay: the local image, and kubelets reached on their InternalIP with a verified
+# certificate (the cluster CA signs the kubelet's serving certificate) and only the real node
+# scraped (kwok's simulated nodes have no kubelet to answer); half upstream's CPU request, as
+# the 2-core node's budget is counted (docs/toolchain.md).
+metrics_server_apply() {
+  local dir="$NODE/metrics-server"
+  rm -rf "$dir" && mkdir -p "$dir/base" && cp "$SHARE"/metrics-server/*.yaml "$dir/base/"
+  cat >"$dir/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [base]
+images:
+- {name: gcr.io/k8s-staging-metrics-server/metrics-server, newName: sophia.local/metrics-server, newTag: "$METRICS_SERVER_VERSION"}
+patches:
+- target: {kind: Deployment, name: metrics-server}
+  patch: |-
+    - op: replace
+      path: /spec/template/spec/containers/0/args
+      value:
+      - --cert-dir=/tmp
+      - --secure-port=10250
+      - --kubelet-preferred-address-types=InternalIP
+      - --kubelet-use-node-status-port
+      - --kubelet-certificate-authority=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt
+      - --node-selector=sophia.ai/real-node=true
+      - --metric-resolution=15s
+    - {op: replace, path: /spec/template/spec/containers/0/imagePullPolicy, value: Never}
+    - {op: replace, path: /spec/template/spec/containers/0/resources/requests/cpu, value: 50m}
+    - {op: add, path: /spec/template/spec/nodeSelector/kubernetes.io~1hostname, value: $NODE_NAME}
+EOF
+  kc apply -k "$dir" >/dev/null
+}
+
 coredns_ready() {
   [ "$(kc -n kube-system get deploy coredns -o jsonpath='{.status.readyReplicas}')" = 1 ]
 }
@@ -408,7 +444,7 @@ node_up() {
   start_bin containerd "$(command -v containerd)" --config "$NODE/containerd/config.toml"
   wait_for containerd 60 "${CTR[@]}" version || die "containerd did not start; see $LOGS/containerd.log"
   local img
-  for img in pause coredns; do
+  for img in pause coredns metrics-server; do
     if ! "${CTR[@]}" images ls -q | grep -q "^sophia.local/$img:"; then
       "${CTR[@]}" images import "$SHARE/images/$img.tar" >/dev/null
       log "imported sophia.local/$img into the node's containerd"
@@ -431,6 +467,7 @@ node_up() {
   for i in $(seq 0 $((PV_COUNT - 1))); do mkdir -p "$NODE/volumes/pv$i" && chmod 1777 "$NODE/volumes/pv$i"; done
   storage_yaml | kc apply -f - >/dev/null
   coredns_yaml | kc apply -f - >/dev/null
+  metrics_server_apply
   wait_for "CoreDNS" 120 coredns_ready || die "CoreDNS not ready; kubectl -n kube-system describe pod -l k8s-app=kube-dns"
   wait_for "registry 127.0.0.1:$REGISTRY_PORT" 30 curl -sf "http://127.0.0.1:$REGISTRY_PORT/v2/" \
     || die "registry did not start; see $LOGS/registry.log"
@@ -532,4 +569,6 @@ cmd_gateway() {
     log "traefik already running (pid $(pid_of traefik))"
   fi
   wait_for "traefik" 60 curl -sf "http://127.0.0.1:$TRAEFIK_PING_PORT/ping" || die "traefik did not start; see $LOGS/traefik.log"
+  # Remembered with the cluster's state: `up` after a `stop` (or a reboot) starts it again.
+  touch "$STATE/gateway"
 }
