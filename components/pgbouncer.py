@@ -127,7 +127,9 @@ def pgbouncer_ini(primary: str, replica: str | None, args: PgBouncerArgs) -> str
     return "\n".join(["[databases]", *databases, "", pgbouncer_settings(args)])
 
 
-def reloader_script(config_dir: str = CONFIG_DIR, pidfile: str = PIDFILE, interval: float = RELOAD_INTERVAL_SECONDS) -> str:
+def reloader_script(
+    config_dir: str = CONFIG_DIR, pidfile: str = PIDFILE, interval: float = RELOAD_INTERVAL_SECONDS
+) -> str:
     """The config-reloader sidecar (sh): SIGHUP to PgBouncer when the mounted config changes. PgBouncer
     then re-reads pgbouncer.ini and the auth_file; client and server connections stay open (a server
     connection whose database entry changed is replaced once it is released)."""

@@ -32,10 +32,12 @@ EXPORTER_USER = "exporter"
 # The backup job's user: takes the RDB over the replication protocol, reads no key by command.
 BACKUP_USER = "backup"
 BACKUP_PERMISSIONS = "resetkeys -@all +sync +replconf +ping"
-# The acl-reloader sidecar's user: may reload the ACL file and nothing else, so a changed Secret
-# (a rotation) reaches Redis without a restart. Its password derives from the exporter's.
+# The acl-reloader sidecar's user: may set and delete ACL users and nothing else, so a changed
+# Secret (a rotation) reaches Redis without a restart. Its password derives from the exporter's.
+# (Not ACL LOAD: it disconnects every client of a user whose definition changed, a password
+# added included; ACL SETUSER leaves them connected.)
 RELOADER_USER = "acl-reloader"
-RELOADER_PERMISSIONS = "resetkeys -@all +acl|load +ping"
+RELOADER_PERMISSIONS = "resetkeys -@all +acl|setuser +acl|deluser +acl|users +ping"
 RELOAD_INTERVAL_SECONDS = 10
 ACL_DIR = "/etc/redis/acl"
 # The secret key (a file under the secrets wl.mount) holding a caller's password, and the one holding
@@ -99,7 +101,9 @@ def acl_file(
     previous = previous or {}
     old_reloader = reloader_password(exporter_previous) if exporter_previous else None
     lines = ["user default off"]
-    lines += [f"user {user} on {hashes(pw, previous.get(user))} {SERVICE_PERMISSIONS}" for user, pw in sorted(users.items())]
+    lines += [
+        f"user {user} on {hashes(pw, previous.get(user))} {SERVICE_PERMISSIONS}" for user, pw in sorted(users.items())
+    ]
     lines.append(f"user {EXPORTER_USER} on {hashes(exporter_password, exporter_previous)} {EXPORTER_PERMISSIONS}")
     lines.append(
         f"user {RELOADER_USER} on {hashes(reloader_password(exporter_password), old_reloader)} {RELOADER_PERMISSIONS}"
@@ -110,12 +114,17 @@ def acl_file(
 
 
 def reloader_script(
-    acl_dir: str = ACL_DIR, port: int = PORT, interval: float = RELOAD_INTERVAL_SECONDS, exporter_port: int | None = None
+    acl_dir: str = ACL_DIR,
+    port: int = PORT,
+    interval: float = RELOAD_INTERVAL_SECONDS,
+    exporter_port: int | None = None,
 ) -> str:
-    """The acl-reloader sidecar (bash): ACL LOAD whenever the mounted ACL file changes (a Secret volume
-    is updated in place). Its own password may have rotated in the same update, and Redis knows the
-    new one only after the load: so it tries the file's password, then the one that worked before.
-    Then redis_exporter re-reads its password file (`/-/reload`), so the exporter moves too."""
+    """The acl-reloader sidecar (bash): when the mounted ACL file changes (a Secret volume is updated
+    in place), each of its `user` lines is applied as `ACL SETUSER <name> reset <rules>` and users no
+    longer in it are deleted; connected clients stay connected. Its own password may have rotated in
+    the same update, and Redis knows the new one only once applied: so it logs in with the file's
+    password, else the one that worked before. Then redis_exporter re-reads its password file
+    (`/-/reload`), so the exporter moves too."""
     exporter = (
         f"""
       {{ exec 3<>/dev/tcp/127.0.0.1/{exporter_port} && printf 'GET /-/reload HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3 >/dev/null; }} || echo "exporter reload failed" >&2
@@ -124,6 +133,16 @@ def reloader_script(
         else ""
     )
     return f"""acl={acl_dir}/users.acl
+cli() {{ REDISCLI_AUTH="$1" redis-cli -h 127.0.0.1 -p {port} --user {RELOADER_USER} --no-auth-warning 2>&1; }}
+# Every reply OK (a refused login or a bad rule is not).
+all_ok() {{ [ -n "$1" ] && ! printf '%s\\n' "$1" | grep -qvx OK; }}
+apply() {{
+  out=$(sed -nE 's/^user ([^ ]+) /ACL SETUSER \\1 reset /p' "$acl" | cli "$1") && all_ok "$out" || return 1
+  wanted=" $(sed -nE 's/^user ([^ ]+) .*/\\1/p' "$acl" | tr '\\n' ' ')"
+  for u in $(echo ACL USERS | cli "$1"); do
+    case "$wanted" in *" $u "*) ;; *) echo "ACL DELUSER $u" | cli "$1" ;; esac
+  done
+}}
 last=$(cksum < "$acl")
 auth=$(cat {acl_dir}/reloader-password)
 while sleep {interval}; do
@@ -131,9 +150,9 @@ while sleep {interval}; do
   [ "$now" = "$last" ] && continue
   new=$(cat {acl_dir}/reloader-password)
   for pw in "$new" "$auth"; do
-    if REDISCLI_AUTH="$pw" redis-cli -h 127.0.0.1 -p {port} --user {RELOADER_USER} --no-auth-warning ACL LOAD 2>&1 | grep -qx OK; then
+    if apply "$pw"; then
       last=$now auth=$new
-      echo "ACL loaded"{exporter}
+      echo "ACL applied"{exporter}
       break
     fi
   done

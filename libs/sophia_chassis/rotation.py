@@ -73,11 +73,10 @@ class RotatedKeyAuth(httpx.Auth):
         for i, key in enumerate(keys):
             request.headers[self.header] = key
             response = yield request
-            if response.status_code not in (401, 403):
-                self._working = key
-                return
-            if i + 1 < len(keys):
-                response.close()
+            if response.status_code not in (401, 403) or i + 1 == len(keys):
+                if response.status_code not in (401, 403):
+                    self._working = key
+                return  # (httpx reads a response the flow answered with another request, itself)
 
 
 def redis_connection_class(credential: RotatedCredential) -> type:
@@ -88,12 +87,12 @@ def redis_connection_class(credential: RotatedCredential) -> type:
     from redis.exceptions import AuthenticationError
 
     class RotatingRedisConnection(Connection):
-        async def on_connect_check_health(self, check_health: bool = True) -> None:
+        async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
             passwords = [c[0] for c in credential.candidates()] or [self.password]
             for i, password in enumerate(passwords):
                 self.credential_provider = UsernamePasswordCredentialProvider(self.username, password)
-                try:
-                    return await super().on_connect_check_health(check_health)
+                try:  # a refused login closes the socket (redis-py's cleanup): the next one is a new socket
+                    return await super().connect_check_health(check_health, retry_socket_connect)
                 except AuthenticationError:
                     if i + 1 == len(passwords):
                         raise
