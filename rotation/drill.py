@@ -134,14 +134,17 @@ class Stack:
 
     work: Path
     stack: ExitStack
+    postgres: bool = True  # (the control rotates Redis only)
     user: str | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.user = "postgres" if os.geteuid() == 0 else None
         self.procs: dict[str, subprocess.Popen] = {}
         self._redis()
-        self._postgres()
-        self._pgbouncer()
+        self.bouncer: subprocess.Popen | None = None
+        if self.postgres:
+            self._postgres()
+            self._pgbouncer()
         self.qdrant_ports = [free_port() for _ in range(QDRANT_REPLICAS)]
         self.qdrant_ready: set[int] = set()
 
@@ -329,14 +332,18 @@ class Load:
                 await r.connection_pool.disconnect()
                 if db is not None:
                     await db.close()
+                    db = None
                 try:
+                    if not self.stack.bouncer:
+                        raise LookupError
                     db = await pg_class.connect(
                         f"host=127.0.0.1 port={self.stack.bouncer_port} dbname=sophia connect_timeout=5",
                         autocommit=True,
                         prepare_threshold=None,
                     )
+                except LookupError:
+                    pass
                 except psycopg.Error as exc:
-                    db = None
                     self.count("postgres", False, f"login: {exc}")
             try:
                 await r.set(f"drill:{n}", value)
@@ -402,6 +409,17 @@ async def _until(check, what: str, timeout: float = 30) -> None:
 
 
 async def _run(stack: Stack, client_files: SecretVolume, seconds: float, workers: int, unsafe: bool) -> dict:
+    loads: list[Load] = []
+    try:
+        return await _phases(stack, client_files, seconds, workers, unsafe, loads)
+    finally:
+        for load in loads:  # a phase that failed must not leave the load running
+            load.stop = True
+
+
+async def _phases(
+    stack: Stack, client_files: SecretVolume, seconds: float, workers: int, unsafe: bool, loads: list
+) -> dict:
     lag = 5 * RELOAD_INTERVAL  # how late the store's files arrive after the clients' (the kubelet's syncs)
     pw0, ex0, c0 = "initial-redis-password", stack.exporter, "initial-client"
     k0, k1 = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -423,7 +441,8 @@ async def _run(stack: Stack, client_files: SecretVolume, seconds: float, workers
     for i in range(0 if unsafe else QDRANT_REPLICAS):  # (the control rotates Redis only)
         stack.start_qdrant(i, k0)
     load = Load(stack, client_files.path, workers)
-    run_id, bouncer_pid = stack.redis_admin().info("server")["run_id"], stack.bouncer.pid
+    loads.append(load)
+    run_id, bouncer_pid = stack.redis_admin().info("server")["run_id"], stack.bouncer.pid if stack.bouncer else 0
     tasks = [asyncio.create_task(load.worker(n)) for n in range(workers)]
     await asyncio.sleep(seconds)  # steady state before
     out: dict = {}
@@ -477,14 +496,14 @@ async def _run(stack: Stack, client_files: SecretVolume, seconds: float, workers
         "new_password_accepted": redis_accepts(stack, "svc", pw1),
         "old_exporter_password_rejected": not redis_accepts(stack, rds.EXPORTER_USER, ex0),
     }
-    out["pgbouncer_client"] = {
-        "window_seconds": out["redis"]["window_seconds"],
-        "old_login_rejected": not pg_accepts(stack.bouncer_port, pgb.client_user(c0), c0),
-        "new_value_refused_then_previous_used": None if unsafe else fallbacks["pgbouncer"],
-    }
     if unsafe:
         await asyncio.sleep(seconds)
         return await _finish(stack, load, tasks, run_id, bouncer_pid, out)
+    out["pgbouncer_client"] = {
+        "window_seconds": out["redis"]["window_seconds"],
+        "old_login_rejected": not pg_accepts(stack.bouncer_port, pgb.client_user(c0), c0),
+        "new_value_refused_then_previous_used": fallbacks["pgbouncer"],
+    }
 
     # PostgreSQL's server role behind PgBouncer (ESC's postgres rotator: the idle role takes over).
     t1 = time.monotonic()
@@ -533,7 +552,7 @@ async def _finish(stack: Stack, load: Load, tasks: list, run_id: str, bouncer_pi
         errors=load.errors,
         restarted={
             "redis": admin.info("server")["run_id"] != run_id,
-            "pgbouncer": stack.bouncer.poll() is not None or stack.bouncer.pid != bouncer_pid,
+            "pgbouncer": bool(stack.bouncer) and (stack.bouncer.poll() is not None or stack.bouncer.pid != bouncer_pid),
             "clients": False,  # the workers run from start to end in this process
         },
     )
@@ -547,7 +566,7 @@ def drill(seconds: float = 2.0, workers: int = 8, unsafe: bool = False) -> dict:
         work = Path(tmp)
         if os.geteuid() == 0:
             os.chown(work, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
-        stack = Stack(work, stack_ctx)
+        stack = Stack(work, stack_ctx, postgres=not unsafe)
         client_files = SecretVolume(work / "service-secrets")
         return asyncio.run(_run(stack, client_files, seconds, workers, unsafe))
 
