@@ -2,6 +2,14 @@
 
 A StatefulSet with persistent volumes and an API key from the generated secrets;
 prod runs 3 replicas in distributed mode (Raft over the p2p port) spread across nodes.
+
+Qdrant accepts one read-write key (`service.api_key`; the only other, `read_only_api_key`, cannot
+write) and reads it at start. So a key rotates in a rolling order, one rotation behind: the server
+runs the key from before the last rotation, which its callers have held (as QDRANT_API_KEY_NEXT)
+since then; the StatefulSet rolls to it, and only once it has rolled are the callers' Secrets
+given the new pair (the key in use and the next one). A caller (sophia_chassis.rotation) sends
+the first key of the pair and the other on a 401/403, so replicas on either side of the roll
+both answer it.
 The seed's collection settings are the server-side defaults here and are what
 mcp-context creates its collection with (`SEED_COLLECTION`).
 """
@@ -24,8 +32,10 @@ from components.backup import BackupJob, BackupTarget
 from components.spec import Resources
 
 HTTP_PORT, GRPC_PORT, P2P_PORT = 6333, 6334, 6335
-# The secret key (a file under the secrets wl.mount) holding the API key callers send.
+# The secret keys (files under the secrets wl.mount): the API key callers send, and the one the
+# server takes at the next rotation (tried on a 401/403 while the replicas roll).
 API_KEY_KEY = "QDRANT_API_KEY"
+NEXT_API_KEY_KEY = "QDRANT_API_KEY_NEXT"
 QDRANT_UID = QDRANT_GID = wl.RUN_AS  # the `-unprivileged` image runs as any UID with writable storage
 
 # The seed's production collection: text-embedding-3-large vectors.
@@ -39,8 +49,10 @@ SEED_COLLECTION: dict[str, Any] = {
 @dataclass(frozen=True)
 class QdrantArgs:
     namespace: str
+    # The newest generated key; with `previous_api_key` the server runs the previous one (see above).
     api_key: pulumi.Input[str]
     services_namespace: str
+    previous_api_key: pulumi.Input[str] | None = None
     callers: Sequence[str] = ()
     metrics_namespace: str | None = None
     replicas: int = 1
@@ -88,7 +100,9 @@ class Qdrant(pulumi.ComponentResource):
         w = wl.Workload("qdrant", args.namespace, "vector-database")
         distributed = args.replicas > 1
         headless = f"{w.app}-headless"
-        self._api_key = args.api_key
+        # The key the server runs: the one before the newest, once there is one.
+        server_key = pulumi.Output.all(args.api_key, args.previous_api_key).apply(lambda keys: keys[1] or keys[0])
+        self._server_key, self._next_key = server_key, pulumi.Output.from_input(args.api_key)
         # Clustered: each shard on two nodes (a node lost loses no data), a shard per node, and a write
         # acknowledged once one copy has it (a node down does not stop writes). mcp-context creates the
         # collection with these.
@@ -102,7 +116,7 @@ class Qdrant(pulumi.ComponentResource):
             else {}
         )
 
-        config_text = pulumi.Output.from_input(args.api_key).apply(lambda key: server_config(key, distributed))
+        config_text = server_key.apply(lambda key: server_config(key, distributed))
         secret = k8s.core.v1.Secret(
             f"{name}-config",
             metadata=w.meta("qdrant-config"),
@@ -221,7 +235,7 @@ class Qdrant(pulumi.ComponentResource):
                 "qdrant",
                 args.backup,
                 env={"QDRANT_URLS": " ".join(nodes)},
-                secrets={API_KEY_KEY: args.api_key},
+                secrets={API_KEY_KEY: server_key},
                 store_port=HTTP_PORT,
                 scratch=args.storage_size,
                 opts=child,
@@ -239,9 +253,16 @@ class Qdrant(pulumi.ComponentResource):
         self.register_outputs({"url": self.url, "replicas": args.replicas, "collection": SEED_COLLECTION})
 
     def connection(self, caller: str) -> wl.Connection:
-        """Every caller uses the one API key (Qdrant has no per-user auth)."""
+        """Every caller uses the one API key (Qdrant has no per-user auth), and holds the next one; its
+        Secret is written once the StatefulSet has rolled to the key in it."""
+        next_key = pulumi.Output.all(self._server_key, self._next_key).apply(lambda k: "" if k[0] == k[1] else k[1])
+        secrets = {API_KEY_KEY: self._server_key, NEXT_API_KEY_KEY: next_key}
         return wl.Connection(
-            peer=self.peer, env={"QDRANT_URL": self.url, **self._cluster_env}, secrets={API_KEY_KEY: self._api_key}
+            peer=self.peer,
+            env={"QDRANT_URL": self.url, **self._cluster_env},
+            secrets=secrets,
+            live_secrets=frozenset(secrets),
+            secrets_after=[self.stateful_set],
         )
 
 

@@ -32,13 +32,18 @@ EXPORTER_USER = "exporter"
 # The backup job's user: takes the RDB over the replication protocol, reads no key by command.
 BACKUP_USER = "backup"
 BACKUP_PERMISSIONS = "resetkeys -@all +sync +replconf +ping"
-# The acl-reloader sidecar's user: may reload the ACL file and nothing else, so a changed Secret
-# (a rotation) reaches Redis without a restart. Its password derives from the exporter's.
+# The acl-reloader sidecar's user: may set and delete ACL users and nothing else, so a changed
+# Secret (a rotation) reaches Redis without a restart. Its password derives from the exporter's.
+# (Not ACL LOAD: it disconnects every client of a user whose definition changed, a password
+# added included; ACL SETUSER leaves them connected.)
 RELOADER_USER = "acl-reloader"
-RELOADER_PERMISSIONS = "resetkeys -@all +acl|load +ping"
+RELOADER_PERMISSIONS = "resetkeys -@all +acl|setuser +acl|deluser +acl|users +ping"
 RELOAD_INTERVAL_SECONDS = 10
-# The secret key (a file under the secrets wl.mount) holding a caller's password.
+ACL_DIR = "/etc/redis/acl"
+# The secret key (a file under the secrets wl.mount) holding a caller's password, and the one holding
+# the password Redis also accepts during a rotation's window (sophia_chassis.rotation tries both).
 PASSWORD_KEY = "REDIS_PASSWORD"
+PREVIOUS_PASSWORD_KEY = "REDIS_PASSWORD_PREVIOUS"
 REDIS_UID = wl.RUN_AS  # any UID works: the image needs only /data writable (fsGroup)
 EXPORTER_UID = 59000  # redis_exporter image's user
 # Services may use everything but admin and keyspace-wide commands (FLUSHALL, KEYS, CONFIG, ...).
@@ -69,6 +74,9 @@ class RedisArgs:
     # Passwords still accepted beside a user's current one: the window of a rotation in which pods
     # holding the old password keep working (Redis ACL users may have several passwords).
     previous_passwords: Mapping[str, pulumi.Input[str]] = dataclasses.field(default_factory=dict)
+    # The exporter's password before the last rotation: accepted (with the reloader's, derived from it)
+    # until the reloader has told redis_exporter to re-read its password file.
+    exporter_previous_password: pulumi.Input[str] | None = None
 
 
 def reloader_password(exporter_password: str) -> str:
@@ -80,34 +88,74 @@ def acl_file(
     exporter_password: str,
     backup_password: str | None = None,
     previous: Mapping[str, str] | None = None,
+    exporter_previous: str | None = None,
 ) -> str:
     """Redis ACL file; passwords only as SHA-256 (`#<hex>`), so the file never holds them. A user
-    with a `previous` password accepts both (a rotation's window)."""
+    with a `previous` password accepts both (a rotation's window); so do the exporter and the
+    reloader with `exporter_previous`."""
     digest = lambda pw: hashlib.sha256(pw.encode()).hexdigest()  # noqa: E731
-    previous = previous or {}
 
-    def hashes(user: str, pw: str) -> str:
-        old = previous.get(user)
+    def hashes(pw: str, old: str | None) -> str:
         return f"#{digest(pw)}" + (f" #{digest(old)}" if old and old != pw else "")
 
+    previous = previous or {}
+    old_reloader = reloader_password(exporter_previous) if exporter_previous else None
     lines = ["user default off"]
-    lines += [f"user {user} on {hashes(user, pw)} {SERVICE_PERMISSIONS}" for user, pw in sorted(users.items())]
-    lines.append(f"user {EXPORTER_USER} on #{digest(exporter_password)} {EXPORTER_PERMISSIONS}")
-    lines.append(f"user {RELOADER_USER} on #{digest(reloader_password(exporter_password))} {RELOADER_PERMISSIONS}")
+    lines += [
+        f"user {user} on {hashes(pw, previous.get(user))} {SERVICE_PERMISSIONS}" for user, pw in sorted(users.items())
+    ]
+    lines.append(f"user {EXPORTER_USER} on {hashes(exporter_password, exporter_previous)} {EXPORTER_PERMISSIONS}")
+    lines.append(
+        f"user {RELOADER_USER} on {hashes(reloader_password(exporter_password), old_reloader)} {RELOADER_PERMISSIONS}"
+    )
     if backup_password:
         lines.append(f"user {BACKUP_USER} on #{digest(backup_password)} {BACKUP_PERMISSIONS}")
     return "\n".join(lines) + "\n"
 
 
-# Reload the ACL file whenever its content changes (a Secret volume is updated in place).
-RELOADER_SCRIPT = f"""last=$(cksum < /etc/redis/acl/users.acl)
-while sleep {RELOAD_INTERVAL_SECONDS}; do
-  now=$(cksum < /etc/redis/acl/users.acl)
-  if [ "$now" != "$last" ]; then
-    if REDISCLI_AUTH="$(cat /etc/redis/acl/reloader-password)" redis-cli -h 127.0.0.1 -p {PORT} --user {RELOADER_USER} --no-auth-warning ACL LOAD; then
-      last=$now
+def reloader_script(
+    acl_dir: str = ACL_DIR,
+    port: int = PORT,
+    interval: float = RELOAD_INTERVAL_SECONDS,
+    exporter_port: int | None = None,
+) -> str:
+    """The acl-reloader sidecar (bash): when the mounted ACL file changes (a Secret volume is updated
+    in place), each of its `user` lines is applied as `ACL SETUSER <name> reset <rules>` and users no
+    longer in it are deleted; connected clients stay connected. Its own password may have rotated in
+    the same update, and Redis knows the new one only once applied: so it logs in with the file's
+    password, else the one that worked before. Then redis_exporter re-reads its password file
+    (`/-/reload`), so the exporter moves too."""
+    exporter = (
+        f"""
+      {{ exec 3<>/dev/tcp/127.0.0.1/{exporter_port} && printf 'GET /-/reload HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3 >/dev/null; }} || echo "exporter reload failed" >&2
+      exec 3>&-"""
+        if exporter_port
+        else ""
+    )
+    return f"""acl={acl_dir}/users.acl
+cli() {{ REDISCLI_AUTH="$1" redis-cli -h 127.0.0.1 -p {port} --user {RELOADER_USER} --no-auth-warning 2>&1; }}
+# Every reply OK (a refused login or a bad rule is not).
+all_ok() {{ [ -n "$1" ] && ! printf '%s\\n' "$1" | grep -qvx OK; }}
+apply() {{
+  out=$(sed -nE 's/^user ([^ ]+) /ACL SETUSER \\1 reset /p' "$acl" | cli "$1") && all_ok "$out" || return 1
+  wanted=" $(sed -nE 's/^user ([^ ]+) .*/\\1/p' "$acl" | tr '\\n' ' ')"
+  for u in $(echo ACL USERS | cli "$1"); do
+    case "$wanted" in *" $u "*) ;; *) echo "ACL DELUSER $u" | cli "$1" ;; esac
+  done
+}}
+last=$(cksum < "$acl")
+auth=$(cat {acl_dir}/reloader-password)
+while sleep {interval}; do
+  now=$(cksum < "$acl")
+  [ "$now" = "$last" ] && continue
+  new=$(cat {acl_dir}/reloader-password)
+  for pw in "$new" "$auth"; do
+    if apply "$pw"; then
+      last=$now auth=$new
+      echo "ACL applied"{exporter}
+      break
     fi
-  fi
+  done
 done
 """
 
@@ -124,7 +172,7 @@ def redis_conf(args: RedisArgs) -> str:
                 f"port {PORT}",
                 "bind * -::*",
                 "protected-mode no",  # auth is enforced by the ACL file instead
-                "aclfile /etc/redis/acl/users.acl",
+                f"aclfile {ACL_DIR}/users.acl",
                 f"maxmemory {args.maxmemory}",
                 f"maxmemory-policy {args.eviction_policy}",
                 "dir /data",
@@ -143,7 +191,7 @@ class Redis(pulumi.ComponentResource):
         super().__init__("sophia:platform:Redis", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         w = wl.Workload("redis", args.namespace, "cache")
-        self._users = args.users
+        self._users, self._previous = args.users, args.previous_passwords
 
         config = k8s.core.v1.ConfigMap(
             f"{name}-config", metadata=w.meta("redis-config"), data={"redis.conf": redis_conf(args)}, opts=child
@@ -153,7 +201,8 @@ class Redis(pulumi.ComponentResource):
             exporter=args.exporter_password,
             backup=args.backup_password if args.backup else None,
             previous=pulumi.Output.all(**args.previous_passwords) if args.previous_passwords else {},
-        ).apply(lambda v: acl_file(v["users"], v["exporter"], v["backup"], v["previous"]))
+            exporter_previous=args.exporter_previous_password,
+        ).apply(lambda v: acl_file(v["users"], v["exporter"], v["backup"], v["previous"], v["exporter_previous"]))
         reloader_auth = pulumi.Output.from_input(args.exporter_password).apply(reloader_password)
         exporter_auth = pulumi.Output.from_input(args.exporter_password).apply(
             lambda pw: json.dumps({f"redis://localhost:{PORT}": pw})
@@ -183,7 +232,7 @@ class Redis(pulumi.ComponentResource):
         else:
             volumes.append(wl.scratch_volume("data", "1Gi"))
 
-        acl_mount = wl.mount("acl", "/etc/redis/acl", read_only=True)
+        acl_mount = wl.mount("acl", ACL_DIR, read_only=True)
         redis = wl.upstream_container(
             "redis",
             args.image,
@@ -209,28 +258,29 @@ class Redis(pulumi.ComponentResource):
             args=[
                 f"--redis.addr=redis://localhost:{PORT}",
                 f"--redis.user={EXPORTER_USER}",
-                "--redis.password-file=/etc/redis/acl/exporter-passwords.json",
+                f"--redis.password-file={ACL_DIR}/exporter-passwords.json",
             ],
             liveness_probe=health,
             readiness_probe=health,
             volume_mounts=[acl_mount],
         )
         # Changes to the ACL file reach Redis without a restart: the acl-reloader sidecar runs ACL LOAD
-        # when the kubelet has updated the mounted Secret. Only the exporter's own password (which
-        # redis_exporter reads at start) and the server config roll the pod.
+        # when the kubelet has updated the mounted Secret, then has redis_exporter re-read its
+        # password. Only the server config rolls the pod.
         reloader = wl.upstream_container(
             "acl-reloader",
             args.image,
             REDIS_UID,
             {},
             args.exporter_resources,
-            command=["sh", "-c", RELOADER_SCRIPT],
+            command=["bash", "-c", reloader_script(exporter_port=METRICS_PORT)],
             volume_mounts=[acl_mount],
             # Alive while it can read what it watches; never gates the pod's readiness on Redis.
-            liveness_probe=ProbeArgs(exec_=ExecActionArgs(command=["test", "-r", "/etc/redis/acl/users.acl"])),
-            readiness_probe=ProbeArgs(exec_=ExecActionArgs(command=["test", "-r", "/etc/redis/acl/users.acl"])),
+            liveness_probe=ProbeArgs(exec_=ExecActionArgs(command=["test", "-r", f"{ACL_DIR}/users.acl"])),
+            readiness_probe=ProbeArgs(exec_=ExecActionArgs(command=["test", "-r", f"{ACL_DIR}/users.acl"])),
         )
-        checksum = wl.content_checksum(exporter_auth, redis_conf(args))
+        # Not the passwords: they reach the running pod through the reloader.
+        checksum = wl.content_checksum(redis_conf(args))
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata=w.meta(annotations=wl.UPSTREAM_IMAGE_SKIP),
@@ -288,9 +338,13 @@ class Redis(pulumi.ComponentResource):
         self.register_outputs({"host": self.host, "url": self.url, "users": sorted(args.users)})
 
     def connection(self, caller: str) -> wl.Connection:
-        """A caller logs in as its own ACL user (the service's name) with its own password."""
+        """A caller logs in as its own ACL user (the service's name) with its own password, or the one
+        before it while Redis may not have loaded the new ACL yet; both files change without a roll."""
+        previous = self._previous.get(caller)
+        secrets = {PASSWORD_KEY: self._users[caller], **({PREVIOUS_PASSWORD_KEY: previous} if previous else {})}
         return wl.Connection(
             peer=self.peer,
             env={"REDIS_URL": f"redis://{caller}@{self.host}:{PORT}/0"},
-            secrets={PASSWORD_KEY: self._users[caller]},
+            secrets=secrets,
+            live_secrets=frozenset(secrets),
         )

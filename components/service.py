@@ -121,6 +121,10 @@ class PlatformServiceArgs:
     secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     # Secrets the platform generates for this service (data store credentials, tokens).
     platform_secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # Keys the service re-reads from its files (rotated data store credentials): not in the checksum.
+    live_secrets: frozenset[str] = frozenset()
+    # What the service's Secret is written after (Connection.secrets_after).
+    secrets_after: Sequence[pulumi.Resource] = ()
     # Platform-provided settings (peers' URLs, ...), merged over the manifest's env.
     env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     callers: Sequence[str] = ()
@@ -189,7 +193,7 @@ class PlatformService(pulumi.ComponentResource):
                 metadata=meta(f"{spec.name}-secrets"),
                 type="Opaque",
                 string_data={k: pulumi.Output.secret(v) for k, v in sorted(all_secrets.items())},
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.secrets_after)),
             )
             # Files, not env vars: env leaks into crash dumps and child processes.
             volumes.append(
@@ -214,9 +218,10 @@ class PlatformService(pulumi.ComponentResource):
             if args.callees:
                 mounts.append(VolumeMountArgs(name="service-tokens", mount_path=SERVICE_TOKENS_MOUNT, read_only=True))
         env_values = {**spec.env, **args.env, **_identity_env(args.identity, ns, args.callers, bool(args.callees))}
+        rolling = {k: v for k, v in all_secrets.items() if k not in args.live_secrets}
         checksum = pulumi.Output.all(
             env=pulumi.Output.all(**env_values) if env_values else {},
-            secrets=pulumi.Output.all(**all_secrets) if all_secrets else {},
+            secrets=pulumi.Output.all(**rolling) if rolling else {},
         ).apply(lambda v: config_checksum(v["env"], v["secrets"]))
 
         resources = resource_requirements(spec.resources)

@@ -56,6 +56,12 @@ class Connection:
     env: Mapping[str, pulumi.Input[str]]
     secrets: Mapping[str, pulumi.Input[str]]
     volume_claim: pulumi.Input[str] | None = None
+    # Secrets the caller re-reads from its mounted files (sophia_chassis.rotation) and the store
+    # accepts in two values at once: left out of the pod's checksum, so a rotation rolls no pod.
+    live_secrets: frozenset[str] = frozenset()
+    # Resources the caller's Secret waits for: a store that takes a new credential by rolling
+    # (Qdrant) is rolled before its callers are handed the key after it.
+    secrets_after: Sequence[pulumi.Resource] = ()
 
 
 def labels_for(name: str, component: str | None = None) -> dict[str, str]:

@@ -58,9 +58,16 @@ class RenderMocks(pulumi.runtime.Mocks):
             # The local stack's image builder (components.image.LocalImage).
             state["digest"], state["size"] = MOCK_DIGEST, "0 B"
         elif args.typ == DYNAMIC_RESOURCE:
-            # Deterministic per name and keeper, so a rotation visibly changes the value.
-            seed = json.dumps([args.name, normalize(args.inputs.get("keeper"))])
-            state["result"] = hashlib.sha256(seed.encode()).hexdigest()[: int(args.inputs.get("length", 32))]
+            # Deterministic per name and keeper, so a rotation visibly changes the value; rendered as
+            # after an update from the keeper before (components.secrets keeps that value as `previous`).
+            def value(keeper: Any) -> str:
+                seed = json.dumps([args.name, normalize(keeper)])
+                return hashlib.sha256(seed.encode()).hexdigest()[: int(args.inputs.get("length", 32))]
+
+            keeper = normalize(args.inputs.get("keeper"))
+            state["result"] = value(keeper)
+            if isinstance(keeper, str) and keeper.isdigit() and int(keeper) > 0:
+                state["previous"] = value(str(int(keeper) - 1))
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs):

@@ -219,6 +219,7 @@ def _data_stores(
             # The password each had before the last rotation stays valid until the next one.
             previous_passwords={s: previous[f"redis-{s}"] for s in callers_of(planned, "redis")} if previous else {},
             exporter_password=generated["redis-exporter"],
+            exporter_previous_password=previous["redis-exporter"] if previous else None,
             services_namespace=names.services,
             metrics_namespace=names.observability,
             maxmemory=data.redis_maxmemory,
@@ -247,6 +248,7 @@ def _data_stores(
             QdrantArgs(
                 namespace=names.data,
                 api_key=generated["qdrant-api-key"],
+                previous_api_key=previous["qdrant-api-key"] if previous else None,
                 services_namespace=names.services,
                 callers=callers_of(planned, "qdrant"),
                 metrics_namespace=names.observability,
@@ -285,6 +287,7 @@ def _data_stores(
             server_labels=server_labels,
             read_replica_url=esc(DATABASE_READ_URL, ""),
             client_password=generated["pgbouncer-client"],
+            previous_client_password=previous["pgbouncer-client"] if previous else None,
             services_namespace=names.services,
             callers=callers_of(planned, "postgres"),
             replicas=data.pgbouncer_replicas,
@@ -363,9 +366,11 @@ def _services(
             url_env_name(c): f"http://{cluster_host(c, services_ns)}" for c in item.callees
         }
         platform_secrets: dict[str, pulumi.Input[str]] = {API_KEYS: api_keys}
+        live_secrets: set[str] = set()
         for connection in connections:
             env.update(connection.env)
             platform_secrets.update(connection.secrets)
+            live_secrets |= connection.live_secrets
         claims = [c.volume_claim for c in connections if c.volume_claim is not None]
         services[spec.name] = PlatformService(
             spec.name,
@@ -375,6 +380,8 @@ def _services(
                 image=item.image,
                 secrets={k: esc(k, "") for k in spec.secrets if k not in platform_secrets},
                 platform_secrets=platform_secrets,
+                live_secrets=frozenset(live_secrets),
+                secrets_after=[r for c in connections for r in c.secrets_after],
                 env=env,
                 callers=item.callers,
                 callees=item.callees,

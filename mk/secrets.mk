@@ -24,5 +24,5 @@ backup-list: bootstrap ## list the complete backups of STORE
 	@$(PY) components/sophia_backup.py list $(STORE)
 
 .PHONY: rotate-drill
-rotate-drill: bootstrap ## rotate Redis and PostgreSQL/PgBouncer credentials under load (local processes); prints sent/failed and the windows
+rotate-drill: bootstrap ## rotate Redis, PgBouncer, PostgreSQL and Qdrant credentials under load (local processes); prints sent/failed and the windows
 	@$(PY) -m rotation.drill

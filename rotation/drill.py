@@ -1,52 +1,70 @@
-"""The rotation drill (`make rotate-drill`): rotate the credentials services use for Redis and for
-PostgreSQL-through-PgBouncer under load, with no restart of either, and report requests
-sent / failed, each window's length, and whether the old credential is rejected afterwards.
+"""The rotation drill (`make rotate-drill`): rotate every data store credential under load, with no
+restart of a store or a client, and report requests sent / failed, each window's length, and
+whether the old credential is refused afterwards.
 
-Against local processes (redis-server, PostgreSQL, PgBouncer from apt-packages.txt), with the
-mechanisms the cluster uses:
+Against local processes with the cluster's own pieces: redis-server, PostgreSQL and PgBouncer
+(Debian's packages, apt-packages.txt), three Qdrant stand-ins (libs/sophia_testing/qdrant_auth_fake.py:
+Qdrant's key check, no storage; no Qdrant can run here); the sidecars' scripts as the pods run
+them (components/redis.py's acl-reloader, components/pgbouncer.py's config-reloader); the files
+they read written the way the kubelet updates a Secret volume (all files at once, by a symlink
+swap); and clients built as the services build theirs (sophia_chassis.rotation).
 
-  Redis       the ACL file gets the user's new password beside the old one (components/redis.py's
-              acl_file: `user svc on #<new> #<old> ...`) and Redis reloads it with ACL LOAD (the
-              cluster's acl-reloader sidecar does this when the mounted Secret changes): both work.
-              Clients move to the new password (a pod reads its rotated secret file on its next
-              connection, or a rolled pod starts with it); once every client has, the file is
-              rewritten with the new hash only, ACL LOAD again: the old password is refused.
-  PostgreSQL  two login roles take turns (ESC's postgres rotator: username1/username2). The idle
-              role gets a new password and LOGIN; PgBouncer's auth_file lists both and PgBouncer
-              reloads (SIGHUP, what its admin console's RELOAD does): both work. Clients move to the
-              new role; then the old one is removed from the auth_file, reloaded, and NOLOGIN with a
-              random password at the server: refused at PgBouncer and at PostgreSQL.
+  Redis       the ACL file gets the new password beside the old one (and the exporter's and the
+              reloader's own, rotated too); the clients' files change *first* (the order in which
+              a client needs the old password as its fallback), then Redis's: the reloader loads it
+              (logging in with its previous password, since Redis knows only that one yet). At the
+              next rotation the old password leaves the file: refused.
+  PgBouncer   the same for the client login, two users in the auth_file; the reloader sends SIGHUP.
+  PostgreSQL  the server role behind PgBouncer (ESC's postgres rotator, two roles taking turns):
+              the idle role gets a new password and LOGIN, PgBouncer's `[databases]` line names it
+              and PgBouncer reloads; the old role then loses LOGIN: refused at PostgreSQL.
+  Qdrant      one key per server: the replicas roll one at a time to the key the clients have held
+              as QDRANT_API_KEY_NEXT since the rotation before, and only then are the clients'
+              files moved on: the key from before is refused by every replica.
 
-Each load worker holds one Redis and one PostgreSQL connection and reconnects every few
-requests with whatever credentials the secret file holds at that moment, so connections are
-made throughout the windows. A request that errors, or reads back a wrong value, is a failure.
+Each load worker holds a Redis, a PgBouncer and a Qdrant client and makes new connections every few
+requests, so logins happen throughout every window. A request that errors or reads back a wrong
+value is a failure.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
+import hashlib
 import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psycopg
 import redis
+import redis.asyncio as aredis
+from qdrant_client import AsyncQdrantClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from components.redis import acl_file
+from components import pgbouncer as pgb
+from components import redis as rds
+from components.qdrant import server_config
+from sophia_chassis.rotation import (
+    RotatedCredential,
+    RotatedKeyAuth,
+    psycopg_connection_class,
+    redis_connection_class,
+)
 
 RECONNECT_EVERY = 5  # requests per connection: reconnect often, so credentials are used for new logins
+RELOAD_INTERVAL = 0.1  # the sidecars' poll, seconds (10 in the cluster)
+QDRANT_REPLICAS = 3
 
 
 def free_port() -> int:
@@ -76,43 +94,114 @@ def _wait(check, what: str, timeout: float = 30) -> None:
         except Exception:  # noqa: BLE001  (not up yet)
             pass
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start")
-        time.sleep(0.05)
+            raise RuntimeError(f"{what} did not get there in {timeout} s")
+        time.sleep(0.02)
+
+
+class SecretVolume:
+    """A directory as the kubelet keeps a mounted Secret: each key a symlink into `..data`, which is
+    swapped atomically to a new timestamped directory, so a reader sees all old or all new files."""
+
+    def __init__(self, path: Path, owner: str | None = None):
+        self.path, self.owner, self.n = path, owner, 0
+        path.mkdir()
+        self._chown(path)
+
+    def _chown(self, p: Path) -> None:
+        if self.owner:
+            shutil.chown(p, self.owner, self.owner)
+
+    def write(self, values: dict[str, str]) -> None:
+        self.n += 1
+        stamp = self.path / f"..{self.n}"
+        stamp.mkdir()
+        for key, value in values.items():
+            (stamp / key).write_text(value)
+            self._chown(stamp / key)
+        self._chown(stamp)
+        tmp = self.path / "..data_tmp"
+        tmp.symlink_to(stamp.name)
+        tmp.replace(self.path / "..data")
+        for key in values:
+            link = self.path / key
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{key}")
 
 
 @dataclass
-class Secret:
-    """A rotated secret file as a pod sees it: read on every new connection."""
-
-    path: Path
-
-    def write(self, value: dict[str, str]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(value))
-        tmp.replace(self.path)  # atomic, as the kubelet swaps a Secret volume
-
-    def read(self) -> dict[str, str]:
-        return json.loads(self.path.read_text())
-
-
 class Stack:
-    """redis-server, PostgreSQL and PgBouncer in a temporary directory, stopped on exit."""
+    """The stores, their sidecars and their Secret volumes, in a temporary directory."""
 
-    def __init__(self, work: Path, stack: ExitStack):
-        self.work, self.user = work, ("postgres" if os.geteuid() == 0 else None)
-        self.exporter_password = secrets.token_hex(16)
-        # Redis: the ACL file is what the cluster's Secret holds.
-        self.redis_port, self.acl = free_port(), work / "users.acl"
-        self.acl.write_text(acl_file({"svc": "initial-redis-password"}, self.exporter_password))
-        self.acl.chmod(0o600)
-        stack.enter_context(
-            self._process(
-                [_bin("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1"]
-                + ["--aclfile", str(self.acl), "--save", "", "--appendonly", "no"]
-            )
+    work: Path
+    stack: ExitStack
+    postgres: bool = True  # (the control rotates Redis only)
+    user: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._redis()
+        self.bouncer: subprocess.Popen | None = None
+        if self.postgres:
+            self._postgres()
+            self._pgbouncer()
+        self.qdrant_ports = [free_port() for _ in range(QDRANT_REPLICAS)]
+        self.qdrant_ready: set[int] = set()
+
+    def _process(self, name: str, argv: list[str], user: str | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user)
+        self.procs[name] = proc
+
+        def stop() -> None:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+
+        self.stack.callback(stop)
+        return proc
+
+    # Redis: the acl Secret volume (users.acl, reloader-password) and the acl-reloader sidecar.
+    def _redis(self) -> None:
+        self.redis_port = free_port()
+        self.redis_acl = SecretVolume(self.work / "redis-acl")
+        self.exporter, self.drill_password = secrets.token_hex(16), secrets.token_hex(16)
+        self.write_redis({"svc": "initial-redis-password"}, self.exporter)
+        self._process(
+            "redis-server",
+            [_bin("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1"]
+            + ["--aclfile", str(self.redis_acl.path / "users.acl"), "--save", "", "--appendonly", "no"],
         )
-        # PostgreSQL with password authentication over TCP (the drill's own superuser on the socket).
-        data, sock = work / "pg", work / "sock"
+        _wait(lambda: self.redis_admin().ping(), "redis-server")
+        script = rds.reloader_script(acl_dir=str(self.redis_acl.path), port=self.redis_port, interval=RELOAD_INTERVAL)
+        self._process("acl-reloader", ["bash", "-c", script])
+
+    def write_redis(
+        self, users: dict[str, str], exporter: str, previous: dict[str, str] | None = None, exporter_previous=None
+    ) -> None:
+        self.exporter = exporter
+        self.redis_acl.write(
+            {
+                # + the drill's own user, to read the ACL LOG
+                "users.acl": rds.acl_file(users, exporter, previous=previous, exporter_previous=exporter_previous)
+                + f"user drill on #{hashlib.sha256(self.drill_password.encode()).hexdigest()} +@all\n",
+                "reloader-password": rds.reloader_password(exporter),
+            }
+        )
+
+    def redis_refused_logins(self, user: str) -> int:
+        """Logins as `user` Redis refused so far (its ACL LOG, where such entries are counted)."""
+        with redis.Redis(port=self.redis_port, username="drill", password=self.drill_password) as client:
+            log = client.execute_command("ACL", "LOG", "128")
+        entries = [dict(zip(e[::2], e[1::2], strict=True)) if isinstance(e, list) else e for e in log]
+        return sum(int(e[b"count"]) for e in entries if e[b"reason"] == b"auth" and e[b"username"] == user.encode())
+
+    def redis_admin(self) -> redis.Redis:
+        """As the exporter (reads INFO), with its current password."""
+        return redis.Redis(port=self.redis_port, username=rds.EXPORTER_USER, password=self.exporter)
+
+    # PostgreSQL with password authentication over TCP (the drill's own superuser on the socket).
+    def _postgres(self) -> None:
+        data, sock = self.work / "pg", self.work / "sock"
         for d in (data, sock):
             d.mkdir()
             if self.user:
@@ -123,30 +212,14 @@ class Stack:
             stdout=subprocess.DEVNULL,
             user=self.user,
         )
-        self.pg_port = free_port()
-        stack.enter_context(
-            self._process(
-                [
-                    _bin("postgres"),
-                    "-D",
-                    str(data),
-                    "-p",
-                    str(self.pg_port),
-                    "-h",
-                    "127.0.0.1",
-                    "-k",
-                    str(sock),
-                    "-c",
-                    "fsync=off",
-                ],
-                user=self.user,
-            )
+        self.pg_port, self.sock = free_port(), str(sock)
+        self._process(
+            "postgres",
+            [_bin("postgres"), "-D", str(data), "-p", str(self.pg_port), "-h", "127.0.0.1", "-k", str(sock)]
+            + ["-c", "fsync=off"],
+            user=self.user,
         )
-        self.sock = str(sock)
-        _wait(
-            lambda: psycopg.connect(host=self.sock, port=self.pg_port, user="drill", dbname="postgres").close() or True,
-            "PostgreSQL",
-        )
+        _wait(lambda: self.superuser().close() or True, "PostgreSQL")
         with self.superuser() as db:
             db.execute("CREATE DATABASE sophia")
         with self.superuser("sophia") as db:
@@ -155,61 +228,41 @@ class Stack:
             db.execute("GRANT SELECT, INSERT, UPDATE ON probe TO sophia_app")
             for role, login in (("sophia_app_a", "LOGIN"), ("sophia_app_b", "NOLOGIN")):
                 db.execute(f"CREATE ROLE {role} {login} PASSWORD 'initial-{role}' IN ROLE sophia_app")
-        # PgBouncer in front, transaction pooling, as components/pgbouncer.py configures it.
-        self.bouncer_port, self.userlist = free_port(), work / "userlist.txt"
-        self.write_userlist({"sophia_app_a": "initial-sophia_app_a"})
-        ini = work / "pgbouncer.ini"
-        ini.write_text(
-            f"[databases]\nsophia = host=127.0.0.1 port={self.pg_port} dbname=sophia\n\n[pgbouncer]\n"
-            f"listen_addr = 127.0.0.1\nlisten_port = {self.bouncer_port}\nauth_type = scram-sha-256\n"
-            f"auth_file = {self.userlist}\npool_mode = transaction\nmax_client_conn = 200\ndefault_pool_size = 10\n"
-            f"unix_socket_dir =\nlogfile = {work / 'pgbouncer.log'}\n"
-        )
-        for f in (ini, work):
-            if self.user:
-                shutil.chown(f, self.user, self.user)
-        self.bouncer = stack.enter_context(self._process([_bin("pgbouncer"), str(ini)], user=self.user))
-        _wait(lambda: self.pg_login("sophia_app_a", "initial-sophia_app_a").close() or True, "PgBouncer")
-
-    @contextmanager
-    def _process(self, argv: list[str], user: str | None = None) -> Iterator[subprocess.Popen]:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user)
-        try:
-            if "redis-server" in argv[0]:
-                probe = redis.Redis(
-                    host="127.0.0.1", port=self.redis_port, username="exporter", password=self.exporter_password
-                )
-                _wait(lambda: probe.ping() or True, "redis-server")
-            yield proc
-        finally:
-            proc.terminate()
-            proc.wait(20)
 
     def superuser(self, db: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(host=self.sock, port=self.pg_port, user="drill", dbname=db, autocommit=True)
 
-    def write_userlist(self, users: dict[str, str]) -> None:
-        self.userlist.write_text("".join(f'"{u}" "{p}"\n' for u, p in sorted(users.items())))
-        if self.user:
-            shutil.chown(self.userlist, self.user, self.user)
-
-    def reload_bouncer(self) -> None:
-        self.bouncer.send_signal(signal.SIGHUP)
-        time.sleep(0.2)  # PgBouncer re-reads its config and auth_file in its event loop
-
-    def acl_load(self, users: dict[str, str], previous: dict[str, str] | None = None) -> None:
-        self.acl.write_text(acl_file(users, self.exporter_password, previous=previous or {}))
-        # What the acl-reloader sidecar runs (its own user may ACL LOAD, nothing else).
-        reloader = redis.Redis(
-            host="127.0.0.1",
-            port=self.redis_port,
-            username="acl-reloader",
-            password=reloader_password(self.exporter_password),
+    # PgBouncer: its config Secret volume (pgbouncer.ini with the server role, userlist.txt with the
+    # client logins) and the config-reloader sidecar.
+    def _pgbouncer(self) -> None:
+        self.bouncer_port = free_port()
+        self.pidfile = self.work / "pgbouncer.pid"
+        self.bouncer_config = SecretVolume(self.work / "pgbouncer", owner=self.user)
+        self.write_bouncer(("sophia_app_a", "initial-sophia_app_a"), "initial-client")
+        self.bouncer = self._process(
+            "pgbouncer", [_bin("pgbouncer"), str(self.bouncer_config.path / "pgbouncer.ini")], user=self.user
         )
-        reloader.execute_command("ACL", "LOAD")
-        reloader.close()
+        _wait(lambda: self.pidfile.exists(), "PgBouncer's pidfile")
+        user = pgb.client_user("initial-client")
+        _wait(lambda: self.bouncer_login(user, "initial-client").close() or True, "PgBouncer")
+        script = pgb.reloader_script(
+            config_dir=str(self.bouncer_config.path), pidfile=str(self.pidfile), interval=RELOAD_INTERVAL
+        )
+        self._process("config-reloader", ["sh", "-c", script], user=self.user)
 
-    def pg_login(self, user: str, password: str) -> psycopg.Connection:
+    def write_bouncer(self, server: tuple[str, str], client: str, client_previous: str | None = None) -> None:
+        role, password = server
+        # components/pgbouncer.py's settings, on loopback and without TLS to a local server.
+        ini = (
+            f"[databases]\nsophia = host=127.0.0.1 port={self.pg_port} dbname=sophia user={role} password={password}\n\n"
+            f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.bouncer_port}\nauth_type = scram-sha-256\n"
+            f"auth_file = {self.bouncer_config.path / 'userlist.txt'}\npool_mode = transaction\n"
+            f"max_client_conn = 200\ndefault_pool_size = 10\nunix_socket_dir =\n"
+            f"pidfile = {self.pidfile}\nlogfile = {self.work / 'pgbouncer.log'}\n"
+        )
+        self.bouncer_config.write({"pgbouncer.ini": ini, "userlist.txt": pgb.userlist(client, client_previous)})
+
+    def bouncer_login(self, user: str, password: str) -> psycopg.Connection:
         return psycopg.connect(
             host="127.0.0.1",
             port=self.bouncer_port,
@@ -221,226 +274,362 @@ class Stack:
             connect_timeout=5,
         )
 
+    # Qdrant: one stand-in process per replica, reading its config at start.
+    def start_qdrant(self, i: int, key: str) -> None:
+        config = self.work / f"qdrant-{i}.yaml"
+        config.write_text(server_config(key, distributed=True))
+        port = self.qdrant_ports[i]
+        self._process(f"qdrant-{i}", [sys.executable, "-m", "sophia_testing.qdrant_auth_fake", str(config), str(port)])
+        _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", verify=False).status_code == 200, f"qdrant-{i}")
+        self.qdrant_ready.add(i)
 
-def reloader_password(exporter_password: str) -> str:
-    from components.redis import reloader_password as derive
-
-    return derive(exporter_password)
+    def stop_qdrant(self, i: int) -> None:
+        # Out of the Service's endpoints first, as a terminating pod, and SIGTERM once the requests
+        # already sent to it are answered (Qdrant itself finishes them on SIGTERM; the stand-in does not).
+        self.qdrant_ready.discard(i)
+        time.sleep(0.2)
+        proc = self.procs.pop(f"qdrant-{i}")
+        proc.terminate()
+        proc.wait(10)
 
 
 @dataclass
 class Load:
     stack: Stack
-    redis_secret: Secret
-    pg_secret: Secret
+    client_files: Path
     workers: int
-    sent: int = 0
-    failed: int = 0
+    sent: dict[str, int] = field(default_factory=lambda: {"redis": 0, "postgres": 0, "qdrant": 0})
+    failed: dict[str, int] = field(default_factory=lambda: {"redis": 0, "postgres": 0, "qdrant": 0})
     errors: list[str] = field(default_factory=list)
-    versions: dict[int, tuple[str, str]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: bool = False
 
-    def _count(self, ok: bool, error: str | None = None) -> None:
-        with self.lock:
-            self.sent += 1
-            if not ok:
-                self.failed += 1
-                if error and len(self.errors) < 10:
-                    self.errors.append(error)
+    def count(self, store: str, ok: bool, error: str | None = None) -> None:
+        self.sent[store] += 1
+        if not ok:
+            self.failed[store] += 1
+            if error and sum(e.startswith(store) for e in self.errors) < 4:
+                self.errors.append(f"{store}: {error}"[:300])
 
-    def worker(self, n: int) -> None:
-        r = db = None
-        i = 0
-        while not self.stop.is_set():
-            if i % RECONNECT_EVERY == 0:
-                for c in (r, db):
-                    if c is not None:
-                        c.close()
-                rs, ps = self.redis_secret.read(), self.pg_secret.read()
-                with self.lock:
-                    self.versions[n] = (rs["password"], ps["username"])
-                r = redis.Redis(
-                    host="127.0.0.1",
-                    port=self.stack.redis_port,
-                    username=rs["username"],
-                    password=rs["password"],
-                    socket_timeout=5,
-                )
-                try:
-                    db = self.stack.pg_login(ps["username"], ps["password"])
-                except psycopg.Error as exc:
-                    db = None
-                    self._count(False, f"postgres login as {ps['username']}: {exc}")
+    async def worker(self, n: int) -> None:
+        """A service's clients, built as the services build them (sophia_chassis.rotation)."""
+        files = str(self.client_files)
+        r = aredis.Redis.from_url(
+            f"redis://svc@127.0.0.1:{self.stack.redis_port}/0",
+            connection_class=redis_connection_class(RotatedCredential(("REDIS_PASSWORD",), directory=files)),
+            socket_timeout=5,
+        )
+        pg_class = psycopg_connection_class(RotatedCredential(("PGUSER", "PGPASSWORD"), directory=files))
+        auth = RotatedKeyAuth(RotatedCredential(("QDRANT_API_KEY",), other="_NEXT", directory=files))
+        qdrant = {
+            i: AsyncQdrantClient(url=f"http://127.0.0.1:{port}", auth=auth, timeout=5, check_compatibility=False)
+            for i, port in enumerate(self.stack.qdrant_ports)
+        }
+        db, i = None, 0
+        while not self.stop:
             i += 1
-            key, value = f"drill:{n}", f"{n}-{i}"
+            value = f"{n}-{i}"
+            if i % RECONNECT_EVERY == 1:
+                await r.connection_pool.disconnect()
+                if db is not None:
+                    await db.close()
+                    db = None
+                try:
+                    if not self.stack.bouncer:
+                        raise LookupError
+                    db = await pg_class.connect(
+                        f"host=127.0.0.1 port={self.stack.bouncer_port} dbname=sophia connect_timeout=5",
+                        autocommit=True,
+                        prepare_threshold=None,
+                    )
+                except LookupError:
+                    pass
+                except psycopg.Error as exc:
+                    self.count("postgres", False, f"login: {exc}")
             try:
-                r.set(key, value)
-                self._count(r.get(key) == value.encode(), "redis read back a wrong value")
+                await r.set(f"drill:{n}", value)
+                self.count("redis", await r.get(f"drill:{n}") == value.encode(), "read back a wrong value")
             except redis.RedisError as exc:
-                self._count(False, f"redis: {exc}")
+                self.count("redis", False, str(exc))
             if db is not None:
                 try:
-                    db.execute(
+                    await db.execute(
                         "INSERT INTO probe VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET value = excluded.value",
                         (n, value),
                     )
-                    got = db.execute("SELECT value FROM probe WHERE id = %s", (n,)).fetchone()
-                    self._count(got == (value,), "postgres read back a wrong value")
+                    got = await (await db.execute("SELECT value FROM probe WHERE id = %s", (n,))).fetchone()
+                    self.count("postgres", got == (value,), "read back a wrong value")
                 except psycopg.Error as exc:
-                    self._count(False, f"postgres: {exc}")
+                    self.count("postgres", False, str(exc))
                     db = None
-            time.sleep(0.002)
-
-    def all_on(self, redis_password: str, pg_user: str) -> bool:
-        with self.lock:
-            return len(self.versions) == self.workers and all(
-                v == (redis_password, pg_user) for v in self.versions.values()
-            )
-
-
-def wait_all_moved(load: Load, redis_password: str, pg_user: str, timeout: float = 30) -> None:
-    """Every worker has reconnected with the new credentials (the rollout finished)."""
-    deadline = time.monotonic() + timeout
-    while not load.all_on(redis_password, pg_user):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the load did not move to the new credentials")
-        time.sleep(0.05)
+            ready = sorted(self.stack.qdrant_ready)
+            if ready:  # the Service's endpoints: the replicas that are up
+                try:
+                    await qdrant[ready[(n + i) % len(ready)]].get_collections()
+                    self.count("qdrant", True)
+                except Exception as exc:  # noqa: BLE001  (any failure of the request is one)
+                    self.count("qdrant", False, str(exc))
+            await asyncio.sleep(0.002)
+        await r.aclose()
+        if db is not None:
+            await db.close()
+        for client in qdrant.values():
+            await client.close()
 
 
-def rejected_redis(stack: Stack, user: str, password: str) -> bool:
+def redis_accepts(stack: Stack, user: str, password: str) -> bool:
+    client = redis.Redis(port=stack.redis_port, username=user, password=password, retry=Retry(NoBackoff(), 0))
     try:
-        redis.Redis(host="127.0.0.1", port=stack.redis_port, username=user, password=password).ping()
-        return False
+        return client.ping()
     except redis.AuthenticationError:
-        return True
-
-
-def rejected_pg(stack: Stack, user: str, password: str) -> dict[str, bool]:
-    out = {}
-    for where, kwargs in (
-        ("pgbouncer", {"host": "127.0.0.1", "port": stack.bouncer_port}),
-        ("postgresql", {"host": "127.0.0.1", "port": stack.pg_port}),
-    ):
-        try:
-            psycopg.connect(user=user, password=password, dbname="sophia", connect_timeout=5, **kwargs).close()
-            out[where] = False
-        except psycopg.OperationalError:
-            out[where] = True
-    return out
-
-
-def redis_run_id(stack: Stack) -> str:
-    client = redis.Redis(host="127.0.0.1", port=stack.redis_port, username="exporter", password=stack.exporter_password)
-    try:
-        return client.info("server")["run_id"]
+        return False
     finally:
         client.close()
 
 
+def pg_accepts(port: int, user: str, password: str) -> bool:
+    try:
+        psycopg.connect(host="127.0.0.1", port=port, user=user, password=password, dbname="sophia").close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def qdrant_status(port: int, key: str) -> int:
+    with httpx.Client(verify=False) as client:  # (plain HTTP: no CA bundle to load)
+        return client.get(f"http://127.0.0.1:{port}/collections", headers={"api-key": key}).status_code
+
+
+async def _until(check, what: str, timeout: float = 30) -> None:
+    """Polls `check` off the event loop (a blocked loop would time the load's own logins out)."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def _run(stack: Stack, client_files: SecretVolume, seconds: float, workers: int, unsafe: bool) -> dict:
+    loads: list[Load] = []
+    try:
+        return await _phases(stack, client_files, seconds, workers, unsafe, loads)
+    finally:
+        for load in loads:  # a phase that failed must not leave the load running
+            load.stop = True
+
+
+async def _phases(
+    stack: Stack, client_files: SecretVolume, seconds: float, workers: int, unsafe: bool, loads: list
+) -> dict:
+    lag = 5 * RELOAD_INTERVAL  # how late the store's files arrive after the clients' (the kubelet's syncs)
+    pw0, ex0, c0 = "initial-redis-password", stack.exporter, "initial-client"
+    k0, k1 = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+
+    def files(redis_pw, redis_prev, client, client_prev, qkey, qnext) -> dict[str, str]:
+        return {
+            "REDIS_PASSWORD": redis_pw,
+            "REDIS_PASSWORD_PREVIOUS": redis_prev or "",
+            "PGUSER": pgb.client_user(client),
+            "PGPASSWORD": client,
+            "PGUSER_PREVIOUS": pgb.client_user(client_prev) if client_prev else "",
+            "PGPASSWORD_PREVIOUS": client_prev or "",
+            "QDRANT_API_KEY": qkey,
+            "QDRANT_API_KEY_NEXT": qnext,
+        }
+
+    # As after an earlier rotation: Qdrant runs k0 and its clients already hold k1 as the next key.
+    client_files.write(files(pw0, None, c0, None, k0, k1))
+    for i in range(0 if unsafe else QDRANT_REPLICAS):  # (the control rotates Redis only)
+        stack.start_qdrant(i, k0)
+    load = Load(stack, client_files.path, workers)
+    loads.append(load)
+    run_id, bouncer_pid = stack.redis_admin().info("server")["run_id"], stack.bouncer.pid if stack.bouncer else 0
+    tasks = [asyncio.create_task(load.worker(n)) for n in range(workers)]
+    await asyncio.sleep(seconds)  # steady state before
+    out: dict = {}
+
+    # Redis and the PgBouncer client login: the clients' files first, the stores' after (the order
+    # that needs the clients' fallback); at the next rotation the old value leaves the stores.
+    pw1, ex1, c1 = secrets.token_urlsafe(24), secrets.token_hex(16), secrets.token_urlsafe(24)
+    t0 = time.monotonic()
+    if unsafe:  # the control: Redis's password replaced in place, the clients told half a second later
+        stack.write_redis({"svc": pw1}, ex0)
+        await asyncio.sleep(0.5)
+        client_files.write(files(pw1, None, c0, None, k0, k1))
+        await _until(lambda: redis_accepts(stack, "svc", pw1), "redis loaded the ACL")
+    else:
+        denied = stack.redis_refused_logins("svc")
+        bouncer_log = (stack.work / "pgbouncer.log").read_text()
+        client_files.write(files(pw1, pw0, c1, c0, k0, k1))
+        # The stores' files arrive later, once each store has refused a login with a new value (and
+        # the client gone on with the previous one): the order that needs the clients' fallback.
+        await asyncio.sleep(lag)
+        await _until(
+            lambda: (
+                stack.redis_refused_logins("svc") > denied
+                and "password authentication failed" in (stack.work / "pgbouncer.log").read_text()[len(bouncer_log) :]
+            ),
+            "a login with the new values",
+        )
+        fallbacks = {
+            "redis": stack.redis_refused_logins("svc") - denied,
+            "pgbouncer": (stack.work / "pgbouncer.log")
+            .read_text()[len(bouncer_log) :]
+            .count(
+                "password authentication failed"  # (one ERROR line per refused login)
+            ),
+        }
+        stack.write_redis({"svc": pw1}, ex1, previous={"svc": pw0}, exporter_previous=ex0)
+        stack.write_bouncer(("sophia_app_a", "initial-sophia_app_a"), c1, c0)
+        await _until(lambda: redis_accepts(stack, "svc", pw1), "redis loaded the new ACL")
+        await _until(lambda: pg_accepts(stack.bouncer_port, pgb.client_user(c1), c1), "pgbouncer reloaded")
+        await asyncio.sleep(seconds / 2)  # both valid, clients on the new value
+        client_files.write(files(pw1, None, c1, None, k0, k1))
+        await asyncio.sleep(lag)
+        stack.write_redis({"svc": pw1}, ex1)
+        stack.write_bouncer(("sophia_app_a", "initial-sophia_app_a"), c1)
+        await _until(lambda: not redis_accepts(stack, "svc", pw0), "redis dropped the old password")
+        await _until(lambda: not pg_accepts(stack.bouncer_port, pgb.client_user(c0), c0), "pgbouncer dropped it")
+    out["redis"] = {
+        "window_seconds": round(time.monotonic() - t0, 2),
+        "new_value_refused_then_previous_used": None if unsafe else fallbacks["redis"],
+        "old_password_rejected": not redis_accepts(stack, "svc", pw0),
+        "new_password_accepted": redis_accepts(stack, "svc", pw1),
+        "old_exporter_password_rejected": not redis_accepts(stack, rds.EXPORTER_USER, ex0),
+    }
+    if unsafe:
+        await asyncio.sleep(seconds)
+        return await _finish(stack, load, tasks, run_id, bouncer_pid, out)
+    out["pgbouncer_client"] = {
+        "window_seconds": out["redis"]["window_seconds"],
+        "old_login_rejected": not pg_accepts(stack.bouncer_port, pgb.client_user(c0), c0),
+        "new_value_refused_then_previous_used": fallbacks["pgbouncer"],
+    }
+
+    # PostgreSQL's server role behind PgBouncer (ESC's postgres rotator: the idle role takes over).
+    t1 = time.monotonic()
+    old_role, new_role = ("sophia_app_a", "initial-sophia_app_a"), ("sophia_app_b", secrets.token_urlsafe(24))
+    with stack.superuser("sophia") as db:
+        db.execute(f"ALTER ROLE {new_role[0]} LOGIN PASSWORD '{new_role[1]}'")
+    stack.write_bouncer(new_role, c1)
+    await asyncio.sleep(lag + seconds / 2)  # reloaded; pooled server connections move as they are released
+    with stack.superuser("sophia") as db:
+        db.execute(f"ALTER ROLE {old_role[0]} NOLOGIN PASSWORD '{secrets.token_urlsafe(24)}'")
+    out["postgres_server"] = {
+        "window_seconds": round(time.monotonic() - t1, 2),
+        "old_role": old_role[0],
+        "new_role": new_role[0],
+        "old_credential_rejected": not pg_accepts(stack.pg_port, *old_role),
+    }
+
+    # Qdrant: replicas roll to k1 (the clients' next key) one at a time, highest ordinal first, as a
+    # StatefulSet does; then the clients' Secret moves on to (k1, k2).
+    t2 = time.monotonic()
+    k2 = secrets.token_urlsafe(24)
+    for i in reversed(range(QDRANT_REPLICAS)):
+        await asyncio.to_thread(stack.stop_qdrant, i)
+        await asyncio.to_thread(stack.start_qdrant, i, k1)
+        await asyncio.sleep(seconds / 4)
+    client_files.write(files(pw1, None, c1, None, k1, k2))
+    out["qdrant"] = {
+        "window_seconds": round(time.monotonic() - t2, 2),
+        "replicas": QDRANT_REPLICAS,
+        "old_key_rejected": all(qdrant_status(p, k0) == 403 for p in stack.qdrant_ports),
+        "new_key_accepted": all(qdrant_status(p, k1) == 200 for p in stack.qdrant_ports),
+    }
+
+    await asyncio.sleep(seconds)  # steady state after
+    return await _finish(stack, load, tasks, run_id, bouncer_pid, out)
+
+
+async def _finish(stack: Stack, load: Load, tasks: list, run_id: str, bouncer_pid: int, out: dict) -> dict:
+    load.stop = True
+    await asyncio.gather(*tasks)
+    admin = stack.redis_admin()
+    out.update(
+        requests_sent=sum(load.sent.values()),
+        requests_failed=sum(load.failed.values()),
+        by_store={s: {"sent": load.sent[s], "failed": load.failed[s]} for s in load.sent},
+        errors=load.errors,
+        restarted={
+            "redis": admin.info("server")["run_id"] != run_id,
+            "pgbouncer": bool(stack.bouncer) and (stack.bouncer.poll() is not None or stack.bouncer.pid != bouncer_pid),
+            "clients": False,  # the workers run from start to end in this process
+        },
+    )
+    return out
+
+
 def drill(seconds: float = 2.0, workers: int = 8, unsafe: bool = False) -> dict:
-    """`unsafe`: the control experiment, a rotation without a window (the old password replaced in
-    place, clients told half a second later), to show the load notices a broken rotation."""
+    """`unsafe`: the control experiment, a Redis rotation without a window (the old password replaced
+    in place, clients told half a second later), to show that the load notices a broken rotation."""
     with tempfile.TemporaryDirectory(prefix="sophia-drill-") as tmp, ExitStack() as stack_ctx:
         work = Path(tmp)
         if os.geteuid() == 0:
             os.chown(work, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
-        stack = Stack(work, stack_ctx)
-        redis_secret, pg_secret = Secret(work / "redis.json"), Secret(work / "pg.json")
-        redis_secret.write({"username": "svc", "password": "initial-redis-password"})
-        pg_secret.write({"username": "sophia_app_a", "password": "initial-sophia_app_a"})
-        load = Load(stack, redis_secret, pg_secret, workers)
-        run_id, bouncer_pid = redis_run_id(stack), stack.bouncer.pid
-        threads = [threading.Thread(target=load.worker, args=(n,), daemon=True) for n in range(workers)]
-        for t in threads:
-            t.start()
-        time.sleep(seconds)  # steady state before
+        stack = Stack(work, stack_ctx, postgres=not unsafe)
+        client_files = SecretVolume(work / "service-secrets")
+        return asyncio.run(_run(stack, client_files, seconds, workers, unsafe))
 
-        # Redis: add the new password beside the old one; clients move; drop the old one.
-        old_redis, new_redis = "initial-redis-password", secrets.token_urlsafe(24)
-        t0 = time.monotonic()
-        if unsafe:
-            stack.acl_load({"svc": new_redis})
-            time.sleep(0.5)
-        else:
-            stack.acl_load({"svc": new_redis}, previous={"svc": old_redis})
-        redis_secret.write({"username": "svc", "password": new_redis})
-        wait_all_moved(load, new_redis, "sophia_app_a")
-        time.sleep(seconds / 2)
-        stack.acl_load({"svc": new_redis})
-        redis_window = time.monotonic() - t0
 
-        # PostgreSQL: the idle role gets a new password and LOGIN; PgBouncer lists both; clients move;
-        # the old role leaves the auth_file and loses LOGIN.
-        old_pg, new_pg = ("sophia_app_a", "initial-sophia_app_a"), ("sophia_app_b", secrets.token_urlsafe(24))
-        t1 = time.monotonic()
-        with stack.superuser("sophia") as db:
-            db.execute(f"ALTER ROLE {new_pg[0]} LOGIN PASSWORD '{new_pg[1]}'")
-        stack.write_userlist({old_pg[0]: old_pg[1], new_pg[0]: new_pg[1]})
-        stack.reload_bouncer()
-        pg_secret.write({"username": new_pg[0], "password": new_pg[1]})
-        wait_all_moved(load, new_redis, new_pg[0])
-        time.sleep(seconds / 2)
-        stack.write_userlist({new_pg[0]: new_pg[1]})
-        stack.reload_bouncer()
-        with stack.superuser("sophia") as db:
-            db.execute(f"ALTER ROLE {old_pg[0]} NOLOGIN PASSWORD '{secrets.token_urlsafe(24)}'")
-        pg_window = time.monotonic() - t1
+def passed(result: dict) -> bool:
+    if "qdrant" not in result:  # the control rotates Redis only: never a pass
+        return False
+    r, c, p, q = result["redis"], result["pgbouncer_client"], result["postgres_server"], result["qdrant"]
+    return (
+        result["requests_failed"] == 0
+        and r["old_password_rejected"]
+        and r["new_password_accepted"]
+        and r["old_exporter_password_rejected"]
+        and c["old_login_rejected"]
+        and p["old_credential_rejected"]
+        and q["old_key_rejected"]
+        and q["new_key_accepted"]
+        and not any(result["restarted"].values())
+    )
 
-        time.sleep(seconds)  # steady state after
-        load.stop.set()
-        for t in threads:
-            t.join(10)
-        return {
-            "requests_sent": load.sent,
-            "requests_failed": load.failed,
-            "errors": load.errors,
-            "redis": {
-                "window_seconds": round(redis_window, 2),
-                "old_password_rejected": rejected_redis(stack, "svc", old_redis),
-                "new_password_accepted": not rejected_redis(stack, "svc", new_redis),
-            },
-            "postgres": {
-                "window_seconds": round(pg_window, 2),
-                "old_role": old_pg[0],
-                "new_role": new_pg[0],
-                "old_credential_rejected": rejected_pg(stack, *old_pg),
-            },
-            "restarted": {
-                "redis": redis_run_id(stack) != run_id,
-                "pgbouncer": stack.bouncer.poll() is not None or stack.bouncer.pid != bouncer_pid,
-            },
-        }
+
+def report(result: dict) -> list[str]:
+    restarted = result["restarted"]
+    lines = [
+        f"requests sent:   {result['requests_sent']}  ({result['by_store']})",
+        f"requests failed: {result['requests_failed']}",
+    ]
+    if r := result.get("redis"):
+        lines.append(
+            f"redis ACL user svc: window {r['window_seconds']} s (two passwords valid; clients told first, "
+            f"{r['new_value_refused_then_previous_used']} logins fell back), old password rejected: "
+            f"{r['old_password_rejected']} (exporter's: {r['old_exporter_password_rejected']}), "
+            f"redis restarted: {restarted['redis']}"
+        )
+    if c := result.get("pgbouncer_client"):
+        lines.append(
+            f"pgbouncer client login: window {c['window_seconds']} s (two users in the auth_file; "
+            f"{c['new_value_refused_then_previous_used']} logins fell back), "
+            f"old login rejected: {c['old_login_rejected']}, pgbouncer restarted: {restarted['pgbouncer']}"
+        )
+    if p := result.get("postgres_server"):
+        lines.append(
+            f"postgres server role: window {p['window_seconds']} s ({p['old_role']} and {p['new_role']} valid), "
+            f"old role rejected: {p['old_credential_rejected']}"
+        )
+    if q := result.get("qdrant"):
+        lines.append(
+            f"qdrant API key: window {q['window_seconds']} s ({q['replicas']} replicas rolled, clients holding "
+            f"both keys), old key rejected by every replica: {q['old_key_rejected']}"
+        )
+    lines += [f"  error: {e}" for e in result["errors"]]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="rotate Redis and PostgreSQL credentials under load")
+    parser = argparse.ArgumentParser(description="rotate every data store credential under load")
     parser.add_argument("--seconds", type=float, default=3.0, help="steady load before and after, per phase")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--unsafe", action="store_true", help="control: rotate Redis without a window (must fail)")
     args = parser.parse_args(argv)
     result = drill(args.seconds, args.workers, args.unsafe)
-    r, p = result["redis"], result["postgres"]
-    print(f"requests sent:   {result['requests_sent']}")
-    print(f"requests failed: {result['requests_failed']}")
-    restarted = result["restarted"]
-    print(
-        f"redis ACL user svc: window {r['window_seconds']} s (two passwords valid), "
-        f"old password rejected: {r['old_password_rejected']}, redis restarted: {restarted['redis']}"
-    )
-    print(
-        f"postgres via pgbouncer: window {p['window_seconds']} s ({p['old_role']} and {p['new_role']} valid), "
-        f"old credential rejected: {p['old_credential_rejected']}, pgbouncer restarted: {restarted['pgbouncer']}"
-    )
-    for e in result["errors"]:
-        print(f"  error: {e}")
-    ok = (
-        result["requests_failed"] == 0
-        and r["old_password_rejected"]
-        and r["new_password_accepted"]
-        and all(p["old_credential_rejected"].values())
-        and not any(result["restarted"].values())
-    )
+    print("\n".join(report(result)))
+    ok = passed(result)
     print("drill: " + ("passed" if ok else "FAILED"))
     return 0 if ok else 1
 

@@ -13,7 +13,7 @@ from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs, join_flags
 from components.ingress import Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
 from components.observability import Observability, ObservabilityArgs
-from components.pgbouncer import PgBouncer, PgBouncerArgs
+from components.pgbouncer import PgBouncer, PgBouncerArgs, client_user
 from components.qdrant import Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
@@ -157,7 +157,7 @@ def test_each_data_store_gives_a_caller_its_endpoint_settings_and_credentials() 
     assert {k: seen[f"pg.{k}"] for k in ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD")} == {
         "PGHOST": "pgbouncer.data.svc.cluster.local",
         "PGPORT": "5432",
-        "PGUSER": "sophia",
+        "PGUSER": client_user("c"),
         "PGDATABASE": "db",
         "PGPASSWORD": "c",
     }

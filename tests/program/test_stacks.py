@@ -53,14 +53,21 @@ def test_every_service_has_its_objects(rendered: dict[str, list[dict[str, Any]]]
         for kind in SERVICE_KINDS:
             find(objects, kind, spec.name)
         # Exactly what the manifest asks for plus the credentials of what it calls, nothing more.
+        # (each store's credential in use and the other one it accepts during a rotation)
+        credentials = {
+            "redis": {"REDIS_PASSWORD", "REDIS_PASSWORD_PREVIOUS"},
+            "qdrant": {"QDRANT_API_KEY", "QDRANT_API_KEY_NEXT"},
+            "postgres": {"PGUSER", "PGPASSWORD", "PGUSER_PREVIOUS", "PGPASSWORD_PREVIOUS"},
+        }
         expected = (
             set(spec.secrets)
             | {"API_KEYS"}
             | {
-                {"redis": "REDIS_PASSWORD", "qdrant": "QDRANT_API_KEY", "postgres": "PGPASSWORD"}[d]
+                key
                 for d in spec.calls.datastores
                 # The local stack has no Qdrant server: mcp-context embeds Qdrant Edge, no key.
                 if not (stack == "local" and d == "qdrant")
+                for key in credentials[d]
             }
         )
         secret = find(objects, "Secret", f"{spec.name}-secrets")

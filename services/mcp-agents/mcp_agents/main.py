@@ -30,6 +30,7 @@ from sophia_chassis import create_app
 from sophia_chassis.auth import Identity, ServiceCredentials, require
 from sophia_chassis.inputs import FiniteFloat, Text
 from sophia_chassis.problems import problem
+from sophia_chassis.rotation import RotatedCredential, psycopg_connection_class, redis_connection_class
 
 SSE_POLL_SECONDS = 0.2
 SSE_KEEPALIVE_POLLS = 75  # a comment line every 15 s keeps proxies from closing an idle stream
@@ -49,8 +50,17 @@ EventSeq = Annotated[int, Field(ge=0, le=2**31 - 1)]  # PostgreSQL int
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.load()
-    redis = Redis.from_url(settings.redis_url, password=settings.redis_password)
-    store = TaskStore(settings.conninfo(), wait_seconds=settings.database_wait_seconds)
+    # Rotated credentials are read from the secret files at each new connection (no restart).
+    redis = Redis.from_url(
+        settings.redis_url,
+        password=settings.redis_password,
+        connection_class=redis_connection_class(RotatedCredential(("REDIS_PASSWORD",))),
+    )
+    store = TaskStore(
+        settings.conninfo(),
+        wait_seconds=settings.database_wait_seconds,
+        connection_class=psycopg_connection_class(RotatedCredential(("PGUSER", "PGPASSWORD"))),
+    )
     queue = TaskQueue(redis, visibility_timeout_seconds=settings.visibility_timeout_seconds)
     credentials = ServiceCredentials(settings.service_tokens_dir)
     model = ModelClient(

@@ -131,6 +131,7 @@ class TaskStore:
         max_size: int = 5,
         wait_seconds: float = 3.0,
         connect_timeout: int = 3,
+        connection_class: type[psycopg.AsyncConnection] = psycopg.AsyncConnection,
         **connect_kwargs: Any,
     ):
         self.wait_seconds = wait_seconds
@@ -139,6 +140,8 @@ class TaskStore:
             min_size=min_size,
             max_size=max_size,
             open=False,
+            # sophia_chassis.rotation's: each new connection logs in with the secret files' login.
+            connection_class=connection_class,
             timeout=wait_seconds,  # the longest a request waits for a connection
             # A connection broken by a restart is found (and replaced) before it is handed out.
             check=AsyncConnectionPool.check_connection,

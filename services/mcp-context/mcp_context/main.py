@@ -26,6 +26,7 @@ from sophia_chassis import create_app
 from sophia_chassis.auth import Identity, require, tool_identity
 from sophia_chassis.inputs import FiniteFloat, Int64, JsonObject, Name, Text
 from sophia_chassis.mcp import McpEndpoint
+from sophia_chassis.rotation import RotatedCredential, RotatedKeyAuth, redis_connection_class
 
 log = structlog.get_logger()
 
@@ -91,6 +92,8 @@ class ContextService:
                 timeout=10,
                 socket_timeout=settings.redis_timeout_seconds,
                 socket_connect_timeout=settings.redis_timeout_seconds,
+                # Rotated passwords are read from the secret files at each new connection (no restart).
+                connection_class=redis_connection_class(RotatedCredential(("REDIS_PASSWORD",))),
             )
             client = redis.Redis(connection_pool=pool)
         self.embedder = CachedEmbedder(
@@ -103,7 +106,14 @@ class ContextService:
         self.store: MemoryStore
         if settings.qdrant_url:
             self.store = ServerMemoryStore(
-                AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key),
+                # The key per request from the secret files, the next one on a 401/403 (a rotation's
+                # rolling window, components/qdrant.py).
+                AsyncQdrantClient(
+                    url=settings.qdrant_url,
+                    auth=RotatedKeyAuth(
+                        RotatedCredential(("QDRANT_API_KEY",), other="_NEXT", fallback=(settings.qdrant_api_key,))
+                    ),
+                ),
                 settings.qdrant_collection,
                 self.embedder.dimensions,
                 replication_factor=settings.qdrant_replication_factor,

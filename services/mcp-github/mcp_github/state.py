@@ -67,7 +67,16 @@ class RedisStateStore:
     def __init__(self, url: str, password: str | None = None):
         import redis.asyncio as redis
 
-        self.client = redis.Redis.from_url(url, password=password, socket_timeout=2, socket_connect_timeout=2)
+        from sophia_chassis.rotation import RotatedCredential, redis_connection_class
+
+        # A rotated password is read from the secret files at each new connection (no restart).
+        self.client = redis.Redis.from_url(
+            url,
+            password=password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            connection_class=redis_connection_class(RotatedCredential(("REDIS_PASSWORD",))),
+        )
 
     async def get(self, repo: str) -> RepoState | None:
         raw = await self.client.get(self.PREFIX + repo)
