@@ -40,7 +40,7 @@ class TracingArgs:
     retention_hours: int = 168
     storage: str = "20Gi"
     storage_class: str | None = None
-    collector_resources: Resources = wl.resource_amounts(requests=("100m", "128Mi"), limits=("1", "512Mi"))
+    collector_resources: Resources = wl.resource_amounts(requests=("100m", "128Mi"), limits=("500m", "512Mi"))
     jaeger_resources: Resources = wl.resource_amounts(requests=("200m", "512Mi"), limits=("2", "2Gi"))
 
 
@@ -154,8 +154,7 @@ class Tracing(pulumi.ComponentResource):
             f"{name}-collector",
             metadata=collector.meta(annotations=wl.UPSTREAM_IMAGE_SKIP),
             spec=DeploymentSpecArgs(
-                replicas=args.collector_replicas,
-                selector=LabelSelectorArgs(match_labels=collector.selector),
+                selector=LabelSelectorArgs(match_labels=collector.selector),  # replicas: the HPA's
                 strategy=DeploymentStrategyArgs(
                     type="RollingUpdate", rolling_update=RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1)
                 ),
@@ -193,6 +192,27 @@ class Tracing(pulumi.ComponentResource):
             child,
         )
         wl.disruption_budget(f"{name}-collector-pdb", collector.meta(), collector.selector, child)
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-collector-hpa",
+            metadata=collector.meta(),
+            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1", kind="Deployment", name=COLLECTOR
+                ),
+                min_replicas=args.collector_replicas,
+                max_replicas=10,  # the seed's 2-10 at 70 % CPU, as the services
+                metrics=[
+                    k8s.autoscaling.v2.MetricSpecArgs(
+                        type="Resource",
+                        resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                            name="cpu",
+                            target=k8s.autoscaling.v2.MetricTargetArgs(type="Utilization", average_utilization=70),
+                        ),
+                    )
+                ],
+            ),
+            opts=child,
+        )
         wl.network_policy(
             f"{name}-collector-netpol",
             collector.meta(),

@@ -36,7 +36,9 @@ def config_of(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
 def test_the_collector_batches_spans_to_jaeger(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["prod"]
     collector = find(objects, "Deployment", "otel-collector")
-    assert collector["metadata"]["namespace"] == "sophia-observability" and collector["spec"]["replicas"] == 2
+    assert collector["metadata"]["namespace"] == "sophia-observability"
+    hpa = find(objects, "HorizontalPodAutoscaler", "otel-collector")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 10) and "replicas" not in collector["spec"]
     (container,) = collector["spec"]["template"]["spec"]["containers"]
     assert container["image"] == COLLECTOR_IMAGE and re.search(r":\d+\.\d+\.\d+$", COLLECTOR_IMAGE)
     assert container["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
