@@ -118,6 +118,8 @@ class ObservabilityArgs:
     monitoring_resources: bool = True
     crds: Sequence[pulumi.Resource] = ()
     alert_receivers: AlertReceivers = AlertReceivers()
+    # Jaeger's query API (components/tracing.py), when the stack traces: Grafana's trace data source.
+    jaeger_url: str | None = None
 
 
 def slow_ratio(window: str, threshold: float, services: Sequence[str]) -> str:
@@ -318,14 +320,7 @@ class Observability(pulumi.ComponentResource):
                 "grafana": {
                     "replicas": args.replicas,
                     "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "searchNamespace": ns}},
-                    "additionalDataSources": [
-                        {
-                            "name": "Loki",
-                            "type": "loki",
-                            "uid": "loki",
-                            "url": f"http://loki-gateway.{ns}.svc.cluster.local",
-                        }
-                    ],
+                    "additionalDataSources": grafana_datasources(ns, args.jaeger_url),
                 },
             },
             child,
@@ -413,6 +408,47 @@ class Observability(pulumi.ComponentResource):
             spec={"groups": groups},
             opts=crd_ready,
         )
+
+
+def grafana_datasources(namespace: str, jaeger_url: str | None) -> list[dict[str, Any]]:
+    """Loki, and with tracing Jaeger, linked both ways: a log line's `trace_id` (the chassis' JSON
+    field) opens its trace, and a span opens its service's log lines that carry the trace id."""
+    loki: dict[str, Any] = {
+        "name": "Loki",
+        "type": "loki",
+        "uid": "loki",
+        "url": f"http://loki-gateway.{namespace}.svc.cluster.local",
+    }
+    if jaeger_url is None:
+        return [loki]
+    # `$$`: Grafana expands `$` in provisioning files; the link's own variable is `${__value.raw}`.
+    loki["jsonData"] = {
+        "derivedFields": [
+            {
+                "name": "trace_id",
+                "matcherRegex": r'"trace_id":\s*"(\w+)"',
+                "datasourceUid": "jaeger",
+                "url": "$${__value.raw}",
+            }
+        ]
+    }
+    jaeger = {
+        "name": "Jaeger",
+        "type": "jaeger",
+        "uid": "jaeger",
+        "url": jaeger_url,
+        "jsonData": {
+            "tracesToLogsV2": {
+                "datasourceUid": "loki",
+                # A span's service.name is the `service` label Alloy gives a pod's log stream.
+                "tags": [{"key": "service.name", "value": "service"}],
+                "filterByTraceID": True,
+                "spanStartTimeShift": "-5m",
+                "spanEndTimeShift": "5m",
+            }
+        },
+    }
+    return [loki, jaeger]
 
 
 def _hours(days: str) -> str:

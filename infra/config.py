@@ -218,6 +218,17 @@ class Alerting(_Strict):
     slack_channel: str = "#sophia-alerts"
 
 
+class Tracing(_Strict):
+    """Distributed tracing (components/tracing.py, sophia_chassis.tracing): the collector and
+    Jaeger deploy, and every service exports its spans to the collector."""
+
+    enabled: bool = True
+    # The share of traces started in this stack that are kept (a hop follows its caller's decision).
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    retention_hours: int = Field(168, ge=1, le=24 * 90)
+    storage: str = "20Gi"
+
+
 class Backup(_Strict):
     """Scheduled Qdrant snapshots and Redis RDB copies to S3-compatible storage (docs/secrets.md).
     Bucket, prefix and schedule come from ESC (sophia/base); the writer's keys are the secrets
@@ -308,6 +319,7 @@ class StackConfig(_Strict):
     kubernetes: Kubernetes = Kubernetes()
     auth: Auth = Auth()
     alerting: Alerting = Alerting()
+    tracing: Tracing = Tracing()
     data: Data = Data()
     backup: Backup = Backup()
     # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.

@@ -31,6 +31,7 @@ from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
 from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, ServiceIdentity, peak_pods
 from components.spec import ServiceSpec, cpu_millicores, memory_bytes
+from components.tracing import Tracing, TracingArgs
 from components.upstreams import UPSTREAMS, Upstreams, UpstreamsArgs
 from components.workload import Connection, cluster_host
 from infra.config import ALERT_SECRETS, StackConfig
@@ -143,13 +144,15 @@ def deploy(
     gpu_pools = _gpu_pools(config, cluster)
     local_key = local_api_key(generated[LOCAL_KEY_SECRET]) if config.environment == "local" else None
     api_keys = esc(API_KEYS, "[]") if local_key is None else local_key.apply(lambda k: json.dumps([key_entry(k)]))
-    services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools)
+    tracing = _tracing(config, planned, cluster)
+    services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools, tracing)
     crds = local_crds(cluster.provider) if config.local_crds else []
     ingress = _ingress(config, planned, crds, cluster, services)
-    observability = _observability(config, planned, crds, cluster, esc)
+    observability = _observability(config, planned, crds, cluster, esc, tracing)
+    untraced = [] if tracing else ["tracing: the OpenTelemetry Collector and Jaeger (sophia:tracing.enabled is false)"]
     return {
         "environment": config.environment,
-        "not_deployed": ingress.not_deployed + observability.not_deployed,
+        "not_deployed": ingress.not_deployed + observability.not_deployed + untraced,
         "namespaces": {c: n.namespace.metadata.name for c, n in cluster.namespaces.items()},
         "services": {name: {"url": svc.url} for name, svc in services.items()},
         "data": {"redis": stores.redis.url, "qdrant": stores.qdrant.url, "pgbouncer": stores.pgbouncer.host},
@@ -345,6 +348,7 @@ def _services(
     esc: EscSecret,
     cluster: Cluster,
     gpu_pools: GpuPools | None,
+    tracing: Tracing | None,
 ) -> dict[str, PlatformService]:
     services_ns = config.namespaces.services
     auth = config.auth
@@ -371,6 +375,11 @@ def _services(
             env.update(connection.env)
             platform_secrets.update(connection.secrets)
             live_secrets |= connection.live_secrets
+        if tracing:  # sophia_chassis.tracing: export spans to the collector, keep this share of new traces
+            env |= {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": tracing.endpoint,
+                "TRACE_SAMPLE_RATIO": str(config.tracing.sample_ratio),
+            }
         claims = [c.volume_claim for c in connections if c.volume_claim is not None]
         services[spec.name] = PlatformService(
             spec.name,
@@ -385,7 +394,8 @@ def _services(
                 env=env,
                 callers=item.callers,
                 callees=item.callees,
-                datastores=[c.peer for c in connections if c.peer is not None],
+                # Egress peers outside the namespace: the data stores, and the collector spans go to.
+                datastores=[c.peer for c in connections if c.peer is not None] + ([tracing.peer] if tracing else []),
                 data_claim=claims[0] if claims else None,
                 ingress_namespace=config.namespaces.ingress,
                 metrics_namespace=config.namespaces.observability,
@@ -435,8 +445,31 @@ def _ingress(
     )
 
 
+def _tracing(config: StackConfig, planned: list[PlannedService], cluster: Cluster) -> Tracing | None:
+    if not config.tracing.enabled:
+        return None
+    return Tracing(
+        "tracing",
+        TracingArgs(
+            namespace=config.namespaces.observability,
+            services_namespace=config.namespaces.services,
+            services=[p.spec.name for p in planned],
+            collector_replicas=2 if config.is_prod else 1,
+            retention_hours=config.tracing.retention_hours,
+            storage=config.tracing.storage,
+            storage_class=config.data_settings.storage_class,
+        ),
+        opts=cluster.inside("observability"),
+    )
+
+
 def _observability(
-    config: StackConfig, planned: list[PlannedService], crds: list[pulumi.Resource], cluster: Cluster, esc: EscSecret
+    config: StackConfig,
+    planned: list[PlannedService],
+    crds: list[pulumi.Resource],
+    cluster: Cluster,
+    esc: EscSecret,
+    tracing: Tracing | None,
 ) -> Observability:
     alerting = config.alerting
     kinds = {k for k in (alerting.page, alerting.ticket) if k}
@@ -458,6 +491,7 @@ def _observability(
             monitoring_resources=config.install_charts or config.local_crds,
             crds=crds,
             alert_receivers=receivers,
+            jaeger_url=tracing.query_url if tracing else None,
         ),
         opts=cluster.inside("observability"),
     )

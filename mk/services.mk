@@ -7,3 +7,9 @@ dev: bootstrap ## run every service locally (uvicorn), with a local Redis and Po
 # the `make dev` ports; secrets are files in $SOPHIA_SECRETS_DIR (default .state/dev-secrets).
 dev-%: bootstrap
 	@scripts/dev.sh $*
+
+# Traces of `make dev` without a trace store: an OTLP/HTTP receiver on 127.0.0.1:4318 printing each
+# trace as a tree; start the services with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318.
+.PHONY: traces
+traces: bootstrap ## print the traces of `make dev` (OTLP/HTTP on 127.0.0.1:4318)
+	@.venv/bin/python scripts/traces.py

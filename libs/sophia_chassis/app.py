@@ -1,4 +1,4 @@
-"""The FastAPI app factory: health, readiness, metrics, request ids, JSON logs, problems."""
+"""The FastAPI app factory: health, readiness, metrics, request ids, JSON logs, traces, problems."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sophia_chassis.admission import AdmissionControl
 from sophia_chassis.auth import install_auth
 from sophia_chassis.logs import configure_logging
+from sophia_chassis.mcp import MCP_PATH
 from sophia_chassis.metrics import RequestMetrics
 from sophia_chassis.problems import document_problems, install_problem_handlers, internal_error, problem
 from sophia_chassis.settings import ServiceSettings
+from sophia_chassis.tracing import configure_tracing, fastapi_telemetry, flush
 
 Check = Callable[[], Awaitable[Any]]
 Hook = Callable[[], Awaitable[Any]]
@@ -40,6 +42,7 @@ def create_app(
     settings.max_concurrent_requests run at once, the rest wait up to
     settings.queue_timeout_seconds and are then answered 503 with Retry-After."""
     configure_logging(settings.log_level)
+    tracing = configure_tracing(settings)
     log = structlog.get_logger()
     # `readiness`: what the pod cannot serve without (failing: 503, out of the Service). `degraded`:
     # optional or external peers (a cache, a vendor API): reported by /readyz and dependency_up, never
@@ -63,9 +66,18 @@ def create_app(
         # Graceful shutdown: uvicorn has stopped accepting and drained requests; release clients.
         for hook in on_shutdown:
             await hook()
+        if tracing:
+            await asyncio.to_thread(flush)
         log.info("stopped", service=settings.service_name)
 
-    app = FastAPI(title=settings.service_name, lifespan=lifespan, **fastapi_kwargs)
+    app = FastAPI(
+        title=settings.service_name,
+        lifespan=lifespan,
+        # /mcp: the MCP SDK traces each message itself, parented by the caller's context in `_meta`;
+        # an HTTP span per streamable-HTTP exchange would start a stray trace for each one.
+        telemetry=fastapi_telemetry(tracing, (*ObserveRequests.QUIET, MCP_PATH)),
+        **fastapi_kwargs,
+    )
     app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
     install_problem_handlers(app)
     document_problems(app)

@@ -51,6 +51,10 @@ class ServiceSettings(BaseSettings):
     queue_timeout_seconds: float = Field(0.05, ge=0)
     # ... and while the event loop runs this late (seconds; 0: not watched), new ones are shed at once.
     max_loop_lag_seconds: float = Field(0.02, ge=0)
+    # Tracing (sophia_chassis.tracing): the OpenTelemetry collector's OTLP/HTTP base URL (none: no
+    # tracing), and the share of traces started here that are kept (callers' decisions are followed).
+    otel_exporter_otlp_endpoint: str | None = None
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)
 
     @classmethod
     def load(cls, **overrides):

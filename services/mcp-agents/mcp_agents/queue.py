@@ -1,14 +1,18 @@
 """The work queue: one Redis Stream read by a consumer group, so replicas share tasks and
 a task whose worker died (never acknowledged, idle past the visibility timeout) is
 claimed again by another worker with XAUTOCLAIM. A running worker heartbeats by
-re-claiming its own entry, which resets the idle time."""
+re-claiming its own entry, which resets the idle time. An entry carries, beside the task id,
+the W3C trace context and request id of whoever queued it (sophia_chassis.tracing), so the
+worker's run continues the submitting request's trace."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+
+from sophia_chassis.tracing import producing
 
 STREAM = "agents:tasks"
 GROUP = "workers"
@@ -19,6 +23,7 @@ class Delivery:
     entry_id: str
     task_id: str
     reclaimed: bool
+    fields: dict[str, str] = field(default_factory=dict)  # the entry's, trace context included
 
 
 class TaskQueue:
@@ -36,7 +41,8 @@ class TaskQueue:
                 raise
 
     async def enqueue(self, task_id: str) -> str:
-        entry = await self.redis.xadd(self.stream, {"task_id": task_id})
+        with producing(self.stream) as context:
+            entry = await self.redis.xadd(self.stream, {**context, "task_id": task_id})
         return entry.decode() if isinstance(entry, bytes) else entry
 
     async def next(self, consumer: str, block_ms: int = 1000) -> Delivery | None:
@@ -64,7 +70,8 @@ class TaskQueue:
         def decode(v):
             return v.decode() if isinstance(v, bytes) else v
 
-        return Delivery(decode(entry_id), decode(fields.get(b"task_id", fields.get("task_id"))), reclaimed)
+        decoded = {decode(k): decode(v) for k, v in fields.items()}
+        return Delivery(decode(entry_id), decoded.get("task_id"), reclaimed, decoded)
 
     async def heartbeat(self, consumer: str, entry_id: str) -> None:
         await self.redis.xclaim(self.stream, self.group, consumer, min_idle_time=0, message_ids=[entry_id], justid=True)

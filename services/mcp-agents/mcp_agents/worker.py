@@ -13,6 +13,7 @@ import structlog
 from mcp_agents.loop import Emit, LimitReached, Outcome
 from mcp_agents.queue import Delivery, TaskQueue
 from mcp_agents.store import Task, TaskStore
+from sophia_chassis.tracing import consuming
 
 log = structlog.get_logger()
 Runner = Callable[[Task, Emit], Awaitable[Outcome]]
@@ -48,6 +49,17 @@ class Worker:
                 await asyncio.sleep(1)
 
     async def handle(self, delivery: Delivery) -> None:
+        # The run continues the trace of the request that queued the task, under its request id.
+        attributes = {
+            "messaging.message.id": delivery.entry_id,
+            "messaging.consumer.group.name": self.queue.group,
+            "sophia.task.id": delivery.task_id or "",
+            "sophia.task.reclaimed": delivery.reclaimed,
+        }
+        with consuming(delivery.fields, self.queue.stream, attributes):
+            await self._handle(delivery)
+
+    async def _handle(self, delivery: Delivery) -> None:
         task = await self.store.start(delivery.task_id, self.name, self.abandoned_after)
         if task is None:  # finished, unknown, or alive on another worker: this entry is a duplicate
             await self.queue.ack(delivery.entry_id)
