@@ -11,11 +11,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.spec import DNS_LABEL, ENV_NAME, ResourceAmounts
+from components.spec import DNS_LABEL, ENV_NAME, ResourceAmounts, matching
 
 NAMESPACE = "sophia"
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -218,6 +218,23 @@ class Alerting(_Strict):
     slack_channel: str = "#sophia-alerts"
 
 
+# S3-compatible object storage settings (backups, Loki's chunks).
+S3Endpoint = Annotated[
+    str,
+    matching(
+        re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/?$"),
+        "is not an endpoint URL; use e.g. 'https://s3.us-east-2.amazonaws.com'",
+    ),
+]
+S3Bucket = Annotated[
+    str,
+    matching(
+        re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
+        "is not an S3 bucket name; use 3-63 lowercase letters, digits, '.', '-'",
+    ),
+]
+
+
 class Backup(_Strict):
     """Scheduled Qdrant snapshots and Redis RDB copies to S3-compatible storage (docs/secrets.md).
     Bucket, prefix and schedule come from ESC (sophia/base); the writer's keys are the secrets
@@ -225,26 +242,12 @@ class Backup(_Strict):
 
     enabled: bool = False
     # Unset: AWS S3 in `region`; otherwise any S3-compatible endpoint (MinIO, R2, ...).
-    endpoint: str | None = None
-    bucket: str | None = None
+    endpoint: S3Endpoint | None = None
+    bucket: S3Bucket | None = None
     prefix: str = ""
     region: str = "us-east-1"
     schedule: str = "17 3 * * *"
     retention_days: int = Field(14, ge=1, le=3650)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/?$", v):
-            raise ValueError(f"{v!r} is not an endpoint URL; use e.g. 'https://s3.us-east-2.amazonaws.com'")
-        return v
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v):
-            raise ValueError(f"{v!r} is not an S3 bucket name; use 3-63 lowercase letters, digits, '.', '-'")
-        return v
 
     @field_validator("prefix")
     @classmethod
@@ -265,6 +268,52 @@ class Backup(_Strict):
         if self.enabled and not self.bucket:
             raise ValueError(f"{NAMESPACE}:backup.bucket: backups are enabled but no bucket is set")
         return self
+
+
+class Logs(_Strict):
+    """Loki: how long logs are kept, how many replicas serve them and where their chunks live.
+    `s3` (prod, from ESC like the backups: bucket in sophia/prod, the writer's keys the secrets
+    LOKI_ACCESS_KEY_ID / LOKI_SECRET_ACCESS_KEY) survives a node and lets Loki run replicated;
+    `filesystem` is one replica on a volume. Unset numbers take the environment's default."""
+
+    storage: Literal["filesystem", "s3"] = "filesystem"
+    endpoint: S3Endpoint | None = None  # unset: AWS S3 in `region`
+    bucket: S3Bucket | None = None
+    region: str = "us-east-1"
+    retention_days: int | None = Field(None, ge=1, le=3650)
+    # Audit events (label stream="audit") outlive ordinary logs.
+    audit_retention_days: int = Field(400, ge=1, le=3650)
+    replicas: int | None = Field(None, ge=1, le=7)
+    volume_size: str = "50Gi"
+
+    @model_validator(mode="after")
+    def _where(self) -> Logs:
+        if self.storage == "s3" and not self.bucket:
+            raise ValueError(
+                f"{NAMESPACE}:logs.bucket: logs go to S3 but no bucket is set; set it in the ESC environment"
+            )
+        if self.storage == "filesystem" and (self.replicas or 1) > 1:
+            raise ValueError(
+                f"{NAMESPACE}:logs.replicas: {self.replicas} Loki replicas cannot share a filesystem (the chart "
+                "refuses it); set logs.storage=s3 with a bucket, or replicas=1"
+            )
+        if self.audit_retention_days < (self.retention_days or 1):
+            raise ValueError(
+                f"{NAMESPACE}:logs.audit_retention_days: audit events must be kept at least as long as other logs "
+                f"(given: {self.audit_retention_days} < retention_days {self.retention_days})"
+            )
+        return self
+
+    def for_environment(self, environment: str) -> Logs:
+        prod = environment == "prod"
+        replicated = prod and self.storage == "s3"
+        return self.model_copy(
+            update={
+                "retention_days": (30 if prod else 7) if self.retention_days is None else self.retention_days,
+                # Three: a write reaches a quorum of two while one replica is down.
+                "replicas": (3 if replicated else 1) if self.replicas is None else self.replicas,
+            }
+        )
 
 
 class Namespaces(_Strict):
@@ -310,6 +359,7 @@ class StackConfig(_Strict):
     alerting: Alerting = Alerting()
     data: Data = Data()
     backup: Backup = Backup()
+    logs: Logs = Logs()
     # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.
     install_charts: bool = True
     # Apply the Gateway API and Prometheus-operator CRDs from the toolchain (local: no charts bring them),
@@ -407,6 +457,10 @@ class StackConfig(_Strict):
                     f"(given: {data.pgbouncer_replicas})"
                 )
         return self
+
+    @property
+    def logs_settings(self) -> Logs:
+        return self.logs.for_environment(self.environment)
 
     @property
     def data_settings(self) -> Data:

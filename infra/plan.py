@@ -26,6 +26,8 @@ PLATFORM_SECRETS = {redis.PASSWORD_KEY, qdrant.API_KEY_KEY, pgbouncer.PASSWORD_K
 DATABASE_URL, DATABASE_READ_URL = "DATABASE_URL", "DATABASE_READ_URL"
 # The backup writer's S3 keys (ESC), when sophia:backup.enabled.
 BACKUP_KEYS = ("BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY")
+# Loki's S3 keys (ESC), when sophia:logs.storage is s3.
+LOKI_KEYS = ("LOKI_ACCESS_KEY_ID", "LOKI_SECRET_ACCESS_KEY")
 PROD_MIN_REPLICAS = 2
 
 
@@ -164,6 +166,13 @@ def plan_services(
             f"{NAMESPACE}:secrets.{key}: backups are enabled but the stack has no S3 key for them; add it to "
             f"the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
             for key in BACKUP_KEYS
+            if key not in secrets_available
+        ]
+    if config.environment != "local" and config.logs.storage == "s3":
+        problems += [
+            f"{NAMESPACE}:secrets.{key}: logs go to S3 but the stack has no key for Loki; add it to "
+            f"the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
+            for key in LOKI_KEYS
             if key not in secrets_available
         ]
     if problems:

@@ -23,7 +23,7 @@ from components.backup import BackupTarget
 from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.ingress import Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
-from components.observability import AlertReceivers, Observability, ObservabilityArgs
+from components.observability import AlertReceivers, LogStore, LokiS3, Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
 from components.postgres import LocalPostgres, LocalPostgresArgs
 from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, QdrantArgs
@@ -39,6 +39,7 @@ from infra.plan import (
     BACKUP_KEYS,
     DATABASE_READ_URL,
     DATABASE_URL,
+    LOKI_KEYS,
     REPO_ROOT,
     PlannedService,
     upstreams_image,
@@ -451,8 +452,25 @@ def _observability(
             monitoring_resources=config.install_charts or config.local_crds,
             crds=crds,
             alert_receivers=receivers,
+            logs=_log_store(config, esc),
         ),
         opts=cluster.inside("observability"),
+    )
+
+
+def _log_store(config: StackConfig, esc: EscSecret) -> LogStore:
+    """Loki's retention, replicas and storage (sophia:logs; the bucket and keys from ESC in prod)."""
+    logs = config.logs_settings
+    s3 = None
+    if logs.storage == "s3" and logs.bucket:
+        access, secret = (esc(key) for key in LOKI_KEYS)
+        s3 = LokiS3(logs.bucket, access, secret, logs.region, logs.endpoint)
+    return LogStore(
+        retention_days=logs.retention_days,
+        audit_retention_days=logs.audit_retention_days,
+        replicas=logs.replicas,
+        volume_size=logs.volume_size,
+        s3=s3,
     )
 
 

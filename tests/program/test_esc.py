@@ -21,7 +21,7 @@ import yaml
 from components.pgbouncer import database_entry
 from infra.config import NAMESPACE, parse_stack_config, secret_keys_available
 from infra.discovery import discover
-from infra.plan import API_KEYS, BACKUP_KEYS, DATABASE_READ_URL, DATABASE_URL, plan_services
+from infra.plan import API_KEYS, BACKUP_KEYS, DATABASE_READ_URL, DATABASE_URL, LOKI_KEYS, plan_services
 from infra.render import stack_file_config
 from sophia_chassis.auth import issue_key, parse_key_table
 
@@ -43,6 +43,7 @@ def store(stack: str) -> dict[str, str]:
         f"sophia/{stack}/slack-webhook-url": "https://hooks.slack.com/services/T0/B0/x",
         f"sophia/{stack}/pagerduty-routing-key": "r" * 32,
         f"sophia/{stack}/backup-writer": json.dumps({"accessKeyId": "AKIATEST", "secretAccessKey": "s" * 40}),
+        f"sophia/{stack}/loki-writer": json.dumps({"accessKeyId": "AKIALOKI", "secretAccessKey": "l" * 40}),
     }
 
 
@@ -83,6 +84,13 @@ def test_pulumi_config_is_what_the_program_accepts(stack: str, tmp_path: Path) -
     plan_services(stack, config, discover(), available)  # every secret a service or store needs is there
 
     assert config.backup.enabled and config.backup.prefix == f"{stack}/" and set(BACKUP_KEYS) <= available
+    # Prod keeps its logs in S3, replicated, a month; dev on one Loki's volume, a week.
+    logs = config.logs_settings
+    if stack == "prod":
+        assert (logs.storage, logs.replicas, logs.retention_days) == ("s3", 3, 30)
+        assert logs.bucket and logs.region == "us-east-2" and set(LOKI_KEYS) <= available
+    else:
+        assert (logs.storage, logs.replicas, logs.retention_days) == ("filesystem", 1, 7)
     secrets = raw["secrets"]
     assert all(isinstance(v, str) and v for v in secrets.values()), "config secrets are non-empty strings"
     assert parse_key_table(secrets[API_KEYS])["ci"].tenant == "acme"
