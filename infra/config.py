@@ -78,6 +78,8 @@ class GpuPool(_Strict):
     node_count: int = Field(ge=0, le=64)
     gpus_per_node: int = Field(1, ge=1, le=8)
     instance_type: str = "gpu_1x_gh200"
+    # The nodes' CPU architecture (GH200 is Grace, arm64): the model server's image must have it.
+    arch: Literal["amd64", "arm64"] = "arm64"
     # Nodes already joined to K3s that this pool labels and taints (joining ones use the agent flags).
     nodes: tuple[str, ...] = ()
 
@@ -133,6 +135,38 @@ class Data(_Strict):
                 else self.pgbouncer_replicas,
             }
         )
+
+
+IMAGE_BY_DIGEST = re.compile(
+    r"^[a-z0-9]([-a-z0-9._/]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*(:[A-Za-z0-9_.-]+)?@sha256:[0-9a-f]{64}$"
+)
+
+
+class ModelServer(_Strict):
+    """vLLM's OpenAI-compatible server on a GPU pool (components/model_server.py): one replica per
+    node of the pool, every GPU of its node; agno-coordinator's cheapest tier where it runs."""
+
+    enabled: bool = True  # runs only where the stack has a GPU pool with nodes
+    # Pinned by digest and holding the pool's architecture (linux/arm64 for GH200); no default
+    # anyone could verify offline, so a stack that runs the server names it.
+    image: str | None = None
+    # A Hugging Face model id, served under the same name: agno-coordinator's model table names it
+    # as its `local` provider's upstream (services/agno-coordinator/agno_coordinator/models.yaml).
+    model: str = "Qwen/Qwen2.5-7B-Instruct"
+    pool: str | None = None  # unset: the first pool with nodes
+    cache_size: str = "100Gi"
+    max_model_len: int = Field(32768, ge=1024, le=1_048_576)
+    gpu_memory_utilization: float = Field(0.9, gt=0.1, le=0.98)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and not IMAGE_BY_DIGEST.match(v):
+            raise ValueError(
+                f"{v!r} is not an image pinned by digest; use e.g. vllm/vllm-openai@sha256:<64 hex digits> "
+                "(`docker buildx imagetools inspect vllm/vllm-openai:<version>` prints the digest)"
+            )
+        return v
 
 
 class ServiceOverride(_Strict):
@@ -360,6 +394,7 @@ class StackConfig(_Strict):
     data: Data = Data()
     backup: Backup = Backup()
     logs: Logs = Logs()
+    model_server: ModelServer = ModelServer()
     # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.
     install_charts: bool = True
     # Apply the Gateway API and Prometheus-operator CRDs from the toolchain (local: no charts bring them),
@@ -443,6 +478,23 @@ class StackConfig(_Strict):
         pool_names = [p.name for p in self.gpu_pools]
         if len(set(pool_names)) != len(pool_names):
             raise ValueError(f"{NAMESPACE}:gpu_pools: pool names must be unique (given: {pool_names})")
+        model_pool = self.model_server_pool
+        if (
+            self.model_server.pool
+            and self.model_server.enabled
+            and (model_pool is None or model_pool.name != self.model_server.pool)
+        ):
+            raise ValueError(
+                f"{NAMESPACE}:model_server.pool: no GPU pool {self.model_server.pool!r} with nodes "
+                f"(pools: {[p.name for p in self.gpu_pools]}); name one of them or leave it unset"
+            )
+        if model_pool is not None and self.model_server.image is None:
+            raise ValueError(
+                f"{NAMESPACE}:model_server.image: GPU pool {model_pool.name} runs vLLM's OpenAI-compatible server, "
+                "whose image must be pinned by digest (given: nothing); set e.g. vllm/vllm-openai@sha256:<digest> "
+                f"of an image with linux/{model_pool.arch} (`docker buildx imagetools inspect "
+                "vllm/vllm-openai:<version>`), or model_server.enabled=false"
+            )
         # The services' replica rules need the manifests: infra/plan.py checks them after the merge.
         if env == "prod":
             data = self.data.for_environment(env)
@@ -469,6 +521,15 @@ class StackConfig(_Strict):
     @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
+
+    @property
+    def model_server_pool(self) -> GpuPool | None:
+        """The pool the model server runs on (None: it does not run)."""
+        if not self.model_server.enabled:
+            return None
+        with_nodes = [p for p in self.gpu_pools if p.node_count > 0]
+        wanted = self.model_server.pool
+        return next((p for p in with_nodes if wanted in (None, p.name)), None)
 
     @property
     def gpu_capacity(self) -> int:
