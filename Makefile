@@ -20,11 +20,12 @@ down: bootstrap ## destroy the local stack and stop the local control plane
 api-key: bootstrap ## print the local stack's API key (after make up): Authorization: Bearer <key>
 	@source toolchain/env.sh && $(PY) scripts/local_stack.py api-key
 
-e2e: bootstrap ## real engine on a fresh local cluster (real node): preview, up, pods, gateway, policies, restarts, no-op up, destroy
+e2e: bootstrap ## real engine on a fresh local cluster (real node): the local stack (preview, up, pods, gateway, policies, restarts, no-op up, destroy), then the dev and prod shapes on simulated prod nodes (STACK=dev|prod: that one)
 	@source toolchain/env.sh && toolchain/build.sh && toolchain/cluster.sh down && toolchain/cluster.sh up \
 	  && toolchain/image-build.sh base >/dev/null && toolchain/image-build.sh mirror 127.0.0.1:$${SOPHIA_REGISTRY_PORT:-15000} \
 	  && rm -rf .state/e2e-pulumi && PULUMI_BACKEND_URL=file://$$PWD/.state/e2e-pulumi \
-	  .venv/bin/python -m pytest -q -p no:cacheprovider e2e; rc=$$?; toolchain/cluster.sh down; exit $$rc
+	  SOPHIA_E2E_SHAPES="$(if $(filter local,$(STACK)),dev prod,$(STACK))" \
+	  .venv/bin/python -m pytest -q -s -p no:cacheprovider e2e; rc=$$?; toolchain/cluster.sh down; exit $$rc
 
 test: bootstrap ## run the test suite (a run that collects no test fails: pytest exits 5)
 	@$(PY) -m pytest -q $(PYTEST_ARGS)
