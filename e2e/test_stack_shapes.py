@@ -238,14 +238,23 @@ def test_workloads_run_where_the_stack_places_them(kube, shape: str) -> None:
     for ns in ("sophia", "sophia-data"):
         for pod in kube.list(Pod, namespace=ns):
             assert pod.spec.nodeName in SHAPE_NODES, (pod.metadata.name, pod.spec.nodeName)
-    zones = {
-        nodes[p.spec.nodeName].get("topology.kubernetes.io/zone")
-        for p in kube.list(Pod, namespace="sophia", labels={"app.kubernetes.io/name": "agno-coordinator"})
+    placement = {
+        spec.name: [
+            p.spec.nodeName
+            for p in kube.list(Pod, namespace="sophia", labels={"app.kubernetes.io/name": spec.name})
+            if not p.metadata.deletionTimestamp
+        ]
+        for spec in discover()
     }
+    print(f"[e2e] {shape}: service pods by zone/node:")
+    for name, where in sorted(placement.items()):
+        print(f"  {name}: " + ", ".join(f"{nodes[n].get('topology.kubernetes.io/zone')}/{n}" for n in sorted(where)))
     coordinator = kube.get(Deployment, "agno-coordinator", namespace="sophia").spec.template.spec.containers[0]
     env = {e.name: e.value for e in coordinator.env or []}
     if stack == "prod":
-        assert len(zones) >= 2, zones  # two replicas, spread over zones
+        for name, where in placement.items():  # replicas on different nodes (and here so zones)
+            assert len(where) >= 2 and len(set(where)) == len(where), (name, where)
+            assert len({nodes[n].get("topology.kubernetes.io/zone") for n in where}) >= 2, (name, where)
         qdrant = kube.get(StatefulSet, "qdrant", namespace="sophia-data")
         assert qdrant.status.readyReplicas == 3
         vllm = kube.get(StatefulSet, "vllm", namespace="sophia")
