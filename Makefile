@@ -20,8 +20,8 @@ down: bootstrap ## destroy the local stack and stop the local control plane
 api-key: bootstrap ## print the local stack's API key (after make up): Authorization: Bearer <key>
 	@source toolchain/env.sh && $(PY) scripts/local_stack.py api-key
 
-e2e: bootstrap ## real engine on its own fresh local cluster (real node): preview, up, pods, gateway, policies, restarts, cluster recreated, destroy; make up's cluster is resumed after
-	@scripts/e2e.sh $(PYTEST_ARGS)
+e2e: bootstrap ## real engine on its own fresh local cluster (real node): the local stack (preview, up, pods, gateway, policies, restarts, cluster recreated, destroy), then the dev and prod shapes on simulated prod nodes (STACK=dev|prod: that one); make up's cluster is resumed after
+	@SOPHIA_E2E_SHAPES="$(if $(filter local,$(STACK)),dev prod,$(STACK))" scripts/e2e.sh -s $(PYTEST_ARGS)
 
 test: bootstrap ## run the test suite (a run that collects no test fails: pytest exits 5)
 	@$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -85,6 +85,23 @@ def _local_build(props: dict[str, Any]) -> dict[str, Any]:
     return {**props, "digest": result["digest"], "size": result["size"]}
 
 
+def _local_props(source: ImageBuild) -> dict[str, Any]:
+    return {
+        "repository": source.repository,
+        "tag": source.tag,
+        "context": str(source.context),
+        "dockerfile": str(source.dockerfile),
+        "build_args": dict(source.build_args),
+        "content_hash": context_hash(source),
+    }
+
+
+def local_digest(source: ImageBuild) -> str:
+    """Build `source` into the machine's registry as the local stack does (unchanged content is not
+    rebuilt) and return its digest."""
+    return str(_local_build(_local_props(source))["digest"])
+
+
 class _LocalImageProvider(ResourceProvider):
     """Builds and pushes when the content hash changes; a no-op `pulumi up` calls nothing."""
 
@@ -105,16 +122,7 @@ class LocalImage(Resource):
     size: pulumi.Output[str]  # as buildah reports it, e.g. "412 MB"
 
     def __init__(self, name: str, source: ImageBuild, opts: pulumi.ResourceOptions | None = None):
-        props = {
-            "repository": source.repository,
-            "tag": source.tag,
-            "context": str(source.context),
-            "dockerfile": str(source.dockerfile),
-            "build_args": dict(source.build_args),
-            "content_hash": context_hash(source),
-            "digest": None,
-            "size": None,
-        }
+        props = {**_local_props(source), "digest": None, "size": None}
         super().__init__(_LocalImageProvider(), name, props, opts)
 
 

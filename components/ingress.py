@@ -140,7 +140,13 @@ class Ingress(pulumi.ComponentResource):
         ]
         if args.tls_enabled:
             cert_secret = args.tls_secret_name or f"{GATEWAY_NAME}-tls"
-            if args.tls_issuer:
+            if args.tls_issuer and not args.install_controller:
+                self.not_deployed.append(
+                    f"TLS: cert-manager {CERT_MANAGER_VERSION} chart and the {args.tls_issuer} ClusterIssuer and "
+                    "Certificate (Helm repository and Let's Encrypt unreachable offline); the HTTPS listener names "
+                    f"Secret {cert_secret}, which nothing fills"
+                )
+            elif args.tls_issuer:
                 cert_manager = k8s.helm.v3.Release(
                     f"{name}-cert-manager",
                     ReleaseArgs(

@@ -100,17 +100,103 @@ def alertmanager_config(receivers: AlertReceivers) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class LokiS3:
+    """S3-compatible object storage for Loki's chunks and index (sophia:logs, from ESC), with its keys."""
+
+    bucket: str
+    access_key_id: pulumi.Input[str]
+    secret_access_key: pulumi.Input[str]
+    region: str = "us-east-1"
+    endpoint: str | None = None  # unset: AWS S3 in `region`
+
+
+@dataclass(frozen=True)
+class LogStore:
+    """How long Loki keeps logs, how many replicas serve them, and where (a volume, or S3)."""
+
+    retention_days: int = 7
+    # Audit events (sophia_chassis.audit, label stream="audit") outlive ordinary logs: a year and more.
+    audit_retention_days: int = 400
+    replicas: int = 1
+    volume_size: str = "50Gi"
+    s3: LokiS3 | None = None
+
+
+# The Secret holding Loki's S3 keys; Loki reads them from its environment (-config.expand-env), so
+# they never sit in the chart's ConfigMap.
+LOKI_S3_SECRET = "loki-s3"
+LOKI_S3_ENV = ("LOKI_ACCESS_KEY_ID", "LOKI_SECRET_ACCESS_KEY")
+
+
+def loki_values(logs: LogStore, storage_class: str | None = None) -> dict[str, Any]:
+    """The loki chart's values: single binary, retention by the compactor (audit stream longer),
+    chunks on the replica's volume or, replicated, in S3."""
+    store = "s3" if logs.s3 else "filesystem"
+    storage: dict[str, Any] = {"type": "filesystem"}
+    env: dict[str, Any] = {}
+    if logs.s3:
+        access, secret = LOKI_S3_ENV
+        s3: dict[str, Any] = {
+            "region": logs.s3.region,
+            "accessKeyId": f"${{{access}}}",
+            "secretAccessKey": f"${{{secret}}}",
+            "insecure": False,
+        }
+        if logs.s3.endpoint:  # MinIO, R2, ...: bucket in the path
+            s3 |= {"endpoint": logs.s3.endpoint, "s3ForcePathStyle": True}
+        bucket = logs.s3.bucket
+        storage = {"type": "s3", "bucketNames": {"chunks": bucket, "ruler": bucket, "admin": bucket}, "s3": s3}
+        env = {"extraArgs": ["-config.expand-env=true"], "extraEnvFrom": [{"secretRef": {"name": LOKI_S3_SECRET}}]}
+    volume = {"storageClass": storage_class} if storage_class else {}
+    return {
+        "deploymentMode": "SingleBinary",
+        "loki": {
+            "auth_enabled": False,
+            # Every replica holds each stream: a write needs a quorum, so one replica may be down.
+            "commonConfig": {"replication_factor": logs.replicas},
+            # The compactor deletes what is past retention; the audit stream has its own, longer one.
+            "compactor": {"retention_enabled": True, "delete_request_store": store},
+            "limits_config": {
+                "retention_period": f"{logs.retention_days * 24}h",
+                "retention_stream": [
+                    {
+                        "selector": f'{{{AUDIT_LABEL}="{AUDIT_STREAM}"}}',
+                        "priority": 1,
+                        "period": f"{logs.audit_retention_days * 24}h",
+                    }
+                ],
+            },
+            "storage": storage,
+            "schemaConfig": {
+                "configs": [
+                    {
+                        "from": "2026-01-01",
+                        "store": "tsdb",
+                        "object_store": store,
+                        "schema": "v13",
+                        "index": {"prefix": "index_", "period": "24h"},
+                    }
+                ]
+            },
+        },
+        # The volume holds the write-ahead log (and, on filesystem, the chunks themselves).
+        "singleBinary": {"replicas": logs.replicas, "persistence": {**volume, "size": logs.volume_size}, **env},
+        "read": {"replicas": 0},
+        "write": {"replicas": 0},
+        "backend": {"replicas": 0},
+    }
+
+
+@dataclass(frozen=True)
 class ObservabilityArgs:
     namespace: str
     services_namespace: str
     # Every deployed service by name, with the panels and alerts its manifest adds.
     services: Mapping[str, ServiceObservability]
     replicas: int = 1
-    retention: str = "15d"  # metrics and logs
-    # Audit events (sophia_chassis.audit, label stream="audit") outlive ordinary logs: a year and more.
-    audit_retention: str = "400d"
+    retention: str = "15d"  # metrics
     prometheus_storage: str = "50Gi"
-    loki_storage: str = "50Gi"
+    logs: LogStore = LogStore()
     storage_class: str | None = None
     # False where charts can't be fetched (the offline local stack).
     install_charts: bool = True
@@ -325,47 +411,21 @@ class Observability(pulumi.ComponentResource):
             },
             child,
         )
-        loki = _release(
-            f"{name}-loki",
-            LOKI,
-            ns,
-            {
-                "deploymentMode": "SingleBinary",
-                "loki": {
-                    "auth_enabled": False,
-                    "commonConfig": {"replication_factor": 1},
-                    # The compactor deletes what is past retention; the audit stream has its own, longer one.
-                    "compactor": {"retention_enabled": True, "delete_request_store": "filesystem"},
-                    "limits_config": {
-                        "retention_period": _hours(args.retention),
-                        "retention_stream": [
-                            {
-                                "selector": f'{{{AUDIT_LABEL}="{AUDIT_STREAM}"}}',
-                                "priority": 1,
-                                "period": _hours(args.audit_retention),
-                            }
-                        ],
-                    },
-                    "storage": {"type": "filesystem"},
-                    "schemaConfig": {
-                        "configs": [
-                            {
-                                "from": "2026-01-01",
-                                "store": "tsdb",
-                                "object_store": "filesystem",
-                                "schema": "v13",
-                                "index": {"prefix": "index_", "period": "24h"},
-                            }
-                        ]
-                    },
+        loki_opts = child
+        if args.logs.s3:
+            access, secret = LOKI_S3_ENV
+            keys = k8s.core.v1.Secret(
+                f"{name}-loki-s3",
+                metadata=ObjectMetaArgs(name=LOKI_S3_SECRET, namespace=ns, labels=labels),
+                type="Opaque",
+                string_data={
+                    access: pulumi.Output.secret(args.logs.s3.access_key_id),
+                    secret: pulumi.Output.secret(args.logs.s3.secret_access_key),
                 },
-                "singleBinary": {"replicas": 1, "persistence": {**storage, "size": args.loki_storage}},
-                "read": {"replicas": 0},
-                "write": {"replicas": 0},
-                "backend": {"replicas": 0},
-            },
-            child,
-        )
+                opts=child,
+            )
+            loki_opts = pulumi.ResourceOptions(parent=self, depends_on=[keys])
+        loki = _release(f"{name}-loki", LOKI, ns, loki_values(args.logs, args.storage_class), loki_opts)
         _release(
             f"{name}-alloy",
             ALLOY,
@@ -449,11 +509,6 @@ def grafana_datasources(namespace: str, jaeger_url: str | None) -> list[dict[str
         },
     }
     return [loki, jaeger]
-
-
-def _hours(days: str) -> str:
-    """Loki's retention periods are durations in hours ("15d" is not a Go duration)."""
-    return f"{int(days.removesuffix('d')) * 24}h"
 
 
 def alloy_config(namespace: str) -> str:

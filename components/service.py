@@ -258,11 +258,16 @@ class PlatformService(pulumi.ComponentResource):
             volume_mounts=mounts,
         )
 
+        # Where availability counts (prod), replicas must sit on different nodes: a soft spread let the
+        # scheduler put both of a service's pods on one node (seen in e2e/test_stack_shapes.py). Nodes the
+        # pod may not use (GPU taints, cordoned) are left out of the count, or they would block scheduling.
+        # Zones stay a preference: K3s nodes carry no zone label unless someone sets one.
         spread = [
             TopologySpreadConstraintArgs(
                 max_skew=1,
                 topology_key="kubernetes.io/hostname",
-                when_unsatisfiable="ScheduleAnyway",
+                when_unsatisfiable="DoNotSchedule" if args.spread_across_zones else "ScheduleAnyway",
+                node_taints_policy="Honor",
                 label_selector=LabelSelectorArgs(match_labels=selector),
             )
         ]

@@ -149,6 +149,9 @@ class Calls(_Strict):
     datastores: tuple[Datastore, ...] = ()
     # Talks to APIs outside the cluster (GitHub, HubSpot, model providers): egress on 443.
     external: bool = False
+    # Calls the stack's self-hosted model server (vLLM on the GPU pool) where the stack runs one:
+    # LOCAL_MODEL_URL injected, egress to it allowed.
+    model_server: bool = False
 
 
 class Route(_Strict):

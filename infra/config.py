@@ -11,11 +11,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.spec import DNS_LABEL, ENV_NAME, ResourceAmounts
+from components.spec import DNS_LABEL, ENV_NAME, ResourceAmounts, matching
 
 NAMESPACE = "sophia"
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -78,6 +78,8 @@ class GpuPool(_Strict):
     node_count: int = Field(ge=0, le=64)
     gpus_per_node: int = Field(1, ge=1, le=8)
     instance_type: str = "gpu_1x_gh200"
+    # The nodes' CPU architecture (GH200 is Grace, arm64): the model server's image must have it.
+    arch: Literal["amd64", "arm64"] = "arm64"
     # Nodes already joined to K3s that this pool labels and taints (joining ones use the agent flags).
     nodes: tuple[str, ...] = ()
 
@@ -133,6 +135,38 @@ class Data(_Strict):
                 else self.pgbouncer_replicas,
             }
         )
+
+
+IMAGE_BY_DIGEST = re.compile(
+    r"^[a-z0-9]([-a-z0-9._/]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*(:[A-Za-z0-9_.-]+)?@sha256:[0-9a-f]{64}$"
+)
+
+
+class ModelServer(_Strict):
+    """vLLM's OpenAI-compatible server on a GPU pool (components/model_server.py): one replica per
+    node of the pool, every GPU of its node; agno-coordinator's cheapest tier where it runs."""
+
+    enabled: bool = True  # runs only where the stack has a GPU pool with nodes
+    # Pinned by digest and holding the pool's architecture (linux/arm64 for GH200); no default
+    # anyone could verify offline, so a stack that runs the server names it.
+    image: str | None = None
+    # A Hugging Face model id, served under the same name: agno-coordinator's model table names it
+    # as its `local` provider's upstream (services/agno-coordinator/agno_coordinator/models.yaml).
+    model: str = "Qwen/Qwen2.5-7B-Instruct"
+    pool: str | None = None  # unset: the first pool with nodes
+    cache_size: str = "100Gi"
+    max_model_len: int = Field(32768, ge=1024, le=1_048_576)
+    gpu_memory_utilization: float = Field(0.9, gt=0.1, le=0.98)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and not IMAGE_BY_DIGEST.match(v):
+            raise ValueError(
+                f"{v!r} is not an image pinned by digest; use e.g. vllm/vllm-openai@sha256:<64 hex digits> "
+                "(`docker buildx imagetools inspect vllm/vllm-openai:<version>` prints the digest)"
+            )
+        return v
 
 
 class ServiceOverride(_Strict):
@@ -229,6 +263,23 @@ class Tracing(_Strict):
     storage: str = "20Gi"
 
 
+# S3-compatible object storage settings (backups, Loki's chunks).
+S3Endpoint = Annotated[
+    str,
+    matching(
+        re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/?$"),
+        "is not an endpoint URL; use e.g. 'https://s3.us-east-2.amazonaws.com'",
+    ),
+]
+S3Bucket = Annotated[
+    str,
+    matching(
+        re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
+        "is not an S3 bucket name; use 3-63 lowercase letters, digits, '.', '-'",
+    ),
+]
+
+
 class Backup(_Strict):
     """Scheduled Qdrant snapshots and Redis RDB copies to S3-compatible storage (docs/secrets.md).
     Bucket, prefix and schedule come from ESC (sophia/base); the writer's keys are the secrets
@@ -236,26 +287,12 @@ class Backup(_Strict):
 
     enabled: bool = False
     # Unset: AWS S3 in `region`; otherwise any S3-compatible endpoint (MinIO, R2, ...).
-    endpoint: str | None = None
-    bucket: str | None = None
+    endpoint: S3Endpoint | None = None
+    bucket: S3Bucket | None = None
     prefix: str = ""
     region: str = "us-east-1"
     schedule: str = "17 3 * * *"
     retention_days: int = Field(14, ge=1, le=3650)
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?/?$", v):
-            raise ValueError(f"{v!r} is not an endpoint URL; use e.g. 'https://s3.us-east-2.amazonaws.com'")
-        return v
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v):
-            raise ValueError(f"{v!r} is not an S3 bucket name; use 3-63 lowercase letters, digits, '.', '-'")
-        return v
 
     @field_validator("prefix")
     @classmethod
@@ -276,6 +313,52 @@ class Backup(_Strict):
         if self.enabled and not self.bucket:
             raise ValueError(f"{NAMESPACE}:backup.bucket: backups are enabled but no bucket is set")
         return self
+
+
+class Logs(_Strict):
+    """Loki: how long logs are kept, how many replicas serve them and where their chunks live.
+    `s3` (prod, from ESC like the backups: bucket in sophia/prod, the writer's keys the secrets
+    LOKI_ACCESS_KEY_ID / LOKI_SECRET_ACCESS_KEY) survives a node and lets Loki run replicated;
+    `filesystem` is one replica on a volume. Unset numbers take the environment's default."""
+
+    storage: Literal["filesystem", "s3"] = "filesystem"
+    endpoint: S3Endpoint | None = None  # unset: AWS S3 in `region`
+    bucket: S3Bucket | None = None
+    region: str = "us-east-1"
+    retention_days: int | None = Field(None, ge=1, le=3650)
+    # Audit events (label stream="audit") outlive ordinary logs.
+    audit_retention_days: int = Field(400, ge=1, le=3650)
+    replicas: int | None = Field(None, ge=1, le=7)
+    volume_size: str = "50Gi"
+
+    @model_validator(mode="after")
+    def _where(self) -> Logs:
+        if self.storage == "s3" and not self.bucket:
+            raise ValueError(
+                f"{NAMESPACE}:logs.bucket: logs go to S3 but no bucket is set; set it in the ESC environment"
+            )
+        if self.storage == "filesystem" and (self.replicas or 1) > 1:
+            raise ValueError(
+                f"{NAMESPACE}:logs.replicas: {self.replicas} Loki replicas cannot share a filesystem (the chart "
+                "refuses it); set logs.storage=s3 with a bucket, or replicas=1"
+            )
+        if self.audit_retention_days < (self.retention_days or 1):
+            raise ValueError(
+                f"{NAMESPACE}:logs.audit_retention_days: audit events must be kept at least as long as other logs "
+                f"(given: {self.audit_retention_days} < retention_days {self.retention_days})"
+            )
+        return self
+
+    def for_environment(self, environment: str) -> Logs:
+        prod = environment == "prod"
+        replicated = prod and self.storage == "s3"
+        return self.model_copy(
+            update={
+                "retention_days": (30 if prod else 7) if self.retention_days is None else self.retention_days,
+                # Three: a write reaches a quorum of two while one replica is down.
+                "replicas": (3 if replicated else 1) if self.replicas is None else self.replicas,
+            }
+        )
 
 
 class Namespaces(_Strict):
@@ -322,6 +405,8 @@ class StackConfig(_Strict):
     tracing: Tracing = Tracing()
     data: Data = Data()
     backup: Backup = Backup()
+    logs: Logs = Logs()
+    model_server: ModelServer = ModelServer()
     # Upstream Helm charts can't be fetched on an offline machine; the local stack turns them off.
     install_charts: bool = True
     # Apply the Gateway API and Prometheus-operator CRDs from the toolchain (local: no charts bring them),
@@ -405,6 +490,23 @@ class StackConfig(_Strict):
         pool_names = [p.name for p in self.gpu_pools]
         if len(set(pool_names)) != len(pool_names):
             raise ValueError(f"{NAMESPACE}:gpu_pools: pool names must be unique (given: {pool_names})")
+        model_pool = self.model_server_pool
+        if (
+            self.model_server.pool
+            and self.model_server.enabled
+            and (model_pool is None or model_pool.name != self.model_server.pool)
+        ):
+            raise ValueError(
+                f"{NAMESPACE}:model_server.pool: no GPU pool {self.model_server.pool!r} with nodes "
+                f"(pools: {[p.name for p in self.gpu_pools]}); name one of them or leave it unset"
+            )
+        if model_pool is not None and self.model_server.image is None:
+            raise ValueError(
+                f"{NAMESPACE}:model_server.image: GPU pool {model_pool.name} runs vLLM's OpenAI-compatible server, "
+                "whose image must be pinned by digest (given: nothing); set e.g. vllm/vllm-openai@sha256:<digest> "
+                f"of an image with linux/{model_pool.arch} (`docker buildx imagetools inspect "
+                "vllm/vllm-openai:<version>`), or model_server.enabled=false"
+            )
         # The services' replica rules need the manifests: infra/plan.py checks them after the merge.
         if env == "prod":
             data = self.data.for_environment(env)
@@ -421,12 +523,25 @@ class StackConfig(_Strict):
         return self
 
     @property
+    def logs_settings(self) -> Logs:
+        return self.logs.for_environment(self.environment)
+
+    @property
     def data_settings(self) -> Data:
         return self.data.for_environment(self.environment)
 
     @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
+
+    @property
+    def model_server_pool(self) -> GpuPool | None:
+        """The pool the model server runs on (None: it does not run)."""
+        if not self.model_server.enabled:
+            return None
+        with_nodes = [p for p in self.gpu_pools if p.node_count > 0]
+        wanted = self.model_server.pool
+        return next((p for p in with_nodes if wanted in (None, p.name)), None)
 
     @property
     def gpu_capacity(self) -> int:

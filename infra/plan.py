@@ -11,6 +11,7 @@ from pathlib import Path
 
 from components import pgbouncer, qdrant, redis
 from components.image import ImageBuild, ImageSource
+from components.service import peak_pods
 from components.spec import ServiceSpec, cpu_millicores, memory_bytes, replica_bounds_problem
 from infra.config import ALERT_SECRETS, NAMESPACE, ConfigError, ServiceOverride, StackConfig
 from infra.discovery import service_callers
@@ -26,6 +27,8 @@ PLATFORM_SECRETS = {redis.PASSWORD_KEY, qdrant.API_KEY_KEY, pgbouncer.PASSWORD_K
 DATABASE_URL, DATABASE_READ_URL = "DATABASE_URL", "DATABASE_READ_URL"
 # The backup writer's S3 keys (ESC), when sophia:backup.enabled.
 BACKUP_KEYS = ("BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY")
+# Loki's S3 keys (ESC), when sophia:logs.storage is s3.
+LOKI_KEYS = ("LOKI_ACCESS_KEY_ID", "LOKI_SECRET_ACCESS_KEY")
 PROD_MIN_REPLICAS = 2
 
 
@@ -166,9 +169,41 @@ def plan_services(
             for key in BACKUP_KEYS
             if key not in secrets_available
         ]
+    problems += gpu_capacity_problems(config, planned)
+    if config.environment != "local" and config.logs.storage == "s3":
+        problems += [
+            f"{NAMESPACE}:secrets.{key}: logs go to S3 but the stack has no key for Loki; add it to "
+            f"the ESC environment under pulumiConfig.{NAMESPACE}:secrets"
+            for key in LOKI_KEYS
+            if key not in secrets_available
+        ]
     if problems:
         raise ConfigError(stack, problems)
     return planned
+
+
+def gpu_capacity_problems(config: StackConfig, planned: list[PlannedService]) -> list[str]:
+    """Every GPU workload at its peak (HPA maximum plus rollout surge; the model server one replica
+    per node of its pool, never surged) must fit the pools' GPUs, or a scale-out or a rollout waits
+    for a GPU that never frees up."""
+    needs = {
+        f"{p.spec.name} {peak_pods(p.spec.scaling.max_replicas)} x {p.spec.gpu.count}": (
+            peak_pods(p.spec.scaling.max_replicas) * p.spec.gpu.count
+        )
+        for p in planned
+        if p.gpu and p.spec.gpu is not None
+    }
+    pool = config.model_server_pool
+    if pool is not None:
+        needs[f"model server {pool.node_count} x {pool.gpus_per_node}"] = pool.node_count * pool.gpus_per_node
+    need, capacity = sum(needs.values()), config.gpu_capacity
+    if need <= capacity:
+        return []
+    return [
+        f"{NAMESPACE}:gpu_pools: the GPU workloads need {need} GPUs at once ({'; '.join(needs)}: pods at "
+        f"max_replicas plus rolling-update surge, times GPUs each) but the pools have {capacity}; add nodes to a "
+        "pool, lower those services' max_replicas, or set model_server.enabled=false"
+    ]
 
 
 def _image_source(

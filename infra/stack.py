@@ -22,15 +22,17 @@ import pulumi_kubernetes as k8s
 from components.backup import BackupTarget
 from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.ingress import Ingress, IngressArgs, RouteSpec
+from components.model_server import RESOURCES as MODEL_SERVER_RESOURCES
+from components.model_server import ModelServer, ModelServerArgs
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
-from components.observability import AlertReceivers, Observability, ObservabilityArgs
+from components.observability import AlertReceivers, LogStore, LokiS3, Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
 from components.postgres import LocalPostgres, LocalPostgresArgs
 from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
 from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, ServiceIdentity, peak_pods
-from components.spec import ServiceSpec, cpu_millicores, memory_bytes
+from components.spec import Resources, ServiceSpec, cpu_millicores, memory_bytes
 from components.tracing import Tracing, TracingArgs
 from components.upstreams import UPSTREAMS, Upstreams, UpstreamsArgs
 from components.workload import Connection, cluster_host
@@ -40,6 +42,7 @@ from infra.plan import (
     BACKUP_KEYS,
     DATABASE_READ_URL,
     DATABASE_URL,
+    LOKI_KEYS,
     REPO_ROOT,
     PlannedService,
     upstreams_image,
@@ -103,21 +106,29 @@ def callers_of(planned: list[PlannedService], store: str) -> list[str]:
     return [p.spec.name for p in planned if store in p.spec.calls.datastores]
 
 
-def _services_quota(planned: list[PlannedService]) -> Quota:
-    """Exactly what the planned services can use at once (every HPA at its maximum, mid-rollout),
-    so a scale-out or a rollout is never refused by the quota and nothing else fits beside them."""
-    pods = {p.spec.name: peak_pods(p.spec.scaling.max_replicas) for p in planned}
+def _services_quota(config: StackConfig, planned: list[PlannedService]) -> Quota:
+    """Exactly what the planned services and the model server can use at once (every HPA at its
+    maximum, mid-rollout; the model server one pod per node of its pool, never surged), so a
+    scale-out or a rollout is never refused by the quota and nothing else fits beside them."""
+    # (pods at peak, resources, GPUs per pod) per workload
+    workloads = [
+        (peak_pods(p.spec.scaling.max_replicas), p.spec.resources, p.spec.gpu.count if p.gpu and p.spec.gpu else 0)
+        for p in planned
+    ]
+    pool = config.model_server_pool
+    if pool is not None:
+        workloads.append((pool.node_count, MODEL_SERVER_RESOURCES, pool.gpus_per_node))
 
-    def total(amount: Callable[[PlannedService], int]) -> int:
-        return sum(pods[p.spec.name] * amount(p) for p in planned)
+    def total(amount: Callable[[Resources, int], int]) -> int:
+        return sum(pods * amount(resources, gpus) for pods, resources, gpus in workloads)
 
     return Quota(
-        requests_cpu=f"{total(lambda p: cpu_millicores(p.spec.resources.requests.cpu))}m",
-        requests_memory=f"{total(lambda p: memory_bytes(p.spec.resources.requests.memory)) // 2**20}Mi",
-        limits_cpu=f"{total(lambda p: cpu_millicores(p.spec.resources.limits.cpu))}m",
-        limits_memory=f"{total(lambda p: memory_bytes(p.spec.resources.limits.memory)) // 2**20}Mi",
-        pods=sum(pods.values()),
-        gpus=total(lambda p: p.spec.gpu.count if p.gpu and p.spec.gpu else 0),
+        requests_cpu=f"{total(lambda r, _: cpu_millicores(r.requests.cpu))}m",
+        requests_memory=f"{total(lambda r, _: memory_bytes(r.requests.memory)) // 2**20}Mi",
+        limits_cpu=f"{total(lambda r, _: cpu_millicores(r.limits.cpu))}m",
+        limits_memory=f"{total(lambda r, _: memory_bytes(r.limits.memory)) // 2**20}Mi",
+        pods=sum(pods for pods, _, _ in workloads),
+        gpus=total(lambda _, gpus: gpus),
     )
 
 
@@ -125,7 +136,7 @@ def _quotas(config: StackConfig, planned: list[PlannedService]) -> dict[str, Quo
     """Per-concern ceilings: the services' from their manifests, the platform's by environment size."""
     scale = {"local": 1, "dev": 2, "prod": 8}[config.environment]
     return {
-        "services": _services_quota(planned),
+        "services": _services_quota(config, planned),
         "data": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{6 * scale}", f"{16 * scale}Gi", 10 * scale),
         "observability": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 30 * scale),
         "ingress": Quota(f"{1 * scale}", f"{2 * scale}Gi", f"{2 * scale}", f"{4 * scale}Gi", 10 * scale),
@@ -145,7 +156,8 @@ def deploy(
     local_key = local_api_key(generated[LOCAL_KEY_SECRET]) if config.environment == "local" else None
     api_keys = esc(API_KEYS, "[]") if local_key is None else local_key.apply(lambda k: json.dumps([key_entry(k)]))
     tracing = _tracing(config, planned, cluster)
-    services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools, tracing)
+    model_server = _model_server(config, planned, cluster, gpu_pools)
+    services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools, tracing, model_server)
     crds = local_crds(cluster.provider) if config.local_crds else []
     ingress = _ingress(config, planned, crds, cluster, services)
     observability = _observability(config, planned, crds, cluster, esc, tracing)
@@ -157,6 +169,7 @@ def deploy(
         "services": {name: {"url": svc.url} for name, svc in services.items()},
         "data": {"redis": stores.redis.url, "qdrant": stores.qdrant.url, "pgbouncer": stores.pgbouncer.host},
         "gpu_pools": [p.name for p in config.gpu_pools],
+        **({"model_server": model_server.url} if model_server else {}),
         # `pulumi stack output --show-secrets api_key`: the local stack's key, for trying the services.
         **({"api_key": local_key} if local_key is not None else {}),
     }
@@ -340,6 +353,36 @@ def _gpu_pools(config: StackConfig, cluster: Cluster) -> GpuPools | None:
     )
 
 
+def _model_server(
+    config: StackConfig, planned: list[PlannedService], cluster: Cluster, gpu_pools: GpuPools | None
+) -> ModelServer | None:
+    """vLLM on the stack's GPU pool, for the services that declare `calls.model_server`."""
+    pool, settings = config.model_server_pool, config.model_server
+    if pool is None or settings.image is None:
+        return None
+    return ModelServer(
+        "model-server",
+        ModelServerArgs(
+            namespace=config.namespaces.services,
+            image=settings.image,
+            model=settings.model,
+            pool=pool.name,
+            replicas=pool.node_count,
+            gpus=pool.gpus_per_node,
+            arch=pool.arch,
+            callers=[p.spec.name for p in planned if p.spec.calls.model_server],
+            services_namespace=config.namespaces.services,
+            metrics_namespace=config.namespaces.observability,
+            cache_size=settings.cache_size,
+            storage_class=config.data_settings.storage_class,
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            spread_across_zones=config.is_prod,
+        ),
+        opts=cluster.inside("services", *([gpu_pools] if gpu_pools else [])),
+    )
+
+
 def _services(
     config: StackConfig,
     planned: list[PlannedService],
@@ -349,6 +392,7 @@ def _services(
     cluster: Cluster,
     gpu_pools: GpuPools | None,
     tracing: Tracing | None,
+    model_server: ModelServer | None = None,
 ) -> dict[str, PlatformService]:
     services_ns = config.namespaces.services
     auth = config.auth
@@ -380,6 +424,11 @@ def _services(
                 "OTEL_EXPORTER_OTLP_ENDPOINT": tracing.endpoint,
                 "TRACE_SAMPLE_RATIO": str(config.tracing.sample_ratio),
             }
+        # Egress peers outside the namespace: the data stores, the collector spans go to, the model server.
+        peers = [c.peer for c in connections if c.peer is not None] + ([tracing.peer] if tracing else [])
+        if model_server is not None and spec.calls.model_server:
+            env["LOCAL_MODEL_URL"] = model_server.url
+            peers.append(model_server.peer)
         claims = [c.volume_claim for c in connections if c.volume_claim is not None]
         services[spec.name] = PlatformService(
             spec.name,
@@ -394,8 +443,7 @@ def _services(
                 env=env,
                 callers=item.callers,
                 callees=item.callees,
-                # Egress peers outside the namespace: the data stores, and the collector spans go to.
-                datastores=[c.peer for c in connections if c.peer is not None] + ([tracing.peer] if tracing else []),
+                datastores=peers,
                 data_claim=claims[0] if claims else None,
                 ingress_namespace=config.namespaces.ingress,
                 metrics_namespace=config.namespaces.observability,
@@ -492,8 +540,25 @@ def _observability(
             crds=crds,
             alert_receivers=receivers,
             jaeger_url=tracing.query_url if tracing else None,
+            logs=_log_store(config, esc),
         ),
         opts=cluster.inside("observability"),
+    )
+
+
+def _log_store(config: StackConfig, esc: EscSecret) -> LogStore:
+    """Loki's retention, replicas and storage (sophia:logs; the bucket and keys from ESC in prod)."""
+    logs = config.logs_settings
+    s3 = None
+    if logs.storage == "s3" and logs.bucket:
+        access, secret = (esc(key) for key in LOKI_KEYS)
+        s3 = LokiS3(logs.bucket, access, secret, logs.region, logs.endpoint)
+    return LogStore(
+        retention_days=logs.retention_days,
+        audit_retention_days=logs.audit_retention_days,
+        replicas=logs.replicas,
+        volume_size=logs.volume_size,
+        s3=s3,
     )
 
 

@@ -45,13 +45,15 @@ def ensure_backend(env: dict[str, str]) -> None:
         Path(url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
 
 
-def pulumi(*args: str, capture: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
+def pulumi(
+    *args: str, capture: bool = False, check: bool = True, stack: str = STACK
+) -> subprocess.CompletedProcess[str]:
     ensure_backend(pulumi_env())
-    cmd = ["pulumi", *args, "--stack", STACK, "--non-interactive"]
+    cmd = ["pulumi", *args, "--stack", stack, "--non-interactive"]
     return subprocess.run(cmd, cwd=REPO, env=pulumi_env(), text=True, check=check, capture_output=capture)
 
 
-def ensure_stack() -> None:
+def ensure_stack(stack: str = STACK) -> None:
     ensure_backend(pulumi_env())
     listed = subprocess.run(
         ["pulumi", "stack", "ls", "--json", "--non-interactive"],
@@ -61,9 +63,9 @@ def ensure_stack() -> None:
         capture_output=True,
         check=True,
     )
-    if not any(s["name"] == STACK for s in json.loads(listed.stdout or "[]")):
+    if not any(s["name"] == stack for s in json.loads(listed.stdout or "[]")):
         subprocess.run(
-            ["pulumi", "stack", "init", STACK, "--non-interactive"], cwd=REPO, env=pulumi_env(), text=True, check=True
+            ["pulumi", "stack", "init", stack, "--non-interactive"], cwd=REPO, env=pulumi_env(), text=True, check=True
         )
 
 
@@ -73,14 +75,16 @@ class Timed:
     seconds: float
 
 
-def timed(label: str, *args: str, capture: bool = False) -> tuple[Timed, subprocess.CompletedProcess[str]]:
+def timed(
+    label: str, *args: str, capture: bool = False, stack: str = STACK
+) -> tuple[Timed, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
-    proc = pulumi(*args, capture=capture)
+    proc = pulumi(*args, capture=capture, stack=stack)
     return Timed(label, time.perf_counter() - started), proc
 
 
-def outputs() -> dict[str, Any]:
-    return json.loads(pulumi("stack", "output", "--json", "--show-secrets", capture=True).stdout or "{}")
+def outputs(stack: str = STACK) -> dict[str, Any]:
+    return json.loads(pulumi("stack", "output", "--json", "--show-secrets", capture=True, stack=stack).stdout or "{}")
 
 
 def client():

@@ -8,6 +8,8 @@
 #   toolchain/cluster.sh stop     stop everything, keep the cluster state (`up` resumes it)
 #   toolchain/cluster.sh down     stop everything and delete the cluster state
 #   toolchain/cluster.sh gateway  start Traefik for the stack's Gateway (after `pulumi up`)
+#   toolchain/cluster.sh nodes    add (or keep) the simulated nodes the knobs below describe to a
+#                                 running cluster, e.g. prod's shape for e2e/test_stack_shapes.py
 #
 # State (certs, etcd data, logs, pids, the node's volumes) lives in <repo>/.state/cluster, or
 # in SOPHIA_CLUSTER_STATE (`make e2e` keeps its own cluster apart from `make up`'s); the admin
@@ -24,9 +26,12 @@
 #     from the same /16. SOPHIA_REGISTRY_PORT (15000): the local image registry on 127.0.0.1.
 #   SOPHIA_CPU_NODES (2, or 0 with the real node): simulated CPU pool size, nodes kwok-cpu-N
 #     labelled sophia.ai/node-pool=cpu
-#   SOPHIA_GPU_POOLS ("local-gpu:1:1"): space-separated NAME:NODES:GPUS_PER_NODE; nodes
+#   SOPHIA_GPU_POOLS ("local-gpu:1:1"): space-separated NAME:NODES:GPUS_PER_NODE[:ARCH]; nodes
 #     kwok-gpu-NAME-N get nvidia.com/gpu capacity, taint nvidia.com/gpu=present:NoSchedule and
-#     labels sophia.ai/gpu=true, sophia.ai/gpu-pool=NAME (as the GPU component's k3s flags do).
+#     labels sophia.ai/gpu=true, sophia.ai/gpu-pool=NAME (as the GPU component's k3s flags do),
+#     kubernetes.io/arch=ARCH (amd64; GH200 is arm64)
+#   SOPHIA_ZONES (none): space-separated zone names; the simulated nodes of each pool are labelled
+#     topology.kubernetes.io/zone round-robin over them
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,6 +52,7 @@ KWOK_PORT="${SOPHIA_KWOK_PORT:-16080}"
 REAL_NODE="${SOPHIA_REAL_NODE:-1}"
 if [ "$REAL_NODE" = 1 ]; then CPU_NODES="${SOPHIA_CPU_NODES:-0}"; else CPU_NODES="${SOPHIA_CPU_NODES:-2}"; fi
 GPU_POOLS="${SOPHIA_GPU_POOLS:-local-gpu:1:1}"
+read -ra ZONES <<<"${SOPHIA_ZONES:-}"
 SERVICE_CIDR="10.96.0.0/16"
 CLUSTER_DNS="10.96.0.10"
 NODE_NAME="sophia-node"
@@ -224,8 +230,8 @@ port_free_or_ours() { # fail early when someone else holds a port
 }
 
 # ------------------------------------------------------------------ nodes
-node_yaml() { # node_yaml NAME CPU MEMORY GPUS POOL_LABELS(k=v,...) TAINT(yes|no)
-  local name="$1" cpu="$2" mem="$3" gpus="$4" labels="$5" taint="$6" kv
+node_yaml() { # node_yaml NAME CPU MEMORY GPUS POOL_LABELS(k=v,...) TAINT(yes|no) [ARCH]
+  local name="$1" cpu="$2" mem="$3" gpus="$4" labels="$5" taint="$6" arch="${7:-amd64}" kv
   cat <<EOF
 apiVersion: v1
 kind: Node
@@ -235,7 +241,7 @@ metadata:
     node.alpha.kubernetes.io/ttl: "0"
     kwok.x-k8s.io/node: fake
   labels:
-    kubernetes.io/arch: amd64
+    kubernetes.io/arch: $arch
     kubernetes.io/os: linux
     kubernetes.io/hostname: $name
     node.kubernetes.io/instance-type: simulated
@@ -262,7 +268,7 @@ status:
 $( [ "$gpus" -gt 0 ] && echo "    nvidia.com/gpu: \"$gpus\"" )
   capacity: *res
   nodeInfo:
-    architecture: amd64
+    architecture: $arch
     operatingSystem: linux
     kubeletVersion: v$K8S_VERSION
     kubeProxyVersion: v$K8S_VERSION
@@ -270,16 +276,22 @@ $( [ "$gpus" -gt 0 ] && echo "    nvidia.com/gpu: \"$gpus\"" )
 EOF
 }
 
+zone_label() { # zone_label INDEX: ",topology.kubernetes.io/zone=<zone>" round-robin, or nothing
+  [ "${#ZONES[@]}" -gt 0 ] && echo ",topology.kubernetes.io/zone=${ZONES[$(($1 % ${#ZONES[@]}))]}"
+  true
+}
+
 nodes_yaml() {
-  local i pool name count gpus
+  local i pool name count gpus arch
   for i in $(seq 0 $((CPU_NODES - 1))); do
-    node_yaml "kwok-cpu-$i" 16 64Gi 0 "sophia.ai/node-pool=cpu" no
+    node_yaml "kwok-cpu-$i" 16 64Gi 0 "sophia.ai/node-pool=cpu$(zone_label "$i")" no
   done
   for pool in $GPU_POOLS; do
-    IFS=: read -r name count gpus <<<"$pool"
+    IFS=: read -r name count gpus arch <<<"$pool"
     for i in $(seq 0 $((${count:-1} - 1))); do
       node_yaml "kwok-gpu-$name-$i" 32 256Gi "${gpus:-1}" \
-        "sophia.ai/node-pool=gpu,sophia.ai/gpu=true,sophia.ai/gpu-pool=$name,nvidia.com/gpu.present=true" yes
+        "sophia.ai/node-pool=gpu,sophia.ai/gpu=true,sophia.ai/gpu-pool=$name,nvidia.com/gpu.present=true$(zone_label "$i")" \
+        yes "${arch:-amd64}"
     done
   done
 }
@@ -375,6 +387,15 @@ cmd_up() {
   kc get nodes -L sophia.ai/node-pool,sophia.ai/gpu-pool
 }
 
+cmd_nodes() {
+  local want
+  nodes_yaml >"$STATE/extra-nodes.yaml"
+  kc apply -f "$STATE/extra-nodes.yaml" >/dev/null
+  want="$(kc get nodes -l type=kwok -o name | wc -l)"
+  wait_for "$want kwok nodes Ready" 120 all_nodes_ready "$want" || die "nodes not Ready; see $LOGS/kwok.log"
+  kc get nodes -L sophia.ai/node-pool,sophia.ai/gpu-pool,topology.kubernetes.io/zone,kubernetes.io/arch
+}
+
 cmd_status() {
   local n rc=0 pid
   local comps=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
@@ -414,5 +435,6 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   gateway) cmd_gateway ;;
-  *) echo "usage: $0 up|stop|down|status|gateway" >&2; exit 2 ;;
+  nodes) cmd_nodes ;;
+  *) echo "usage: $0 up|stop|down|status|gateway|nodes" >&2; exit 2 ;;
 esac

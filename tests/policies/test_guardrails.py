@@ -189,8 +189,8 @@ def test_a_deployment_without_pdb_or_with_one_replica_in_prod_is_refused() -> No
 def test_a_quota_that_cannot_fit_max_replicas_plus_surge_is_refused() -> None:
     objects = mutated("prod", QUOTA, "quota", lambda q: q["spec"]["hard"].update(pods="20"))
     found = [v for v in violations("prod", objects, "quota-headroom") if "pods quota" in v]
-    # 7 services at HPA max 10, each + 25 % surge (3): 91 pods at once.
+    # 7 services at HPA max 10, each + 25 % surge (3), and vLLM's 2 (one per GH200 node): 93 pods at once.
     assert found == [
-        "sophia/quota: pods quota 20 is below what the workloads can need at once (91: every HPA at its maximum "
+        "sophia/quota: pods quota 20 is below what the workloads can need at once (93: every HPA at its maximum "
         "plus rolling-update surge); raise the quota or lower max replicas, or a rollout/scale-out will be refused"
     ]

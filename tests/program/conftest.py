@@ -12,9 +12,10 @@ from infra.discovery import SERVICES_DIR
 from infra.render import RenderMocks, kubernetes_objects, offline_config, run_program
 
 STACKS = ("local", "dev", "prod")
-# What the ESC environment adds to prod's stack file for backups (esc/base.yaml, esc/prod.yaml;
-# tests/program/test_esc.py checks the real evaluation), so prod renders with its backup CronJobs.
-PROD_BACKUPS = {
+# What the ESC environment adds to prod's stack file for backups and logs (esc/base.yaml,
+# esc/prod.yaml; tests/program/test_esc.py checks the real evaluation), so prod renders with its
+# backup CronJobs and Loki in S3.
+PROD_ESC = {
     "backup": {
         "enabled": True,
         "endpoint": "https://s3.us-east-2.amazonaws.com",
@@ -23,7 +24,18 @@ PROD_BACKUPS = {
         "region": "us-east-2",
         "retention_days": 30,
     },
-    "secrets": {"BACKUP_ACCESS_KEY_ID": "redacted", "BACKUP_SECRET_ACCESS_KEY": "redacted"},
+    "logs": {
+        "storage": "s3",
+        "bucket": "sophia-logs-prod-111122223333",
+        "endpoint": "https://s3.us-east-2.amazonaws.com",
+        "region": "us-east-2",
+    },
+    "secrets": {
+        "BACKUP_ACCESS_KEY_ID": "redacted",
+        "BACKUP_SECRET_ACCESS_KEY": "redacted",
+        "LOKI_ACCESS_KEY_ID": "redacted",
+        "LOKI_SECRET_ACCESS_KEY": "redacted",
+    },
 }
 
 
@@ -53,7 +65,7 @@ def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    return {stack: render_objects(stack, PROD_BACKUPS if stack == "prod" else None) for stack in STACKS}
+    return {stack: render_objects(stack, PROD_ESC if stack == "prod" else None) for stack in STACKS}
 
 
 @pytest.fixture

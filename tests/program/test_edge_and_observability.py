@@ -11,10 +11,11 @@ import pytest
 
 from components.observability import BURN_RATE_WINDOWS, alert_rules, dashboard
 from components.spec import ServiceObservability
+from infra.config import ConfigError
 from infra.discovery import discover
-from infra.render import helm_releases, offline_config, remote_manifests, run_program
+from infra.render import helm_releases, kubernetes_objects, offline_config, remote_manifests, run_program
 
-from .conftest import find, render_objects
+from .conftest import PROD_ESC, find, render_objects
 
 
 def declared() -> dict[str, ServiceObservability]:
@@ -297,3 +298,72 @@ def test_alerts_reach_people_by_severity_in_prod() -> None:
     # Every severity the rules use is routed somewhere.
     severities = {r["labels"]["severity"] for g in alert_rules(declared()) for r in g["rules"] if "alert" in r}
     assert severities == {"page", "ticket"}
+
+
+def releases_of(stack: str, **overrides: Any) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The stack's Helm releases by chart, and its Kubernetes objects (`secrets` are added to the stand-ins)."""
+    config = offline_config(stack)
+    for key, value in overrides.items():
+        config[f"sophia:{key}"] = {**config.get(f"sophia:{key}", {}), **value} if key == "secrets" else value
+    resources = run_program(stack, config)
+    return {r["chart"]: r for r in helm_releases(resources)}, kubernetes_objects(resources)
+
+
+def test_loki_keeps_prod_logs_replicated_in_s3_with_keys_from_a_secret() -> None:
+    keys = {"LOKI_ACCESS_KEY_ID": "AKIALOKI-STAND-IN", "LOKI_SECRET_ACCESS_KEY": "loki-secret-stand-in"}
+    releases, objects = releases_of("prod", logs=PROD_ESC["logs"], secrets=keys)
+    values = releases["loki"]["values"]
+    loki, single = values["loki"], values["singleBinary"]
+    assert single["replicas"] == 3 and loki["commonConfig"]["replication_factor"] == 3
+    storage = loki["storage"]
+    assert storage["type"] == "s3" and storage["bucketNames"]["chunks"] == "sophia-logs-prod-111122223333"
+    assert storage["s3"]["endpoint"] == "https://s3.us-east-2.amazonaws.com" and storage["s3"]["region"] == "us-east-2"
+    assert [c["object_store"] for c in loki["schemaConfig"]["configs"]] == ["s3"]
+    assert loki["compactor"]["delete_request_store"] == "s3"
+    assert loki["limits_config"]["retention_period"] == "720h"  # 30 days in prod
+    # The keys reach Loki through its environment from a Secret, never through the chart's values.
+    assert (storage["s3"]["accessKeyId"], storage["s3"]["secretAccessKey"]) == (
+        "${LOKI_ACCESS_KEY_ID}",
+        "${LOKI_SECRET_ACCESS_KEY}",
+    )
+    assert "-config.expand-env=true" in single["extraArgs"]
+    assert single["extraEnvFrom"] == [{"secretRef": {"name": "loki-s3"}}]
+    assert not any(k in json.dumps(values) for k in keys.values())
+    secret = find(objects, "Secret", "loki-s3")
+    assert secret["metadata"]["namespace"] == releases["loki"]["namespace"]
+    assert set(secret["stringData"]) == set(keys)
+
+
+def test_loki_in_dev_is_one_replica_on_its_volume_for_a_week() -> None:
+    releases, objects = releases_of("dev")
+    values = releases["loki"]["values"]
+    assert values["singleBinary"]["replicas"] == 1 and values["loki"]["storage"] == {"type": "filesystem"}
+    assert values["loki"]["commonConfig"]["replication_factor"] == 1
+    assert values["loki"]["limits_config"]["retention_period"] == "168h"
+    assert "extraEnvFrom" not in values["singleBinary"]
+    assert not [o for o in objects if o["metadata"]["name"] == "loki-s3"]
+
+
+@pytest.mark.parametrize(
+    ("logs", "expected"),
+    [
+        ({"replicas": 3}, "sophia:logs.replicas: 3 Loki replicas cannot share a filesystem"),
+        ({"storage": "s3"}, "sophia:logs.bucket: logs go to S3 but no bucket is set"),
+        ({"storage": "s3", "bucket": "Logs!"}, "sophia:logs.bucket: 'Logs!' is not an S3 bucket name"),
+        ({"retention_days": 500}, "sophia:logs.audit_retention_days: audit events must be kept at least as long"),
+    ],
+)
+def test_bad_log_settings_are_refused(logs: dict[str, Any], expected: str) -> None:
+    config = offline_config("dev")
+    config["sophia:logs"] = logs
+    with pytest.raises(ConfigError) as err:
+        run_program("dev", config)
+    assert expected in str(err.value)
+
+
+def test_logs_in_s3_need_the_writer_keys() -> None:
+    config = offline_config("prod")
+    config["sophia:logs"] = PROD_ESC["logs"]
+    with pytest.raises(ConfigError) as err:
+        run_program("prod", config)
+    assert "sophia:secrets.LOKI_ACCESS_KEY_ID: logs go to S3 but the stack has no key for Loki" in str(err.value)

@@ -21,9 +21,10 @@ import yaml
 from components.pgbouncer import database_entry
 from infra.config import NAMESPACE, parse_stack_config, secret_keys_available
 from infra.discovery import discover
-from infra.plan import API_KEYS, BACKUP_KEYS, DATABASE_READ_URL, DATABASE_URL, plan_services
+from infra.plan import API_KEYS, BACKUP_KEYS, DATABASE_READ_URL, DATABASE_URL, LOKI_KEYS, plan_services
 from infra.render import stack_file_config
-from sophia_chassis.auth import issue_key, parse_key_table
+from sophia_chassis.auth import parse_key_table
+from sophia_testing.esc import secrets_manager
 
 REPO = Path(__file__).resolve().parents[2]
 ESC_EVAL = REPO / ".venv" / "bin" / "esc-eval"
@@ -32,18 +33,7 @@ ENVIRONMENTS = ["sophia/base", "sophia/dev-logins", "sophia/prod-logins", "sophi
 
 def store(stack: str) -> dict[str, str]:
     """What AWS Secrets Manager holds for a stack (secretId -> SecretString)."""
-    _, entry = issue_key("acme", ["*"], key_id="ci")
-    return {
-        f"sophia/{stack}/neon-managing-user": json.dumps({"username": "sophia_rotator", "password": "m" * 24}),
-        f"sophia/{stack}/openai-api-key": "sk-test-openai",
-        f"sophia/{stack}/anthropic-api-key": "sk-ant-test",
-        f"sophia/{stack}/github-token": "ghp_test",
-        f"sophia/{stack}/hubspot-access-token": "pat-test",
-        f"sophia/{stack}/api-keys": json.dumps([entry]),
-        f"sophia/{stack}/slack-webhook-url": "https://hooks.slack.com/services/T0/B0/x",
-        f"sophia/{stack}/pagerduty-routing-key": "r" * 32,
-        f"sophia/{stack}/backup-writer": json.dumps({"accessKeyId": "AKIATEST", "secretAccessKey": "s" * 40}),
-    }
+    return secrets_manager(stack)
 
 
 def esc_eval(*args: str, secrets: dict[str, str] | None = None, tmp: Path | None = None, cwd: Path = REPO):
@@ -83,6 +73,13 @@ def test_pulumi_config_is_what_the_program_accepts(stack: str, tmp_path: Path) -
     plan_services(stack, config, discover(), available)  # every secret a service or store needs is there
 
     assert config.backup.enabled and config.backup.prefix == f"{stack}/" and set(BACKUP_KEYS) <= available
+    # Prod keeps its logs in S3, replicated, a month; dev on one Loki's volume, a week.
+    logs = config.logs_settings
+    if stack == "prod":
+        assert (logs.storage, logs.replicas, logs.retention_days) == ("s3", 3, 30)
+        assert logs.bucket and logs.region == "us-east-2" and set(LOKI_KEYS) <= available
+    else:
+        assert (logs.storage, logs.replicas, logs.retention_days) == ("filesystem", 1, 7)
     secrets = raw["secrets"]
     assert all(isinstance(v, str) and v for v in secrets.values()), "config secrets are non-empty strings"
     assert parse_key_table(secrets[API_KEYS])["ci"].tenant == "acme"

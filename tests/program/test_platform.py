@@ -298,7 +298,8 @@ def test_every_internet_egress_excludes_the_same_private_ranges(
         if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0"
     }
     backups = {"qdrant-backup", "redis-backup"} if stack == "prod" else set()  # to object storage (sophia:backup)
-    assert set(blocks) == {"pgbouncer"} | backups | {s.name for s in discover() if s.calls.external}
+    models = {"vllm"} if stack == "prod" else set()  # the model's weights from Hugging Face
+    assert set(blocks) == {"pgbouncer"} | backups | models | {s.name for s in discover() if s.calls.external}
     assert "100.64.0.0/10" in PRIVATE_RANGES  # carrier-grade NAT: some CNIs put pods there
     for block in blocks.values():
         assert block == {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}

@@ -147,6 +147,9 @@ def test_gpu_scheduling_only_where_a_pool_exists(rendered: dict[str, list[dict[s
 def test_prod_spreads_across_zones_and_keeps_two_replicas(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for spec in pod_specs(rendered["prod"]).values():
         assert "topology.kubernetes.io/zone" in [c["topologyKey"] for c in spec["topologySpreadConstraints"]]
+        # Two replicas never share a node in prod; nodes the pod cannot use do not count.
+        [by_node] = [c for c in spec["topologySpreadConstraints"] if c["topologyKey"] == "kubernetes.io/hostname"]
+        assert (by_node["whenUnsatisfiable"], by_node["nodeTaintsPolicy"]) == ("DoNotSchedule", "Honor")
     for obj in rendered["prod"]:
         if obj["kind"] == "HorizontalPodAutoscaler":
             assert obj["spec"]["minReplicas"] >= 2 and obj["spec"]["maxReplicas"] == 10

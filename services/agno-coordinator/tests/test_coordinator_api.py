@@ -12,7 +12,7 @@ import pytest
 from agno_coordinator.main import Settings, build_app
 from agno_coordinator.router import NO_PROVIDER
 from agno_coordinator.table import TableError
-from sophia_testing.openai_chat_fake import FakeChat, Reply
+from sophia_testing.openai_chat_fake import FakeChat, Reply, build_fake_chat
 from sophia_testing.servers import serve
 
 from .coordinator_data import OPENAI_KEY, user
@@ -212,6 +212,33 @@ def test_a_local_provider_needs_only_a_url(openai_url: str, openai_fake: FakeCha
         and r.headers["X-Sophia-Cost-USD"] == "0.000000"
     )
     assert "authorization" not in openai_fake.requests[0]["headers"]
+
+
+def test_with_the_packaged_table_the_cheap_tier_goes_to_the_stacks_vllm(openai_url: str, openai_fake: FakeChat) -> None:
+    """What a stack with a GPU pool deploys: the packaged model table, OPENAI_API_KEY from ESC and
+    LOCAL_MODEL_URL pointing at vLLM (served under the model's Hugging Face id, no API key)."""
+    from agno_coordinator.table import load_table
+
+    [local] = [m for m in load_table().models if m.provider == "local"]
+    vllm = FakeChat(api_key=None, models=(local.upstream,))
+    openai_fake.models = ("gpt-4.1-mini", "gpt-4.1")
+    with serve(build_fake_chat(vllm)) as vllm_base:
+        settings = Settings(
+            openai_api_key=OPENAI_KEY,
+            openai_base_url=openai_url,
+            anthropic_api_key=None,
+            local_model_url=f"{vllm_base}/v1",
+        )
+        with serve(build_app(settings)) as url:
+            cheap = chat(url, {"model": "auto", "messages": user("What is 2 + 2?")})
+            hard = chat(url, {"model": "auto", "messages": user("hi")}, **{"X-Sophia-Complexity": "high"})
+    assert cheap.status_code == 200, cheap.text
+    assert (cheap.headers["X-Sophia-Provider"], cheap.headers["X-Sophia-Model"]) == ("local", local.name)
+    assert [r["body"]["model"] for r in vllm.requests] == [local.upstream]
+    assert "authorization" not in vllm.requests[0]["headers"]
+    # A request beyond the local model's tier still goes to a provider that is trusted with it.
+    assert hard.status_code == 200 and hard.headers["X-Sophia-Provider"] == "openai"
+    assert len(vllm.requests) == 1
 
 
 def test_a_bad_model_table_stops_the_service_at_startup() -> None:
