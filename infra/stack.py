@@ -18,10 +18,11 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.backup import BackupTarget
 from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
-from components.ingress import Ingress, IngressArgs, RouteSpec
+from components.ingress import CanaryRoute, Ingress, IngressArgs, RouteSpec
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
 from components.observability import AlertReceivers, Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
@@ -29,10 +30,20 @@ from components.postgres import LocalPostgres, LocalPostgresArgs
 from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
-from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, ServiceIdentity, peak_pods
+from components.service import (
+    CANARY,
+    FLAGS_FILE,
+    STABLE,
+    CanaryArgs,
+    GpuPlacement,
+    PlatformService,
+    PlatformServiceArgs,
+    ServiceIdentity,
+    peak_pods,
+)
 from components.spec import ServiceSpec, cpu_millicores, memory_bytes
 from components.upstreams import UPSTREAMS, Upstreams, UpstreamsArgs
-from components.workload import Connection, cluster_host
+from components.workload import Connection, cluster_host, labels_for
 from infra.config import ALERT_SECRETS, StackConfig
 from infra.plan import (
     API_KEYS,
@@ -48,6 +59,7 @@ LOCAL_KEY_SECRET = "local-api-key"
 LOCAL_KEY_ID, LOCAL_TENANT = "local", "local"
 LOCAL_DATABASE_URL = "postgresql://sophia:local@postgres.invalid:5432/sophia"
 CONCERNS = ("services", "data", "observability", "ingress")
+FLAGS_CONFIG_MAP = "feature-flags"
 
 # A stack secret from ESC by key, with a fallback where the stack may leave it unset.
 EscSecret = Callable[..., pulumi.Output[str]]
@@ -105,7 +117,11 @@ def callers_of(planned: list[PlannedService], store: str) -> list[str]:
 def _services_quota(planned: list[PlannedService]) -> Quota:
     """Exactly what the planned services can use at once (every HPA at its maximum, mid-rollout),
     so a scale-out or a rollout is never refused by the quota and nothing else fits beside them."""
-    pods = {p.spec.name: peak_pods(p.spec.scaling.max_replicas) for p in planned}
+    # A canary track's pods count beside the stable track's, each at its own HPA maximum.
+    pods = {
+        p.spec.name: peak_pods(p.spec.scaling.max_replicas) + (peak_pods(p.canary.max_replicas) if p.canary else 0)
+        for p in planned
+    }
 
     def total(amount: Callable[[PlannedService], int]) -> int:
         return sum(pods[p.spec.name] * amount(p) for p in planned)
@@ -143,7 +159,8 @@ def deploy(
     gpu_pools = _gpu_pools(config, cluster)
     local_key = local_api_key(generated[LOCAL_KEY_SECRET]) if config.environment == "local" else None
     api_keys = esc(API_KEYS, "[]") if local_key is None else local_key.apply(lambda k: json.dumps([key_entry(k)]))
-    services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools)
+    flags = _flags(config, cluster)
+    services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools, flags)
     crds = local_crds(cluster.provider) if config.local_crds else []
     ingress = _ingress(config, planned, crds, cluster, services)
     observability = _observability(config, planned, crds, cluster, esc)
@@ -151,12 +168,21 @@ def deploy(
         "environment": config.environment,
         "not_deployed": ingress.not_deployed + observability.not_deployed,
         "namespaces": {c: n.namespace.metadata.name for c, n in cluster.namespaces.items()},
-        "services": {name: {"url": svc.url} for name, svc in services.items()},
+        # What runs where: per service and track, the version and the image by digest.
+        "services": {p.spec.name: _running(services[p.spec.name], p) for p in planned},
+        "flags": {key: flag.rule() for key, flag in sorted(config.flags.items())},
         "data": {"redis": stores.redis.url, "qdrant": stores.qdrant.url, "pgbouncer": stores.pgbouncer.host},
         "gpu_pools": [p.name for p in config.gpu_pools],
         # `pulumi stack output --show-secrets api_key`: the local stack's key, for trying the services.
         **({"api_key": local_key} if local_key is not None else {}),
     }
+
+
+def _running(svc: PlatformService, item: PlannedService) -> dict[str, Any]:
+    tracks: dict[str, Any] = {STABLE: {"version": item.version, "image": svc.images[STABLE]}}
+    if item.canary:
+        tracks[CANARY] = {"version": item.canary.version, "image": svc.images[CANARY], "weight": item.canary.weight}
+    return {"url": svc.url, "tracks": tracks}
 
 
 def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
@@ -342,6 +368,7 @@ def _services(
     esc: EscSecret,
     cluster: Cluster,
     gpu_pools: GpuPools | None,
+    flags: k8s.core.v1.ConfigMap,
 ) -> dict[str, PlatformService]:
     services_ns = config.namespaces.services
     auth = config.auth
@@ -387,10 +414,33 @@ def _services(
                 spread_across_zones=config.is_prod,
                 # The local cluster runs images loaded onto its node; there is no registry to pull from.
                 image_pull_policy="IfNotPresent" if config.environment == "local" else "Always",
+                flags_config_map=flags.metadata.name,
+                version=item.version,
+                canary=CanaryArgs(
+                    image=item.canary.image,
+                    version=item.canary.version,
+                    min_replicas=item.canary.min_replicas,
+                    max_replicas=item.canary.max_replicas,
+                )
+                if item.canary
+                else None,
             ),
-            opts=cluster.inside("services", *([gpu_pools] if gpu_pools else [])),
+            opts=cluster.inside("services", flags, *([gpu_pools] if gpu_pools else [])),
         )
     return services
+
+
+def _flags(config: StackConfig, cluster: Cluster) -> k8s.core.v1.ConfigMap:
+    """The stack's feature flags (sophia:flags), one ConfigMap every service mounts; always made,
+    even empty, so the first flag set later changes no pod template."""
+    return k8s.core.v1.ConfigMap(
+        "feature-flags",
+        metadata=ObjectMetaArgs(
+            name=FLAGS_CONFIG_MAP, namespace=config.namespaces.services, labels=labels_for("feature-flags", "flags")
+        ),
+        data={FLAGS_FILE: config.flags_document()},
+        opts=cluster.inside("services"),
+    )
 
 
 def _ingress(
@@ -402,7 +452,11 @@ def _ingress(
 ) -> Ingress:
     routes = [
         RouteSpec(
-            service=p.spec.name, path=r.path, rate_limit_rps=r.rate_limit_rps, max_body_size_mb=r.max_body_size_mb
+            service=p.spec.name,
+            path=r.path,
+            rate_limit_rps=r.rate_limit_rps,
+            max_body_size_mb=r.max_body_size_mb,
+            canary=CanaryRoute(service=f"{p.spec.name}-{CANARY}", weight=p.canary.weight) if p.canary else None,
         )
         for p in planned
         for r in p.spec.routes

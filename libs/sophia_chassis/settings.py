@@ -51,6 +51,13 @@ class ServiceSettings(BaseSettings):
     queue_timeout_seconds: float = Field(0.05, ge=0)
     # ... and while the event loop runs this late (seconds; 0: not watched), new ones are shed at once.
     max_loop_lag_seconds: float = Field(0.02, ge=0)
+    # Feature flags (sophia_chassis.flags): the platform's flag file (a mounted ConfigMap), re-read
+    # when it changes, checked at most this often. Unset: no flags, the code's defaults.
+    flags_file: str | None = None
+    # Which build this is (sophia_chassis.version): the package's version, the track it runs as.
+    service_version: str = "0.0.0"
+    service_track: str = Field("stable", pattern="^(stable|canary)$")
+    flags_poll_seconds: float = Field(2.0, gt=0)
 
     @classmethod
     def load(cls, **overrides):

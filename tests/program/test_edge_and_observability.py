@@ -175,7 +175,7 @@ def test_ai_alerts_and_panels_query_the_metrics_the_services_export() -> None:
 def test_a_new_service_brings_its_own_panel_and_alert_in_its_folder(services_copy: Path) -> None:
     (services_copy / "mcp-slack").mkdir()
     # A package, as services/Dockerfile builds (the local stack builds every service's image).
-    (services_copy / "mcp-slack" / "pyproject.toml").write_text('[project]\nname = "sophia-mcp-slack"\n')
+    (services_copy / "mcp-slack" / "pyproject.toml").write_text('[project]\nname = "sophia-mcp-slack"\nversion = "0.1.0"\n')
     (services_copy / "mcp-slack" / "service.yaml").write_text(
         "observability:\n"
         "  panels:\n"
