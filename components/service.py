@@ -65,6 +65,8 @@ from components.workload import (
     DATA_MOUNT,
     NAME_LABEL,
     SCRAPE_LABEL,
+    TRACK_LABEL,
+    VERSION_LABEL,
     Peer,
     allow_out,
     container_security,
@@ -92,8 +94,6 @@ FLAGS_FILE = "flags.json"
 ROLLOUT_SURGE_PERCENT = 25
 SERVICE_PORT = 80
 # A service runs one or two tracks (Deployment, Service, HPA, PDB each): stable, and a canary.
-TRACK_LABEL = "sophia.ai/track"
-VERSION_LABEL = "app.kubernetes.io/version"
 STABLE, CANARY = "stable", "canary"
 
 
