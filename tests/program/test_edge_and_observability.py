@@ -213,7 +213,14 @@ def test_a_new_service_brings_its_own_panel_and_alert_in_its_folder(services_cop
 
 def test_a_service_declaring_nothing_gets_the_common_panels_only() -> None:
     titles = [p["title"] for p in dashboard("plain")["panels"]]
-    assert titles == ["Requests per second", "Error ratio (5xx)", "Latency p50 / p99 (s)", "Replicas vs HPA"]
+    assert titles == [
+        "Requests per second",
+        "Error ratio (5xx)",
+        "Requests per second, by track and version",
+        "Error ratio (5xx), by track",
+        "Latency p50 / p99 (s)",
+        "Replicas vs HPA",
+    ]
     assert [g["name"] for g in alert_rules({"plain": ServiceObservability()})] == [
         "sophia-availability",
         "sophia-latency-slo",
