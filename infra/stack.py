@@ -75,6 +75,10 @@ class Cluster:
 
     provider: k8s.Provider
     namespaces: dict[str, PlatformNamespace]
+    # The same cluster, for the ConfigMaps updated in place (the feature flags): the provider's
+    # default replaces a changed ConfigMap, which with a fixed name deletes it first and takes every
+    # Deployment that depends on it down and up again, the rollout a flag must not cause.
+    mutable_config_maps: k8s.Provider | None = None
 
     def inside(self, concern: str, *also: pulumi.Resource) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(provider=self.provider, depends_on=[self.namespaces[concern], *also])
@@ -191,6 +195,12 @@ def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
         # Relative to the project, wherever the engine starts the program from.
         kubeconfig = str(REPO_ROOT / kubeconfig)
     provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig, context=config.kubernetes.context)
+    mutable = k8s.Provider(
+        "kubernetes-mutable-config-maps",
+        kubeconfig=kubeconfig,
+        context=config.kubernetes.context,
+        enable_config_map_mutable=True,
+    )
     quotas = _quotas(config, planned)
     namespaces = {
         concern: PlatformNamespace(
@@ -209,7 +219,7 @@ def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
         )
         for concern in CONCERNS
     }
-    return Cluster(provider, namespaces)
+    return Cluster(provider, namespaces, mutable)
 
 
 def _generated_secrets(config: StackConfig, planned: list[PlannedService], cluster: Cluster) -> GeneratedSecrets:
@@ -414,7 +424,8 @@ def _services(
                 spread_across_zones=config.is_prod,
                 # The local cluster runs images loaded onto its node; there is no registry to pull from.
                 image_pull_policy="IfNotPresent" if config.environment == "local" else "Always",
-                flags_config_map=flags.metadata.name,
+                # By name, not the resource's output: a flag change must not touch the Deployments.
+                flags_config_map=FLAGS_CONFIG_MAP,
                 version=item.version,
                 canary=CanaryArgs(
                     image=item.canary.image,
@@ -439,7 +450,7 @@ def _flags(config: StackConfig, cluster: Cluster) -> k8s.core.v1.ConfigMap:
             name=FLAGS_CONFIG_MAP, namespace=config.namespaces.services, labels=labels_for("feature-flags", "flags")
         ),
         data={FLAGS_FILE: config.flags_document()},
-        opts=cluster.inside("services"),
+        opts=pulumi.ResourceOptions(provider=cluster.mutable_config_maps, depends_on=[cluster.namespaces["services"]]),
     )
 
 

@@ -46,6 +46,18 @@ def test_flags_are_a_configmap_every_service_mounts_as_a_directory() -> None:
         assert env["FLAGS_FILE"] == "/etc/sophia/flags/flags.json"
 
 
+def test_the_flags_configmap_is_updated_in_place_not_replaced() -> None:
+    """The provider replaces a changed ConfigMap by default; with a fixed name it deletes it first,
+    and every Deployment depending on it with it (seen in make e2e). The flags' provider does not."""
+    resources = run_program("local", offline_config("local"))
+    [flags] = [r for r in resources if r.type == "kubernetes:core/v1:ConfigMap" and r.name == "feature-flags"]
+    # A provider reference is `<provider URN>::<id>`; the URN ends with the provider's name.
+    [provider] = [r for r in resources if r.type == "pulumi:providers:kubernetes" and f"::{r.name}::" in flags.provider]
+    assert provider.inputs.get("enableConfigMapMutable") in (True, "true"), provider.inputs
+    others = [r for r in resources if r.type == "kubernetes:core/v1:ConfigMap" and r.name != "feature-flags"]
+    assert others and all(r.provider != flags.provider for r in others)
+
+
 def test_flipping_a_flag_changes_the_configmap_and_rolls_nothing() -> None:
     off = render_objects("local", {"flags": {DEDUPE: {"default": False}}})
     on = render_objects("local", {"flags": {DEDUPE: {"default": True, "percentage": 50}}})
