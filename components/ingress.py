@@ -38,6 +38,21 @@ GATEWAY_CLASS = "nginx"
 GATEWAY_NAME = "sophia"
 
 
+# A/B pinning: a request naming a track in this header, or in this cookie, goes to that track
+# whatever the weights (a tester, or a user kept on one side of an experiment).
+TRACK_HEADER = "X-Sophia-Track"
+TRACK_COOKIE = "sophia-track"
+TRACKS = ("canary", "stable")
+
+
+@dataclass(frozen=True)
+class CanaryRoute:
+    """The canary track's Service and its share (percent) of the route's requests."""
+
+    service: str
+    weight: int
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     service: str
@@ -45,6 +60,49 @@ class RouteSpec:
     rate_limit_rps: int = 50
     max_body_size_mb: int = 8
     port: int = 80
+    canary: CanaryRoute | None = None
+
+
+def route_rules(route: RouteSpec, services_namespace: str) -> list[dict[str, Any]]:
+    """The HTTPRoute's rules: one backend; or, with a canary, the stable and canary Services weighted
+    (Gateway API backendRefs weights), after rules pinning a track by header or cookie (a match with
+    a header outranks the plain path match, Gateway API's precedence)."""
+    path = {"type": "PathPrefix", "value": route.path}
+
+    def backend(service: str, weight: int | None = None) -> dict[str, Any]:
+        ref: dict[str, Any] = {"name": service, "namespace": services_namespace, "port": route.port}
+        return ref if weight is None else {**ref, "weight": weight}
+
+    if route.canary is None:
+        return [{"matches": [{"path": path}], "backendRefs": [backend(route.service)]}]
+    services = {"stable": route.service, "canary": route.canary.service}
+    pinned = [
+        {
+            "matches": [
+                {"path": path, "headers": [{"type": "Exact", "name": TRACK_HEADER, "value": track}]},
+                {
+                    "path": path,
+                    "headers": [
+                        {
+                            "type": "RegularExpression",
+                            "name": "Cookie",
+                            "value": f"(^|;\\s*){TRACK_COOKIE}={track}(;|$)",
+                        }
+                    ],
+                },
+            ],
+            "backendRefs": [backend(services[track])],
+        }
+        for track in TRACKS
+    ]
+    weighted = {
+        "matches": [{"path": path}],
+        "backendRefs": [
+            backend(route.service, 100 - route.canary.weight),
+            backend(route.canary.service, route.canary.weight),
+        ],
+    }
+    return [*pinned, weighted]
 
 
 @dataclass(frozen=True)
@@ -268,14 +326,7 @@ class Ingress(pulumi.ComponentResource):
                 {
                     "parentRefs": [{"name": GATEWAY_NAME, "sectionName": serving_listener}],
                     "hostnames": [args.domain],
-                    "rules": [
-                        {
-                            "matches": [{"path": {"type": "PathPrefix", "value": route.path}}],
-                            "backendRefs": [
-                                {"name": route.service, "namespace": args.services_namespace, "port": route.port}
-                            ],
-                        }
-                    ],
+                    "rules": route_rules(route, args.services_namespace),
                 },
                 on_gateway,
             )

@@ -20,7 +20,14 @@ from pulumi_kubernetes.helm.v3 import ReleaseArgs, RepositoryOptsArgs
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.spec import ServiceObservability
-from components.workload import SCRAPE_LABEL, labels_for
+from components.workload import (
+    SCRAPE_LABEL,
+    TRACK_LABEL,
+    TRACK_SERIES_LABEL,
+    VERSION_LABEL,
+    VERSION_SERIES_LABEL,
+    labels_for,
+)
 
 PROMETHEUS_STACK = ("kube-prometheus-stack", "79.5.0", "https://prometheus-community.github.io/helm-charts")
 LOKI = ("loki", "6.46.0", "https://grafana.github.io/helm-charts")
@@ -254,6 +261,23 @@ def alert_rules(services: Mapping[str, ServiceObservability]) -> list[dict[str, 
                     "annotations": {"summary": "{{ $labels.service }} has a target that is not being scraped"},
                 },
                 {
+                    # Per track (the ServiceMonitor copies the pods' sophia.ai/track label): a canary
+                    # failing where its stable track does not is the signal to roll it back.
+                    "alert": "CanaryErrorRatioHigh",
+                    "expr": (
+                        f'sum by (service) (rate({REQUESTS}{{{TRACK_SERIES_LABEL}="canary",status=~"5.."}}[10m]))'
+                        f' / sum by (service) (rate({REQUESTS}{{{TRACK_SERIES_LABEL}="canary"}}[10m]))'
+                        f' > 2 * (sum by (service) (rate({REQUESTS}{{{TRACK_SERIES_LABEL}="stable",status=~"5.."}}[10m]))'
+                        f' / sum by (service) (rate({REQUESTS}{{{TRACK_SERIES_LABEL}="stable"}}[10m])) + 0.005)'
+                    ),
+                    "for": "10m",
+                    "labels": {"severity": "ticket"},
+                    "annotations": {
+                        "summary": "{{ $labels.service }}'s canary answers 5xx twice as often as its stable track: "
+                        "roll it back (sophia:services.<name>.canary)"
+                    },
+                },
+                {
                     "alert": "HighErrorRatio",
                     "expr": (
                         f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
@@ -292,6 +316,14 @@ def dashboard(service: str, declared: ServiceObservability = ServiceObservabilit
     targets = {
         "Requests per second": [f"sum(rate({REQUESTS}{{{sel}}}[5m]))"],
         "Error ratio (5xx)": [f'sum(rate({REQUESTS}{{{sel},status=~"5.."}}[5m])) / sum(rate({REQUESTS}{{{sel}}}[5m]))'],
+        # Stable and canary side by side (one line while only a stable track runs).
+        "Requests per second, by track and version": [
+            f"sum by ({TRACK_SERIES_LABEL}, {VERSION_SERIES_LABEL}) (rate({REQUESTS}{{{sel}}}[5m]))"
+        ],
+        "Error ratio (5xx), by track": [
+            f'sum by ({TRACK_SERIES_LABEL}) (rate({REQUESTS}{{{sel},status=~"5.."}}[5m]))'
+            f" / sum by ({TRACK_SERIES_LABEL}) (rate({REQUESTS}{{{sel}}}[5m]))"
+        ],
         "Latency p50 / p99 (s)": [
             f"histogram_quantile(0.5, sum by (le) (rate({DURATION}_bucket{{{sel}}}[5m])))",
             f"histogram_quantile(0.99, sum by (le) (rate({DURATION}_bucket{{{sel}}}[5m])))",
@@ -456,6 +488,8 @@ class Observability(pulumi.ComponentResource):
                 "namespaceSelector": {"matchNames": [args.services_namespace]},
                 "selector": {"matchLabels": {SCRAPE_LABEL: "true"}},
                 "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+                # Every series says which track and version answered (components.service's pod labels).
+                "podTargetLabels": [TRACK_LABEL, VERSION_LABEL],
             },
             opts=crd_ready,
         )

@@ -28,6 +28,7 @@ from pulumi_kubernetes.autoscaling.v2 import (
 )
 from pulumi_kubernetes.core.v1 import (
     ConfigMapProjectionArgs,
+    ConfigMapVolumeSourceArgs,
     ContainerArgs,
     ContainerPortArgs,
     EmptyDirVolumeSourceArgs,
@@ -64,6 +65,8 @@ from components.workload import (
     DATA_MOUNT,
     NAME_LABEL,
     SCRAPE_LABEL,
+    TRACK_LABEL,
+    VERSION_LABEL,
     Peer,
     allow_out,
     container_security,
@@ -83,9 +86,34 @@ SECRETS_MOUNT = "/var/run/secrets/sophia"
 CLUSTER_IDENTITY_MOUNT = "/var/run/secrets/sophia-cluster"
 # One projected token per callee, each for that callee's audience (sophia_chassis.auth.ServiceCredentials).
 SERVICE_TOKENS_MOUNT = "/var/run/secrets/sophia-tokens"
+# The stack's feature flags (sophia_chassis.flags): the whole ConfigMap as a directory, never a
+# subPath, so the kubelet swaps in a changed file and the pods read it without a restart.
+FLAGS_MOUNT = "/etc/sophia/flags"
+FLAGS_FILE = "flags.json"
 # A rollout adds this share of the replicas before removing any (maxUnavailable 0), rounded up.
 ROLLOUT_SURGE_PERCENT = 25
 SERVICE_PORT = 80
+# A service runs one or two tracks (Deployment, Service, HPA, PDB each): stable, and a canary.
+STABLE, CANARY = "stable", "canary"
+
+
+@dataclass(frozen=True)
+class CanaryArgs:
+    """The canary track: another image (or version) beside the stable one."""
+
+    image: ImageSource
+    version: str
+    min_replicas: int = 1
+    max_replicas: int = 2
+
+
+@dataclass(frozen=True)
+class _Track:
+    deployment: k8s.apps.v1.Deployment
+    service: k8s.core.v1.Service
+    hpa: k8s.autoscaling.v2.HorizontalPodAutoscaler
+    pdb: k8s.policy.v1.PodDisruptionBudget
+    image: pulumi.Input[str]
 
 
 @dataclass(frozen=True)
@@ -141,6 +169,12 @@ class PlatformServiceArgs:
     # A PersistentVolumeClaim mounted at DATA_MOUNT (the local stack's embedded Qdrant Edge). One
     # process owns an embedded store's directory, so such a Deployment is replaced, not surged.
     data_claim: pulumi.Input[str] | None = None
+    # The ConfigMap holding the stack's feature flags (FLAGS_FILE), mounted at FLAGS_MOUNT. Its
+    # content stays out of the pod template (and the checksum): a flag change rolls nothing.
+    flags_config_map: pulumi.Input[str] | None = None
+    # The stable track's version (the package's, or the one a pinned image names), and a canary.
+    version: str = "0.0.0"
+    canary: CanaryArgs | None = None
 
 
 def config_checksum(env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
@@ -212,12 +246,27 @@ class PlatformService(pulumi.ComponentResource):
             )
             mounts.append(VolumeMountArgs(name="data", mount_path=DATA_MOUNT))
 
+        flags_env: dict[str, str] = {}
+        if args.flags_config_map is not None:
+            volumes.append(
+                VolumeArgs(
+                    name="flags",
+                    config_map=ConfigMapVolumeSourceArgs(name=args.flags_config_map, default_mode=0o444),
+                )
+            )
+            mounts.append(VolumeMountArgs(name="flags", mount_path=FLAGS_MOUNT, read_only=True))
+            flags_env = {"FLAGS_FILE": f"{FLAGS_MOUNT}/{FLAGS_FILE}"}
         if args.identity is not None:
             volumes += _identity_volumes(args.identity, args.callees)
             mounts.append(VolumeMountArgs(name="cluster-identity", mount_path=CLUSTER_IDENTITY_MOUNT, read_only=True))
             if args.callees:
                 mounts.append(VolumeMountArgs(name="service-tokens", mount_path=SERVICE_TOKENS_MOUNT, read_only=True))
-        env_values = {**spec.env, **args.env, **_identity_env(args.identity, ns, args.callers, bool(args.callees))}
+        env_values = {
+            **spec.env,
+            **args.env,
+            **flags_env,
+            **_identity_env(args.identity, ns, args.callers, bool(args.callees)),
+        }
         rolling = {k: v for k, v in all_secrets.items() if k not in args.live_secrets}
         checksum = pulumi.Output.all(
             env=pulumi.Output.all(**env_values) if env_values else {},
@@ -240,134 +289,175 @@ class PlatformService(pulumi.ComponentResource):
                 failure_threshold=failures,
             )
 
-        container = ContainerArgs(
-            name=spec.name,
-            image=image_reference(name, args.image, self),
-            image_pull_policy=args.image_pull_policy,
-            ports=[ContainerPortArgs(name="http", container_port=spec.port, protocol="TCP")],
-            env=[EnvVarArgs(name=k, value=v) for k, v in sorted(env_values.items())]
-            + [
-                EnvVarArgs(name="SOPHIA_SECRETS_DIR", value=SECRETS_MOUNT),
-                EnvVarArgs(name="PORT", value=str(spec.port)),
-            ],
-            resources=resources,
-            startup_probe=http_probe(spec.probes.startup, 2, 30),
-            liveness_probe=http_probe(spec.probes.liveness, 10, 3),
-            readiness_probe=http_probe(spec.probes.readiness, 5, 3),
-            security_context=container_security(),
-            volume_mounts=mounts,
-        )
-
-        # Where availability counts (prod), replicas must sit on different nodes: a soft spread let the
-        # scheduler put both of a service's pods on one node (seen in e2e/test_stack_shapes.py). Nodes the
-        # pod may not use (GPU taints, cordoned) are left out of the count, or they would block scheduling.
-        # Zones stay a preference: K3s nodes carry no zone label unless someone sets one.
-        spread = [
-            TopologySpreadConstraintArgs(
-                max_skew=1,
-                topology_key="kubernetes.io/hostname",
-                when_unsatisfiable="DoNotSchedule" if args.spread_across_zones else "ScheduleAnyway",
-                node_taints_policy="Honor",
-                label_selector=LabelSelectorArgs(match_labels=selector),
+        def make_track(
+            track: str, image: pulumi.Input[str], version: str, min_replicas: int, max_replicas: int
+        ) -> _Track:
+            """One track's Deployment, Service, HPA and PDB: the stable one keeps the service's names."""
+            rname, kname = (name, spec.name) if track == STABLE else (f"{name}-{track}", f"{spec.name}-{track}")
+            track_labels = {TRACK_LABEL: track, VERSION_LABEL: version}
+            track_selector = {**selector, TRACK_LABEL: track}
+            container = ContainerArgs(
+                name=spec.name,
+                image=image,
+                image_pull_policy=args.image_pull_policy,
+                ports=[ContainerPortArgs(name="http", container_port=spec.port, protocol="TCP")],
+                env=[EnvVarArgs(name=k, value=v) for k, v in sorted(env_values.items())]
+                + [
+                    EnvVarArgs(name="SOPHIA_SECRETS_DIR", value=SECRETS_MOUNT),
+                    EnvVarArgs(name="PORT", value=str(spec.port)),
+                    # What the chassis reports (response headers, service_info): which build answered.
+                    EnvVarArgs(name="SERVICE_VERSION", value=version),
+                    EnvVarArgs(name="SERVICE_TRACK", value=track),
+                ],
+                resources=resources,
+                startup_probe=http_probe(spec.probes.startup, 2, 30),
+                liveness_probe=http_probe(spec.probes.liveness, 10, 3),
+                readiness_probe=http_probe(spec.probes.readiness, 5, 3),
+                security_context=container_security(),
+                volume_mounts=mounts,
             )
-        ]
-        if args.spread_across_zones:
-            spread.append(
+
+            # Where availability counts (prod), replicas must sit on different nodes: a soft spread let the
+            # scheduler put both of a service's pods on one node (seen in e2e/test_stack_shapes.py). Nodes the
+            # pod may not use (GPU taints, cordoned) are left out of the count, or they would block scheduling.
+            # Zones stay a preference: K3s nodes carry no zone label unless someone sets one.
+            spread = [
                 TopologySpreadConstraintArgs(
                     max_skew=1,
-                    topology_key="topology.kubernetes.io/zone",
-                    when_unsatisfiable="ScheduleAnyway",
-                    label_selector=LabelSelectorArgs(match_labels=selector),
+                    topology_key="kubernetes.io/hostname",
+                    when_unsatisfiable="DoNotSchedule" if args.spread_across_zones else "ScheduleAnyway",
+                    node_taints_policy="Honor",
+                    label_selector=LabelSelectorArgs(match_labels=track_selector),
                 )
+            ]
+            if args.spread_across_zones:
+                spread.append(
+                    TopologySpreadConstraintArgs(
+                        max_skew=1,
+                        topology_key="topology.kubernetes.io/zone",
+                        when_unsatisfiable="ScheduleAnyway",
+                        label_selector=LabelSelectorArgs(match_labels=track_selector),
+                    )
+                )
+
+            deployment = k8s.apps.v1.Deployment(
+                f"{rname}-deployment",
+                metadata=meta(kname, track_labels),
+                spec=DeploymentSpecArgs(
+                    # No `replicas`: the HPA owns the count, and re-applying must not reset it.
+                    selector=LabelSelectorArgs(match_labels=track_selector),
+                    revision_history_limit=5,
+                    strategy=DeploymentStrategyArgs(type="Recreate")
+                    if args.data_claim
+                    else DeploymentStrategyArgs(
+                        type="RollingUpdate",
+                        rolling_update=RollingUpdateDeploymentArgs(
+                            max_unavailable=0, max_surge=f"{ROLLOUT_SURGE_PERCENT}%"
+                        ),
+                    ),
+                    template=PodTemplateSpecArgs(
+                        metadata=ObjectMetaArgs(
+                            labels={**labels, **track_labels},
+                            annotations=pod_annotations(checksum, spec.port, spec.metrics_path),
+                        ),
+                        spec=PodSpecArgs(
+                            service_account_name=self.service_account.metadata.name,
+                            automount_service_account_token=spec.automount_service_account_token,
+                            security_context=pod_security(),
+                            containers=[container],
+                            volumes=volumes,
+                            topology_spread_constraints=spread,
+                            tolerations=tolerations,
+                            node_selector=node_selector,
+                            runtime_class_name=runtime_class,
+                            termination_grace_period_seconds=30,
+                        ),
+                    ),
+                ),
+                opts=child,
             )
 
-        self.deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata=meta(),
-            spec=DeploymentSpecArgs(
-                # No `replicas`: the HPA owns the count, and re-applying must not reset it.
-                selector=LabelSelectorArgs(match_labels=selector),
-                revision_history_limit=5,
-                strategy=DeploymentStrategyArgs(type="Recreate")
-                if args.data_claim
-                else DeploymentStrategyArgs(
-                    type="RollingUpdate",
-                    rolling_update=RollingUpdateDeploymentArgs(
-                        max_unavailable=0, max_surge=f"{ROLLOUT_SURGE_PERCENT}%"
-                    ),
+            service = k8s.core.v1.Service(
+                f"{rname}-service",
+                metadata=meta(kname, {SCRAPE_LABEL: "true", TRACK_LABEL: track}),
+                spec=ServiceSpecArgs(
+                    type="ClusterIP",
+                    selector=track_selector,
+                    ports=[ServicePortArgs(name="http", port=SERVICE_PORT, target_port="http", protocol="TCP")],
                 ),
-                template=PodTemplateSpecArgs(
-                    metadata=ObjectMetaArgs(
-                        labels=labels, annotations=pod_annotations(checksum, spec.port, spec.metrics_path)
-                    ),
-                    spec=PodSpecArgs(
-                        service_account_name=self.service_account.metadata.name,
-                        automount_service_account_token=spec.automount_service_account_token,
-                        security_context=pod_security(),
-                        containers=[container],
-                        volumes=volumes,
-                        topology_spread_constraints=spread,
-                        tolerations=tolerations,
-                        node_selector=node_selector,
-                        runtime_class_name=runtime_class,
-                        termination_grace_period_seconds=30,
-                    ),
-                ),
-            ),
-            opts=child,
-        )
+                opts=child,
+            )
 
-        self.service = k8s.core.v1.Service(
-            f"{name}-service",
-            metadata=meta(extra_labels={SCRAPE_LABEL: "true"}),
-            spec=ServiceSpecArgs(
-                type="ClusterIP",
-                selector=selector,
-                ports=[ServicePortArgs(name="http", port=SERVICE_PORT, target_port="http", protocol="TCP")],
-            ),
-            opts=child,
-        )
-
-        scaling = spec.scaling
-        self.hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
-            f"{name}-hpa",
-            metadata=meta(),
-            spec=HorizontalPodAutoscalerSpecArgs(
-                scale_target_ref=CrossVersionObjectReferenceArgs(
-                    api_version="apps/v1", kind="Deployment", name=self.deployment.metadata.name
-                ),
-                min_replicas=scaling.min_replicas,
-                max_replicas=scaling.max_replicas,
-                metrics=[
-                    MetricSpecArgs(
-                        type="Resource",
-                        resource=ResourceMetricSourceArgs(
-                            name="cpu",
-                            target=MetricTargetArgs(type="Utilization", average_utilization=scaling.cpu_target),
+            hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{rname}-hpa",
+                metadata=meta(kname, track_labels),
+                spec=HorizontalPodAutoscalerSpecArgs(
+                    scale_target_ref=CrossVersionObjectReferenceArgs(
+                        api_version="apps/v1", kind="Deployment", name=deployment.metadata.name
+                    ),
+                    min_replicas=min_replicas,
+                    max_replicas=max_replicas,
+                    metrics=[
+                        MetricSpecArgs(
+                            type="Resource",
+                            resource=ResourceMetricSourceArgs(
+                                name="cpu",
+                                target=MetricTargetArgs(
+                                    type="Utilization", average_utilization=spec.scaling.cpu_target
+                                ),
+                            ),
+                        )
+                    ],
+                    behavior=HorizontalPodAutoscalerBehaviorArgs(
+                        # Up fast (bursts of users), down slowly (avoid flapping).
+                        scale_up=HPAScalingRulesArgs(
+                            stabilization_window_seconds=0,
+                            select_policy="Max",
+                            policies=[
+                                HPAScalingPolicyArgs(type="Percent", value=100, period_seconds=15),
+                                HPAScalingPolicyArgs(type="Pods", value=4, period_seconds=15),
+                            ],
                         ),
-                    )
-                ],
-                behavior=HorizontalPodAutoscalerBehaviorArgs(
-                    # Up fast (bursts of users), down slowly (avoid flapping).
-                    scale_up=HPAScalingRulesArgs(
-                        stabilization_window_seconds=0,
-                        select_policy="Max",
-                        policies=[
-                            HPAScalingPolicyArgs(type="Percent", value=100, period_seconds=15),
-                            HPAScalingPolicyArgs(type="Pods", value=4, period_seconds=15),
-                        ],
-                    ),
-                    scale_down=HPAScalingRulesArgs(
-                        stabilization_window_seconds=300,
-                        select_policy="Min",
-                        policies=[HPAScalingPolicyArgs(type="Percent", value=10, period_seconds=60)],
+                        scale_down=HPAScalingRulesArgs(
+                            stabilization_window_seconds=300,
+                            select_policy="Min",
+                            policies=[HPAScalingPolicyArgs(type="Percent", value=10, period_seconds=60)],
+                        ),
                     ),
                 ),
-            ),
-            opts=child,
-        )
+                opts=child,
+            )
 
-        self.pdb = disruption_budget(f"{name}-pdb", meta(), selector, child)
+            pdb = disruption_budget(f"{rname}-pdb", meta(kname, track_labels), track_selector, child)
+            return _Track(deployment, service, hpa, pdb, container.image)
+
+        images: list[tuple[ImageSource, pulumi.Output[str]]] = []
+
+        def image_for(source: ImageSource, resource_name: str) -> pulumi.Output[str]:
+            """One image resource per distinct source: a canary of the same build reuses the stable's."""
+            for known, reference in images:
+                if known == source:
+                    return reference
+            images.append((source, image_reference(resource_name, source, self)))
+            return images[-1][1]
+
+        stable = make_track(
+            STABLE,
+            image_for(args.image, name),
+            args.version,
+            spec.scaling.min_replicas,
+            spec.scaling.max_replicas,
+        )
+        self.deployment, self.service, self.hpa, self.pdb = stable.deployment, stable.service, stable.hpa, stable.pdb
+        self.canary: _Track | None = None
+        # Per track, the image it runs (by digest where built): the stack's "what runs where".
+        self.images: dict[str, pulumi.Input[str]] = {STABLE: stable.image}
+        if args.canary is not None:
+            c = args.canary
+            self.canary = make_track(
+                CANARY, image_for(c.image, f"{name}-{CANARY}"), c.version, c.min_replicas, c.max_replicas
+            )
+            self.images[CANARY] = self.canary.image
 
         self.network_policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-netpol", metadata=meta(), spec=_network_policy(spec, args, selector), opts=child
@@ -379,7 +469,9 @@ class PlatformService(pulumi.ComponentResource):
                 "deployment": self.deployment.metadata.name,
                 "service": self.service.metadata.name,
                 "url": self.url,
-                "image": container.image,
+                "image": stable.image,
+                "version": args.version,
+                **({"canary": {"image": self.canary.image, "version": args.canary.version}} if self.canary else {}),
                 "scrape": {"namespace": ns, "service": spec.name, "port": "http", "path": spec.metrics_path},
             }
         )

@@ -18,6 +18,14 @@ MEMORY_QUANTITY = re.compile(r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 DURATION = re.compile(r"^[0-9]+(s|m|h|d)$")
 ALERT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+# Semantic versioning 2.0.0 (semver.org's expression) without build metadata: a '+' can be
+# neither an image tag nor a label value.
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?$"
+)
+# A feature flag's key (sophia_chassis.flags): what the code asks for and the stack sets.
+FLAG_KEY = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 # The data stores the platform provides; a service names the ones it calls so its
 # NetworkPolicy egress and connection settings can be derived.
@@ -223,6 +231,11 @@ class ServiceObservability(_Strict):
 
 class ServiceSpec(_Strict):
     name: str
+    # Its semantic version: the package's (services/<name>/pyproject.toml [project].version), read
+    # by discovery; the image tag, the pods' app.kubernetes.io/version and the stack's outputs.
+    version: Annotated[
+        str, matching(SEMVER, "is not a semantic version; use e.g. '1.4.0' or '1.5.0-rc.1' (semver.org, no '+build')")
+    ] = "0.0.0"
     description: str = ""
     port: int = Field(8080, ge=1024, le=65535)
     metrics_path: str = "/metrics"
@@ -240,6 +253,19 @@ class ServiceSpec(_Strict):
     # Extra build arguments of its image (services/Dockerfile), e.g. EXTRAS; SERVICE is implied.
     build_args: dict[str, str] = {}
     observability: ServiceObservability = ServiceObservability()
+    # The feature flags its code evaluates, key: what turning it on does. A stack sets them in
+    # sophia:flags; a flag no stack sets is off.
+    flags: dict[str, str] = {}
+
+    @field_validator("flags")
+    @classmethod
+    def _flags(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not FLAG_KEY.match(key):
+                raise ValueError(
+                    f"flag key {key!r} is not valid; use lowercase letters, digits and '-' like 'new-search'"
+                )
+        return v
 
     @field_validator("name")
     @classmethod

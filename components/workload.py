@@ -24,6 +24,11 @@ from components.spec import ResourceAmounts, Resources
 PART_OF = "sophia"
 NAME_LABEL = "app.kubernetes.io/name"
 SCRAPE_LABEL = "sophia.ai/scrape"
+# A service runs one or two tracks, stable and a canary (components.service), each pod labelled
+# with its track and version; the ServiceMonitor copies both onto every series, sanitized.
+TRACK_LABEL = "sophia.ai/track"
+VERSION_LABEL = "app.kubernetes.io/version"
+TRACK_SERIES_LABEL, VERSION_SERIES_LABEL = "sophia_ai_track", "app_kubernetes_io_version"
 CHECKSUM_ANNOTATION = "sophia.ai/config-checksum"
 RUN_AS = 10001  # above the host's UID range, so a container escape lands on no real user
 # Never reachable through an "internet" egress rule: RFC 1918, link-local (cloud metadata)

@@ -19,6 +19,7 @@ from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from infra.discovery import discover
+from infra.stack import LOCAL_TENANT
 
 SERVICES = [s for s in discover()]
 GenericGateway = create_namespaced_resource("gateway.networking.k8s.io", "v1", "Gateway", "gateways")
@@ -284,6 +285,133 @@ def test_network_policy_is_enforced(kube, timings) -> None:
     finally:
         kubectl("-n", "sophia", "delete", "pod", "intruder", "--wait=false", check=False)
     timings.append(("network policy", time.perf_counter() - started))
+
+
+# ---------------------------------------------------------------- flags and a canary, by config
+CANARY_SERVICE, CANARY_PROBE, CANARY_WEIGHT = "agno-teams", "/teams", 10
+DEDUPE = "memory-search-dedupe"
+
+
+class Gateway:
+    """Requests to the gateway over one kept-alive connection; (status, headers, body)."""
+
+    def __init__(self, api_key: str):
+        import http.client
+
+        self.api_key = api_key
+        self.conn = http.client.HTTPConnection("127.0.0.1", local_stack.GATEWAY_PORT, timeout=15)
+
+    def request(self, method: str, path: str, body=None, headers=None) -> tuple[int, dict[str, str], str]:
+        sent = {"Host": local_stack.DOMAIN, "Authorization": f"Bearer {self.api_key}", **(headers or {})}
+        payload = None
+        if body is not None:
+            payload, sent["Content-Type"] = json.dumps(body), "application/json"
+        try:
+            self.conn.request(method, path, body=payload, headers=sent)
+            resp = self.conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode(errors="replace")
+        except OSError:
+            self.conn.close()  # reconnects on the next request
+            raise
+
+    def track(self, headers=None) -> str:
+        status, got, body = self.request("GET", CANARY_PROBE, headers=headers)
+        assert status == 200, (status, body[:300])
+        return got["x-sophia-track"]
+
+
+def stack_file_with(changes: dict) -> str:
+    """Pulumi.local.yaml with `changes` to its config, as another file (`pulumi up --config-file`),
+    so the repository's stack file is never edited by the test."""
+    import yaml
+
+    doc = yaml.safe_load((local_stack.REPO / "Pulumi.local.yaml").read_text())
+    doc["config"].update(changes(doc["config"]) if callable(changes) else changes)
+    path = local_stack.STATE / "e2e-releases.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def rolled_state(kube) -> dict[str, tuple[int, frozenset[str]]]:
+    """Per Deployment in the services namespace: its generation and its pods' names."""
+    pods: dict[str, set[str]] = {}
+    for pod in kube.list(Pod, namespace="sophia"):
+        if not pod.metadata.deletionTimestamp:
+            labels = pod.metadata.labels or {}
+            name, track = labels.get("app.kubernetes.io/name", ""), labels.get("sophia.ai/track", "stable")
+            pods.setdefault(name if track == "stable" else f"{name}-{track}", set()).add(pod.metadata.name)
+    return {
+        d.metadata.name: (d.metadata.generation, frozenset(pods.get(d.metadata.name, ())))
+        for d in kube.list(Deployment, namespace="sophia")
+    }
+
+
+def dedupe_search(gateway: Gateway, namespace: str) -> list[str]:
+    query = {"query": "when does the release train leave", "top_k": 2, "namespace": namespace}
+    status, _, body = gateway.request("POST", "/memories/search", query)
+    assert status == 200, body
+    return [r["text"] for r in json.loads(body)["results"]]
+
+
+def test_a_flag_and_a_canary_by_config_roll_nothing_else(kube, timings, api_key) -> None:
+    """One `up` turns mcp-context's memory-search-dedupe on for the local tenant and gives agno-teams
+    a canary at 10 %: the flag takes effect within seconds with no pod restarted, and the gateway
+    splits agno-teams' requests 90/10 (pinned by header or cookie on request)."""
+    gateway = Gateway(api_key)
+    namespace = f"e2e-dedupe-{time.time_ns()}"
+    copy = {"text": "The release train leaves every Tuesday.", "namespace": namespace}
+    other = {"text": "Releases are cut from the main branch.", "namespace": namespace}
+    status, _, body = gateway.request("POST", "/memories/batch", [copy, copy, copy, other])
+    assert status == 201, body
+    assert dedupe_search(gateway, namespace) == [copy["text"], copy["text"]]  # the flag is off
+    before = rolled_state(kube)
+
+    def changes(config: dict) -> dict:
+        services = json.loads(json.dumps(config["sophia:services"]))
+        services[CANARY_SERVICE]["canary"] = {"weight": CANARY_WEIGHT}
+        return {"sophia:services": services, "sophia:flags": {DEDUPE: {"tenants": [LOCAL_TENANT]}}}
+
+    step, _ = local_stack.timed(
+        "up: flag + canary", "up", "--yes", "--skip-preview", "--config-file", stack_file_with(changes)
+    )
+    timings.append((step.label, step.seconds))
+    applied = time.monotonic()
+    while dedupe_search(gateway, namespace) != [copy["text"], other["text"]]:
+        assert time.monotonic() - applied < 120, "the flag did not take effect within 120 s"
+        time.sleep(1)
+    timings.append(("flag took effect after up", time.monotonic() - applied))
+    after = rolled_state(kube)
+    # Nothing that ran before was rolled: same generations, same pods; only the canary is new.
+    assert {name: after[name] for name in before} == before, (before, after)
+    assert set(after) - set(before) == {f"{CANARY_SERVICE}-canary"}
+
+    started = time.perf_counter()
+    deadline = time.monotonic() + 90
+    while gateway.track() != "canary":  # Traefik programs the new route weights
+        assert time.monotonic() < deadline, "no request reached the canary within 90 s"
+    tracks = [gateway.track() for _ in range(400)]
+    share = tracks.count("canary") / len(tracks)
+    timings.append((f"canary share {share:.3f} of 400", time.perf_counter() - started))
+    assert abs(share - CANARY_WEIGHT / 100) <= 0.05, share
+    assert {gateway.track({"X-Sophia-Track": "canary"}) for _ in range(10)} == {"canary"}
+    assert {gateway.track({"X-Sophia-Track": "stable"}) for _ in range(10)} == {"stable"}
+    assert {gateway.track({"Cookie": "theme=dark; sophia-track=canary"}) for _ in range(10)} == {"canary"}
+
+
+def test_rolling_the_canary_back_is_the_stack_file_again(kube, timings, api_key) -> None:
+    step, _ = local_stack.timed("up: canary rolled back", "up", "--yes", "--skip-preview")
+    timings.append((step.label, step.seconds))
+    assert f"{CANARY_SERVICE}-canary" not in {d.metadata.name for d in kube.list(Deployment, namespace="sophia")}
+    gateway = Gateway(api_key)
+    deadline = time.monotonic() + 60
+    while True:
+        tracks = {gateway.track() for _ in range(20)}
+        if tracks == {"stable"} or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert tracks == {"stable"}
+    outputs = local_stack.outputs()["services"][CANARY_SERVICE]["tracks"]
+    assert set(outputs) == {"stable"} and "@sha256:" in outputs["stable"]["image"], outputs
 
 
 def test_rollout_restart_of_every_deployment_completes(kube, timings) -> None:

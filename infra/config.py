@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.spec import DNS_LABEL, ENV_NAME, ResourceAmounts, matching
+from components.spec import DNS_LABEL, ENV_NAME, FLAG_KEY, SEMVER, ResourceAmounts, matching
 
 NAMESPACE = "sophia"
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -169,6 +169,46 @@ class ModelServer(_Strict):
         return v
 
 
+def _semver(v: str | None) -> str | None:
+    if v is not None and not SEMVER.match(v):
+        raise ValueError(f"{v!r} is not a semantic version; use e.g. '1.4.0' or '1.5.0-rc.1' (semver.org)")
+    return v
+
+
+class Canary(_Strict):
+    """A second Deployment of the service (track `canary`) beside the stable one, taking `weight` %
+    of the gateway's requests to its routes (HTTPRoute backend weights); a request with the header
+    X-Sophia-Track or the cookie sophia-track set to `canary` or `stable` is pinned to that track.
+    Promote: pin the service's `image` to the canary's (or drop the pin) and remove `canary`;
+    roll back: remove `canary` (or set weight 0)."""
+
+    weight: int = Field(ge=0, le=100)
+    # A prebuilt image, with its version; unset: the service built from its sources (the stable
+    # track then usually runs a pinned `image` of the previous release).
+    image: str | None = None
+    version: str | None = None
+    min_replicas: int = Field(1, ge=1, le=100)
+    max_replicas: int | None = Field(None, ge=1, le=100)  # unset: the stable track's
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        return _semver(v)
+
+    @model_validator(mode="after")
+    def _image_has_version(self) -> Canary:
+        if self.image and not self.version:
+            raise ValueError(
+                "canary.version: a canary running a given image names its version; set e.g. version: 1.5.0"
+            )
+        if self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"canary.min_replicas: {self.min_replicas} is above max_replicas {self.max_replicas}; "
+                "set min_replicas <= max_replicas"
+            )
+        return self
+
+
 class ServiceOverride(_Strict):
     """Per-stack changes to a discovered service's manifest."""
 
@@ -177,9 +217,36 @@ class ServiceOverride(_Strict):
     max_replicas: int | None = Field(None, ge=1, le=100)
     cpu_target: int | None = Field(None, ge=10, le=95)
     image: str | None = None
+    # The version `image` runs (unset: the package's version, which is right only for its build).
+    version: str | None = None
+    canary: Canary | None = None
     # Requests in place of the manifest's (both cpu and memory); the limits stay the manifest's.
     # The local stack's node has 2 cores: its pods, and a rollout's surge, must fit there.
     requests: ResourceAmounts | None = None
+
+
+class Flag(_Strict):
+    """A feature flag as the stack sets it (sophia_chassis.flags evaluates it per request): on for
+    the listed tenants and users, on for `percentage` % of tenants (a stable hash of flag and
+    tenant), otherwise `default`. Changing it rewrites a ConfigMap the pods read; nothing rolls."""
+
+    default: bool = False
+    percentage: float = Field(0, ge=0, le=100)
+    tenants: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    description: str = ""
+
+    @field_validator("tenants", "users")
+    @classmethod
+    def _names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not name or len(name) > 200:
+                raise ValueError(f"{name!r} is not a tenant or user name (1-200 characters)")
+        return v
+
+    def rule(self) -> dict[str, Any]:
+        """What the services read (the ConfigMap's flags.json)."""
+        return self.model_dump(exclude={"description"}) | {"tenants": list(self.tenants), "users": list(self.users)}
 
 
 class Kubernetes(_Strict):
@@ -399,6 +466,8 @@ class StackConfig(_Strict):
     local_upstreams: bool = False
     gpu_pools: tuple[GpuPool, ...] = ()
     services: dict[str, ServiceOverride] = {}
+    # Feature flags by key (each declared in the `flags` of the manifests of the services that read it).
+    flags: dict[str, Flag] = {}
     kubernetes: Kubernetes = Kubernetes()
     auth: Auth = Auth()
     alerting: Alerting = Alerting()
@@ -421,6 +490,20 @@ class StackConfig(_Strict):
         if not HOSTNAME.match(v):
             raise ValueError(f"{v!r} is not a DNS hostname; use e.g. 'sophia.example.com'")
         return v
+
+    @field_validator("flags")
+    @classmethod
+    def _flag_keys(cls, v: dict[str, Flag]) -> dict[str, Flag]:
+        for key in v:
+            if not FLAG_KEY.match(key):
+                raise ValueError(
+                    f"flag key {key!r} is not valid; use lowercase letters, digits and '-' like 'new-search'"
+                )
+        return v
+
+    def flags_document(self) -> str:
+        """The flags as the services read them (sophia_chassis.flags.FileFlagProvider)."""
+        return json.dumps({"flags": {k: f.rule() for k, f in sorted(self.flags.items())}}, indent=2, sort_keys=True)
 
     @field_validator("registry")
     @classmethod

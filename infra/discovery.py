@@ -6,6 +6,7 @@ changes. Folders starting with '.' or '_' are ignored (caches, shared helpers).
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,7 @@ from components.spec import ServiceSpec
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 MANIFEST = "service.yaml"
+PACKAGE = "pyproject.toml"
 
 
 class ManifestError(ValueError):
@@ -41,8 +43,16 @@ def _load_one(folder: Path) -> ServiceSpec:
                 "remove `name` (the folder names the service)"
             ]
         )
+    if "version" in data:
+        raise ManifestError(
+            [
+                f"{where}: version: the version is the package's ([project].version in "
+                f"services/{folder.name}/{PACKAGE}), its one source; remove it here"
+            ]
+        )
+    version = package_version(folder)
     try:
-        return ServiceSpec.model_validate({**data, "name": folder.name})
+        return ServiceSpec.model_validate({**data, "name": folder.name, **({"version": version} if version else {})})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -50,8 +60,26 @@ def _load_one(folder: Path) -> ServiceSpec:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key; check the spelling"
-            problems.append(f"{where}: {key}: {msg} (given: {err['input']!r})")
+            source = f"services/{folder.name}/{PACKAGE}: [project]" if key == "version" else where
+            problems.append(f"{source}: {key}: {msg} (given: {err['input']!r})")
         raise ManifestError(problems) from None
+
+
+def package_version(folder: Path) -> str | None:
+    """The service package's [project].version; None for a folder without a package (its image is
+    then given, not built)."""
+    path = folder / PACKAGE
+    if not path.is_file():
+        return None
+    try:
+        version = tomllib.loads(path.read_text()).get("project", {}).get("version")
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError([f"services/{folder.name}/{PACKAGE}: not valid TOML: {exc}"]) from None
+    if not isinstance(version, str):
+        raise ManifestError(
+            [f"services/{folder.name}/{PACKAGE}: [project].version is missing; set the service's version, e.g. '0.1.0'"]
+        )
+    return version
 
 
 def discover(services_dir: Path = SERVICES_DIR) -> list[ServiceSpec]:

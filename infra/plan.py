@@ -30,6 +30,19 @@ BACKUP_KEYS = ("BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY")
 # Loki's S3 keys (ESC), when sophia:logs.storage is s3.
 LOKI_KEYS = ("LOKI_ACCESS_KEY_ID", "LOKI_SECRET_ACCESS_KEY")
 PROD_MIN_REPLICAS = 2
+# The version of a pinned image whose stack config names none.
+UNKNOWN_VERSION = "unknown"
+
+
+@dataclass(frozen=True)
+class PlannedCanary:
+    """The canary track of a service (sophia:services.<name>.canary)."""
+
+    image: ImageSource
+    version: str
+    weight: int
+    min_replicas: int
+    max_replicas: int
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,9 @@ class PlannedService:
     callers: tuple[str, ...]
     callees: dict[str, int]
     gpu: bool
+    # What the stable track runs: the package's version, or the one a pinned image names.
+    version: str = "0.0.0"
+    canary: PlannedCanary | None = None
 
 
 def with_override(spec: ServiceSpec, override: ServiceOverride | None) -> ServiceSpec:
@@ -97,6 +113,13 @@ def plan_services(
         for name in config.services
         if name not in by_name
     ]
+    declared = sorted({flag for s in specs for flag in s.flags})
+    problems += [
+        f"{NAMESPACE}:flags.{key}: no service reads this flag (declared in the manifests' `flags`: {declared}); "
+        "check the spelling, or declare it in the service.yaml of the service whose code evaluates it"
+        for key in config.flags
+        if key not in declared
+    ]
     if problems:
         raise ConfigError(stack, problems)
 
@@ -132,13 +155,17 @@ def plan_services(
                     f"{NAMESPACE}:gpu_pools: {spec.name} requires {spec.gpu.count} GPU(s) on one node "
                     f"but the stack's pools offer {largest}; add a pool with node_count >= 1"
                 )
+        override = config.services.get(spec.name, ServiceOverride())
+        built = _image_source(stack, config, spec, services_dir, problems)
         planned.append(
             PlannedService(
                 spec=spec,
-                image=_image_source(stack, config, spec.name, spec.build_args, services_dir, problems),
+                image=override.image or built,
                 callers=tuple(service_callers(list(effective.values()), spec.name)),
                 callees={c: effective[c].port for c in spec.calls.services if c in effective},
                 gpu=gpu,
+                version=override.version or (UNKNOWN_VERSION if override.image else spec.version),
+                canary=_canary(config, spec, built, problems),
             )
         )
     if (
@@ -206,18 +233,49 @@ def gpu_capacity_problems(config: StackConfig, planned: list[PlannedService]) ->
     ]
 
 
+def _canary(config: StackConfig, spec: ServiceSpec, built: ImageSource, problems: list[str]) -> PlannedCanary | None:
+    canary = config.services.get(spec.name, ServiceOverride()).canary
+    if canary is None:
+        return None
+    key = f"{NAMESPACE}:services.{spec.name}.canary"
+    if not spec.routes:
+        problems.append(
+            f"{key}: a canary takes a share of the gateway's requests, and {spec.name} has no routes "
+            f"(services/{spec.name}/service.yaml); remove the canary"
+        )
+    if "qdrant" in spec.calls.datastores and config.data_settings.qdrant_embedded:
+        problems.append(
+            f"{key}: {spec.name} embeds Qdrant on a volume one process owns (data.qdrant_embedded), so a "
+            "second track cannot run beside it; remove the canary or use a Qdrant server"
+        )
+    max_replicas = canary.max_replicas or spec.scaling.max_replicas
+    if canary.min_replicas > max_replicas:
+        problems.append(
+            f"{key}.min_replicas: {canary.min_replicas} is above the canary's max_replicas {max_replicas} "
+            "(the stable track's unless set); lower it or set canary.max_replicas"
+        )
+    return PlannedCanary(
+        image=canary.image or built,
+        version=canary.version or spec.version,
+        weight=canary.weight,
+        min_replicas=canary.min_replicas,
+        max_replicas=max_replicas,
+    )
+
+
 def _image_source(
-    stack: str, config: StackConfig, name: str, build_args: dict[str, str], services_dir: Path, problems: list[str]
+    stack: str, config: StackConfig, spec: ServiceSpec, services_dir: Path, problems: list[str]
 ) -> ImageSource:
-    override = config.services.get(name)
-    if override is not None and override.image:
-        return override.image
+    """The service as built from its sources (or the stack's given reference where it builds none),
+    tagged with the service's own version."""
+    name, build_args = spec.name, spec.build_args
     # Local with `local_registry`: built on this machine (buildah, offline) into the registry there,
     # unless `images.<name>` names a prebuilt image.
     local_build = config.local_registry is not None and name not in config.images
     if config.registry is None and not local_build:
-        return config.images.get(name, f"sophia/{name}:{config.image_tag}")
-    if not (services_dir / name / "pyproject.toml").is_file():
+        return config.images.get(name, f"sophia/{name}:{spec.version}")
+    override = config.services.get(name)
+    if not (services_dir / name / "pyproject.toml").is_file() and not (override and override.image):
         problems.append(
             f"{NAMESPACE}:services.{name}.image: services/{name}/pyproject.toml is missing, so the {stack} "
             "stack cannot build it; make the service a package or set a prebuilt image reference"
@@ -230,7 +288,7 @@ def _image_source(
             context=services_dir.parent,
             dockerfile=services_dir / "Dockerfile",
             repository=f"{config.local_registry}/sophia/{name}",
-            tag=config.image_tag,
+            tag=spec.version,
             build_args={"SERVICE": name, **build_args},
             builder="local",
         )
@@ -238,7 +296,7 @@ def _image_source(
         context=services_dir.parent,
         dockerfile=services_dir / "Dockerfile",
         repository=f"{config.registry}/{name}",
-        tag=config.image_tag,
+        tag=spec.version,
         platforms=config.image_platforms,
         build_args={"SERVICE": name, **build_args},
     )

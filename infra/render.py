@@ -43,6 +43,8 @@ class Registered:
     name: str
     inputs: dict[str, Any]
     custom: bool
+    # The provider reference (URN::id) managing it, for custom resources.
+    provider: str = ""
 
 
 @dataclass
@@ -50,7 +52,7 @@ class RenderMocks(pulumi.runtime.Mocks):
     resources: list[Registered] = field(default_factory=list)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        self.resources.append(Registered(args.typ, args.name, args.inputs, bool(args.custom)))
+        self.resources.append(Registered(args.typ, args.name, args.inputs, bool(args.custom), args.provider or ""))
         state = dict(args.inputs)
         if args.typ == "docker-build:index:Image":
             state["digest"] = MOCK_DIGEST

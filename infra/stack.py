@@ -18,10 +18,11 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.backup import BackupTarget
 from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
-from components.ingress import Ingress, IngressArgs, RouteSpec
+from components.ingress import CanaryRoute, Ingress, IngressArgs, RouteSpec
 from components.model_server import RESOURCES as MODEL_SERVER_RESOURCES
 from components.model_server import ModelServer, ModelServerArgs
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
@@ -31,11 +32,21 @@ from components.postgres import LocalPostgres, LocalPostgresArgs
 from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, QdrantArgs
 from components.redis import Redis, RedisArgs
 from components.secrets import GeneratedSecrets, GeneratedSecretsArgs
-from components.service import GpuPlacement, PlatformService, PlatformServiceArgs, ServiceIdentity, peak_pods
+from components.service import (
+    CANARY,
+    FLAGS_FILE,
+    STABLE,
+    CanaryArgs,
+    GpuPlacement,
+    PlatformService,
+    PlatformServiceArgs,
+    ServiceIdentity,
+    peak_pods,
+)
 from components.spec import Resources, ServiceSpec, cpu_millicores, memory_bytes
 from components.tracing import Tracing, TracingArgs
 from components.upstreams import UPSTREAMS, Upstreams, UpstreamsArgs
-from components.workload import Connection, cluster_host
+from components.workload import Connection, cluster_host, labels_for
 from infra.config import ALERT_SECRETS, StackConfig
 from infra.plan import (
     API_KEYS,
@@ -52,6 +63,7 @@ LOCAL_KEY_SECRET = "local-api-key"
 LOCAL_KEY_ID, LOCAL_TENANT = "local", "local"
 LOCAL_DATABASE_URL = "postgresql://sophia:local@postgres.invalid:5432/sophia"
 CONCERNS = ("services", "data", "observability", "ingress")
+FLAGS_CONFIG_MAP = "feature-flags"
 
 # A stack secret from ESC by key, with a fallback where the stack may leave it unset.
 EscSecret = Callable[..., pulumi.Output[str]]
@@ -67,6 +79,10 @@ class Cluster:
 
     provider: k8s.Provider
     namespaces: dict[str, PlatformNamespace]
+    # The same cluster, for the ConfigMaps updated in place (the feature flags): the provider's
+    # default replaces a changed ConfigMap, which with a fixed name deletes it first and takes every
+    # Deployment that depends on it down and up again, the rollout a flag must not cause.
+    mutable_config_maps: k8s.Provider | None = None
 
     def inside(self, concern: str, *also: pulumi.Resource) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(provider=self.provider, depends_on=[self.namespaces[concern], *also])
@@ -111,8 +127,13 @@ def _services_quota(config: StackConfig, planned: list[PlannedService]) -> Quota
     maximum, mid-rollout; the model server one pod per node of its pool, never surged), so a
     scale-out or a rollout is never refused by the quota and nothing else fits beside them."""
     # (pods at peak, resources, GPUs per pod) per workload
+    # A canary track's pods count beside the stable track's, each at its own HPA maximum.
     workloads = [
-        (peak_pods(p.spec.scaling.max_replicas), p.spec.resources, p.spec.gpu.count if p.gpu and p.spec.gpu else 0)
+        (
+            peak_pods(p.spec.scaling.max_replicas) + (peak_pods(p.canary.max_replicas) if p.canary else 0),
+            p.spec.resources,
+            p.spec.gpu.count if p.gpu and p.spec.gpu else 0,
+        )
         for p in planned
     ]
     pool = config.model_server_pool
@@ -157,7 +178,8 @@ def deploy(
     api_keys = esc(API_KEYS, "[]") if local_key is None else local_key.apply(lambda k: json.dumps([key_entry(k)]))
     tracing = _tracing(config, planned, cluster)
     model_server = _model_server(config, planned, cluster, gpu_pools)
-    services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools, tracing, model_server)
+    flags = _flags(config, cluster)
+    services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools, tracing, flags, model_server)
     crds = local_crds(cluster.provider) if config.local_crds else []
     ingress = _ingress(config, planned, crds, cluster, services)
     observability = _observability(config, planned, crds, cluster, esc, tracing)
@@ -166,7 +188,9 @@ def deploy(
         "environment": config.environment,
         "not_deployed": ingress.not_deployed + observability.not_deployed + untraced,
         "namespaces": {c: n.namespace.metadata.name for c, n in cluster.namespaces.items()},
-        "services": {name: {"url": svc.url} for name, svc in services.items()},
+        # What runs where: per service and track, the version and the image by digest.
+        "services": {p.spec.name: _running(services[p.spec.name], p) for p in planned},
+        "flags": {key: flag.rule() for key, flag in sorted(config.flags.items())},
         "data": {"redis": stores.redis.url, "qdrant": stores.qdrant.url, "pgbouncer": stores.pgbouncer.host},
         "gpu_pools": [p.name for p in config.gpu_pools],
         **({"model_server": model_server.url} if model_server else {}),
@@ -175,12 +199,25 @@ def deploy(
     }
 
 
+def _running(svc: PlatformService, item: PlannedService) -> dict[str, Any]:
+    tracks: dict[str, Any] = {STABLE: {"version": item.version, "image": svc.images[STABLE]}}
+    if item.canary:
+        tracks[CANARY] = {"version": item.canary.version, "image": svc.images[CANARY], "weight": item.canary.weight}
+    return {"url": svc.url, "tracks": tracks}
+
+
 def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
     kubeconfig = config.kubernetes.kubeconfig
     if kubeconfig and not Path(kubeconfig).is_absolute():
         # Relative to the project, wherever the engine starts the program from.
         kubeconfig = str(REPO_ROOT / kubeconfig)
     provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig, context=config.kubernetes.context)
+    mutable = k8s.Provider(
+        "kubernetes-mutable-config-maps",
+        kubeconfig=kubeconfig,
+        context=config.kubernetes.context,
+        enable_config_map_mutable=True,
+    )
     quotas = _quotas(config, planned)
     namespaces = {
         concern: PlatformNamespace(
@@ -199,7 +236,7 @@ def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
         )
         for concern in CONCERNS
     }
-    return Cluster(provider, namespaces)
+    return Cluster(provider, namespaces, mutable)
 
 
 def _generated_secrets(config: StackConfig, planned: list[PlannedService], cluster: Cluster) -> GeneratedSecrets:
@@ -392,6 +429,7 @@ def _services(
     cluster: Cluster,
     gpu_pools: GpuPools | None,
     tracing: Tracing | None,
+    flags: k8s.core.v1.ConfigMap,
     model_server: ModelServer | None = None,
 ) -> dict[str, PlatformService]:
     services_ns = config.namespaces.services
@@ -452,10 +490,34 @@ def _services(
                 spread_across_zones=config.is_prod,
                 # The local cluster runs images loaded onto its node; there is no registry to pull from.
                 image_pull_policy="IfNotPresent" if config.environment == "local" else "Always",
+                # By name, not the resource's output: a flag change must not touch the Deployments.
+                flags_config_map=FLAGS_CONFIG_MAP,
+                version=item.version,
+                canary=CanaryArgs(
+                    image=item.canary.image,
+                    version=item.canary.version,
+                    min_replicas=item.canary.min_replicas,
+                    max_replicas=item.canary.max_replicas,
+                )
+                if item.canary
+                else None,
             ),
-            opts=cluster.inside("services", *([gpu_pools] if gpu_pools else [])),
+            opts=cluster.inside("services", flags, *([gpu_pools] if gpu_pools else [])),
         )
     return services
+
+
+def _flags(config: StackConfig, cluster: Cluster) -> k8s.core.v1.ConfigMap:
+    """The stack's feature flags (sophia:flags), one ConfigMap every service mounts; always made,
+    even empty, so the first flag set later changes no pod template."""
+    return k8s.core.v1.ConfigMap(
+        "feature-flags",
+        metadata=ObjectMetaArgs(
+            name=FLAGS_CONFIG_MAP, namespace=config.namespaces.services, labels=labels_for("feature-flags", "flags")
+        ),
+        data={FLAGS_FILE: config.flags_document()},
+        opts=pulumi.ResourceOptions(provider=cluster.mutable_config_maps, depends_on=[cluster.namespaces["services"]]),
+    )
 
 
 def _ingress(
@@ -467,7 +529,11 @@ def _ingress(
 ) -> Ingress:
     routes = [
         RouteSpec(
-            service=p.spec.name, path=r.path, rate_limit_rps=r.rate_limit_rps, max_body_size_mb=r.max_body_size_mb
+            service=p.spec.name,
+            path=r.path,
+            rate_limit_rps=r.rate_limit_rps,
+            max_body_size_mb=r.max_body_size_mb,
+            canary=CanaryRoute(service=f"{p.spec.name}-{CANARY}", weight=p.canary.weight) if p.canary else None,
         )
         for p in planned
         for r in p.spec.routes

@@ -191,6 +191,9 @@ resolvConf: ""
 podLogsDir: $NODE/pod-logs
 serializeImagePulls: false
 maxPods: 110
+# How often each pod is synced, and so how soon a changed ConfigMap reaches its volume: the feature
+# flags (sophia:flags) take effect within this plus the chassis' 2 s poll (default 1m).
+syncFrequency: 10s
 imageGCHighThresholdPercent: 95
 imageGCLowThresholdPercent: 90
 evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}

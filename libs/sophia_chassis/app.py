@@ -16,12 +16,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sophia_chassis.admission import AdmissionControl
 from sophia_chassis.auth import install_auth
+from sophia_chassis.flags import install_flags
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.mcp import MCP_PATH
 from sophia_chassis.metrics import RequestMetrics
 from sophia_chassis.problems import document_problems, install_problem_handlers, internal_error, problem
 from sophia_chassis.settings import ServiceSettings
 from sophia_chassis.tracing import configure_tracing, fastapi_telemetry, flush
+from sophia_chassis.version import AnnounceVersion, service_info
 
 Check = Callable[[], Awaitable[Any]]
 Hook = Callable[[], Awaitable[Any]]
@@ -79,6 +81,7 @@ def create_app(
         **fastapi_kwargs,
     )
     app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
+    app.state.flags = install_flags(settings.service_name, settings.flags_file, settings.flags_poll_seconds, registry)
     install_problem_handlers(app)
     document_problems(app)
     # Inside ObserveRequests (added after, so outside): the request id is bound before auth runs.
@@ -86,6 +89,8 @@ def create_app(
     app.add_middleware(
         ObserveRequests, service=settings.service_name, metrics=metrics, max_body_bytes=settings.max_body_bytes
     )
+    app.add_middleware(AnnounceVersion, version=settings.service_version, track=settings.service_track)
+    service_info(registry, settings.service_name, settings.service_version, settings.service_track)
     limited = tuple(limited_paths)
     if limited:  # outermost: a shed request costs the loop as little as possible (counted apart)
         app.add_middleware(

@@ -55,6 +55,13 @@ class ServiceSettings(BaseSettings):
     # tracing), and the share of traces started here that are kept (callers' decisions are followed).
     otel_exporter_otlp_endpoint: str | None = None
     trace_sample_ratio: float = Field(1.0, ge=0, le=1)
+    # Feature flags (sophia_chassis.flags): the platform's flag file (a mounted ConfigMap), re-read
+    # when it changes, checked at most this often. Unset: no flags, the code's defaults.
+    flags_file: str | None = None
+    # Which build this is (sophia_chassis.version): the package's version, the track it runs as.
+    service_version: str = "0.0.0"
+    service_track: str = Field("stable", pattern="^(stable|canary)$")
+    flags_poll_seconds: float = Field(2.0, gt=0)
 
     @classmethod
     def load(cls, **overrides):

@@ -34,7 +34,7 @@ def add_service(services: Path, name: str, manifest: str, package: bool = True) 
     (services / name).mkdir()
     (services / name / "service.yaml").write_text(manifest)
     if package:  # what services/Dockerfile builds
-        (services / name / "pyproject.toml").write_text(f'[project]\nname = "sophia-{name}"\n')
+        (services / name / "pyproject.toml").write_text(f'[project]\nname = "sophia-{name}"\nversion = "0.1.0"\n')
 
 
 @pytest.mark.parametrize("stack", ["local", "prod"])

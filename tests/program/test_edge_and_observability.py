@@ -90,11 +90,16 @@ def test_every_service_is_scraped_and_has_a_dashboard(rendered: dict[str, list[d
     monitor = find(objects, "ServiceMonitor", "sophia-services")["spec"]
     assert monitor["selector"] == {"matchLabels": {"sophia.ai/scrape": "true"}}
     assert monitor["endpoints"][0]["port"] == "http" and monitor["endpoints"][0]["path"] == "/metrics"
+    # Series carry the pod's track and version, so a canary is watched apart from its stable track.
+    assert monitor["podTargetLabels"] == ["sophia.ai/track", "app.kubernetes.io/version"]
     for spec in discover():
         assert find(objects, "Service", spec.name)["metadata"]["labels"]["sophia.ai/scrape"] == "true"
         board = json.loads(find(objects, "ConfigMap", f"dashboard-{spec.name}")["data"][f"{spec.name}.json"])
         titles = {p["title"] for p in board["panels"]}
-        common = {"Requests per second", "Error ratio (5xx)", "Latency p50 / p99 (s)", "Replicas vs HPA"}
+        common = {"Requests per second", "Error ratio (5xx)", "Latency p50 / p99 (s)", "Replicas vs HPA"} | {
+            "Requests per second, by track and version",
+            "Error ratio (5xx), by track",
+        }
         assert titles == common | {panel.title for panel in spec.observability.panels}
         exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
         assert "histogram_quantile(0.99" in exprs and "kube_horizontalpodautoscaler_spec_max_replicas" in exprs
@@ -176,7 +181,9 @@ def test_ai_alerts_and_panels_query_the_metrics_the_services_export() -> None:
 def test_a_new_service_brings_its_own_panel_and_alert_in_its_folder(services_copy: Path) -> None:
     (services_copy / "mcp-slack").mkdir()
     # A package, as services/Dockerfile builds (the local stack builds every service's image).
-    (services_copy / "mcp-slack" / "pyproject.toml").write_text('[project]\nname = "sophia-mcp-slack"\n')
+    (services_copy / "mcp-slack" / "pyproject.toml").write_text(
+        '[project]\nname = "sophia-mcp-slack"\nversion = "0.1.0"\n'
+    )
     (services_copy / "mcp-slack" / "service.yaml").write_text(
         "observability:\n"
         "  panels:\n"
@@ -207,7 +214,14 @@ def test_a_new_service_brings_its_own_panel_and_alert_in_its_folder(services_cop
 
 def test_a_service_declaring_nothing_gets_the_common_panels_only() -> None:
     titles = [p["title"] for p in dashboard("plain")["panels"]]
-    assert titles == ["Requests per second", "Error ratio (5xx)", "Latency p50 / p99 (s)", "Replicas vs HPA"]
+    assert titles == [
+        "Requests per second",
+        "Error ratio (5xx)",
+        "Requests per second, by track and version",
+        "Error ratio (5xx), by track",
+        "Latency p50 / p99 (s)",
+        "Replicas vs HPA",
+    ]
     assert [g["name"] for g in alert_rules({"plain": ServiceObservability()})] == [
         "sophia-availability",
         "sophia-latency-slo",

@@ -29,6 +29,13 @@ from sophia_chassis.mcp import McpEndpoint
 from sophia_chassis.rotation import RotatedCredential, RotatedKeyAuth, redis_connection_class
 
 log = structlog.get_logger()
+# Feature flag (sophia_chassis.flags; declared in services/mcp-context/service.yaml, set per stack
+# in sophia:flags): a memory stored several times (agents re-index, users repeat themselves) fills
+# a search's top_k with copies; on, copies of one text collapse into the best-scoring one.
+DEDUPE_FLAG = "memory-search-dedupe"
+# With the flag on a search asks the store for this many times top_k, so that collapsing
+# copies still leaves top_k distinct memories where the store has them.
+DEDUPE_OVERFETCH = 3
 
 
 # The edge's types, shared by the REST models and the MCP tools (one rule each).
@@ -138,22 +145,41 @@ class ContextService:
         return [m.id for m in memories]
 
     async def search(
-        self, query: SearchIn, tenant: str, abandoned: Callable[[], Awaitable[bool]] | None = None
+        self,
+        query: SearchIn,
+        tenant: str,
+        abandoned: Callable[[], Awaitable[bool]] | None = None,
+        dedupe: bool = False,
     ) -> list[dict[str, Any]] | None:
         """None when `abandoned` says the caller has gone: under overload, clients that timed out
         would otherwise keep the store busy for nobody (measured in bench-context)."""
         [vector] = await self.embedder.embed([query.query])
         if abandoned is not None and await abandoned():
             return None
-        return await self.store.search(
+        limit = min(query.top_k * DEDUPE_OVERFETCH, 100) if dedupe else query.top_k
+        results = await self.store.search(
             vector,
             tenant=tenant,
-            limit=query.top_k,
+            limit=limit,
             score_threshold=query.score_threshold,
             namespace=query.namespace,
             user=query.user,
             metadata=query.metadata,
         )
+        if dedupe:
+            results = distinct_texts(results)[: query.top_k]
+        return results
+
+
+def distinct_texts(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first (best-scoring) result of each text, in order."""
+    seen: set[str] = set()
+    kept = []
+    for result in results:
+        if result.get("text") not in seen:
+            seen.add(result.get("text"))
+            kept.append(result)
+    return kept
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -188,7 +214,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         """Semantic search over stored memories, best match first; `metadata` filters by exact values."""
         who = tool_identity(ctx, "context:read", "search_memories")
         return await service.search(
-            SearchIn(query=query, top_k=top_k, namespace=namespace, user=user, metadata=metadata), who.tenant
+            SearchIn(query=query, top_k=top_k, namespace=namespace, user=user, metadata=metadata),
+            who.tenant,
+            dedupe=flags.enabled(DEDUPE_FLAG, who),
         )
 
     @mcp.tool()
@@ -225,6 +253,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         limited_paths=("/memories/search",),
     )
     app.state.service = service
+    flags = app.state.flags
     requests_abandoned = Counter(
         "context_searches_abandoned_total",
         "Searches not run because their client had gone",
@@ -244,7 +273,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/memories/search")
     async def search(query: SearchIn, request: Request, who: Identity = Depends(require("context:read"))):
-        results = await service.search(query, who.tenant, abandoned=request.is_disconnected)
+        results = await service.search(
+            query, who.tenant, abandoned=request.is_disconnected, dedupe=flags.enabled(DEDUPE_FLAG, who)
+        )
         if results is None:
             requests_abandoned.inc()
             return Response(status_code=499)  # nginx's "client closed request": nobody reads it

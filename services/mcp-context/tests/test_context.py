@@ -501,3 +501,30 @@ def test_a_recent_query_is_answered_from_the_process_without_a_redis_round_trip(
     mgets, runs, hits, misses = asyncio.run(scenario())
     assert (mgets, runs) == (3, 2)  # "a, bb", "ccc", "a" again; the model ran for "a, bb" and "ccc"
     assert (hits, misses) == (3, 3)
+
+
+def test_the_dedupe_flag_collapses_copies_of_a_memory_for_the_tenants_it_is_on_for(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The feature flag memory-search-dedupe (sophia:flags), flipped in the flag file the platform
+    mounts, changes the next search without a restart."""
+    flags_file = tmp_path / "flags.json"
+    flags_file.write_text(json.dumps({"flags": {"memory-search-dedupe": {"default": False}}}))
+    settings = Settings(
+        redis_url=redis_url, embedding_provider="local", flags_file=str(flags_file), flags_poll_seconds=0.1
+    )
+    copy = {"text": "The release train leaves every Tuesday.", "namespace": "dedupe"}
+    other = {"text": "Releases are cut from the main branch.", "namespace": "dedupe"}
+    query = {"query": "when does the release train leave", "top_k": 2, "namespace": "dedupe"}
+    with serve(build_app(settings)) as url:
+        httpx.post(f"{url}/memories/batch", json=[copy, copy, copy, other]).raise_for_status()
+        off = httpx.post(f"{url}/memories/search", json=query).json()["results"]
+        assert [r["text"] for r in off] == [copy["text"], copy["text"]]
+        # On for this tenant (the tests' AUTH_MODE=off caller acts for tenant "default").
+        flags_file.write_text(json.dumps({"flags": {"memory-search-dedupe": {"tenants": ["default"]}}}))
+        time.sleep(0.3)
+        on = httpx.post(f"{url}/memories/search", json=query).json()["results"]
+        assert [r["text"] for r in on] == [copy["text"], other["text"]]
+        metrics = httpx.get(f"{url}/metrics").text
+    assert 'feature_flag_evaluations_total{flag="memory-search-dedupe",variant="on"} 1.0' in metrics
+    assert 'feature_flag_evaluations_total{flag="memory-search-dedupe",variant="off"} 1.0' in metrics
