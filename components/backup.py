@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -27,24 +26,14 @@ ACCESS_KEY, SECRET_KEY = "BACKUP_ACCESS_KEY_ID", "BACKUP_SECRET_ACCESS_KEY"
 
 
 @dataclass(frozen=True)
-class BackupTarget:
+class BackupTarget(wl.ObjectStorage):
     """Where backups go (sophia:backup, from ESC) and the writer's keys (ESC secrets)."""
 
-    bucket: str
-    access_key_id: pulumi.Input[str]
-    secret_access_key: pulumi.Input[str]
     prefix: str = ""
-    region: str = "us-east-1"
-    endpoint: str | None = None
     schedule: str = "17 3 * * *"
     retention_days: int = 14
     image: str = "python:3.12.12-slim-bookworm"
     resources: Resources = wl.resource_amounts(requests=("50m", "64Mi"), limits=("500m", "256Mi"))
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.endpoint or "https://s3.amazonaws.com")
-        return parts.port or (80 if parts.scheme == "http" else 443)
 
 
 class BackupJob:
@@ -107,7 +96,7 @@ class BackupJob:
             containers=[container],
             restart_policy="Never",
             volumes=[
-                core.VolumeArgs(name="script", config_map=core.ConfigMapVolumeSourceArgs(name=script.metadata.name)),
+                wl.config_volume("script", script),
                 wl.secret_volume("keys", secret),
                 wl.scratch_volume("tmp", scratch),
             ],

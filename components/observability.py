@@ -26,6 +26,7 @@ from components.workload import (
     TRACK_SERIES_LABEL,
     VERSION_LABEL,
     VERSION_SERIES_LABEL,
+    ObjectStorage,
     labels_for,
 )
 
@@ -107,17 +108,6 @@ def alertmanager_config(receivers: AlertReceivers) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class LokiS3:
-    """S3-compatible object storage for Loki's chunks and index (sophia:logs, from ESC), with its keys."""
-
-    bucket: str
-    access_key_id: pulumi.Input[str]
-    secret_access_key: pulumi.Input[str]
-    region: str = "us-east-1"
-    endpoint: str | None = None  # unset: AWS S3 in `region`
-
-
-@dataclass(frozen=True)
 class LogStore:
     """How long Loki keeps logs, how many replicas serve them, and where (a volume, or S3)."""
 
@@ -126,7 +116,7 @@ class LogStore:
     audit_retention_days: int = 400
     replicas: int = 1
     volume_size: str = "50Gi"
-    s3: LokiS3 | None = None
+    s3: ObjectStorage | None = None  # Loki's chunks and index; unset: on the replica's volume
 
 
 # The Secret holding Loki's S3 keys; Loki reads them from its environment (-config.expand-env), so

@@ -220,9 +220,7 @@ class Redis(pulumi.ComponentResource):
         )
 
         volumes = [
-            k8s.core.v1.VolumeArgs(
-                name="config", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=config.metadata.name)
-            ),
+            wl.config_volume("config", config),
             wl.secret_volume("acl", secret),
             wl.scratch_volume("tmp", "64Mi"),
         ]

@@ -174,12 +174,7 @@ class Tracing(pulumi.ComponentResource):
                             **_http_probes("health"),
                         )
                     ],
-                    volumes=[
-                        k8s.core.v1.VolumeArgs(
-                            name="config",
-                            config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=collector_cm.metadata.name),
-                        )
-                    ],
+                    volumes=[wl.config_volume("config", collector_cm)],
                 ),
             ),
             opts=child,
@@ -272,10 +267,7 @@ class Tracing(pulumi.ComponentResource):
                         )
                     ],
                     volumes=[
-                        k8s.core.v1.VolumeArgs(
-                            name="config",
-                            config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=jaeger_cm.metadata.name),
-                        ),
+                        wl.config_volume("config", jaeger_cm),
                         k8s.core.v1.VolumeArgs(
                             name="data",
                             persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(

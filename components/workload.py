@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -39,6 +40,22 @@ DATA_MOUNT = "/var/lib/sophia"
 # Upstream images are pinned by exact version tag; their digests can't be resolved on
 # machines without registry access, so this check is skipped on those objects only.
 UPSTREAM_IMAGE_SKIP = {"checkov.io/skip1": "CKV_K8S_43=upstream image pinned by exact version tag"}
+
+
+@dataclass(frozen=True)
+class ObjectStorage:
+    """An S3-compatible bucket and the keys that write to it (settings and keys from ESC)."""
+
+    bucket: str
+    access_key_id: pulumi.Input[str]
+    secret_access_key: pulumi.Input[str]
+    region: str = "us-east-1"
+    endpoint: str | None = None  # unset: AWS S3 in `region`; MinIO, R2, ...: their URL
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.endpoint or "https://s3.amazonaws.com")
+        return parts.port or (80 if parts.scheme == "http" else 443)
 
 
 @dataclass(frozen=True)
@@ -179,6 +196,10 @@ def secret_volume(name: str, secret: k8s.core.v1.Secret) -> core.VolumeArgs:
     return core.VolumeArgs(
         name=name, secret=core.SecretVolumeSourceArgs(secret_name=secret.metadata.name, default_mode=0o440)
     )
+
+
+def config_volume(name: str, config_map: k8s.core.v1.ConfigMap) -> core.VolumeArgs:
+    return core.VolumeArgs(name=name, config_map=core.ConfigMapVolumeSourceArgs(name=config_map.metadata.name))
 
 
 def scratch_volume(name: str, size: str) -> core.VolumeArgs:

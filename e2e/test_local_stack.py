@@ -17,6 +17,7 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Pod, Service
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.resources.policy_v1 import PodDisruptionBudget
+from steps import CHANGES, OUR_NAMESPACES, failed_rollouts, kubectl, namespaces_left
 
 from infra.discovery import discover
 from infra.stack import LOCAL_TENANT
@@ -26,7 +27,6 @@ GenericGateway = create_namespaced_resource("gateway.networking.k8s.io", "v1", "
 GenericHTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 GenericServiceMonitor = create_namespaced_resource("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
 GenericPrometheusRule = create_namespaced_resource("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules")
-OUR_NAMESPACES = {"sophia", "sophia-data", "sophia-observability", "sophia-ingress"}
 
 
 @pytest.fixture(scope="module")
@@ -112,16 +112,6 @@ def test_platform_components_exist(kube) -> None:
 
 # ---------------------------------------------------------------- the real node
 REAL_NODE = "sophia-node"
-
-
-def kubectl(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["kubectl", "--kubeconfig", str(local_stack.KUBECONFIG), *args],
-        text=True,
-        capture_output=True,
-        check=check,
-        timeout=timeout,
-    )
 
 
 def test_gateway_started(timings) -> None:
@@ -417,19 +407,15 @@ def test_rolling_the_canary_back_is_the_stack_file_again(kube, timings, api_key)
 def test_rollout_restart_of_every_deployment_completes(kube, timings) -> None:
     """Catches quota / HPA / surge deadlocks (the GPU one was): every Deployment rolls, one namespace at a time."""
     started = time.perf_counter()
-    for ns in ("sophia", "sophia-data"):
-        names = [d.metadata.name for d in kube.list(Deployment, namespace=ns)]
-        for name in names:
-            kubectl("-n", ns, "rollout", "restart", f"deploy/{name}")
-            proc = kubectl("-n", ns, "rollout", "status", f"deploy/{name}", "--timeout=300s", check=False)
-            assert proc.returncode == 0, (ns, name, proc.stdout, proc.stderr)
+    failed = failed_rollouts(kube)
     timings.append(("rollout restart", time.perf_counter() - started))
+    assert not failed, failed
 
 
 def test_second_up_changes_nothing(timings) -> None:
     step, proc = local_stack.timed("no-op up", "up", "--yes", "--skip-preview", "--expect-no-changes", capture=True)
     timings.append((step.label, step.seconds))
-    assert not re.search(r"\b\d+ (to )?(create|update|replace|delete)", proc.stdout), proc.stdout
+    assert not CHANGES.search(proc.stdout), proc.stdout
 
 
 def test_up_after_the_cluster_is_recreated_deploys_everything_again(timings) -> None:
@@ -460,10 +446,4 @@ def test_destroy_removes_the_namespaces(timings) -> None:
     kube = local_stack.client()  # the cluster, and its CA, may be new since the module's client (above)
     step, _ = local_stack.timed("destroy", "destroy", "--yes", "--skip-preview")
     timings.append((step.label, step.seconds))
-    # Pulumi waits for namespace deletion; allow the namespace controller a moment more.
-    deadline = time.monotonic() + 60
-    while (
-        remaining := {n.metadata.name for n in kube.list(Namespace)} & OUR_NAMESPACES
-    ) and time.monotonic() < deadline:
-        time.sleep(2)
-    assert remaining == set()
+    assert namespaces_left(kube) == set()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ import local_stack
 import pytest
 import yaml
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
-from lightkube.resources.core_v1 import Namespace, Node, Pod
+from lightkube.resources.core_v1 import Node, Pod
+from steps import CHANGES, failed_rollouts, kubectl, namespaces_left
 
 from components.image import ImageBuild, local_digest
 from infra.config import parse_stack_config
@@ -35,7 +35,6 @@ from infra.render import offline_config, stack_file_config
 SHAPES = os.environ.get("SOPHIA_E2E_SHAPES", "dev prod").split()
 REPO = local_stack.REPO
 ESC_EVAL = REPO / ".venv" / "bin" / "esc-eval"
-OUR_NAMESPACES = {"sophia", "sophia-data", "sophia-observability", "sophia-ingress"}
 # Prod's machines: CPU nodes in three zones and the GH200 pool (Pulumi.prod.yaml: 2 nodes, 1 GPU, arm64).
 ZONES = ("zone-a", "zone-b", "zone-c")
 NODE_KNOBS = {"SOPHIA_CPU_NODES": "3", "SOPHIA_ZONES": " ".join(ZONES), "SOPHIA_GPU_POOLS": "gh200:2:1:arm64"}
@@ -44,17 +43,6 @@ SHAPE_NODES = [f"kwok-cpu-{i}" for i in range(3)] + [f"kwok-gpu-gh200-{i}" for i
 VOLUME_CLASS = "sophia-shapes"
 VOLUMES_PER_NODE = 4
 REAL_NODE = "sophia-node"
-
-
-def kubectl(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["kubectl", "--kubeconfig", str(local_stack.KUBECONFIG), *args],
-        text=True,
-        capture_output=True,
-        check=check,
-        input=stdin,
-        timeout=600,
-    )
 
 
 def volumes_yaml() -> str:
@@ -279,12 +267,9 @@ def test_workloads_run_where_the_stack_places_them(kube, shape: str) -> None:
 
 def test_rollout_restart_of_every_deployment_completes(kube, shape: str, timings) -> None:
     started = time.perf_counter()
-    for ns in ("sophia", "sophia-data"):
-        for name in [d.metadata.name for d in kube.list(Deployment, namespace=ns)]:
-            kubectl("-n", ns, "rollout", "restart", f"deploy/{name}")
-            proc = kubectl("-n", ns, "rollout", "status", f"deploy/{name}", "--timeout=300s", check=False)
-            assert proc.returncode == 0, (shape, ns, name, proc.stdout, proc.stderr)
+    failed = failed_rollouts(kube)
     timings.append((f"{shape}: rollout restart", time.perf_counter() - started))
+    assert not failed, (shape, failed)
 
 
 def test_second_up_changes_nothing(shape: str, timings) -> None:
@@ -292,15 +277,10 @@ def test_second_up_changes_nothing(shape: str, timings) -> None:
         f"{shape}: no-op up", "up", "--yes", "--skip-preview", "--expect-no-changes", capture=True, stack=shape
     )
     timings.append((step.label, step.seconds))
-    assert not re.search(r"\b\d+ (to )?(create|update|replace|delete)", proc.stdout), proc.stdout
+    assert not CHANGES.search(proc.stdout), proc.stdout
 
 
 def test_destroy_removes_the_namespaces(kube, shape: str, timings) -> None:
     step, _ = local_stack.timed(f"{shape}: destroy", "destroy", "--yes", "--skip-preview", stack=shape)
     timings.append((step.label, step.seconds))
-    deadline = time.monotonic() + 60
-    while (
-        remaining := {n.metadata.name for n in kube.list(Namespace)} & OUR_NAMESPACES
-    ) and time.monotonic() < deadline:
-        time.sleep(2)
-    assert remaining == set()
+    assert namespaces_left(kube) == set()

@@ -26,7 +26,7 @@ from components.ingress import CanaryRoute, Ingress, IngressArgs, RouteSpec
 from components.model_server import RESOURCES as MODEL_SERVER_RESOURCES
 from components.model_server import ModelServer, ModelServerArgs
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
-from components.observability import AlertReceivers, LogStore, LokiS3, Observability, ObservabilityArgs
+from components.observability import AlertReceivers, LogStore, Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
 from components.postgres import LocalPostgres, LocalPostgresArgs
 from components.qdrant import EmbeddedQdrant, EmbeddedQdrantArgs, Qdrant, QdrantArgs
@@ -46,7 +46,7 @@ from components.service import (
 from components.spec import Resources, ServiceSpec, cpu_millicores, memory_bytes
 from components.tracing import Tracing, TracingArgs
 from components.upstreams import UPSTREAMS, Upstreams, UpstreamsArgs
-from components.workload import Connection, cluster_host, labels_for
+from components.workload import Connection, ObjectStorage, cluster_host, labels_for
 from infra.config import ALERT_SECRETS, StackConfig
 from infra.plan import (
     API_KEYS,
@@ -372,7 +372,16 @@ def _backup_target(config: StackConfig, esc: EscSecret) -> BackupTarget | None:
     if not b.enabled or b.bucket is None:
         return None
     access, secret = (esc(key) for key in BACKUP_KEYS)
-    return BackupTarget(b.bucket, access, secret, b.prefix, b.region, b.endpoint, b.schedule, b.retention_days)
+    return BackupTarget(
+        b.bucket,
+        access,
+        secret,
+        b.region,
+        b.endpoint,
+        prefix=b.prefix,
+        schedule=b.schedule,
+        retention_days=b.retention_days,
+    )
 
 
 def _gpu_pools(config: StackConfig, cluster: Cluster) -> GpuPools | None:
@@ -618,7 +627,7 @@ def _log_store(config: StackConfig, esc: EscSecret) -> LogStore:
     s3 = None
     if logs.storage == "s3" and logs.bucket:
         access, secret = (esc(key) for key in LOKI_KEYS)
-        s3 = LokiS3(logs.bucket, access, secret, logs.region, logs.endpoint)
+        s3 = ObjectStorage(logs.bucket, access, secret, logs.region, logs.endpoint)
     return LogStore(
         retention_days=logs.retention_days,
         audit_retention_days=logs.audit_retention_days,

@@ -79,10 +79,15 @@ need_bins() {
 }
 
 # ------------------------------------------------------------------ PKI and kubeconfigs
-sign() { # sign NAME SUBJECT EXTENSIONS
-  local name="$1" subj="$2" ext="$3"
+new_ca() { # new_ca NAME COMMON_NAME: a self-signed certificate authority
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 -keyout "$PKI/$1.key" -out "$PKI/$1.crt" -subj "/CN=$2" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+}
+
+sign() { # sign NAME SUBJECT EXTENSIONS [CA]: a key and a certificate signed by CA (default: the cluster CA)
+  local name="$1" subj="$2" ext="$3" ca="${4:-ca}"
   openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -out "$PKI/$name.csr" -subj "$subj" 2>/dev/null
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" -CAcreateserial \
     -days 3650 -sha256 -out "$PKI/$name.crt" -extfile <(printf '%b' "$ext") 2>/dev/null
   rm -f "$PKI/$name.csr"
 }
@@ -91,9 +96,7 @@ gen_pki() {
   [ -f "$PKI/.done" ] && return 0
   log "generating certificates and keys in $PKI"
   rm -rf "$PKI" && mkdir -p "$PKI" && chmod 700 "$PKI"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
-    -subj "/CN=sophia-local-ca" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  new_ca ca sophia-local-ca
   local client="basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
   sign apiserver "/CN=kube-apiserver" \
     "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n"
@@ -129,15 +132,9 @@ gen_node_pki() { # the real node's certificates, on top of gen_pki's
 # made before it get it on their next `up`.
 gen_front_proxy_pki() {
   [ -f "$PKI/.front-proxy-done" ] && return 0
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
-    -keyout "$PKI/front-proxy-ca.key" -out "$PKI/front-proxy-ca.crt" -subj "/CN=sophia-front-proxy-ca" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-client.key" -out "$PKI/front-proxy-client.csr" \
-    -subj "/CN=front-proxy-client" 2>/dev/null
-  openssl x509 -req -in "$PKI/front-proxy-client.csr" -CA "$PKI/front-proxy-ca.crt" -CAkey "$PKI/front-proxy-ca.key" \
-    -CAcreateserial -days 3650 -sha256 -out "$PKI/front-proxy-client.crt" \
-    -extfile <(printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n') 2>/dev/null
-  rm -f "$PKI/front-proxy-client.csr"
+  new_ca front-proxy-ca sophia-front-proxy-ca
+  sign front-proxy-client "/CN=front-proxy-client" \
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n" front-proxy-ca
   chmod 600 "$PKI"/*.key
   touch "$PKI/.front-proxy-done"
 }
