@@ -306,6 +306,9 @@ class Gateway:
 
     def track(self, headers=None) -> str:
         status, got, body = self.request("GET", CANARY_PROBE, headers=headers)
+        while status == 429:  # the key's rate limit: wait as told, as the repo's clients do
+            time.sleep(float(got.get("retry-after", "1")))
+            status, got, body = self.request("GET", CANARY_PROBE, headers=headers)
         assert status == 200, (status, body[:300])
         return got["x-sophia-track"]
 

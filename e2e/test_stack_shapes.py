@@ -23,6 +23,7 @@ import local_stack
 import pytest
 import yaml
 from lightkube.resources.apps_v1 import Deployment, StatefulSet
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Node, Pod
 from steps import CHANGES, failed_rollouts, kubectl, namespaces_left
 
@@ -219,8 +220,17 @@ def test_up(shape: str, timings) -> None:
 def test_workloads_run_where_the_stack_places_them(kube, shape: str) -> None:
     stack = shape.removeprefix("e2e-")
     nodes = {n.metadata.name: n.metadata.labels or {} for n in kube.list(Node)}
+    # `up` ends when each Deployment's first pod is ready; its HPA then raises it to its minimum
+    # (a sync every 15 s). Placement is judged on the minimum's pods.
+    deadline = time.monotonic() + 120
     for spec in discover():
-        deployment = kube.get(Deployment, spec.name, namespace="sophia")
+        hpa = kube.get(HorizontalPodAutoscaler, spec.name, namespace="sophia")
+        while True:
+            deployment = kube.get(Deployment, spec.name, namespace="sophia")
+            ready = (deployment.status.readyReplicas or 0) if deployment.status else 0
+            if ready >= (hpa.spec.minReplicas or 1) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         available = {c.type: c.status for c in deployment.status.conditions or []}
         assert available.get("Available") == "True", (spec.name, deployment.status)
     for ns in ("sophia", "sophia-data"):
