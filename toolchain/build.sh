@@ -33,11 +33,12 @@ fingerprint() {
   local dir="$1" piece="$2"
   {
     (cd "$HERE/$dir" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum)
-    sha256sum "$HERE/versions.env"
+    # Contents only, never paths: a clone elsewhere (a git worktree) reuses the same cache.
+    sha256sum <"$HERE/versions.env"
     declare -f "recipe_${piece//-/_}"
-    # The real node's pieces also depend on node.env (empty for the control plane's pieces,
-    # whose fingerprints stay what they were).
-    [ -z "${FP_EXTRA:-}" ] || sha256sum $FP_EXTRA
+    # The real node's pieces also depend on node.env (empty for the control plane's pieces).
+    local extra
+    for extra in ${FP_EXTRA:-}; do sha256sum <"$extra"; done
   } | sha256sum | cut -c1-16
 }
 
