@@ -62,7 +62,7 @@ def context_hash(source: ImageBuild) -> str:
     return digest.hexdigest()[:16]
 
 
-def _local_build(props: dict[str, Any]) -> dict[str, Any]:
+def local_build(props: dict[str, Any]) -> dict[str, Any]:
     args = [f"{k}={v}" for k, v in sorted((props.get("build_args") or {}).items())]
     proc = subprocess.run(
         [
@@ -99,14 +99,14 @@ def _local_props(source: ImageBuild) -> dict[str, Any]:
 def local_digest(source: ImageBuild) -> str:
     """Build `source` into the machine's registry as the local stack does (unchanged content is not
     rebuilt) and return its digest."""
-    return str(_local_build(_local_props(source))["digest"])
+    return str(local_build(_local_props(source))["digest"])
 
 
 class _LocalImageProvider(ResourceProvider):
     """Builds and pushes when the content hash changes; a no-op `pulumi up` calls nothing."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_=f"{props['repository']}:c-{props['content_hash']}", outs=_local_build(props))
+        return CreateResult(id_=f"{props['repository']}:c-{props['content_hash']}", outs=local_build(props))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         keys = ("repository", "tag", "content_hash", "build_args", "dockerfile")
@@ -114,7 +114,7 @@ class _LocalImageProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=_local_build(news))
+        return UpdateResult(outs=local_build(news))
 
 
 class LocalImage(Resource):

@@ -75,6 +75,7 @@ from components.workload import (
     internet_egress,
     labels_for,
     namespace_peer,
+    not_awaited,
     pod_annotations,
     pod_security,
     pods_named,
@@ -379,7 +380,7 @@ class PlatformService(pulumi.ComponentResource):
 
             service = k8s.core.v1.Service(
                 f"{rname}-service",
-                metadata=meta(kname, {SCRAPE_LABEL: "true", TRACK_LABEL: track}),
+                metadata=not_awaited(meta(kname, {SCRAPE_LABEL: "true", TRACK_LABEL: track})),
                 spec=ServiceSpecArgs(
                     type="ClusterIP",
                     selector=track_selector,

@@ -283,6 +283,25 @@ def named_ports(ports: Mapping[str, int]) -> list[core.ServicePortArgs]:
     return [core.ServicePortArgs(name=name, port=port, target_port=name) for name, port in ports.items()]
 
 
+# The provider's await of a Service with a selector is a timer: done 10 s after the last change to
+# its endpoints, Ready pods or none, so it proves nothing and holds a slot and everything after it
+# (10 s per Service of a fresh `up`). Readiness is awaited where it is decided, on the workloads
+# (Deployment, StatefulSet rolled out: their pods Ready, hence in the endpoints); that each Service
+# reaches its pods is checked by `make up`'s report and `make e2e` (a request through the gateway
+# to every service, calls between services, the data stores in use).
+SERVICE_NOT_AWAITED = {"pulumi.com/skipAwait": "true"}
+
+
+def not_awaited(metadata: ObjectMetaArgs) -> ObjectMetaArgs:
+    """A Service's metadata with SERVICE_NOT_AWAITED."""
+    return ObjectMetaArgs(
+        name=metadata.name,
+        namespace=metadata.namespace,
+        labels=metadata.labels,
+        annotations={**(metadata.annotations or {}), **SERVICE_NOT_AWAITED},
+    )
+
+
 def cluster_service(
     resource_name: str,
     metadata: ObjectMetaArgs,
@@ -293,7 +312,7 @@ def cluster_service(
 ) -> k8s.core.v1.Service:
     return k8s.core.v1.Service(
         resource_name,
-        metadata=metadata,
+        metadata=not_awaited(metadata),
         spec=core.ServiceSpecArgs(selector=dict(selector), ports=named_ports(ports), **spec),
         opts=opts,
     )

@@ -511,7 +511,9 @@ def _services(
                 if item.canary
                 else None,
             ),
-            opts=cluster.inside("services", flags, *([gpu_pools] if gpu_pools else [])),
+            # A GPU service waits for its pool (runtime class, node labels, device plugin); the
+            # others need none of it, and waiting would hold every rollout behind the plugin's.
+            opts=cluster.inside("services", flags, *([gpu_pools] if gpu_pools and item.gpu else [])),
         )
     return services
 

@@ -194,7 +194,11 @@ maxPods: 110
 # How often each pod is synced, and so how soon a changed ConfigMap reaches its volume: the feature
 # flags (sophia:flags) take effect within this plus the chassis' 2 s poll (default 1m).
 syncFrequency: 10s
-imageGCHighThresholdPercent: 95
+# No image GC (100 turns it off): the node's images are the platform's own, cached on purpose, and on
+# a shared disk past the threshold the GC removed the sandbox image (containerd 1.6 does not pin it)
+# as soon as no pod ran (after a destroy), so every later pod stayed ContainerCreating. The eviction
+# thresholds below still guard the disk.
+imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 90
 evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}
 protectKernelDefaults: false
