@@ -35,12 +35,15 @@ from pulumi_kubernetes.core.v1 import (
     EnvVarArgs,
     HTTPGetActionArgs,
     KeyToPathArgs,
+    LifecycleArgs,
+    LifecycleHandlerArgs,
     PersistentVolumeClaimVolumeSourceArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
     ProbeArgs,
     ProjectedVolumeSourceArgs,
     SecretVolumeSourceArgs,
+    SleepActionArgs,
     ServiceAccountTokenProjectionArgs,
     ServicePortArgs,
     ServiceSpecArgs,
@@ -95,6 +98,41 @@ ROLLOUT_SURGE_PERCENT = 25
 SERVICE_PORT = 80
 # A service runs one or two tracks (Deployment, Service, HPA, PDB each): stable, and a canary.
 STABLE, CANARY = "stable", "canary"
+# What the service's uvicorn reads for its graceful-shutdown timeout (services/Dockerfile's CMD).
+DRAIN_ENV = "GRACEFUL_SHUTDOWN_SECONDS"
+# Kept above a stopping pod's preStop wait plus drain: time for the lifespan's shutdown hooks.
+SHUTDOWN_MARGIN_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class ScalingBehavior:
+    """How every HPA moves (autoscaling/v2 `behavior`; per stack: sophia:autoscaling): up at
+    once by the larger of `scale_up_percent` % and `scale_up_pods` per `scale_up_period_seconds`;
+    down only after the recommendation stayed lower for `scale_down_stabilization_seconds`, then
+    by at most `scale_down_percent` % per `scale_down_period_seconds` (no flapping)."""
+
+    scale_up_percent: int = 100
+    scale_up_pods: int = 4
+    scale_up_period_seconds: int = 15
+    scale_down_stabilization_seconds: int = 300
+    scale_down_percent: int = 10
+    scale_down_period_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """How a pod leaves without failing a request (per stack: sophia:shutdown). The preStop wait
+    keeps it serving while its endpoint is taken out of the load balancers (EndpointSlice ->
+    the gateway, kube-proxy); then SIGTERM: uvicorn stops accepting, closes idle connections and
+    lets in-flight requests finish for up to `drain_seconds`. The kubelet's grace period covers
+    both, plus a margin for the shutdown hooks."""
+
+    pre_stop_seconds: int = 5
+    drain_seconds: int = 20
+
+    @property
+    def grace_period_seconds(self) -> int:
+        return self.pre_stop_seconds + self.drain_seconds + SHUTDOWN_MARGIN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -175,6 +213,8 @@ class PlatformServiceArgs:
     # The stable track's version (the package's, or the one a pinned image names), and a canary.
     version: str = "0.0.0"
     canary: CanaryArgs | None = None
+    scaling_behavior: ScalingBehavior = ScalingBehavior()
+    shutdown: Shutdown = Shutdown()
 
 
 def config_checksum(env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
@@ -308,7 +348,13 @@ class PlatformService(pulumi.ComponentResource):
                     # What the chassis reports (response headers, service_info): which build answered.
                     EnvVarArgs(name="SERVICE_VERSION", value=version),
                     EnvVarArgs(name="SERVICE_TRACK", value=track),
+                    EnvVarArgs(name=DRAIN_ENV, value=str(args.shutdown.drain_seconds)),
                 ],
+                lifecycle=LifecycleArgs(
+                    pre_stop=LifecycleHandlerArgs(sleep=SleepActionArgs(seconds=args.shutdown.pre_stop_seconds))
+                )
+                if args.shutdown.pre_stop_seconds
+                else None,
                 resources=resources,
                 startup_probe=http_probe(spec.probes.startup, 2, 30),
                 liveness_probe=http_probe(spec.probes.liveness, 10, 3),
@@ -370,7 +416,7 @@ class PlatformService(pulumi.ComponentResource):
                             tolerations=tolerations,
                             node_selector=node_selector,
                             runtime_class_name=runtime_class,
-                            termination_grace_period_seconds=30,
+                            termination_grace_period_seconds=args.shutdown.grace_period_seconds,
                         ),
                     ),
                 ),
@@ -408,22 +454,7 @@ class PlatformService(pulumi.ComponentResource):
                             ),
                         )
                     ],
-                    behavior=HorizontalPodAutoscalerBehaviorArgs(
-                        # Up fast (bursts of users), down slowly (avoid flapping).
-                        scale_up=HPAScalingRulesArgs(
-                            stabilization_window_seconds=0,
-                            select_policy="Max",
-                            policies=[
-                                HPAScalingPolicyArgs(type="Percent", value=100, period_seconds=15),
-                                HPAScalingPolicyArgs(type="Pods", value=4, period_seconds=15),
-                            ],
-                        ),
-                        scale_down=HPAScalingRulesArgs(
-                            stabilization_window_seconds=300,
-                            select_policy="Min",
-                            policies=[HPAScalingPolicyArgs(type="Percent", value=10, period_seconds=60)],
-                        ),
-                    ),
+                    behavior=_hpa_behavior(args.scaling_behavior),
                 ),
                 opts=child,
             )
@@ -475,6 +506,30 @@ class PlatformService(pulumi.ComponentResource):
                 "scrape": {"namespace": ns, "service": spec.name, "port": "http", "path": spec.metrics_path},
             }
         )
+
+
+def _hpa_behavior(b: ScalingBehavior) -> HorizontalPodAutoscalerBehaviorArgs:
+    return HorizontalPodAutoscalerBehaviorArgs(
+        scale_up=HPAScalingRulesArgs(
+            stabilization_window_seconds=0,
+            select_policy="Max",
+            policies=[
+                HPAScalingPolicyArgs(
+                    type="Percent", value=b.scale_up_percent, period_seconds=b.scale_up_period_seconds
+                ),
+                HPAScalingPolicyArgs(type="Pods", value=b.scale_up_pods, period_seconds=b.scale_up_period_seconds),
+            ],
+        ),
+        scale_down=HPAScalingRulesArgs(
+            stabilization_window_seconds=b.scale_down_stabilization_seconds,
+            select_policy="Min",
+            policies=[
+                HPAScalingPolicyArgs(
+                    type="Percent", value=b.scale_down_percent, period_seconds=b.scale_down_period_seconds
+                )
+            ],
+        ),
+    )
 
 
 def _identity_env(
