@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -313,6 +313,9 @@ class PlatformService(pulumi.ComponentResource):
             secrets=pulumi.Output.all(**rolling) if rolling else {},
         ).apply(lambda v: config_checksum(v["env"], v["secrets"]))
 
+        # A Deployment that is replaced, not surged (data_claim), has no other pod to take the traffic:
+        # a preStop wait would only lengthen the gap before its successor starts.
+        shutdown = replace(args.shutdown, pre_stop_seconds=0) if args.data_claim else args.shutdown
         resources = resource_requirements(spec.resources)
         tolerations = node_selector = runtime_class = None
         if args.gpu is not None and spec.gpu is not None:
@@ -348,12 +351,12 @@ class PlatformService(pulumi.ComponentResource):
                     # What the chassis reports (response headers, service_info): which build answered.
                     EnvVarArgs(name="SERVICE_VERSION", value=version),
                     EnvVarArgs(name="SERVICE_TRACK", value=track),
-                    EnvVarArgs(name=DRAIN_ENV, value=str(args.shutdown.drain_seconds)),
+                    EnvVarArgs(name=DRAIN_ENV, value=str(shutdown.drain_seconds)),
                 ],
                 lifecycle=LifecycleArgs(
-                    pre_stop=LifecycleHandlerArgs(sleep=SleepActionArgs(seconds=args.shutdown.pre_stop_seconds))
+                    pre_stop=LifecycleHandlerArgs(sleep=SleepActionArgs(seconds=shutdown.pre_stop_seconds))
                 )
-                if args.shutdown.pre_stop_seconds
+                if shutdown.pre_stop_seconds
                 else None,
                 resources=resources,
                 startup_probe=http_probe(spec.probes.startup, 2, 30),
@@ -416,7 +419,7 @@ class PlatformService(pulumi.ComponentResource):
                             tolerations=tolerations,
                             node_selector=node_selector,
                             runtime_class_name=runtime_class,
-                            termination_grace_period_seconds=args.shutdown.grace_period_seconds,
+                            termination_grace_period_seconds=shutdown.grace_period_seconds,
                         ),
                     ),
                 ),

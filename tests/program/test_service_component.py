@@ -212,6 +212,10 @@ def test_a_stopping_pod_leaves_the_load_balancers_then_drains() -> None:
     assert template["spec"]["terminationGracePeriodSeconds"] == 7 + 11 + SHUTDOWN_MARGIN_SECONDS
     no_wait = pod(build(args(shutdown=Shutdown(pre_stop_seconds=0, drain_seconds=11)))[0])["spec"]
     assert "lifecycle" not in no_wait["containers"][0]
+    # Replaced, not surged (one owner of its data): no other pod serves meanwhile, so no wait.
+    replaced = pod(build(args(data_claim="memories", shutdown=Shutdown(7, 11)))[0])["spec"]
+    assert "lifecycle" not in replaced["containers"][0]
+    assert replaced["terminationGracePeriodSeconds"] == 11 + SHUTDOWN_MARGIN_SECONDS
 
 
 def test_the_hpa_behaviour_is_the_one_given() -> None:
