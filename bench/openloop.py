@@ -120,7 +120,7 @@ class Client:
         backoff_max: float = _CLIENT_DEFAULTS["backoff_max"],
     ):
         self.attempts, self.backoff_max = attempts, backoff_max
-        self._exponential = wait_exponential_jitter(initial=backoff_initial, max=backoff_max)
+        self._exponential = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max)
 
     def _backoff(self, attempt: int) -> float:
         state = RetryCallState(None, None, (), {})
