@@ -49,7 +49,7 @@ PHASES = os.environ.get("BENCH_PHASES", "steps,hpa,changes").split(",")
 # the HPA is shown on a stateless service on the mix whose HPA goes 1 -> 2 here.
 HPA_SERVICE = os.environ.get("BENCH_HPA_SERVICE", "mcp-github")
 HPA_LOAD_SECONDS = float(os.environ.get("BENCH_HPA_SECONDS", "150"))
-USERS = 200  # connections held open to the gateway
+USERS = 1000  # connections held open to the gateway: enough that a slow answer never holds back the offer
 TIMEOUT = 10.0  # one attempt's limit, as a user's
 TAIL_RATE = 2.0  # after the load: a trickle, to measure p99 while the HPA scales back in
 NAMESPACE = "bench-platform"  # memories searched (seeded first); stores go to their own namespace
@@ -177,7 +177,7 @@ def tally(records: list[Record], since: float = float("-inf"), until: float = fl
 
 
 HEADER = (
-    f"  {'route':<14} {'offered/s':>9} {'served/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+    f"  {'route':<14} {'sent/s':>9} {'served/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
     f"{'retried':>7} {'429/503':>7} {'failed':>6}"
 )
 
@@ -323,7 +323,7 @@ def phase_steps(t: Target) -> float | None:
         cpu = node_cpu()
         result = result_of(process, out, timeout=STEP_SECONDS + 120)
         rows = tally(result["records"])
-        print(f"-- offered {rate:g}/s: node CPU mid-step {cpu}, load average {load_average()}")
+        print(f"-- target {rate:g}/s: node CPU mid-step {cpu}, load average {load_average()}")
         print("\n".join(table(rows, result["elapsed"])), flush=True)
         why = saturated(rows["all"], result["elapsed"], rate)
         if why:
@@ -450,6 +450,11 @@ def under_load(t: Target, rate: float, label: str, action: Callable[[], str | No
     for row in rows.values():
         if row.failed and row.route != "all":
             print(f"     {row.route}: {row.failed} failed of {row.sent} {row.errors}")
+    failed_at = [r[1] - began for r in result["records"] if not 200 <= r[3] < 300]
+    if failed_at:
+        print(
+            f"     failed requests were sent between {min(failed_at):+.0f} s and {max(failed_at):+.0f} s of the change"
+        )
     return total.sent, total.failed
 
 
@@ -461,7 +466,9 @@ def phase_changes(t: Target, rate: float) -> bool:
     by_tag = {}
     for name, info in services.items():
         image, version = info["tracks"]["stable"]["image"], info["tracks"]["stable"]["version"]
-        repository = image.split("@")[0].rsplit(":", 1)[0] if "@" in image else image.rsplit(":", 1)[0]
+        repository = image.split("@")[0]
+        if ":" in repository.rsplit("/", 1)[-1]:  # repository:tag
+            repository = repository.rsplit(":", 1)[0]
         by_tag[name] = f"{repository}:{version}"
     images = {"sophia:images": by_tag}
     drain = {"sophia:shutdown": {"pre_stop_seconds": 5, "drain_seconds": 25}}
@@ -497,7 +504,7 @@ def phase_changes(t: Target, rate: float) -> bool:
             t,
             rate,
             "(c0) the stateless services' HPA minimum 1 -> 2",
-            rolled(images | drain | {"sophia:services": stateless}, "replicas"),
+            rolled(images | drain | {"sophia:services": _local_services() | stateless}, "replicas"),
         )
     )
     results.append(under_load(t, rate, "(c) a pod killed (force-deleted) per service", kill_one_pod_each))

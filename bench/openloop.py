@@ -94,7 +94,10 @@ async def open_loop(
             for i in itertools.count(n, users):
                 if planned >= deadline or (stop is not None and stop.is_set()):
                     return
-                await asyncio.sleep(max(0.0, planned - time.monotonic()))
+                while (wait := planned - time.monotonic()) > 0:  # awake now and then to see `stop`
+                    await asyncio.sleep(min(wait, 0.5))
+                    if stop is not None and stop.is_set():
+                        return
                 await send(session, i, planned)
                 planned += rng.expovariate(1 / mean_think)
 
@@ -108,6 +111,18 @@ class Answer:
     attempts: int
     refused: int  # answers 429/503 with Retry-After among the attempts (load shed, come back later)
     error: str = ""
+
+
+def who_answered(body: bytes) -> str:
+    """A failed answer, briefly: the service's problem (RFC 9457: its detail) or the proxy's text
+    (the gateway's own 502/503, e.g. Traefik's 'no available server')."""
+    import json
+
+    try:
+        problem = json.loads(body)
+        return str(problem.get("detail") or problem.get("title"))[:60] if isinstance(problem, dict) else ""
+    except ValueError:
+        return "(gateway) " + body.decode(errors="replace").strip()[:40]
 
 
 class Client:
@@ -138,11 +153,11 @@ class Client:
             wait: float | None = None
             try:
                 async with session.request(method, path, json=json, headers=headers) as r:
-                    await r.read()
+                    body = await r.read()
                     status, retry_after = r.status, retry_after_seconds(r)
                 if status < 500 and status != 429:
                     return Answer(status, attempt, refused)
-                last = Answer(status, attempt, refused, f"HTTP {status}")
+                last = Answer(status, attempt, refused, f"HTTP {status} {who_answered(body)}")
                 if status in (429, 503) and retry_after is not None:
                     refused += 1
                     last.refused = refused

@@ -146,7 +146,7 @@ def test_bench_platform_counts_what_the_server_saw() -> None:
     assert rows["hubspot read"].refused == 2 and rows["github read"].retried >= 1
     assert server.hosts == {"sophia.localhost"}
     lines = bench_platform.table(rows, result["elapsed"])
-    assert lines[0].split()[:3] == ["route", "offered/s", "served/s"] and len(lines) == len(bench_platform.MIX) + 2
+    assert lines[0].split()[:3] == ["route", "sent/s", "served/s"] and len(lines) == len(bench_platform.MIX) + 2
 
 
 def test_a_step_past_capacity_says_why() -> None:
@@ -155,3 +155,11 @@ def test_a_step_past_capacity_says_why() -> None:
     row = bench_platform.Row("all", sent=100, served=100, latencies=[0.01] * 90 + [2.0] * 10)
     assert bench_platform.saturated(row, 1.0, 100).startswith("p99 2000 ms")
     assert bench_platform.saturated(bench_platform.Row("all", 100, 100, latencies=[0.01] * 100), 1.0, 100) is None
+
+
+def test_a_failure_says_who_answered() -> None:
+    """The service's problem detail, or the gateway's own text (no endpoint left, a dead one)."""
+    assert (
+        openloop.who_answered(b'{"title": "Service Unavailable", "detail": "overloaded: retry"}') == "overloaded: retry"
+    )
+    assert openloop.who_answered(b"no available server\n") == "(gateway) no available server"
