@@ -163,3 +163,18 @@ def test_a_failure_says_who_answered() -> None:
         openloop.who_answered(b'{"title": "Service Unavailable", "detail": "overloaded: retry"}') == "overloaded: retry"
     )
     assert openloop.who_answered(b"no available server\n") == "(gateway) no available server"
+
+
+def test_the_verdict_counts_every_service_and_fails_on_one_that_rolls(capsys) -> None:
+    def rows(failed: dict[str, int]) -> dict[str, bench_platform.Row]:
+        out = bench_platform.tally([])
+        for route in bench_platform.MIX:
+            out[route.name] = bench_platform.Row(route.name, sent=10, served=10 - failed.get(route.name, 0))
+            out[route.name].failed = failed.get(route.name, 0)
+        return out
+
+    assert bench_platform.verdict([rows({}), rows({"memory search": 3})])  # mcp-context's gap: reported apart
+    printed = capsys.readouterr().out
+    assert "requests sent 60, failed 0: OK" in printed and "mcp-context" in printed and "failed 3" in printed
+    assert not bench_platform.verdict([rows({"github read": 1})])
+    assert "failed 1: FAILED (must be 0)" in capsys.readouterr().out
