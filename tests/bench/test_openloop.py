@@ -178,3 +178,7 @@ def test_the_verdict_counts_every_service_and_fails_on_one_that_rolls(capsys) ->
     assert "requests sent 60, failed 0: OK" in printed and "mcp-context" in printed and "failed 3" in printed
     assert not bench_platform.verdict([rows({"github read": 1})])
     assert "failed 1: FAILED (must be 0)" in capsys.readouterr().out
+
+
+def test_metrics_server_quantities_in_millicores() -> None:
+    assert [bench_platform._millicores(q) for q in ("1987654321n", "35000u", "250m", "2")] == [1987, 35, 250, 2000]
