@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import multiprocessing as mp
 import os
-import random
 import re
 import shutil
 import socket
@@ -28,6 +27,7 @@ import uuid
 
 import httpx
 import numpy as np
+from openloop import in_process, load_average, open_loop, percentile, result_of
 
 DIMS = 3072  # text-embedding-3-large
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "10000,100000").split(","))
@@ -112,15 +112,6 @@ def wait_http(url: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def rss(pid: int) -> str:
     """Resident memory of a process and of its children (the indexer), from /proc."""
     fields = {}
@@ -167,39 +158,13 @@ class Tally:
 
 
 async def _open_loop(url: str, users: int, rate: float, seconds: float) -> dict:
-    """`users` connections held open (one each), together offering `rate` searches/s with
-    exponential think times; latency counts from the planned send (no coordinated omission)."""
-    import aiohttp
-
+    """`users` connections held open (one each), together offering `rate` searches/s (openloop)."""
     tally = Tally()
-    rng = random.Random(7)
-    mean_think = users / rate
-    opened = 0
-    all_open = asyncio.Event()
 
-    async def user(n: int) -> None:
-        nonlocal opened
-        connector = aiohttp.TCPConnector(limit=1)
-        timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT)
-        async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
-            async with session.get("/healthz") as r:  # open the connection before the clock starts
-                await r.read()
-            opened += 1
-            if opened == users:
-                clock["started"] = time.monotonic()
-                all_open.set()
-            await all_open.wait()
-            deadline = clock["started"] + seconds
-            planned = clock["started"] + rng.expovariate(1 / mean_think)  # memoryless: Poisson from the start
-            for i in itertools.count(n, users):
-                if planned >= deadline:
-                    return
-                await asyncio.sleep(max(0.0, planned - time.monotonic()))
-                await tally.search(session, QUERIES[i % len(QUERIES)], planned)
-                planned += rng.expovariate(1 / mean_think)
+    async def search(session, i: int, planned: float) -> None:
+        await tally.search(session, QUERIES[i % len(QUERIES)], planned)
 
-    clock: dict[str, float] = {}
-    await asyncio.gather(*(user(n) for n in range(users)))
+    await open_loop(url, users, rate, seconds, search, timeout=CLIENT_TIMEOUT)
     return tally.result(seconds)
 
 
@@ -224,15 +189,8 @@ async def _closed_loop(url: str, connections: int, seconds: float) -> dict:
         return tally.result(time.monotonic() - started)
 
 
-def _generator(kind: str, url: str, n: int, rate: float, seconds: float, out: mp.Queue) -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    run = _open_loop(url, n, rate, seconds) if kind == "open" else _closed_loop(url, n, seconds)
-    out.put(asyncio.run(run))
+async def _level(kind: str, url: str, n: int, rate: float, seconds: float) -> dict:
+    return await (_open_loop(url, n, rate, seconds) if kind == "open" else _closed_loop(url, n, seconds))
 
 
 def wait_drained(url: str, timeout: float = 120) -> None:
@@ -249,12 +207,7 @@ def wait_drained(url: str, timeout: float = 120) -> None:
 def run_level(kind: str, url: str, n: int, seconds: float, rate: float = 0.0) -> dict:
     """One load level from a separate process, so the generator does not share the server's loop."""
     wait_drained(url)
-    out: mp.Queue = mp.Queue()
-    gen = mp.Process(target=_generator, args=(kind, url, n, rate, seconds, out))
-    gen.start()
-    result = out.get(timeout=seconds + 300)
-    gen.join()
-    return result
+    return result_of(*in_process(_level, kind, url, n, rate, seconds), timeout=seconds + 300)
 
 
 def row(label: str, result: dict) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -35,6 +35,8 @@ from pulumi_kubernetes.core.v1 import (
     EnvVarArgs,
     HTTPGetActionArgs,
     KeyToPathArgs,
+    LifecycleArgs,
+    LifecycleHandlerArgs,
     PersistentVolumeClaimVolumeSourceArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
@@ -44,6 +46,7 @@ from pulumi_kubernetes.core.v1 import (
     ServiceAccountTokenProjectionArgs,
     ServicePortArgs,
     ServiceSpecArgs,
+    SleepActionArgs,
     TopologySpreadConstraintArgs,
     VolumeArgs,
     VolumeMountArgs,
@@ -96,6 +99,41 @@ ROLLOUT_SURGE_PERCENT = 25
 SERVICE_PORT = 80
 # A service runs one or two tracks (Deployment, Service, HPA, PDB each): stable, and a canary.
 STABLE, CANARY = "stable", "canary"
+# What the service's uvicorn reads for its graceful-shutdown timeout (services/Dockerfile's CMD).
+DRAIN_ENV = "GRACEFUL_SHUTDOWN_SECONDS"
+# Kept above a stopping pod's preStop wait plus drain: time for the lifespan's shutdown hooks.
+SHUTDOWN_MARGIN_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class ScalingBehavior:
+    """How every HPA moves (autoscaling/v2 `behavior`; per stack: sophia:autoscaling): up at
+    once by the larger of `scale_up_percent` % and `scale_up_pods` per `scale_up_period_seconds`;
+    down only after the recommendation stayed lower for `scale_down_stabilization_seconds`, then
+    by at most `scale_down_percent` % per `scale_down_period_seconds` (no flapping)."""
+
+    scale_up_percent: int = 100
+    scale_up_pods: int = 4
+    scale_up_period_seconds: int = 15
+    scale_down_stabilization_seconds: int = 300
+    scale_down_percent: int = 10
+    scale_down_period_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """How a pod leaves without failing a request (per stack: sophia:shutdown). The preStop wait
+    keeps it serving while its endpoint is taken out of the load balancers (EndpointSlice ->
+    the gateway, kube-proxy); then SIGTERM: uvicorn stops accepting, closes idle connections and
+    lets in-flight requests finish for up to `drain_seconds`. The kubelet's grace period covers
+    both, plus a margin for the shutdown hooks."""
+
+    pre_stop_seconds: int = 5
+    drain_seconds: int = 20
+
+    @property
+    def grace_period_seconds(self) -> int:
+        return self.pre_stop_seconds + self.drain_seconds + SHUTDOWN_MARGIN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -176,6 +214,8 @@ class PlatformServiceArgs:
     # The stable track's version (the package's, or the one a pinned image names), and a canary.
     version: str = "0.0.0"
     canary: CanaryArgs | None = None
+    scaling_behavior: ScalingBehavior = ScalingBehavior()
+    shutdown: Shutdown = Shutdown()
 
 
 def config_checksum(env: Mapping[str, str], secrets: Mapping[str, str]) -> str:
@@ -274,6 +314,9 @@ class PlatformService(pulumi.ComponentResource):
             secrets=pulumi.Output.all(**rolling) if rolling else {},
         ).apply(lambda v: config_checksum(v["env"], v["secrets"]))
 
+        # A Deployment that is replaced, not surged (data_claim), has no other pod to take the traffic:
+        # a preStop wait would only lengthen the gap before its successor starts.
+        shutdown = replace(args.shutdown, pre_stop_seconds=0) if args.data_claim else args.shutdown
         resources = resource_requirements(spec.resources)
         tolerations = node_selector = runtime_class = None
         if args.gpu is not None and spec.gpu is not None:
@@ -309,7 +352,13 @@ class PlatformService(pulumi.ComponentResource):
                     # What the chassis reports (response headers, service_info): which build answered.
                     EnvVarArgs(name="SERVICE_VERSION", value=version),
                     EnvVarArgs(name="SERVICE_TRACK", value=track),
+                    EnvVarArgs(name=DRAIN_ENV, value=str(shutdown.drain_seconds)),
                 ],
+                lifecycle=LifecycleArgs(
+                    pre_stop=LifecycleHandlerArgs(sleep=SleepActionArgs(seconds=shutdown.pre_stop_seconds))
+                )
+                if shutdown.pre_stop_seconds
+                else None,
                 resources=resources,
                 startup_probe=http_probe(spec.probes.startup, 2, 30),
                 liveness_probe=http_probe(spec.probes.liveness, 10, 3),
@@ -371,7 +420,7 @@ class PlatformService(pulumi.ComponentResource):
                             tolerations=tolerations,
                             node_selector=node_selector,
                             runtime_class_name=runtime_class,
-                            termination_grace_period_seconds=30,
+                            termination_grace_period_seconds=shutdown.grace_period_seconds,
                         ),
                     ),
                 ),
@@ -409,22 +458,7 @@ class PlatformService(pulumi.ComponentResource):
                             ),
                         )
                     ],
-                    behavior=HorizontalPodAutoscalerBehaviorArgs(
-                        # Up fast (bursts of users), down slowly (avoid flapping).
-                        scale_up=HPAScalingRulesArgs(
-                            stabilization_window_seconds=0,
-                            select_policy="Max",
-                            policies=[
-                                HPAScalingPolicyArgs(type="Percent", value=100, period_seconds=15),
-                                HPAScalingPolicyArgs(type="Pods", value=4, period_seconds=15),
-                            ],
-                        ),
-                        scale_down=HPAScalingRulesArgs(
-                            stabilization_window_seconds=300,
-                            select_policy="Min",
-                            policies=[HPAScalingPolicyArgs(type="Percent", value=10, period_seconds=60)],
-                        ),
-                    ),
+                    behavior=_hpa_behavior(args.scaling_behavior),
                 ),
                 opts=child,
             )
@@ -476,6 +510,30 @@ class PlatformService(pulumi.ComponentResource):
                 "scrape": {"namespace": ns, "service": spec.name, "port": "http", "path": spec.metrics_path},
             }
         )
+
+
+def _hpa_behavior(b: ScalingBehavior) -> HorizontalPodAutoscalerBehaviorArgs:
+    return HorizontalPodAutoscalerBehaviorArgs(
+        scale_up=HPAScalingRulesArgs(
+            stabilization_window_seconds=0,
+            select_policy="Max",
+            policies=[
+                HPAScalingPolicyArgs(
+                    type="Percent", value=b.scale_up_percent, period_seconds=b.scale_up_period_seconds
+                ),
+                HPAScalingPolicyArgs(type="Pods", value=b.scale_up_pods, period_seconds=b.scale_up_period_seconds),
+            ],
+        ),
+        scale_down=HPAScalingRulesArgs(
+            stabilization_window_seconds=b.scale_down_stabilization_seconds,
+            select_policy="Min",
+            policies=[
+                HPAScalingPolicyArgs(
+                    type="Percent", value=b.scale_down_percent, period_seconds=b.scale_down_period_seconds
+                )
+            ],
+        ),
+    )
 
 
 def _identity_env(

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.service import ScalingBehavior, Shutdown
 from components.spec import DNS_LABEL, ENV_NAME, FLAG_KEY, SEMVER, ResourceAmounts, matching
 
 NAMESPACE = "sophia"
@@ -280,6 +281,10 @@ class Auth(_Strict):
     oidc_issuer: str | None = None
     oidc_jwks_url: str | None = None
     oidc_tenant_claim: str = "tenant"
+    # The local stack's generated key: requests per minute per service replica (unset: the
+    # services' default, sophia_chassis.auth). Pulumi.local.yaml raises it so `make bench-platform`
+    # finds where the node saturates rather than where one key is throttled.
+    local_key_rate_per_minute: int | None = Field(None, ge=1, le=1_000_000)
 
     @field_validator("service_account_issuer", "service_account_jwks_url", "oidc_issuer", "oidc_jwks_url")
     @classmethod
@@ -317,6 +322,35 @@ class Alerting(_Strict):
     page: Literal["pagerduty", "slack", "webhook"] | None = None
     ticket: Literal["slack", "webhook"] | None = None
     slack_channel: str = "#sophia-alerts"
+
+
+_BEHAVIOR, _SHUTDOWN = ScalingBehavior(), Shutdown()
+
+
+class Autoscaling(_Strict):
+    """Every service's HPA `behavior` (components.service.ScalingBehavior, which documents each
+    number): how fast it scales out, and how long load must stay low before it scales back in."""
+
+    scale_up_percent: int = Field(_BEHAVIOR.scale_up_percent, ge=1, le=1000)
+    scale_up_pods: int = Field(_BEHAVIOR.scale_up_pods, ge=1, le=100)
+    scale_up_period_seconds: int = Field(_BEHAVIOR.scale_up_period_seconds, ge=1, le=1800)
+    scale_down_stabilization_seconds: int = Field(_BEHAVIOR.scale_down_stabilization_seconds, ge=0, le=3600)
+    scale_down_percent: int = Field(_BEHAVIOR.scale_down_percent, ge=1, le=100)
+    scale_down_period_seconds: int = Field(_BEHAVIOR.scale_down_period_seconds, ge=1, le=1800)
+
+    def behavior(self) -> ScalingBehavior:
+        return ScalingBehavior(**self.model_dump())
+
+
+class ShutdownConfig(_Strict):
+    """How a service's pod stops (components.service.Shutdown): `pre_stop_seconds` serving while
+    its endpoint leaves the load balancers, then up to `drain_seconds` for in-flight requests."""
+
+    pre_stop_seconds: int = Field(_SHUTDOWN.pre_stop_seconds, ge=0, le=120)
+    drain_seconds: int = Field(_SHUTDOWN.drain_seconds, ge=1, le=600)
+
+    def shutdown(self) -> Shutdown:
+        return Shutdown(**self.model_dump())
 
 
 class Tracing(_Strict):
@@ -472,6 +506,8 @@ class StackConfig(_Strict):
     auth: Auth = Auth()
     alerting: Alerting = Alerting()
     tracing: Tracing = Tracing()
+    autoscaling: Autoscaling = Autoscaling()
+    shutdown: ShutdownConfig = ShutdownConfig()
     data: Data = Data()
     backup: Backup = Backup()
     logs: Logs = Logs()

@@ -112,10 +112,11 @@ def local_api_key(secret: pulumi.Output[str]) -> pulumi.Output[str]:
     return pulumi.Output.secret(secret.apply(lambda value: f"sk_{LOCAL_KEY_ID}_{value}"))
 
 
-def key_entry(key: str) -> dict[str, Any]:
+def key_entry(key: str, rate_per_minute: int | None = None) -> dict[str, Any]:
     """The key table's entry for `key`: its SHA-256 only (as sophia_chassis.auth.issue_key writes)."""
     digest = hashlib.sha256(key.encode()).hexdigest()
-    return {"id": LOCAL_KEY_ID, "tenant": LOCAL_TENANT, "scopes": ["*"], "sha256": digest, "revoked": False}
+    entry = {"id": LOCAL_KEY_ID, "tenant": LOCAL_TENANT, "scopes": ["*"], "sha256": digest, "revoked": False}
+    return entry | ({"rate_per_minute": rate_per_minute} if rate_per_minute else {})
 
 
 def callers_of(planned: list[PlannedService], store: str) -> list[str]:
@@ -175,7 +176,11 @@ def deploy(
     stores = _data_stores(config, planned, generated, esc, cluster, generated_secrets.previous)
     gpu_pools = _gpu_pools(config, cluster)
     local_key = local_api_key(generated[LOCAL_KEY_SECRET]) if config.environment == "local" else None
-    api_keys = esc(API_KEYS, "[]") if local_key is None else local_key.apply(lambda k: json.dumps([key_entry(k)]))
+    api_keys = (
+        esc(API_KEYS, "[]")
+        if local_key is None
+        else local_key.apply(lambda k: json.dumps([key_entry(k, config.auth.local_key_rate_per_minute)]))
+    )
     tracing = _tracing(config, planned, cluster)
     model_server = _model_server(config, planned, cluster, gpu_pools)
     flags = _flags(config, cluster)
@@ -502,6 +507,8 @@ def _services(
                 # By name, not the resource's output: a flag change must not touch the Deployments.
                 flags_config_map=FLAGS_CONFIG_MAP,
                 version=item.version,
+                scaling_behavior=config.autoscaling.behavior(),
+                shutdown=config.shutdown.shutdown(),
                 canary=CanaryArgs(
                     image=item.canary.image,
                     version=item.canary.version,

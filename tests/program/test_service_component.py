@@ -9,7 +9,15 @@ import pytest
 from pulumi.runtime.mocks import test as run_under_mocks
 
 from components.image import ImageBuild
-from components.service import GpuPlacement, Peer, PlatformService, PlatformServiceArgs
+from components.service import (
+    SHUTDOWN_MARGIN_SECONDS,
+    GpuPlacement,
+    Peer,
+    PlatformService,
+    PlatformServiceArgs,
+    ScalingBehavior,
+    Shutdown,
+)
 from components.spec import ServiceSpec
 from infra.render import MOCK_DIGEST, RenderMocks, kubernetes_objects
 
@@ -192,3 +200,43 @@ def test_given_image_reference_builds_nothing() -> None:
     objects, mocks, _ = build(args(image="sophia/svc:local"))
     assert pod(objects)["spec"]["containers"][0]["image"] == "sophia/svc:local"
     assert not any(r.type.startswith("docker-build") for r in mocks.resources)
+
+
+def test_a_stopping_pod_leaves_the_load_balancers_then_drains() -> None:
+    """preStop sleeps while the endpoint is dropped; uvicorn gets the drain time; the kubelet's
+    grace period covers both (else it kills a pod still finishing requests)."""
+    template = pod(build(args(shutdown=Shutdown(pre_stop_seconds=7, drain_seconds=11)))[0])
+    container = template["spec"]["containers"][0]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 7}}}
+    assert {"name": "GRACEFUL_SHUTDOWN_SECONDS", "value": "11"} in container["env"]
+    assert template["spec"]["terminationGracePeriodSeconds"] == 7 + 11 + SHUTDOWN_MARGIN_SECONDS
+    no_wait = pod(build(args(shutdown=Shutdown(pre_stop_seconds=0, drain_seconds=11)))[0])["spec"]
+    assert "lifecycle" not in no_wait["containers"][0]
+    # Replaced, not surged (one owner of its data): no other pod serves meanwhile, so no wait.
+    replaced = pod(build(args(data_claim="memories", shutdown=Shutdown(7, 11)))[0])["spec"]
+    assert "lifecycle" not in replaced["containers"][0]
+    assert replaced["terminationGracePeriodSeconds"] == 11 + SHUTDOWN_MARGIN_SECONDS
+
+
+def test_the_hpa_behaviour_is_the_one_given() -> None:
+    behavior = ScalingBehavior(
+        scale_down_stabilization_seconds=30, scale_down_percent=100, scale_down_period_seconds=15
+    )
+    hpa = find(build(args(scaling_behavior=behavior))[0], "HorizontalPodAutoscaler", "svc")["spec"]["behavior"]
+    assert hpa["scaleDown"] == {
+        "stabilizationWindowSeconds": 30,
+        "selectPolicy": "Min",
+        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+    }
+    assert hpa["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert {(p["type"], p["value"]) for p in hpa["scaleUp"]["policies"]} == {("Percent", 100), ("Pods", 4)}
+
+
+def test_the_service_image_reads_the_drain_time_from_the_pod() -> None:
+    """services/Dockerfile's uvicorn takes its graceful-shutdown timeout from the variable the
+    pod sets, and keeps idle connections open longer than the proxies in front do."""
+    from pathlib import Path
+
+    cmd = (Path(__file__).resolve().parents[2] / "services" / "Dockerfile").read_text().split("\nCMD ")[1]
+    assert '--timeout-graceful-shutdown \\"${GRACEFUL_SHUTDOWN_SECONDS:-20}\\"' in cmd
+    assert int(cmd.split("--timeout-keep-alive ")[1].split('"')[0]) > 90  # Traefik's idle timeout

@@ -93,3 +93,16 @@ def test_the_local_key_opens_the_services_and_a_forged_one_does_not() -> None:
     with pytest.raises(AuthError) as refused:
         asyncio.run(auth.identify(f"Bearer {key[:-1]}x", None))
     assert refused.value.status == 401
+
+
+def test_the_local_keys_rate_limit_comes_from_the_stack() -> None:
+    """sophia:auth.local_key_rate_per_minute reaches the key table the chassis reads; unset, the
+    entry names none and the services' default applies."""
+    key = "sk_local_" + "k" * 40
+    assert parse_key_table(json.dumps([key_entry(key, 60000)]))["local"].rate_per_minute == 60000
+    assert parse_key_table(json.dumps([key_entry(key)]))["local"].rate_per_minute is None
+    from infra.config import Auth
+
+    assert Auth().local_key_rate_per_minute is None
+    with pytest.raises(ValueError, match="local_key_rate_per_minute"):
+        Auth(local_key_rate_per_minute=0)

@@ -163,3 +163,19 @@ def test_dev_and_prod_images_are_built_and_pinned_by_digest(rendered: dict[str, 
         for name, spec in pod_specs(rendered[stack]).items():
             assert spec["containers"][0]["image"].startswith(f"registry.example.com/sophia/{name}@sha256:")
             assert spec["containers"][0]["imagePullPolicy"] == "Always"
+
+
+def test_each_stack_sets_its_hpa_behaviour_and_shutdown_from_config(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Pulumi.local.yaml scales in after 30 s (so the bench sees it); dev and prod keep 5 min.
+    Every service pod gets the preStop wait and a grace period that covers it and the drain."""
+    for stack, window in (("local", 30), ("dev", 300), ("prod", 300)):
+        ours = [o for o in rendered[stack] if o["metadata"].get("namespace") == "sophia"]
+        hpas = [o for o in ours if o["kind"] == "HorizontalPodAutoscaler"]
+        assert hpas and {h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] for h in hpas} == {window}
+        for d in (o for o in ours if o["kind"] == "Deployment"):
+            spec = d["spec"]["template"]["spec"]
+            if d["spec"]["strategy"]["type"] == "Recreate":  # the local mcp-context: nothing to wait for
+                assert "lifecycle" not in spec["containers"][0]
+                continue
+            wait = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+            assert wait >= 5 and spec["terminationGracePeriodSeconds"] > wait + 20, d["metadata"]["name"]

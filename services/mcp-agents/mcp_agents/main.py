@@ -114,8 +114,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def redis_ready() -> bool:
         return bool(await redis.ping())
 
+    # Tasks are recorded in PostgreSQL first: without Redis a submission still succeeds (requeue_lost
+    # queues it once Redis is back) and the workers wait, so a Redis restart must not empty the Service.
     app = create_app(
-        settings, readiness={"redis": redis_ready, "postgres": store.ping}, on_startup=[start], on_shutdown=[stop]
+        settings,
+        readiness={"postgres": store.ping},
+        degraded={"redis": redis_ready},
+        on_startup=[start],
+        on_shutdown=[stop],
     )
     registry = app.state.registry
     tasks_total = Counter("agents_tasks_total", "Agent tasks finished, by outcome", ["outcome"], registry=registry)

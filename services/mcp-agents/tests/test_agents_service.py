@@ -188,3 +188,23 @@ def test_replicas_share_the_queue(database_url, redis_url, model) -> None:
         tasks = [wait_for(one, task_id) for task_id in ids]
     assert all(t["state"] == "succeeded" and t["attempts"] == 1 for t in tasks)
     assert len({t["worker"] for t in tasks}) == 2  # both replicas' workers took tasks
+
+
+def test_a_redis_restart_degrades_but_submissions_succeed(database_url, model) -> None:
+    """Redis gone: the pod stays ready (degraded, not out of the Service) and a task submitted
+    meanwhile is accepted, recorded in PostgreSQL."""
+    from contextlib import ExitStack
+
+    from sophia_testing.datastores import redis_server_at
+
+    _, coordinator = model
+    redis_here = ExitStack()
+    redis_url = redis_here.enter_context(redis_server_at())
+    with redis_here, serve(build_app(agents_settings(database_url, redis_url, coordinator, None))) as url:
+        assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
+        redis_here.close()  # the redis-server stops
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+        submitted = httpx.post(f"{url}/agents/tasks", json={"goal": "Still there?"}, timeout=30)
+        assert submitted.status_code == 202, submitted.text
+        assert httpx.get(f"{url}/agents/tasks/{submitted.json()['id']}").json()["state"] == "queued"

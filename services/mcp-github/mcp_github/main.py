@@ -215,13 +215,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
 
     endpoint = McpEndpoint(mcp)
 
-    # Index state it cannot work without; GitHub and mcp-context being down only degrade it (reads or
-    # indexing answer 502 meanwhile), so their outage does not empty the Service.
-    readiness = {"redis": service.state.ping} if settings.redis_url else {}
+    # Nothing it cannot serve without: Redis (the index state), GitHub and mcp-context being down only
+    # degrade it (indexing, or reads, fail meanwhile), so a Redis restart or an outage does not empty
+    # the Service and take the reads with it.
     degraded = {"github": service.github.ping, "mcp-context": service.context.ping}
+    if settings.redis_url:
+        degraded["redis"] = service.state.ping
     app = create_app(
         settings,
-        readiness=readiness,
         degraded=degraded,
         on_startup=[endpoint.start],
         on_shutdown=[endpoint.stop, service.aclose],

@@ -111,7 +111,7 @@ def test_state_in_redis_survives_a_restart(
     with serve(build_app(config)) as url:  # a new process: nothing in memory
         again = index(url)
     assert first["status"] == "indexed" and again["status"] == "unchanged"
-    assert ready == {"status": "ready", "checks": ["redis"], "optional": ["github", "mcp-context"]}
+    assert ready == {"status": "ready", "checks": [], "optional": ["github", "mcp-context", "redis"]}
 
 
 def flaky_context(calls: list[int], failing: dict[str, bool]) -> FastAPI:
