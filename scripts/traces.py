@@ -78,7 +78,7 @@ def from_jaeger(trace: dict[str, Any]) -> list[ReceivedSpan]:
 def task_trace(jaeger: str, task_id: str) -> list[dict[str, Any]]:
     """The traces holding the worker's run of an agent task (its span carries `sophia.task.id`)."""
     tags = json.dumps({"sophia.task.id": task_id})
-    _, found = local_stack.jaeger_get(jaeger, "/api/traces", service="mcp-agents", tags=tags, lookback="2d")
+    _, found = local_stack.jaeger_get(jaeger, "/api/traces", service="mcp-agents", tags=tags)
     return found.get("data") or []
 
 
