@@ -43,6 +43,10 @@ GATEWAY_NAME = "sophia"
 TRACK_HEADER = "X-Sophia-Track"
 TRACK_COOKIE = "sophia-track"
 TRACKS = ("canary", "stable")
+# W3C trace context and baggage: from outside, a caller could force its requests' traces to be kept
+# (the sampled flag; the services' sampling is parent-based) and choose their ids. The gateway
+# removes them unless the stack trusts its callers' context (sophia:tracing.trust_caller_context).
+TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate", "baggage")
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,19 @@ class RouteSpec:
     canary: CanaryRoute | None = None
 
 
-def route_rules(route: RouteSpec, services_namespace: str) -> list[dict[str, Any]]:
+def route_rules(route: RouteSpec, services_namespace: str, trust_trace_context: bool = False) -> list[dict[str, Any]]:
     """The HTTPRoute's rules: one backend; or, with a canary, the stable and canary Services weighted
     (Gateway API backendRefs weights), after rules pinning a track by header or cookie (a match with
-    a header outranks the plain path match, Gateway API's precedence)."""
+    a header outranks the plain path match, Gateway API's precedence). Each rule removes the
+    caller's trace context unless it is trusted (a RequestHeaderModifier: Gateway API core)."""
+    rules = _backend_rules(route, services_namespace)
+    if trust_trace_context:
+        return rules
+    strip = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": list(TRACE_CONTEXT_HEADERS)}}
+    return [{**rule, "filters": [strip]} for rule in rules]
+
+
+def _backend_rules(route: RouteSpec, services_namespace: str) -> list[dict[str, Any]]:
     path = {"type": "PathPrefix", "value": route.path}
 
     def backend(service: str, weight: int | None = None) -> dict[str, Any]:
@@ -123,6 +136,8 @@ class IngressArgs:
     # NGINX's policy CRDs come only with its chart.
     nginx_policies: bool = True
     crds: Sequence[pulumi.Resource] = ()
+    # Pass callers' traceparent/tracestate/baggage on (TRACE_CONTEXT_HEADERS); off: removed.
+    trust_trace_context: bool = False
 
 
 def _custom(
@@ -326,7 +341,7 @@ class Ingress(pulumi.ComponentResource):
                 {
                     "parentRefs": [{"name": GATEWAY_NAME, "sectionName": serving_listener}],
                     "hostnames": [args.domain],
-                    "rules": route_rules(route, args.services_namespace),
+                    "rules": route_rules(route, args.services_namespace, args.trust_trace_context),
                 },
                 on_gateway,
             )

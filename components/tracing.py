@@ -27,6 +27,12 @@ JAEGER_UI = 16686  # the query API and UI, which Grafana's Jaeger data source re
 COLLECTOR, JAEGER = "otel-collector", "jaeger"
 UID = 10001  # both images run as a non-root user; this one owns the Badger directory too
 BADGER = "/var/lib/jaeger"
+# Where each answers its probes: the Collector's health_check extension on its root, Jaeger's
+# healthcheckv2 on its status path (its root is a 404).
+COLLECTOR_HEALTH_PATH, JAEGER_HEALTH_PATH = "/", "/status"
+# A stack may lower the requests (sophia:tracing.collector.requests, .jaeger.requests); not the limits.
+COLLECTOR_RESOURCES = wl.resource_amounts(requests=("100m", "128Mi"), limits=("500m", "512Mi"))
+JAEGER_RESOURCES = wl.resource_amounts(requests=("200m", "512Mi"), limits=("2", "2Gi"))
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,9 @@ class TracingArgs:
     retention_hours: int = 168
     storage: str = "20Gi"
     storage_class: str | None = None
-    collector_resources: Resources = wl.resource_amounts(requests=("100m", "128Mi"), limits=("500m", "512Mi"))
-    jaeger_resources: Resources = wl.resource_amounts(requests=("200m", "512Mi"), limits=("2", "2Gi"))
+    collector_max_replicas: int = 10  # the seed's 2-10 at 70 % CPU, as the services
+    collector_resources: Resources = COLLECTOR_RESOURCES
+    jaeger_resources: Resources = JAEGER_RESOURCES
 
 
 def collector_endpoint(namespace: str) -> str:
@@ -100,7 +107,10 @@ def jaeger_config(retention_hours: int) -> dict:
             },
         },
         "extensions": {
-            "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"0.0.0.0:{HEALTH}"}},
+            "healthcheckv2": {
+                "use_v2": True,
+                "http": {"endpoint": f"0.0.0.0:{HEALTH}", "status": {"enabled": True, "path": JAEGER_HEALTH_PATH}},
+            },
             "jaeger_query": {"storage": {"traces": "traces"}, "http": {"endpoint": f"0.0.0.0:{JAEGER_UI}"}},
             "jaeger_storage": {
                 "backends": {
@@ -120,10 +130,10 @@ def jaeger_config(retention_hours: int) -> dict:
     }
 
 
-def _http_probes(port_name: str) -> dict[str, k8s.core.v1.ProbeArgs]:
+def _http_probes(port_name: str, path: str) -> dict[str, k8s.core.v1.ProbeArgs]:
     def probe(period: int) -> k8s.core.v1.ProbeArgs:
         return k8s.core.v1.ProbeArgs(
-            http_get=k8s.core.v1.HTTPGetActionArgs(path="/", port=port_name), period_seconds=period
+            http_get=k8s.core.v1.HTTPGetActionArgs(path=path, port=port_name), period_seconds=period
         )
 
     return {"liveness_probe": probe(10), "readiness_probe": probe(5)}
@@ -171,7 +181,7 @@ class Tracing(pulumi.ComponentResource):
                             args.collector_resources,
                             args=["--config=/etc/otelcol/config.yaml"],
                             volume_mounts=[wl.mount("config", "/etc/otelcol", read_only=True)],
-                            **_http_probes("health"),
+                            **_http_probes("health", COLLECTOR_HEALTH_PATH),
                         )
                     ],
                     volumes=[wl.config_volume("config", collector_cm)],
@@ -195,7 +205,7 @@ class Tracing(pulumi.ComponentResource):
                     api_version="apps/v1", kind="Deployment", name=COLLECTOR
                 ),
                 min_replicas=args.collector_replicas,
-                max_replicas=10,  # the seed's 2-10 at 70 % CPU, as the services
+                max_replicas=args.collector_max_replicas,
                 metrics=[
                     k8s.autoscaling.v2.MetricSpecArgs(
                         type="Resource",
@@ -263,7 +273,7 @@ class Tracing(pulumi.ComponentResource):
                                 wl.mount("config", "/etc/jaeger", read_only=True),
                                 wl.mount("data", BADGER),
                             ],
-                            **_http_probes("health"),
+                            **_http_probes("health", JAEGER_HEALTH_PATH),
                         )
                     ],
                     volumes=[

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 import sys
 import time
 
 import local_stack
 import pytest
+import traces
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
@@ -122,7 +124,7 @@ def test_gateway_started(timings) -> None:
 
 def test_every_pod_is_ready_on_the_real_node(kube) -> None:
     """Not simulated: each service and data store pod runs on the real node, Ready by its own probes."""
-    for ns in ("sophia", "sophia-data"):
+    for ns in ("sophia", "sophia-data", "sophia-observability"):
         pods = list(kube.list(Pod, namespace=ns))
         assert pods, ns
         for pod in pods:
@@ -206,12 +208,12 @@ def script_the_model(*replies: dict) -> None:
     )
 
 
-def test_an_agent_indexes_a_repository_and_answers_in_the_cluster(timings, api_key) -> None:
-    """The integration test's flow on the real node, every hop a pod: mcp-agents -> agno-coordinator
-    -> the model provider (the stand-in, scripted) -> mcp-github (against the GitHub stand-in) ->
-    mcp-context; services prove themselves to each other with their projected tokens."""
-    started = time.perf_counter()
-    answer = "The deploy freeze starts on Friday at 12:00 UTC (docs/deploys.md)."
+AGENT_ANSWER = "The deploy freeze starts on Friday at 12:00 UTC (docs/deploys.md)."
+
+
+def run_the_agent_flow(api_key: str, headers: dict[str, str] | None = None) -> dict:
+    """Index the demo repository and answer from it (the model scripted); the finished task."""
+    answer = AGENT_ANSWER
     script_the_model(
         {"tool_calls": [["github__index_repository", {"owner": "sophia-demo", "repo": "handbook"}]]},
         {"tool_calls": [["context__search_memories", {"query": "when does the deploy freeze start", "top_k": 3}]]},
@@ -222,7 +224,7 @@ def test_an_agent_indexes_a_repository_and_answers_in_the_cluster(timings, api_k
         "/agents/tasks",
         {"goal": "When does the deploy freeze start, according to sophia-demo/handbook?"},
         api_key=api_key,
-        headers={"Idempotency-Key": f"e2e-{time.time_ns()}"},
+        headers={"Idempotency-Key": f"e2e-{time.time_ns()}", **(headers or {})},
     )
     assert status == 202, body
     task_id = json.loads(body)["id"]
@@ -235,7 +237,66 @@ def test_an_agent_indexes_a_repository_and_answers_in_the_cluster(timings, api_k
         time.sleep(1)
     assert task["state"] == "succeeded", task
     assert task["result"] == answer and task["steps"] == 3, task
+    return task
+
+
+def test_an_agent_indexes_a_repository_and_answers_in_the_cluster(timings, api_key) -> None:
+    """The integration test's flow on the real node, every hop a pod: mcp-agents -> agno-coordinator
+    -> the model provider (the stand-in, scripted) -> mcp-github (against the GitHub stand-in) ->
+    mcp-context; services prove themselves to each other with their projected tokens."""
+    started = time.perf_counter()
+    run_the_agent_flow(api_key)
     timings.append(("agent flow", time.perf_counter() - started))
+
+
+FLOW = ("mcp-agents", "agno-coordinator", "mcp-github", "mcp-context")
+
+
+def test_one_trace_in_jaeger_spans_the_four_services_under_an_id_the_caller_did_not_choose(timings, api_key) -> None:
+    """The collector and Jaeger (built from their Go modules) on the real node: the agent flow,
+    sent through the gateway with a sampled `traceparent` of the caller's, is one trace in Jaeger
+    joining the four services, parent by parent, under a trace id of the platform's own: the
+    gateway removed the caller's context, and nothing was stored under the caller's id."""
+    started = time.perf_counter()
+    callers_trace, callers_span = secrets.token_hex(16), secrets.token_hex(8)
+    task = run_the_agent_flow(api_key, {"traceparent": f"00-{callers_trace}-{callers_span}-01"})
+    with local_stack.jaeger_query() as jaeger:
+        deadline = time.monotonic() + 120  # the services export every 5 s, the collector batches
+        while True:
+            found = traces.task_trace(jaeger, task["id"])
+            services = {s.service for t in found for s in traces.from_jaeger(t) if s.kind == "server"}
+            if (len(found) == 1 and services >= set(FLOW)) or time.monotonic() > deadline:
+                break
+            time.sleep(3)
+        assert len(found) == 1 and services >= set(FLOW), (len(found), services)
+        assert local_stack.jaeger_get(jaeger, f"/api/traces/{callers_trace}")[0] == 404
+    trace_id = found[0]["traceID"]
+    spans = traces.from_jaeger(found[0])
+    assert trace_id != callers_trace and {s.trace_id for s in spans} == {trace_id}
+    by_id = {s.span_id: s for s in spans}
+    # One root, the submit request, with no parent: not the caller's span.
+    (root,) = [s for s in spans if s.parent_span_id not in by_id]
+    assert (root.service, root.kind, root.name, root.parent_span_id) == (
+        "mcp-agents",
+        "server",
+        "POST /agents/tasks",
+        None,
+    )
+    process = next(s for s in spans if s.name == "process agents:tasks")
+    assert process.attributes["sophia.task.id"] == task["id"]
+    hops = set()
+    for span in spans:
+        parent = by_id.get(span.parent_span_id or "")
+        if parent is not None and parent.service != span.service:
+            assert (parent.kind, span.kind) == ("client", "server"), (parent, span)
+            hops.add((parent.service, span.service))
+    assert {("mcp-agents", "agno-coordinator"), ("mcp-agents", "mcp-github"), ("mcp-github", "mcp-context")} <= hops
+    # The worker's log line of the finished task carries the same trace id.
+    logs = kubectl("-n", "sophia", "logs", "-l", "app.kubernetes.io/name=mcp-agents", "--tail=-1").stdout
+    finished = [json.loads(line) for line in logs.splitlines() if '"task_finished"' in line and task["id"] in line]
+    assert finished and finished[0]["trace_id"] == trace_id, finished
+    print(f"trace {trace_id} ({len(spans)} spans)", *traces.tree(spans), sep="\n")
+    timings.append(("trace in jaeger", time.perf_counter() - started))
 
 
 def _connect_from(pod_args: list[str], host: str, port: int) -> bool:

@@ -353,6 +353,16 @@ class ShutdownConfig(_Strict):
         return Shutdown(**self.model_dump())
 
 
+class TracingWorkload(_Strict):
+    # Requests in place of components/tracing.py's (both cpu and memory); the limits stay its own.
+    # The local stack's node has 2 cores.
+    requests: ResourceAmounts | None = None
+
+
+class TracingCollector(TracingWorkload):
+    max_replicas: int = Field(10, ge=1, le=100)  # its HPA's maximum
+
+
 class Tracing(_Strict):
     """Distributed tracing (components/tracing.py, sophia_chassis.tracing): the collector and
     Jaeger deploy, and every service exports its spans to the collector."""
@@ -362,6 +372,13 @@ class Tracing(_Strict):
     sample_ratio: float = Field(1.0, ge=0, le=1)
     retention_hours: int = Field(168, ge=1, le=24 * 90)
     storage: str = "20Gi"
+    collector: TracingCollector = TracingCollector()
+    jaeger: TracingWorkload = TracingWorkload()
+    # Whether the gateway passes a caller's W3C trace context (traceparent, tracestate, baggage) on
+    # to the services. Off: the gateway removes it, so nobody outside can force a trace to be kept
+    # or choose its id; each request starts its own, sampled at sample_ratio. On only behind a
+    # front end of your own that starts the traces.
+    trust_caller_context: bool = False
 
 
 # S3-compatible object storage settings (backups, Loki's chunks).

@@ -12,7 +12,15 @@ from pathlib import Path
 from components import pgbouncer, qdrant, redis
 from components.image import ImageBuild, ImageSource
 from components.service import peak_pods
-from components.spec import ServiceSpec, cpu_millicores, memory_bytes, replica_bounds_problem
+from components.spec import (
+    ResourceAmounts,
+    Resources,
+    ServiceSpec,
+    cpu_millicores,
+    memory_bytes,
+    replica_bounds_problem,
+)
+from components.tracing import COLLECTOR_RESOURCES, JAEGER_RESOURCES
 from infra.config import ALERT_SECRETS, NAMESPACE, ConfigError, ServiceOverride, StackConfig
 from infra.discovery import service_callers
 
@@ -69,9 +77,45 @@ def with_override(spec: ServiceSpec, override: ServiceOverride | None) -> Servic
     }
     scaling = spec.scaling.model_copy(update={k: v for k, v in given.items() if v is not None})
     update: dict[str, object] = {"scaling": scaling}
-    if override.requests is not None:
-        update["resources"] = spec.resources.model_copy(update={"requests": override.requests})
+    update["resources"] = with_requests(spec.resources, override.requests)
     return spec.model_copy(update=update)
+
+
+def with_requests(resources: Resources, requests: ResourceAmounts | None) -> Resources:
+    """The stack's requests in place of a workload's own (checked against its limits afterwards)."""
+    return resources if requests is None else resources.model_copy(update={"requests": requests})
+
+
+def requests_problems(key: str, resources: Resources, where: str) -> list[str]:
+    requests, limits = resources.requests, resources.limits
+    return [
+        f"{key}.requests.{kind}: {getattr(requests, kind)} is above the limit "
+        f"{getattr(limits, kind)} ({where}); a request must not exceed its limit"
+        for kind, amount in (("cpu", cpu_millicores), ("memory", memory_bytes))
+        if amount(getattr(requests, kind)) > amount(getattr(limits, kind))
+    ]
+
+
+def collector_min_replicas(config: StackConfig) -> int:
+    return PROD_MIN_REPLICAS if config.is_prod else 1
+
+
+def tracing_problems(config: StackConfig) -> list[str]:
+    """The trace pipeline's requests within its limits (components/tracing.py), and the collector's
+    HPA maximum at least its minimum."""
+    if not config.tracing.enabled:
+        return []
+    key, where = f"{NAMESPACE}:tracing", "components/tracing.py sets the limits"
+    problems = requests_problems(
+        f"{key}.collector", with_requests(COLLECTOR_RESOURCES, config.tracing.collector.requests), where
+    ) + requests_problems(f"{key}.jaeger", with_requests(JAEGER_RESOURCES, config.tracing.jaeger.requests), where)
+    lo, hi = collector_min_replicas(config), config.tracing.collector.max_replicas
+    if hi < lo:
+        problems.append(
+            f"{key}.collector.max_replicas: {hi} is below the collector's minimum of {lo} replicas in "
+            f"{config.environment}; set it to {lo} or more"
+        )
+    return problems
 
 
 def scaling_problems(config: StackConfig, spec: ServiceSpec) -> list[str]:
@@ -84,13 +128,7 @@ def scaling_problems(config: StackConfig, spec: ServiceSpec) -> list[str]:
     bounds = replica_bounds_problem(lo, hi)
     if bounds:
         problems.append(f"{key}.{bounds} ({where})")
-    requests, limits = spec.resources.requests, spec.resources.limits
-    for kind, amount in (("cpu", cpu_millicores), ("memory", memory_bytes)):
-        if amount(getattr(requests, kind)) > amount(getattr(limits, kind)):
-            problems.append(
-                f"{key}.requests.{kind}: {getattr(requests, kind)} is above the limit "
-                f"{getattr(limits, kind)} ({where}); a request must not exceed its limit"
-            )
+    problems += requests_problems(key, spec.resources, where)
     if config.is_prod and lo < PROD_MIN_REPLICAS:
         problems.append(
             f"{key}.min_replicas: prod needs at least {PROD_MIN_REPLICAS} replicas for availability "
@@ -197,6 +235,7 @@ def plan_services(
             if key not in secrets_available
         ]
     problems += gpu_capacity_problems(config, planned)
+    problems += tracing_problems(config)
     if config.environment != "local" and config.logs.storage == "s3":
         problems += [
             f"{NAMESPACE}:secrets.{key}: logs go to S3 but the stack has no key for Loki; add it to "

@@ -44,7 +44,7 @@ from components.service import (
     peak_pods,
 )
 from components.spec import Resources, ServiceSpec, cpu_millicores, memory_bytes
-from components.tracing import Tracing, TracingArgs
+from components.tracing import COLLECTOR_RESOURCES, JAEGER_RESOURCES, Tracing, TracingArgs
 from components.upstreams import UPSTREAMS, Upstreams, UpstreamsArgs
 from components.workload import Connection, ObjectStorage, cluster_host, labels_for
 from infra.config import ALERT_SECRETS, StackConfig
@@ -56,7 +56,9 @@ from infra.plan import (
     LOKI_KEYS,
     REPO_ROOT,
     PlannedService,
+    collector_min_replicas,
     upstreams_image,
+    with_requests,
 )
 
 LOCAL_KEY_SECRET = "local-api-key"
@@ -572,6 +574,7 @@ def _ingress(
             create_routes=config.install_charts or config.local_crds,
             nginx_policies=config.install_charts,
             crds=crds,
+            trust_trace_context=config.tracing.trust_caller_context,
         ),
         opts=cluster.inside("ingress", *services.values()),
     )
@@ -586,9 +589,12 @@ def _tracing(config: StackConfig, planned: list[PlannedService], cluster: Cluste
             namespace=config.namespaces.observability,
             services_namespace=config.namespaces.services,
             services=[p.spec.name for p in planned],
-            collector_replicas=2 if config.is_prod else 1,
+            collector_replicas=collector_min_replicas(config),
+            collector_max_replicas=config.tracing.collector.max_replicas,
             retention_hours=config.tracing.retention_hours,
             storage=config.tracing.storage,
+            collector_resources=with_requests(COLLECTOR_RESOURCES, config.tracing.collector.requests),
+            jaeger_resources=with_requests(JAEGER_RESOURCES, config.tracing.jaeger.requests),
             storage_class=config.data_settings.storage_class,
         ),
         opts=cluster.inside("observability"),

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +97,53 @@ def client():
     return Client(KubeConfig.from_file(str(KUBECONFIG)), field_manager="sophia-e2e")
 
 
+@contextmanager
+def jaeger_query() -> Iterator[str]:
+    """The base URL of the local stack's Jaeger query API on a free local port, for as long as the
+    block runs: `kubectl port-forward` enters the pod's own network namespace (its NetworkPolicy
+    admits queries from the observability namespace only)."""
+    proc = subprocess.Popen(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(KUBECONFIG),
+            "-n",
+            "sophia-observability",
+            "port-forward",
+            "svc/jaeger",
+            ":16686",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""  # "Forwarding from 127.0.0.1:41234 -> 16686"
+        found = re.search(r"127\.0\.0\.1:(\d+)", line)
+        if not found:
+            raise RuntimeError(
+                f"kubectl port-forward to Jaeger failed: {line}{proc.stderr.read() if proc.stderr else ''}"
+            )
+        yield f"http://127.0.0.1:{found.group(1)}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def jaeger_get(base: str, path: str, **params: str) -> tuple[int, dict[str, Any]]:
+    """A GET of Jaeger's query API (HTTP JSON, /api/...); (status, body), {} for an error's body."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    url = f"{base}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+    try:
+        with urllib.request.urlopen(url, timeout=15) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
 def running_summary() -> list[str]:
     """One line per namespace of ours: workloads ready/desired, and where GPU pods run."""
     from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
@@ -141,6 +191,9 @@ LOCAL_NOT_DEPLOYED = [
     "(redis 7.0, pgbouncer 1.18, ...) under the public names (toolchain/image-build.sh mirror)",
     "the model API, GitHub and HubSpot are stand-ins (the tests' fakes, pod sophia-data/upstreams; "
     "sophia:local_upstreams): no route off this machine, no keys",
+    "the OpenTelemetry Collector and Jaeger images are built from their Go modules (toolchain/build.sh: "
+    "a Collector distribution of the components the stack uses; Jaeger without its UI, whose query API "
+    "answers on port 16686) under the public names",
 ]
 # Locally the Gateway and routes are served, by Traefik in NGF's place (toolchain/node.sh).
 LOCAL_GATEWAY = "the Gateway and HTTPRoutes are served locally by Traefik (make up step 5) instead"

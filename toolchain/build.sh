@@ -8,6 +8,7 @@
 #         pulumi pulumi-language-python pulumi-resource-kubernetes
 #         real node (pins in node.env): kubelet kube-proxy pause registry coredns traefik
 #         kube-router metrics-server node-images
+#         the local stack's trace pipeline (pins in tracing.env): jaeger otelcol tracing-images
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +16,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/versions.env"
 # shellcheck source=node.env
 source "$HERE/node.env"
+# shellcheck source=tracing.env
+source "$HERE/tracing.env"
 CACHE="${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$TOOLCHAIN_VERSION"
 BIN="$CACHE/bin" SRC="$CACHE/src" LOGS="$CACHE/logs"
 mkdir -p "$BIN" "$SRC" "$LOGS"
@@ -236,6 +239,35 @@ recipe_node_images() {
   buildah commit --rm "$c" "docker-archive:$dest/metrics-server.tar:sophia.local/metrics-server:$METRICS_SERVER_VERSION"
 }
 
+# ---------------------------------------------------------------- the trace pipeline (tracing.env)
+# Jaeger v2 inside its own module. Its UI (a React app built with npm, embedded at build time) is
+# left out: the binary serves Jaeger's placeholder page there, and the query API as upstream's.
+recipe_jaeger() {
+  upstream_build jaeger "$JAEGER_MODULE" "$JAEGER_MODULE_VERSION" ./cmd/jaeger \
+    "-X $JAEGER_MODULE/internal/version.latestVersion=v$JAEGER_VERSION"
+}
+# The Collector: the distribution its builder generated into toolchain/tracing (manifest.yaml).
+recipe_otelcol() { gobuild otelcol .; }
+
+# Their images, from scratch with buildah, laid out as upstream's (entrypoint, user 10001) and
+# named as the program names them (components/tracing.py), so the local stack runs the same
+# objects as dev and prod; node.sh imports the docker-archives into the node's containerd.
+recipe_tracing_images() {
+  command -v buildah >/dev/null || { echo "buildah is not installed (apt-packages.txt)"; return 1; }
+  local dest="$CACHE/share/images" c
+  mkdir -p "$dest"
+  c="$(buildah from scratch)"
+  buildah copy "$c" "$BIN/otelcol" /otelcol
+  buildah config --entrypoint '["/otelcol"]' --cmd '--config=/etc/otelcol/config.yaml' --user 10001:10001 "$c"
+  rm -f "$dest/otel-collector.tar"
+  buildah commit --rm "$c" "docker-archive:$dest/otel-collector.tar:docker.io/otel/opentelemetry-collector:$COLLECTOR_VERSION"
+  c="$(buildah from scratch)"
+  buildah copy "$c" "$BIN/jaeger" /cmd/jaeger/jaeger-linux
+  buildah config --entrypoint '["/cmd/jaeger/jaeger-linux"]' --user 10001:10001 "$c"
+  rm -f "$dest/jaeger.tar"
+  buildah commit --rm "$c" "docker-archive:$dest/jaeger.tar:docker.io/jaegertracing/jaeger:$JAEGER_VERSION"
+}
+
 # ---------------------------------------------------------------- pieces
 main() {
   exec 9>"$CACHE/.lock"
@@ -245,7 +277,8 @@ main() {
   fi
   local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok crds
              pulumi pulumi-language-python pulumi-resource-kubernetes
-             kubelet kube-proxy pause registry coredns traefik kube-router metrics-server node-images)
+             kubelet kube-proxy pause registry coredns traefik kube-router metrics-server node-images
+             jaeger otelcol tracing-images)
   [ $# -gt 0 ] && all=("$@")
   local node_fp="$HERE/node.env"
   local node_images_fp="$HERE/node.env $BIN/pause $BIN/coredns $BIN/metrics-server"
@@ -277,6 +310,10 @@ main() {
         metrics-server ../share/metrics-server/deployment.yaml ;;
       node-images) FP_EXTRA="$node_images_fp" step node-images "pause, coredns, metrics-server" addons \
         ../share/images/pause.tar ../share/images/coredns.tar ../share/images/metrics-server.tar ;;
+      jaeger) FP_EXTRA="$HERE/tracing.env" step jaeger "v$JAEGER_VERSION (module v$JAEGER_MODULE_VERSION)" addons jaeger ;;
+      otelcol) FP_EXTRA="$HERE/tracing.env" step otelcol "v$COLLECTOR_VERSION" tracing otelcol ;;
+      tracing-images) FP_EXTRA="$HERE/tracing.env $BIN/jaeger $BIN/otelcol" step tracing-images \
+        "jaeger, otel-collector" addons ../share/images/jaeger.tar ../share/images/otel-collector.tar ;;
       *) echo "[toolchain] unknown piece: $piece" >&2; return 2 ;;
     esac
   done

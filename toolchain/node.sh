@@ -15,6 +15,8 @@
 
 # shellcheck source=node.env
 source "$HERE/node.env"
+# shellcheck source=tracing.env
+source "$HERE/tracing.env"
 CTR=(ctr --address "$CONTAINERD_SOCK" --namespace k8s.io)
 # Where pods reach the API server (the `kubernetes` Service's endpoint): the node's address on
 # 443, the port the services' egress policy allows towards it (sophia:auth.api_server_ports).
@@ -34,6 +36,7 @@ node_need() {
   done
   [ -f "$SHARE/images/pause.tar" ] && [ -f "$SHARE/images/coredns.tar" ] && [ -f "$SHARE/images/metrics-server.tar" ] \
     || missing+=("node images")
+  [ -f "$SHARE/images/otel-collector.tar" ] && [ -f "$SHARE/images/jaeger.tar" ] || missing+=("tracing images")
   [ ${#missing[@]} -eq 0 ] || die "real node: missing ${missing[*]}; run toolchain/build.sh and scripts/bootstrap.sh"
 }
 
@@ -229,6 +232,26 @@ storage:
 http:
   addr: 127.0.0.1:$REGISTRY_PORT
 EOF
+}
+
+# The trace pipeline's images (toolchain/build.sh tracing-images), pushed to the local registry
+# under the names the program gives them: their pods pull on every start (imagePullPolicy Always,
+# as in dev and prod), and docker.io resolves to this registry only. Pushed once per build of the
+# archive (a marker tag named after its checksum); the registry keeps them across "make down".
+node_tracing_images() {
+  local item tar ref repo marker
+  wait_for registry 30 curl -sf "http://127.0.0.1:$REGISTRY_PORT/v2/" || die "the registry did not start; see $LOGS/registry.log"
+  for item in "otel-collector|otel/opentelemetry-collector:$COLLECTOR_VERSION" "jaeger|jaegertracing/jaeger:$JAEGER_VERSION"; do
+    tar="$SHARE/images/${item%%|*}.tar" ref="${item#*|}" repo="${ref%%:*}"
+    marker="sophia-$(sha256sum "$tar" | cut -c1-12)"
+    curl -sfI "http://127.0.0.1:$REGISTRY_PORT/v2/$repo/manifests/$marker" >/dev/null && continue
+    "${CTR[@]}" images import "$tar" >/dev/null
+    "${CTR[@]}" images tag --force "docker.io/$ref" "127.0.0.1:$REGISTRY_PORT/$ref" >/dev/null
+    "${CTR[@]}" images tag --force "docker.io/$ref" "127.0.0.1:$REGISTRY_PORT/$repo:$marker" >/dev/null
+    "${CTR[@]}" images push --plain-http "127.0.0.1:$REGISTRY_PORT/$ref" >/dev/null
+    "${CTR[@]}" images push --plain-http "127.0.0.1:$REGISTRY_PORT/$repo:$marker" >/dev/null
+    log "pushed $ref (built from source by toolchain/build.sh) to the local registry"
+  done
 }
 
 # ------------------------------------------------------------------ add-ons
@@ -457,6 +480,7 @@ node_up() {
       log "imported sophia.local/$img into the node's containerd"
     fi
   done
+  node_tracing_images
 
   start kubelet --config="$NODE/kubelet-config.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
     --root-dir="$NODE/kubelet" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \

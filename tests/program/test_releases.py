@@ -10,11 +10,16 @@ from typing import Any
 
 import pytest
 
+from components.ingress import TRACE_CONTEXT_HEADERS
 from infra.config import ConfigError
 from infra.render import DYNAMIC_RESOURCE, kubernetes_objects, offline_config, run_program
 from tests.program.conftest import find, render_objects
 
 DEDUPE = "memory-search-dedupe"
+STRIP_TRACE_CONTEXT = {
+    "type": "RequestHeaderModifier",
+    "requestHeaderModifier": {"remove": list(TRACE_CONTEXT_HEADERS)},
+}
 
 
 def by_identity(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -160,6 +165,7 @@ def test_rolling_back_or_promoting_a_canary_is_a_config_change() -> None:
         {
             "matches": [{"path": {"type": "PathPrefix", "value": "/github"}}],
             "backendRefs": [{"name": "mcp-github", "namespace": "sophia", "port": 80}],
+            "filters": [STRIP_TRACE_CONTEXT],
         }
     ]
     assert not [o for o in base if o["metadata"]["name"] == "mcp-github-canary"]

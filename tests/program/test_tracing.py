@@ -13,13 +13,15 @@ import structlog
 import yaml
 from opentelemetry.sdk.trace import TracerProvider
 
-from components.tracing import COLLECTOR_IMAGE, JAEGER_IMAGE, OTLP_GRPC, OTLP_HTTP
+from components.ingress import TRACE_CONTEXT_HEADERS
+from components.tracing import COLLECTOR_IMAGE, HEALTH, JAEGER_IMAGE, OTLP_GRPC, OTLP_HTTP, collector_config
 from infra.config import ConfigError, parse_stack_config
 from infra.discovery import discover
+from infra.plan import REPO_ROOT
 from infra.render import helm_releases, offline_config, run_program
 from sophia_chassis.logs import configure_logging
 
-from .conftest import find
+from .conftest import find, render_objects
 
 COLLECTOR_URL = "http://otel-collector.sophia-observability.svc.cluster.local:4318"
 
@@ -69,6 +71,12 @@ def test_jaeger_keeps_traces_on_its_own_volume_for_the_retention(rendered: dict[
     mounted = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert {badger["directories"]["keys"].rsplit("/", 1)[0]} <= mounted
     assert config["exporters"]["jaeger_storage_exporter"]["trace_storage"] == "traces"
+    # Probed where its health check answers (healthcheckv2's root is a 404: the pod would never be Ready).
+    health = config["extensions"]["healthcheckv2"]["http"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = pod["containers"][0][probe]["httpGet"]
+        assert (get["path"], get["port"]) == (health["status"]["path"], "health") and health["status"]["enabled"]
+    assert health["endpoint"].endswith(f":{HEALTH}")
 
 
 @pytest.mark.parametrize("stack,ratio", [("dev", "1.0"), ("prod", "0.1")])
@@ -127,11 +135,98 @@ def test_grafana_links_a_log_line_to_its_trace_and_a_span_to_its_log_lines(capsy
     assert re.search(derived["matcherRegex"], line).group(1) == f"{span.get_span_context().trace_id:032x}"
 
 
-def test_the_local_stack_deploys_no_tracing(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_the_local_stack_traces_everything_on_a_small_share_of_its_node(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
     objects = rendered["local"]
-    assert not [o for o in objects if o["metadata"]["name"] in ("otel-collector", "jaeger")]
     for spec in discover():
-        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in service_env(objects, spec.name)
+        env = service_env(objects, spec.name)
+        assert (env["OTEL_EXPORTER_OTLP_ENDPOINT"], env["TRACE_SAMPLE_RATIO"]) == (COLLECTOR_URL, "1.0"), spec.name
+
+    def resources(name: str) -> dict[str, Any]:
+        return find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]["resources"]
+
+    # Pulumi.local.yaml's requests, components/tracing.py's limits.
+    requests = resources("otel-collector")["requests"]
+    assert (requests["cpu"], requests["memory"]) == ("20m", "64Mi")
+    assert resources("otel-collector")["limits"]["cpu"] == "500m"
+    assert resources("jaeger")["requests"]["cpu"] == "30m" and resources("jaeger")["limits"]["memory"] == "2Gi"
+    hpa = find(objects, "HorizontalPodAutoscaler", "otel-collector")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 2)
+    claim = find(objects, "PersistentVolumeClaim", "jaeger-data")["spec"]
+    assert claim["storageClassName"] == "sophia-local" and claim["resources"]["requests"]["storage"] == "2Gi"
+
+
+def test_the_images_the_program_names_are_the_ones_the_toolchain_builds() -> None:
+    """The local stack runs the Collector and Jaeger built from their Go modules (toolchain/build.sh,
+    pins in toolchain/tracing.env), pushed under the names components/tracing.py gives them."""
+    pins = dict(
+        line.split("=", 1)
+        for line in (REPO_ROOT / "toolchain" / "tracing.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert f"otel/opentelemetry-collector:{pins['COLLECTOR_VERSION']}" == COLLECTOR_IMAGE
+    assert f"jaegertracing/jaeger:{pins['JAEGER_VERSION']}" == JAEGER_IMAGE
+    manifest = yaml.safe_load((REPO_ROOT / "toolchain" / "tracing" / "manifest.yaml").read_text())
+    assert manifest["dist"]["version"] == pins["COLLECTOR_VERSION"]
+    # The distribution has every component the program's collector configuration names.
+    config = collector_config("sophia-observability", 512)
+    gomods = " ".join(
+        c["gomod"] for kind in ("receivers", "processors", "exporters", "extensions") for c in manifest[kind]
+    )
+    for kind, names in (
+        ("receiver", config["receivers"]),
+        ("processor", config["processors"]),
+        ("exporter", config["exporters"]),
+        ("extension", config["extensions"]),
+    ):
+        for name in names:
+            component = {"health_check": "healthcheck"}.get(name, name.replace("_", ""))
+            assert f"/{component}{kind} " in gomods, (kind, name)
+
+
+def test_a_caller_outside_cannot_set_the_trace_context(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Parent-based sampling follows a sampled traceparent: the gateway removes the W3C headers from
+    every route's requests (Gateway API core filter, NGF and Traefik alike), canary rules included."""
+    strip = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": list(TRACE_CONTEXT_HEADERS)}}
+    assert {"traceparent", "tracestate"} <= set(TRACE_CONTEXT_HEADERS)
+    for stack in ("local", "dev", "prod"):
+        routes = [r for r in rendered[stack] if r["kind"] == "HTTPRoute" and r["metadata"]["name"] != "https-redirect"]
+        assert routes, stack
+        for route in routes:
+            for rule in route["spec"]["rules"]:
+                assert rule["filters"] == [strip], (stack, route["metadata"]["name"])
+    canary = {"mcp-github": {"canary": {"weight": 10, "version": "0.2.0"}}}
+    rules = find(render_objects("dev", {"services": canary}), "HTTPRoute", "mcp-github-github")["spec"]["rules"]
+    assert len(rules) == 3 and all(rule["filters"] == [strip] for rule in rules)
+
+
+def test_a_stack_may_trust_its_callers_trace_context() -> None:
+    objects = render_objects("dev", {"tracing": {"trust_caller_context": True}})
+    routes = [r for r in objects if r["kind"] == "HTTPRoute" and r["metadata"]["name"] != "https-redirect"]
+    assert routes and not [rule for r in routes for rule in r["spec"]["rules"] if "filters" in rule]
+
+
+@pytest.mark.parametrize(
+    "tracing,message",
+    [
+        (
+            {"collector": {"requests": {"cpu": "2", "memory": "64Mi"}}},
+            r"sophia:tracing\.collector\.requests\.cpu: 2 is above the limit 500m",
+        ),
+        (
+            {"jaeger": {"requests": {"cpu": "10m", "memory": "4Gi"}}},
+            r"sophia:tracing\.jaeger\.requests\.memory: 4Gi is above the limit 2Gi",
+        ),
+        (
+            {"collector": {"max_replicas": 1}},
+            r"sophia:tracing\.collector\.max_replicas: 1 is below the collector's minimum of 2",
+        ),
+    ],
+)
+def test_bad_tracing_sizes_are_refused_naming_the_key(tracing: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        render_objects("prod", {"tracing": tracing})
 
 
 @pytest.mark.parametrize("ratio", [1.5, -0.1])
