@@ -8,6 +8,8 @@
 #         pulumi pulumi-language-python pulumi-resource-kubernetes
 #         real node (pins in node.env): kubelet kube-proxy pause registry coredns traefik
 #         kube-router metrics-server node-images
+#         monitoring (pins in monitoring.env): prometheus-operator prometheus alertmanager
+#         kube-state-metrics monitoring-images
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +17,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$HERE/versions.env"
 # shellcheck source=node.env
 source "$HERE/node.env"
+# shellcheck source=monitoring.env
+source "$HERE/monitoring.env"
 CACHE="${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$TOOLCHAIN_VERSION"
 BIN="$CACHE/bin" SRC="$CACHE/src" LOGS="$CACHE/logs"
 mkdir -p "$BIN" "$SRC" "$LOGS"
@@ -231,6 +235,78 @@ recipe_node_images() {
   buildah commit --rm "$c" "docker-archive:$dest/metrics-server.tar:sophia.local/metrics-server:$METRICS_SERVER_VERSION"
 }
 
+# ---------------------------------------------------------------- monitoring (monitoring.env)
+# Version stamps as upstream's promu sets them (prometheus/common/version).
+prom_ldflags() { echo "-X github.com/prometheus/common/version.Version=$1 -X github.com/prometheus/common/version.Branch=HEAD -X github.com/prometheus/common/version.BuildUser=sophia-toolchain"; }
+
+# The Prometheus operator and its config reloader, and the operator's CRDs beyond the two the
+# stack applies itself (the `crds` piece): cluster.sh applies them, as kube-prometheus-stack's
+# chart would, so the operator finds every kind it watches.
+recipe_prometheus_operator() {
+  local ld
+  ld="$(prom_ldflags "$PROMETHEUS_OPERATOR_VERSION")"
+  upstream_build prometheus-operator "$PROMETHEUS_OPERATOR_MODULE" "$PROMETHEUS_OPERATOR_VERSION" ./cmd/operator "$ld"
+  upstream_build prometheus-config-reloader "$PROMETHEUS_OPERATOR_MODULE" "$PROMETHEUS_OPERATOR_VERSION" \
+    ./cmd/prometheus-config-reloader "$ld"
+  local dir dest="$CACHE/share/monitoring/crds" f
+  dir="$(GOFLAGS=-mod=mod go mod download -json "$PROMETHEUS_OPERATOR_MODULE@v$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  rm -rf "$dest" && mkdir -p "$dest"
+  for f in "$dir"/example/prometheus-operator-crd/*.yaml; do
+    case "$f" in *_servicemonitors.yaml|*_prometheusrules.yaml) continue ;; esac
+    cp "$f" "$dest/"
+  done
+  chmod 0644 "$dest"/*.yaml
+}
+
+# Prometheus with Kubernetes service discovery only (the operator's configs use nothing else;
+# half the build of every SD), and without the web UI's assets: they are built with npm, which
+# the module does not ship; without the `builtinassets` tag the binary serves the UI from disk
+# (absent here, so / answers 404) and the HTTP API, which is what the stack and the tests use.
+recipe_prometheus() {
+  # GOWORK=off: the module ships a go.work naming the UI's tool modules, which the module leaves out.
+  GOWORK=off GOFLAGS="$GOFLAGS -tags=remove_all_sd,enable_kubernetes_sd" upstream_build prometheus "$PROMETHEUS_MODULE" \
+    "$PROMETHEUS_MODULE_VERSION" ./cmd/prometheus "$(prom_ldflags "$PROMETHEUS_VERSION")"
+}
+
+# Alertmanager embeds its UI (ui/app/dist, built with npm and not in the module), so it builds in a
+# scratch copy of the module where dist holds a one-line page pointing at the API (/api/v2).
+recipe_alertmanager() {
+  local dir scratch="$SRC/alertmanager" d
+  dir="$(GOFLAGS=-mod=mod go mod download -json "$ALERTMANAGER_MODULE@v$ALERTMANAGER_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  [ -n "$dir" ] || { echo "no source for $ALERTMANAGER_MODULE@v$ALERTMANAGER_VERSION"; return 1; }
+  rm -rf "$scratch" && cp -r "$dir" "$scratch" && chmod -R u+w "$scratch"
+  for d in elm mantine; do
+    mkdir -p "$scratch/ui/app/dist/$d"
+    echo '<!doctype html><title>Alertmanager</title><p>Built without its web UI (npm); the API is at /api/v2.' \
+      >"$scratch/ui/app/dist/$d/index.html"
+  done
+  (cd "$scratch" && gobuild alertmanager ./cmd/alertmanager "$(prom_ldflags "$ALERTMANAGER_VERSION")")
+}
+
+# The HPA series of the dashboards' "Replicas vs HPA" panel (kube-prometheus-stack runs it in dev/prod).
+recipe_kube_state_metrics() {
+  upstream_build kube-state-metrics "$KUBE_STATE_METRICS_MODULE" "$KUBE_STATE_METRICS_VERSION" . \
+    "$(prom_ldflags "v$KUBE_STATE_METRICS_VERSION")"
+}
+
+# Their images, from scratch with buildah like node-images (its own piece: node-images' fingerprint
+# is shared), imported into the node's containerd by node.sh.
+recipe_monitoring_images() {
+  command -v buildah >/dev/null || { echo "buildah is not installed (apt-packages.txt)"; return 1; }
+  local dest="$CACHE/share/images" c name version spec
+  mkdir -p "$dest"
+  for spec in "prometheus-operator:$PROMETHEUS_OPERATOR_VERSION" "prometheus-config-reloader:$PROMETHEUS_OPERATOR_VERSION" \
+              "prometheus:$PROMETHEUS_VERSION" "alertmanager:$ALERTMANAGER_VERSION" \
+              "kube-state-metrics:$KUBE_STATE_METRICS_VERSION"; do
+    name="${spec%%:*}" version="${spec#*:}"
+    c="$(buildah from scratch)"
+    buildah copy "$c" "$BIN/$name" "/bin/$name"
+    buildah config --entrypoint "[\"/bin/$name\"]" --user 65534:65534 "$c"
+    rm -f "$dest/$name.tar"
+    buildah commit --rm "$c" "docker-archive:$dest/$name.tar:sophia.local/$name:$version"
+  done
+}
+
 # ---------------------------------------------------------------- pieces
 main() {
   exec 9>"$CACHE/.lock"
@@ -240,10 +316,13 @@ main() {
   fi
   local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok crds
              pulumi pulumi-language-python pulumi-resource-kubernetes
-             kubelet kube-proxy pause registry coredns traefik kube-router metrics-server node-images)
+             kubelet kube-proxy pause registry coredns traefik kube-router metrics-server node-images
+             prometheus-operator prometheus alertmanager kube-state-metrics monitoring-images)
   [ $# -gt 0 ] && all=("$@")
   local node_fp="$HERE/node.env"
   local node_images_fp="$HERE/node.env $BIN/pause $BIN/coredns $BIN/metrics-server"
+  local mon_fp="$HERE/monitoring.env"
+  local mon_images_fp="$mon_fp $BIN/prometheus-operator $BIN/prometheus-config-reloader $BIN/prometheus $BIN/alertmanager $BIN/kube-state-metrics"
   local total=$SECONDS piece
   for piece in "${all[@]}"; do
     case "$piece" in
@@ -271,6 +350,14 @@ main() {
         metrics-server ../share/metrics-server/deployment.yaml ;;
       node-images) FP_EXTRA="$node_images_fp" step node-images "pause, coredns, metrics-server" addons \
         ../share/images/pause.tar ../share/images/coredns.tar ../share/images/metrics-server.tar ;;
+      prometheus-operator) FP_EXTRA="$mon_fp" step prometheus-operator "v$PROMETHEUS_OPERATOR_VERSION" addons \
+        prometheus-operator prometheus-config-reloader ../share/monitoring/crds/monitoring.coreos.com_prometheuses.yaml ;;
+      prometheus) FP_EXTRA="$mon_fp" step prometheus "v$PROMETHEUS_VERSION" addons prometheus ;;
+      alertmanager) FP_EXTRA="$mon_fp" step alertmanager "v$ALERTMANAGER_VERSION" addons alertmanager ;;
+      kube-state-metrics) FP_EXTRA="$mon_fp" step kube-state-metrics "v$KUBE_STATE_METRICS_VERSION" addons kube-state-metrics ;;
+      monitoring-images) FP_EXTRA="$mon_images_fp" step monitoring-images "operator, reloader, prometheus, alertmanager, kube-state-metrics" \
+        addons ../share/images/prometheus.tar ../share/images/alertmanager.tar ../share/images/kube-state-metrics.tar \
+        ../share/images/prometheus-operator.tar ../share/images/prometheus-config-reloader.tar ;;
       *) echo "[toolchain] unknown piece: $piece" >&2; return 2 ;;
     esac
   done
