@@ -25,8 +25,8 @@ from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.ingress import CanaryRoute, Ingress, IngressArgs, RouteSpec
 from components.model_server import RESOURCES as MODEL_SERVER_RESOURCES
 from components.model_server import ModelServer, ModelServerArgs
-from components.namespace import NamespaceArgs, PlatformNamespace, Quota
 from components.monitoring import MonitoringImages
+from components.namespace import NamespaceArgs, PlatformNamespace, Quota
 from components.observability import AlertReceivers, LogStore, Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
 from components.postgres import LocalPostgres, LocalPostgresArgs
