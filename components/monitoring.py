@@ -37,8 +37,10 @@ DISCOVERY_RULES = [
     PolicyRuleArgs(api_groups=[""], resources=["services", "endpoints", "pods"], verbs=["get", "list", "watch"]),
     PolicyRuleArgs(api_groups=["discovery.k8s.io"], resources=["endpointslices"], verbs=["get", "list", "watch"]),
 ]
-# Upstream's ClusterRole for the operator (example/rbac/prometheus-operator, v0.85.0), granted here
-# in the observability namespace only (a RoleBinding), where its custom resources and their pods live.
+# Upstream's ClusterRole for the operator (example/rbac/prometheus-operator, v0.85.0) with its `*`
+# spelled out, granted here in the observability namespace only (a RoleBinding), where its custom
+# resources and the pods made from them live.
+MANAGE = ["get", "list", "watch", "create", "update", "patch", "delete"]
 OPERATOR_RULES = [
     PolicyRuleArgs(
         api_groups=["monitoring.coreos.com"],
@@ -63,10 +65,10 @@ OPERATOR_RULES = [
             "probes",
             "prometheusrules",
         ],
-        verbs=["*"],
+        verbs=MANAGE,
     ),
-    PolicyRuleArgs(api_groups=["apps"], resources=["statefulsets", "daemonsets"], verbs=["*"]),
-    PolicyRuleArgs(api_groups=[""], resources=["configmaps", "secrets"], verbs=["*"]),
+    PolicyRuleArgs(api_groups=["apps"], resources=["statefulsets", "daemonsets"], verbs=MANAGE),
+    PolicyRuleArgs(api_groups=[""], resources=["configmaps", "secrets"], verbs=MANAGE),
     PolicyRuleArgs(api_groups=[""], resources=["pods"], verbs=["list", "delete"]),
     PolicyRuleArgs(
         api_groups=[""], resources=["services", "services/finalizers"], verbs=["get", "create", "update", "delete"]
@@ -372,7 +374,10 @@ class LocalMonitoring(pulumi.ComponentResource):
         container.security_context = wl.container_security(NOBODY)
         return k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata=w.meta(),
+            # Its token is what it works with: both are clients of the API server.
+            metadata=w.meta(
+                annotations={"checkov.io/skip1": "CKV_K8S_38=a controller/exporter of the API server's objects"}
+            ),
             spec=DeploymentSpecArgs(
                 replicas=1,
                 selector=LabelSelectorArgs(match_labels=w.selector),
