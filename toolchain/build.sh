@@ -240,22 +240,33 @@ recipe_node_images() {
 prom_ldflags() { echo "-X github.com/prometheus/common/version.Version=$1 -X github.com/prometheus/common/version.Branch=HEAD -X github.com/prometheus/common/version.BuildUser=sophia-toolchain"; }
 
 # The Prometheus operator and its config reloader, and the operator's CRDs beyond the two the
-# stack applies itself (the `crds` piece): cluster.sh applies them, as kube-prometheus-stack's
+# stack applies itself (the `crds` piece): node.sh applies them, as kube-prometheus-stack's
 # chart would, so the operator finds every kind it watches.
+# The module replaces its API and client packages with ./pkg/apis/monitoring and ./pkg/client,
+# nested modules its zip leaves out: it builds in a scratch copy holding those two modules at
+# the same version (what the replaces point at in the repository's tree).
 recipe_prometheus_operator() {
-  local ld
+  local mod="$PROMETHEUS_OPERATOR_MODULE" ver="v$PROMETHEUS_OPERATOR_VERSION" scratch="$SRC/prometheus-operator" sub ld
   ld="$(prom_ldflags "$PROMETHEUS_OPERATOR_VERSION")"
-  upstream_build prometheus-operator "$PROMETHEUS_OPERATOR_MODULE" "$PROMETHEUS_OPERATOR_VERSION" ./cmd/operator "$ld"
-  upstream_build prometheus-config-reloader "$PROMETHEUS_OPERATOR_MODULE" "$PROMETHEUS_OPERATOR_VERSION" \
-    ./cmd/prometheus-config-reloader "$ld"
-  local dir dest="$CACHE/share/monitoring/crds" f
-  dir="$(GOFLAGS=-mod=mod go mod download -json "$PROMETHEUS_OPERATOR_MODULE@v$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
-  rm -rf "$dest" && mkdir -p "$dest"
-  for f in "$dir"/example/prometheus-operator-crd/*.yaml; do
+  rm -rf "$scratch" && cp -r "$(moddir_at "$mod" "$ver")" "$scratch" || return 1
+  for sub in pkg/apis/monitoring pkg/client; do
+    mkdir -p "$(dirname "$scratch/$sub")" && cp -r "$(moddir_at "$mod/$sub" "$ver")" "$scratch/$sub" || return 1
+  done
+  chmod -R u+w "$scratch"
+  (cd "$scratch" && gobuild prometheus-operator ./cmd/operator "$ld" \
+    && gobuild prometheus-config-reloader ./cmd/prometheus-config-reloader "$ld") || return 1
+  local dest="$CACHE/share/monitoring/crds" f
+  rm -rf "$dest" && mkdir -p "$dest" || return 1
+  for f in "$scratch"/example/prometheus-operator-crd/*.yaml; do
     case "$f" in *_servicemonitors.yaml|*_prometheusrules.yaml) continue ;; esac
-    cp "$f" "$dest/"
+    cp "$f" "$dest/" || return 1
   done
   chmod 0644 "$dest"/*.yaml
+}
+# moddir_at MODULE VERSION: its source in the module cache (downloaded first; verified against go.sum's
+# checksum database on download).
+moddir_at() {
+  GOFLAGS=-mod=mod go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)",/\1/p' | grep . || { echo "no source for $1@$2" >&2; return 1; }
 }
 
 # Prometheus with Kubernetes service discovery only (the operator's configs use nothing else;
@@ -272,13 +283,12 @@ recipe_prometheus() {
 # scratch copy of the module where dist holds a one-line page pointing at the API (/api/v2).
 recipe_alertmanager() {
   local dir scratch="$SRC/alertmanager" d
-  dir="$(GOFLAGS=-mod=mod go mod download -json "$ALERTMANAGER_MODULE@v$ALERTMANAGER_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
-  [ -n "$dir" ] || { echo "no source for $ALERTMANAGER_MODULE@v$ALERTMANAGER_VERSION"; return 1; }
-  rm -rf "$scratch" && cp -r "$dir" "$scratch" && chmod -R u+w "$scratch"
+  dir="$(moddir_at "$ALERTMANAGER_MODULE" "v$ALERTMANAGER_VERSION")" || return 1
+  rm -rf "$scratch" && cp -r "$dir" "$scratch" && chmod -R u+w "$scratch" || return 1
   for d in elm mantine; do
     mkdir -p "$scratch/ui/app/dist/$d"
     echo '<!doctype html><title>Alertmanager</title><p>Built without its web UI (npm); the API is at /api/v2.' \
-      >"$scratch/ui/app/dist/$d/index.html"
+      >"$scratch/ui/app/dist/$d/index.html" || return 1
   done
   (cd "$scratch" && gobuild alertmanager ./cmd/alertmanager "$(prom_ldflags "$ALERTMANAGER_VERSION")")
 }
@@ -299,11 +309,11 @@ recipe_monitoring_images() {
               "prometheus:$PROMETHEUS_VERSION" "alertmanager:$ALERTMANAGER_VERSION" \
               "kube-state-metrics:$KUBE_STATE_METRICS_VERSION"; do
     name="${spec%%:*}" version="${spec#*:}"
-    c="$(buildah from scratch)"
-    buildah copy "$c" "$BIN/$name" "/bin/$name"
-    buildah config --entrypoint "[\"/bin/$name\"]" --user 65534:65534 "$c"
+    c="$(buildah from scratch)" || return 1
+    buildah copy "$c" "$BIN/$name" "/bin/$name" >/dev/null || return 1
+    buildah config --entrypoint "[\"/bin/$name\"]" --user 65534:65534 "$c" || return 1
     rm -f "$dest/$name.tar"
-    buildah commit --rm "$c" "docker-archive:$dest/$name.tar:sophia.local/$name:$version"
+    buildah commit --rm "$c" "docker-archive:$dest/$name.tar:sophia.local/$name:$version" || return 1
   done
 }
 
