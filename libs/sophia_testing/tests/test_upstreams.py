@@ -47,7 +47,9 @@ def test_a_stand_in_can_be_made_slow_and_fast_again() -> None:
             return time.perf_counter() - started
 
         assert timed() < 0.4
-        assert httpx.post(f"{hubspot}/_upstream/latency", json={"seconds": 0.5}, headers=auth).json() == {"seconds": 0.5}
+        assert httpx.post(f"{hubspot}/_upstream/latency", json={"seconds": 0.5}, headers=auth).json() == {
+            "seconds": 0.5
+        }
         assert timed() >= 0.5
         assert httpx.post(f"{hubspot}/_upstream/latency", json={"seconds": 0}, headers=auth).status_code == 200
         assert timed() < 0.4
