@@ -74,11 +74,13 @@ OPERATOR_RULES = [
         api_groups=[""], resources=["services", "services/finalizers"], verbs=["get", "create", "update", "delete"]
     ),
     PolicyRuleArgs(api_groups=[""], resources=["endpoints"], verbs=["get", "create", "update", "delete"]),
-    PolicyRuleArgs(api_groups=[""], resources=["events"], verbs=["patch", "create"]),
     PolicyRuleArgs(api_groups=["networking.k8s.io"], resources=["ingresses"], verbs=["get", "list", "watch"]),
 ]
-# ...and what is cluster-wide by nature: namespaces (its namespace selectors) and storage classes.
+# ...and what it checks cluster-wide (seen running it against the local API server as its service
+# account: without `events` there it emits none): namespaces (its namespace selectors), storage
+# classes and events.
 OPERATOR_CLUSTER_RULES = [
+    PolicyRuleArgs(api_groups=[""], resources=["events"], verbs=["patch", "create"]),
     PolicyRuleArgs(api_groups=[""], resources=["namespaces"], verbs=["get", "list", "watch"]),
     PolicyRuleArgs(api_groups=["storage.k8s.io"], resources=["storageclasses"], verbs=["get"]),
 ]
