@@ -19,6 +19,7 @@ import pulumi_kubernetes as k8s
 from pulumi_kubernetes.helm.v3 import ReleaseArgs, RepositoryOptsArgs
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
+from components.monitoring import LocalMonitoring, LocalMonitoringArgs, MonitoringImages
 from components.spec import ServiceObservability
 from components.workload import (
     SCRAPE_LABEL,
@@ -51,6 +52,8 @@ DURATION = "http_request_duration_seconds"
 SERVICE_ALERTS_GROUP = "sophia-ai"
 # The JSON field and value the chassis puts on audit events (sophia_chassis.audit.STREAM).
 AUDIT_LABEL, AUDIT_STREAM = "stream", "audit"
+# The labels of our ServiceMonitors and PrometheusRules; the local stack's Prometheus selects by them.
+MONITORING_LABELS = labels_for("observability", "monitoring")
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,9 @@ class ObservabilityArgs:
     alert_receivers: AlertReceivers = AlertReceivers()
     # Jaeger's query API (components/tracing.py), when the stack traces: Grafana's trace data source.
     jaeger_url: str | None = None
+    # Without charts (local): the operator, Prometheus, Alertmanager and kube-state-metrics from these
+    # images (components/monitoring.py) read the ServiceMonitors and rules instead; None: nothing does.
+    local_monitoring: MonitoringImages | None = None
 
 
 def slow_ratio(window: str, threshold: float, services: Sequence[str]) -> str:
@@ -305,13 +311,19 @@ def dashboard(service: str, declared: ServiceObservability = ServiceObservabilit
     own = {panel.title: [q.replace("{sel}", "{" + sel + "}") for q in panel.queries] for panel in declared.panels}
     targets = {
         "Requests per second": [f"sum(rate({REQUESTS}{{{sel}}}[5m]))"],
-        "Error ratio (5xx)": [f'sum(rate({REQUESTS}{{{sel},status=~"5.."}}[5m])) / sum(rate({REQUESTS}{{{sel}}}[5m]))'],
+        # A service that never answered 5xx has no 5xx series: 0 then, not "no data" (`or` the same
+        # sum times 0); no traffic at all still shows no data, as the ratio is undefined.
+        "Error ratio (5xx)": [
+            f'(sum(rate({REQUESTS}{{{sel},status=~"5.."}}[5m])) or 0 * sum(rate({REQUESTS}{{{sel}}}[5m])))'
+            f" / sum(rate({REQUESTS}{{{sel}}}[5m]))"
+        ],
         # Stable and canary side by side (one line while only a stable track runs).
         "Requests per second, by track and version": [
             f"sum by ({TRACK_SERIES_LABEL}, {VERSION_SERIES_LABEL}) (rate({REQUESTS}{{{sel}}}[5m]))"
         ],
         "Error ratio (5xx), by track": [
-            f'sum by ({TRACK_SERIES_LABEL}) (rate({REQUESTS}{{{sel},status=~"5.."}}[5m]))'
+            f'(sum by ({TRACK_SERIES_LABEL}) (rate({REQUESTS}{{{sel},status=~"5.."}}[5m]))'
+            f" or 0 * sum by ({TRACK_SERIES_LABEL}) (rate({REQUESTS}{{{sel}}}[5m])))"
             f" / sum by ({TRACK_SERIES_LABEL}) (rate({REQUESTS}{{{sel}}}[5m]))"
         ],
         "Latency p50 / p99 (s)": [
@@ -387,13 +399,36 @@ class Observability(pulumi.ComponentResource):
 
         self.not_deployed = []
         if not args.install_charts:
-            self.not_deployed.append(
-                f"observability: {PROMETHEUS_STACK[0]} {PROMETHEUS_STACK[1]}, {LOKI[0]} {LOKI[1]} and {ALLOY[0]} "
-                f"{ALLOY[1]} charts (Helm repositories unreachable offline); the ServiceMonitor, rules and dashboards "
-                "are created but nothing reads them"
-            )
+            crd_ready = pulumi.ResourceOptions(parent=self, depends_on=list(args.crds))
+            local = args.local_monitoring is not None and args.monitoring_resources
+            if local:
+                self.not_deployed.append(
+                    f"observability: {LOKI[0]} {LOKI[1]}, {ALLOY[0]} {ALLOY[1]} and Grafana (Helm repositories "
+                    f"unreachable offline): {PROMETHEUS_STACK[0]}'s operator, Prometheus, Alertmanager and "
+                    "kube-state-metrics run from the toolchain's builds instead; the dashboards are created, "
+                    "their queries answered by Prometheus, but no Grafana shows them"
+                )
+            else:
+                self.not_deployed.append(
+                    f"observability: {PROMETHEUS_STACK[0]} {PROMETHEUS_STACK[1]}, {LOKI[0]} {LOKI[1]} and {ALLOY[0]} "
+                    f"{ALLOY[1]} charts (Helm repositories unreachable offline); the ServiceMonitor, rules and "
+                    "dashboards are created but nothing reads them"
+                )
             if args.monitoring_resources:
-                self._monitoring_resources(name, args, pulumi.ResourceOptions(parent=self, depends_on=list(args.crds)))
+                self._monitoring_resources(name, args, crd_ready)
+            if local:
+                assert args.local_monitoring is not None
+                self.local = LocalMonitoring(
+                    f"{name}-local",
+                    LocalMonitoringArgs(
+                        namespace=ns,
+                        services_namespace=args.services_namespace,
+                        images=args.local_monitoring,
+                        select_labels=MONITORING_LABELS,
+                        alertmanager_config=alertmanager_config(args.alert_receivers),
+                    ),
+                    crd_ready,
+                )
             self.register_outputs({"not_deployed": self.not_deployed})
             return
 
@@ -468,7 +503,7 @@ class Observability(pulumi.ComponentResource):
     @staticmethod
     def _monitoring_resources(name: str, args: ObservabilityArgs, crd_ready: pulumi.ResourceOptions) -> None:
         ns = args.namespace
-        labels = labels_for("observability", "monitoring")
+        labels = MONITORING_LABELS
         k8s.apiextensions.CustomResource(
             f"{name}-service-monitor",
             api_version="monitoring.coreos.com/v1",

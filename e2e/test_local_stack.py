@@ -10,6 +10,7 @@ import sys
 import time
 
 import local_stack
+import monitoring
 import pytest
 import traces
 from lightkube.generic_resource import create_namespaced_resource
@@ -21,6 +22,7 @@ from lightkube.resources.node_v1 import RuntimeClass
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from steps import CHANGES, OUR_NAMESPACES, failed_rollouts, kubectl, namespaces_left
 
+from components.upstreams import UPSTREAMS
 from infra.discovery import discover
 from infra.stack import LOCAL_TENANT
 
@@ -336,6 +338,87 @@ def test_network_policy_is_enforced(kube, timings) -> None:
     finally:
         kubectl("-n", "sophia", "delete", "pod", "intruder", "--wait=false", check=False)
     timings.append(("network policy", time.perf_counter() - started))
+
+
+# ---------------------------------------------------------------- monitoring that sees it
+SLOW_SERVICE, SLOW_UPSTREAM = "mcp-hubspot", UPSTREAMS["HUBSPOT_ACCESS_TOKEN"]
+BURN_ALERT = "LatencyBudgetBurn1H"  # the fast-burn page: 14.4x the budget over 1 h and 5 min
+
+
+def test_monitoring_sees_the_platform(timings, api_key) -> None:
+    """The local Prometheus (the operator's, configured by the program's ServiceMonitors and rules):
+    every service's target is up; after load through the gateway every dashboard panel's query
+    returns data; a slow dependency (the HubSpot stand-in's latency knob) makes the latency
+    burn-rate alert fire, reach Alertmanager, and resolve once the dependency is fast again."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + 300
+    want = {s.name for s in SERVICES}
+    while True:
+        up = {t["labels"].get("service") for t in monitoring.targets() if t["health"] == "up"}
+        if want <= up or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert want <= up, f"targets not up: {sorted(want - up)}"
+    assert {t["labels"].get("job") for t in monitoring.targets()} >= {"kube-state-metrics"}
+    timings.append(("prometheus scraping every service", time.perf_counter() - started))
+
+    with monitoring.Load(api_key) as load:
+        # Agent work too, so the agents' and the model router's panels have something to show.
+        script_the_model(
+            {"tool_calls": [["context__search_memories", {"query": "deploy freeze", "top_k": 3}]]},
+            {"content": "On Friday."},
+        )
+        status, body = local_stack.through_gateway(
+            "POST",
+            "/agents/tasks",
+            {"goal": "When is the deploy freeze?"},
+            api_key=api_key,
+            headers={"Idempotency-Key": f"e2e-monitoring-{time.time_ns()}"},
+        )
+        assert status == 202, body
+
+        # Every panel's every query, as deployed, against Prometheus; rates need a few scrapes of the load.
+        started = time.perf_counter()
+        boards = monitoring.dashboards()
+        assert set(boards) == {f"{s.name}.json" for s in SERVICES}
+        queries = {
+            (b["title"], p["title"], t["expr"]) for b in boards.values() for p in b["panels"] for t in p["targets"]
+        }
+        deadline = time.monotonic() + 300
+        while True:
+            empty = sorted(q for q in queries if not monitoring.query(q[2]))
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(15)
+        timings.append((f"every dashboard query has data ({len(queries)} queries)", time.perf_counter() - started))
+        assert not empty, "panels without data:\n" + "\n".join(f"{b} / {p}: {e}" for b, p, e in empty)
+
+        # The latency fault: not firing before, firing with the slow dependency, resolved after.
+        assert not monitoring.firing(BURN_ALERT, SLOW_SERVICE), "the burn-rate alert fires before any fault"
+        monitoring.set_latency(SLOW_UPSTREAM.port, 0.5, SLOW_UPSTREAM.token)
+        fault = time.perf_counter()
+        try:
+            deadline = time.monotonic() + 480
+            while not monitoring.firing(BURN_ALERT, SLOW_SERVICE) and time.monotonic() < deadline:
+                time.sleep(5)
+            assert monitoring.firing(BURN_ALERT, SLOW_SERVICE), f"{BURN_ALERT} did not fire for {SLOW_SERVICE}"
+            timings.append((f"{BURN_ALERT} firing after the fault", time.perf_counter() - fault))
+            deadline = time.monotonic() + 120
+            while not monitoring.in_alertmanager(BURN_ALERT, SLOW_SERVICE) and time.monotonic() < deadline:
+                time.sleep(5)
+            assert monitoring.in_alertmanager(BURN_ALERT, SLOW_SERVICE), "the alert did not reach Alertmanager"
+            timings.append(("in Alertmanager after the fault", time.perf_counter() - fault))
+        finally:
+            monitoring.set_latency(SLOW_UPSTREAM.port, 0, SLOW_UPSTREAM.token)
+        healed = time.perf_counter()
+        deadline = time.monotonic() + 720
+        while monitoring.firing(BURN_ALERT, SLOW_SERVICE) and time.monotonic() < deadline:
+            time.sleep(10)
+        assert not monitoring.firing(BURN_ALERT, SLOW_SERVICE), f"{BURN_ALERT} still firing 12 min after the fault"
+        timings.append((f"{BURN_ALERT} resolved after the fault's end", time.perf_counter() - healed))
+    sent = sum(load.statuses.values())
+    print(f"\nload through the gateway: {sent} requests, answers {dict(sorted(load.statuses.items()))}")
+    assert load.statuses[200] >= 0.95 * sent, load.statuses
 
 
 # ---------------------------------------------------------------- flags and a canary, by config

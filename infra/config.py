@@ -534,6 +534,10 @@ class StackConfig(_Strict):
     # Apply the Gateway API and Prometheus-operator CRDs from the toolchain (local: no charts bring them),
     # so routes, ServiceMonitor and PrometheusRule still deploy and are schema-checked by the API server.
     local_crds: bool = False
+    # Local stack only, without charts: the Prometheus operator, Prometheus, Alertmanager and
+    # kube-state-metrics from the toolchain's images (components/monitoring.py) read the ServiceMonitors
+    # and rules in kube-prometheus-stack's place; needs local_crds.
+    local_monitoring: bool = False
     # Bump to rotate every generated internal secret and roll the pods that mount them.
     secret_rotation: int = Field(0, ge=0)
 
@@ -597,6 +601,12 @@ class StackConfig(_Strict):
                 f"{NAMESPACE}:local_upstreams: only the local stack, building into its local_registry, runs "
                 f"stand-ins for the internet's APIs (given: environment {env!r}, "
                 f"local_registry {self.local_registry!r})"
+            )
+        if self.local_monitoring and (env != "local" or self.install_charts or not self.local_crds):
+            raise ValueError(
+                f"{NAMESPACE}:local_monitoring: only the local stack without charts runs the toolchain's Prometheus "
+                f"(given: environment {env!r}, install_charts {self.install_charts}, local_crds {self.local_crds}); "
+                "it needs install_charts=false and local_crds=true (dev and prod run kube-prometheus-stack)"
             )
         if env != "local" and self.local_registry:
             raise ValueError(

@@ -25,6 +25,7 @@ from components.gpu import GpuPoolArgs, GpuPools, GpuPoolsArgs
 from components.ingress import CanaryRoute, Ingress, IngressArgs, RouteSpec
 from components.model_server import RESOURCES as MODEL_SERVER_RESOURCES
 from components.model_server import ModelServer, ModelServerArgs
+from components.monitoring import MonitoringImages
 from components.namespace import NamespaceArgs, PlatformNamespace, Quota
 from components.observability import AlertReceivers, LogStore, Observability, ObservabilityArgs
 from components.pgbouncer import CLIENT_USER, PgBouncer, PgBouncerArgs
@@ -631,6 +632,7 @@ def _observability(
             alert_receivers=receivers,
             jaeger_url=tracing.query_url if tracing else None,
             logs=_log_store(config, esc),
+            local_monitoring=MonitoringImages.from_versions(monitoring_versions()) if config.local_monitoring else None,
         ),
         opts=cluster.inside("observability"),
     )
@@ -660,6 +662,12 @@ LOCAL_CRDS = (
     "monitoring.coreos.com_servicemonitors",
     "monitoring.coreos.com_prometheusrules",
 )
+
+
+def monitoring_versions() -> dict[str, str]:
+    """The pins of the local stack's monitoring images (toolchain/monitoring.env, which builds them)."""
+    text = (REPO_ROOT / "toolchain" / "monitoring.env").read_text()
+    return dict(re.findall(r"^([A-Z_]+)=(\S+)", text, re.M))
 
 
 def local_crds_dir() -> Path:

@@ -9,6 +9,8 @@
 #         real node (pins in node.env): kubelet kube-proxy pause registry coredns traefik
 #         kube-router metrics-server node-images
 #         the local stack's trace pipeline (pins in tracing.env): jaeger otelcol tracing-images
+#         monitoring (pins in monitoring.env): prometheus-operator prometheus alertmanager
+#         kube-state-metrics monitoring-images
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,6 +20,8 @@ source "$HERE/versions.env"
 source "$HERE/node.env"
 # shellcheck source=tracing.env
 source "$HERE/tracing.env"
+# shellcheck source=monitoring.env
+source "$HERE/monitoring.env"
 CACHE="${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$TOOLCHAIN_VERSION"
 BIN="$CACHE/bin" SRC="$CACHE/src" LOGS="$CACHE/logs"
 mkdir -p "$BIN" "$SRC" "$LOGS"
@@ -268,6 +272,88 @@ recipe_tracing_images() {
   buildah commit --rm "$c" "docker-archive:$dest/jaeger.tar:docker.io/jaegertracing/jaeger:$JAEGER_VERSION"
 }
 
+# ---------------------------------------------------------------- monitoring (monitoring.env)
+# Version stamps as upstream's promu sets them (prometheus/common/version).
+prom_ldflags() { echo "-X github.com/prometheus/common/version.Version=$1 -X github.com/prometheus/common/version.Branch=HEAD -X github.com/prometheus/common/version.BuildUser=sophia-toolchain"; }
+
+# The Prometheus operator and its config reloader, and the operator's CRDs beyond the two the
+# stack applies itself (the `crds` piece): node.sh applies them, as kube-prometheus-stack's
+# chart would, so the operator finds every kind it watches.
+# The module replaces its API and client packages with ./pkg/apis/monitoring and ./pkg/client,
+# nested modules its zip leaves out: it builds in a scratch copy holding those two modules at
+# the same version (what the replaces point at in the repository's tree).
+recipe_prometheus_operator() {
+  local mod="$PROMETHEUS_OPERATOR_MODULE" ver="v$PROMETHEUS_OPERATOR_VERSION" scratch="$SRC/prometheus-operator" sub ld
+  ld="$(prom_ldflags "$PROMETHEUS_OPERATOR_VERSION")"
+  rm -rf "$scratch" && cp -r "$(moddir_at "$mod" "$ver")" "$scratch" || return 1
+  for sub in pkg/apis/monitoring pkg/client; do
+    mkdir -p "$(dirname "$scratch/$sub")" && cp -r "$(moddir_at "$mod/$sub" "$ver")" "$scratch/$sub" || return 1
+  done
+  chmod -R u+w "$scratch"
+  (cd "$scratch" && gobuild prometheus-operator ./cmd/operator "$ld" \
+    && gobuild prometheus-config-reloader ./cmd/prometheus-config-reloader "$ld") || return 1
+  local dest="$CACHE/share/monitoring/crds" f
+  rm -rf "$dest" && mkdir -p "$dest" || return 1
+  for f in "$scratch"/example/prometheus-operator-crd/*.yaml; do
+    case "$f" in *_servicemonitors.yaml|*_prometheusrules.yaml) continue ;; esac
+    cp "$f" "$dest/" || return 1
+  done
+  chmod 0644 "$dest"/*.yaml
+}
+# moddir_at MODULE VERSION: its source in the module cache (downloaded first; verified against go.sum's
+# checksum database on download).
+moddir_at() {
+  GOFLAGS=-mod=mod go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)",/\1/p' | grep . || { echo "no source for $1@$2" >&2; return 1; }
+}
+
+# Prometheus with Kubernetes service discovery only (the operator's configs use nothing else;
+# half the build of every SD), and without the web UI's assets: they are built with npm, which
+# the module does not ship; without the `builtinassets` tag the binary serves the UI from disk
+# (absent here, so / answers 404) and the HTTP API, which is what the stack and the tests use.
+recipe_prometheus() {
+  # GOWORK=off: the module ships a go.work naming the UI's tool modules, which the module leaves out.
+  GOWORK=off GOFLAGS="$GOFLAGS -tags=remove_all_sd,enable_kubernetes_sd" upstream_build prometheus "$PROMETHEUS_MODULE" \
+    "$PROMETHEUS_MODULE_VERSION" ./cmd/prometheus "$(prom_ldflags "$PROMETHEUS_VERSION")"
+}
+
+# Alertmanager embeds its UI (ui/app/dist, built with npm and not in the module), so it builds in a
+# scratch copy of the module where dist holds a one-line page pointing at the API (/api/v2).
+recipe_alertmanager() {
+  local dir scratch="$SRC/alertmanager" d
+  dir="$(moddir_at "$ALERTMANAGER_MODULE" "v$ALERTMANAGER_VERSION")" || return 1
+  rm -rf "$scratch" && cp -r "$dir" "$scratch" && chmod -R u+w "$scratch" || return 1
+  for d in elm mantine; do
+    mkdir -p "$scratch/ui/app/dist/$d"
+    echo '<!doctype html><title>Alertmanager</title><p>Built without its web UI (npm); the API is at /api/v2.' \
+      >"$scratch/ui/app/dist/$d/index.html" || return 1
+  done
+  (cd "$scratch" && gobuild alertmanager ./cmd/alertmanager "$(prom_ldflags "$ALERTMANAGER_VERSION")")
+}
+
+# The HPA series of the dashboards' "Replicas vs HPA" panel (kube-prometheus-stack runs it in dev/prod).
+recipe_kube_state_metrics() {
+  upstream_build kube-state-metrics "$KUBE_STATE_METRICS_MODULE" "$KUBE_STATE_METRICS_VERSION" . \
+    "$(prom_ldflags "v$KUBE_STATE_METRICS_VERSION")"
+}
+
+# Their images, from scratch with buildah like node-images (its own piece: node-images' fingerprint
+# is shared), imported into the node's containerd by node.sh.
+recipe_monitoring_images() {
+  command -v buildah >/dev/null || { echo "buildah is not installed (apt-packages.txt)"; return 1; }
+  local dest="$CACHE/share/images" c name version spec
+  mkdir -p "$dest"
+  for spec in "prometheus-operator:$PROMETHEUS_OPERATOR_VERSION" "prometheus-config-reloader:$PROMETHEUS_OPERATOR_VERSION" \
+              "prometheus:$PROMETHEUS_VERSION" "alertmanager:$ALERTMANAGER_VERSION" \
+              "kube-state-metrics:$KUBE_STATE_METRICS_VERSION"; do
+    name="${spec%%:*}" version="${spec#*:}"
+    c="$(buildah from scratch)" || return 1
+    buildah copy "$c" "$BIN/$name" "/bin/$name" >/dev/null || return 1
+    buildah config --entrypoint "[\"/bin/$name\"]" --user 65534:65534 "$c" || return 1
+    rm -f "$dest/$name.tar"
+    buildah commit --rm "$c" "docker-archive:$dest/$name.tar:sophia.local/$name:$version" || return 1
+  done
+}
+
 # ---------------------------------------------------------------- pieces
 main() {
   exec 9>"$CACHE/.lock"
@@ -278,10 +364,13 @@ main() {
   local all=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok crds
              pulumi pulumi-language-python pulumi-resource-kubernetes
              kubelet kube-proxy pause registry coredns traefik kube-router metrics-server node-images
-             jaeger otelcol tracing-images)
+             jaeger otelcol tracing-images
+             prometheus-operator prometheus alertmanager kube-state-metrics monitoring-images)
   [ $# -gt 0 ] && all=("$@")
   local node_fp="$HERE/node.env"
   local node_images_fp="$HERE/node.env $BIN/pause $BIN/coredns $BIN/metrics-server"
+  local mon_fp="$HERE/monitoring.env"
+  local mon_images_fp="$mon_fp $BIN/prometheus-operator $BIN/prometheus-config-reloader $BIN/prometheus $BIN/alertmanager $BIN/kube-state-metrics"
   local total=$SECONDS piece
   BUILT_CPU=0
   for piece in "${all[@]}"; do
@@ -314,6 +403,14 @@ main() {
       otelcol) FP_EXTRA="$HERE/tracing.env" step otelcol "v$COLLECTOR_VERSION" tracing otelcol ;;
       tracing-images) FP_EXTRA="$HERE/tracing.env $BIN/jaeger $BIN/otelcol" step tracing-images \
         "jaeger, otel-collector" addons ../share/images/jaeger.tar ../share/images/otel-collector.tar ;;
+      prometheus-operator) FP_EXTRA="$mon_fp" step prometheus-operator "v$PROMETHEUS_OPERATOR_VERSION" addons \
+        prometheus-operator prometheus-config-reloader ../share/monitoring/crds/monitoring.coreos.com_prometheuses.yaml ;;
+      prometheus) FP_EXTRA="$mon_fp" step prometheus "v$PROMETHEUS_VERSION" addons prometheus ;;
+      alertmanager) FP_EXTRA="$mon_fp" step alertmanager "v$ALERTMANAGER_VERSION" addons alertmanager ;;
+      kube-state-metrics) FP_EXTRA="$mon_fp" step kube-state-metrics "v$KUBE_STATE_METRICS_VERSION" addons kube-state-metrics ;;
+      monitoring-images) FP_EXTRA="$mon_images_fp" step monitoring-images "operator, reloader, prometheus, alertmanager, kube-state-metrics" \
+        addons ../share/images/prometheus.tar ../share/images/alertmanager.tar ../share/images/kube-state-metrics.tar \
+        ../share/images/prometheus-operator.tar ../share/images/prometheus-config-reloader.tar ;;
       *) echo "[toolchain] unknown piece: $piece" >&2; return 2 ;;
     esac
   done

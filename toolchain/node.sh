@@ -17,6 +17,10 @@
 source "$HERE/node.env"
 # shellcheck source=tracing.env
 source "$HERE/tracing.env"
+# shellcheck source=monitoring.env
+source "$HERE/monitoring.env"
+# The local stack's monitoring images (toolchain/build.sh monitoring-images), imported like CoreDNS's.
+MONITORING_IMAGES=(prometheus-operator prometheus-config-reloader prometheus alertmanager kube-state-metrics)
 CTR=(ctr --address "$CONTAINERD_SOCK" --namespace k8s.io)
 # Where pods reach the API server (the `kubernetes` Service's endpoint): the node's address on
 # 443, the port the services' egress policy allows towards it (sophia:auth.api_server_ports).
@@ -37,6 +41,8 @@ node_need() {
   [ -f "$SHARE/images/pause.tar" ] && [ -f "$SHARE/images/coredns.tar" ] && [ -f "$SHARE/images/metrics-server.tar" ] \
     || missing+=("node images")
   [ -f "$SHARE/images/otel-collector.tar" ] && [ -f "$SHARE/images/jaeger.tar" ] || missing+=("tracing images")
+  for b in "${MONITORING_IMAGES[@]}"; do [ -f "$SHARE/images/$b.tar" ] || missing+=("monitoring image $b"); done
+  [ -f "$SHARE/monitoring/crds/monitoring.coreos.com_prometheuses.yaml" ] || missing+=("the Prometheus operator's CRDs")
   [ ${#missing[@]} -eq 0 ] || die "real node: missing ${missing[*]}; run toolchain/build.sh and scripts/bootstrap.sh"
 }
 
@@ -446,6 +452,31 @@ EOF
   kc apply -k "$dir" >/dev/null
 }
 
+# The monitoring images are imported by their version tag (a new pin is a new tag, imported anew).
+monitoring_images_import() {
+  local img ref tag
+  for img in "${MONITORING_IMAGES[@]}"; do
+    case "$img" in
+      prometheus-operator|prometheus-config-reloader) tag="$PROMETHEUS_OPERATOR_VERSION" ;;
+      prometheus) tag="$PROMETHEUS_VERSION" ;;
+      alertmanager) tag="$ALERTMANAGER_VERSION" ;;
+      kube-state-metrics) tag="$KUBE_STATE_METRICS_VERSION" ;;
+    esac
+    ref="sophia.local/$img:$tag"
+    if ! "${CTR[@]}" images ls -q | grep -qxF "$ref"; then
+      "${CTR[@]}" images import "$SHARE/images/$img.tar" >/dev/null
+      log "imported $ref into the node's containerd"
+    fi
+  done
+}
+
+# The Prometheus operator's CRDs beyond ServiceMonitor and PrometheusRule (which the stack applies
+# itself): the kinds the operator watches, as kube-prometheus-stack's chart installs them in dev and
+# prod. Server-side: the larger ones exceed client-side apply's annotation limit.
+monitoring_crds_apply() {
+  kc apply --server-side --force-conflicts -f "$SHARE/monitoring/crds" >/dev/null
+}
+
 coredns_ready() {
   [ "$(kc -n kube-system get deploy coredns -o jsonpath='{.status.readyReplicas}')" = 1 ]
 }
@@ -481,6 +512,7 @@ node_up() {
     fi
   done
   node_tracing_images
+  monitoring_images_import
 
   start kubelet --config="$NODE/kubelet-config.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
     --root-dir="$NODE/kubelet" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
@@ -499,6 +531,7 @@ node_up() {
   storage_yaml | kc apply -f - >/dev/null
   coredns_yaml | kc apply -f - >/dev/null
   metrics_server_apply
+  monitoring_crds_apply
   wait_for "CoreDNS" 120 coredns_ready || die "CoreDNS not ready; kubectl -n kube-system describe pod -l k8s-app=kube-dns"
   wait_for "registry 127.0.0.1:$REGISTRY_PORT" 30 curl -sf "http://127.0.0.1:$REGISTRY_PORT/v2/" \
     || die "registry did not start; see $LOGS/registry.log"

@@ -12,8 +12,10 @@
   company, its contact, a deal and engagements.
 
 Each also answers `/_upstream/...` for the end-to-end test: POST /_upstream/script on the
-chat port queues replies for any model, GET /_upstream/requests counts what was asked
-(on the GitHub and HubSpot ports with the fake's token, as every request there). Request logs are trimmed so a pod that runs for days stays small.
+chat port queues replies for any model, GET /_upstream/requests counts what was asked, and
+POST /_upstream/latency {"seconds": s} delays every answer of that port by s until set back to 0
+(a slow dependency, for the latency alerts); on the GitHub and HubSpot ports with the fake's
+token, as every request there. Request logs are trimmed so a pod that runs for days stays small.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import os
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 
 from sophia_testing.github_fake import FakeGitHub, build_fake_github
 from sophia_testing.hubspot_fake import FakeHubSpot, build_fake_hubspot
@@ -70,6 +72,23 @@ def echo(body: dict[str, Any]) -> Reply:
 
 
 def with_admin(app: FastAPI, log: list[Any], queue: list[Reply] | None = None) -> FastAPI:
+    delay = {"seconds": 0.0}
+
+    @app.middleware("http")
+    async def slow(request: Request, call_next):
+        if delay["seconds"] and not request.url.path.startswith("/_upstream/"):
+            await asyncio.sleep(delay["seconds"])
+        return await call_next(request)
+
+    @app.post("/_upstream/latency")
+    async def latency(request: Request) -> dict[str, float]:
+        """{"seconds": 0.5}: every other answer of this API comes that much later; 0 puts it back."""
+        seconds = float((await request.json())["seconds"])
+        if not 0 <= seconds <= 30:
+            raise HTTPException(422, "seconds: between 0 and 30")
+        delay["seconds"] = seconds
+        return delay
+
     @app.get("/_upstream/requests")
     async def requests_seen() -> dict[str, int]:
         return {"requests": len(log)}

@@ -3,6 +3,8 @@ guarded by the same tokens the fakes check in the tests."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from sophia_testing import github_fake, hubspot_fake
@@ -31,3 +33,24 @@ def test_the_stand_ins_serve_seeded_data_and_scripted_replies() -> None:
         hs_auth = {"Authorization": f"Bearer {hubspot_fake.TOKEN}"}
         companies = httpx.get(f"{hubspot}/crm/v3/objects/companies", headers=hs_auth).json()["results"]
         assert [c["properties"]["name"] for c in companies] == ["Globex"]
+
+
+def test_a_stand_in_can_be_made_slow_and_fast_again() -> None:
+    """The slow dependency of the end-to-end latency alert test: every answer delayed, then not."""
+    apps = build_apps()
+    auth = {"Authorization": f"Bearer {hubspot_fake.TOKEN}"}
+    with serve(apps["hubspot"]) as hubspot:
+
+        def timed() -> float:
+            started = time.perf_counter()
+            assert httpx.get(f"{hubspot}/crm/v3/objects/companies", headers=auth).status_code == 200
+            return time.perf_counter() - started
+
+        assert timed() < 0.4
+        assert httpx.post(f"{hubspot}/_upstream/latency", json={"seconds": 0.5}, headers=auth).json() == {
+            "seconds": 0.5
+        }
+        assert timed() >= 0.5
+        assert httpx.post(f"{hubspot}/_upstream/latency", json={"seconds": 0}, headers=auth).status_code == 200
+        assert timed() < 0.4
+        assert httpx.post(f"{hubspot}/_upstream/latency", json={"seconds": -1}, headers=auth).status_code == 422
