@@ -316,11 +316,12 @@ def seed(t: Target) -> None:
 
 # ---------------------------------------------------------------- phases
 def phase_steps(t: Target) -> float | None:
-    """Each rate for STEP_SECONDS; returns the highest rate the node served (None: not even the first)."""
+    """Each rate for STEP_SECONDS; returns the highest rate served whole (at least 95 %), whatever
+    its p99: the load the HPA phase drives (None: not even the first)."""
     print(
         f"\n== rate steps: {', '.join(f'{r:g}' for r in RATES)} requests/s, {STEP_SECONDS:.0f} s each, {USERS} connections"
     )
-    best = None
+    best = served_whole = None
     for rate in RATES:
         time.sleep(5)  # the previous step's queues drain
         process, out = run_load(t, rate, STEP_SECONDS)
@@ -331,6 +332,8 @@ def phase_steps(t: Target) -> float | None:
         print(f"-- target {rate:g}/s: node CPU mid-step {cpu}, load average {load_average()}")
         print("\n".join(table(rows, result["elapsed"])), flush=True)
         why = saturated(rows["all"], result["elapsed"], rate)
+        if rows["all"].served >= SATURATED_SERVED_SHARE * rate * result["elapsed"]:
+            served_whole = rate
         if why:
             print(f"   past capacity: {why}")
         else:
@@ -338,8 +341,9 @@ def phase_steps(t: Target) -> float | None:
     print(
         f"steps: the highest rate served within {SATURATED_SERVED_SHARE:.0%} and p99 < {SATURATED_P99 * 1000:.0f} ms: "
         + (f"{best:g}/s" if best else "none")
+        + (f"; served whole: up to {served_whole:g}/s" if served_whole else "")
     )
-    return best
+    return served_whole
 
 
 def phase_hpa(t: Target, rate: float) -> None:
@@ -608,10 +612,13 @@ def main() -> int:
     )
     seed(t)
     ok = True
-    best = None
+    served_whole = None
     if "steps" in PHASES:
-        best = phase_steps(t)
-    hpa_rate = float(os.environ.get("BENCH_HPA_RATE", 0)) or best or 20
+        served_whole = phase_steps(t)
+    # The HPA phase drives the most the node served whole: at a lighter load mcp-github's CPU may sit
+    # just under its target on a quiet machine (2026-12-03: 30/s scaled it out at 27 s once, at 124 s
+    # once).
+    hpa_rate = float(os.environ.get("BENCH_HPA_RATE", 0)) or served_whole or 40
     if "hpa" in PHASES:
         phase_hpa(t, hpa_rate)
     if "changes" in PHASES:

@@ -99,6 +99,10 @@ ROLLOUT_SURGE_PERCENT = 25
 SERVICE_PORT = 80
 # A service runs one or two tracks (Deployment, Service, HPA, PDB each): stable, and a canary.
 STABLE, CANARY = "stable", "canary"
+# Above the chassis' limit on /readyz's checks (sophia_chassis.app.READINESS_TIMEOUT_SECONDS, 2 s): a
+# degraded dependency that hangs (Redis restarting) must make /readyz answer "degraded" in time, not
+# time the probe out and take the pod out of its Service.
+PROBE_TIMEOUT_SECONDS = 3
 # What the service's uvicorn reads for its graceful-shutdown timeout (services/Dockerfile's CMD).
 DRAIN_ENV = "GRACEFUL_SHUTDOWN_SECONDS"
 # Kept above a stopping pod's preStop wait plus drain: time for the lifespan's shutdown hooks.
@@ -329,7 +333,7 @@ class PlatformService(pulumi.ComponentResource):
             return ProbeArgs(
                 http_get=HTTPGetActionArgs(path=path, port="http"),
                 period_seconds=period,
-                timeout_seconds=2,
+                timeout_seconds=PROBE_TIMEOUT_SECONDS,
                 failure_threshold=failures,
             )
 

@@ -240,3 +240,13 @@ def test_the_service_image_reads_the_drain_time_from_the_pod() -> None:
     cmd = (Path(__file__).resolve().parents[2] / "services" / "Dockerfile").read_text().split("\nCMD ")[1]
     assert '--timeout-graceful-shutdown \\"${GRACEFUL_SHUTDOWN_SECONDS:-20}\\"' in cmd
     assert int(cmd.split("--timeout-keep-alive ")[1].split('"')[0]) > 90  # Traefik's idle timeout
+
+
+def test_the_probes_wait_longer_than_readyz_waits_for_a_dependency() -> None:
+    """/readyz gives each check READINESS_TIMEOUT_SECONDS; a probe timing out first would take the pod
+    out of its Service whenever an optional dependency hangs (seen: a Redis restart under load)."""
+    from sophia_chassis.app import READINESS_TIMEOUT_SECONDS
+
+    container = pod(build(args())[0])["spec"]["containers"][0]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["timeoutSeconds"] > READINESS_TIMEOUT_SECONDS, probe
