@@ -29,6 +29,10 @@ export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export PULUMI_SKIP_CONFIRMATIONS="${PULUMI_SKIP_CONFIRMATIONS:-false}"
 export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING=true
+# Resource operations at once: the engine's default is 4 per core, 8 here, and each awaited workload
+# (a Deployment until rolled out) holds one for its whole rollout, so the rest queued behind them
+# (issue 18: the local stack's first up). The local cluster takes them all at once.
+export PULUMI_PARALLEL="${PULUMI_PARALLEL:-64}"
 
 # Control plane (toolchain/cluster.sh writes it).
 export KUBECONFIG="${KUBECONFIG:-$SOPHIA_ROOT/.state/kubeconfig}"

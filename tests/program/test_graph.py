@@ -72,3 +72,17 @@ def test_a_gpu_service_waits_for_its_pool(waits, services_copy: Path) -> None:
     graph = waits("local", services_copy, gpu_pools=[pool])
     assert DEVICE_PLUGIN in graph["trainer-deployment"]
     assert DEVICE_PLUGIN not in graph["mcp-context-deployment"]
+
+
+@pytest.mark.parametrize("stack", ["local", "dev", "prod"])
+def test_services_are_not_awaited_and_workloads_are(rendered, stack: str) -> None:
+    """The provider's Service await is a 10 s timer (components.workload.SERVICE_NOT_AWAITED);
+    readiness is awaited on the workloads, which must keep their await."""
+    skip = "pulumi.com/skipAwait"
+    objects = rendered[stack]
+    services = [o for o in objects if o["kind"] == "Service"]
+    assert services
+    assert [o["metadata"]["name"] for o in services if o["metadata"].get("annotations", {}).get(skip) != "true"] == []
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]
+    assert workloads
+    assert [o["metadata"]["name"] for o in workloads if skip in (o["metadata"].get("annotations") or {})] == []
