@@ -11,6 +11,7 @@ ping) starts no trace: it would only be noise."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -92,14 +93,19 @@ def configure_tracing(settings: ServiceSettings, exporter: SpanExporter | None =
 
 def _instrument_clients(provider: TracerProvider) -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-    # Each skips itself (logging why) where its library is not installed: not every image has
-    # psycopg or redis. The MCP SDK traces its own calls and carries the context in `_meta`.
+    # The MCP SDK traces its own calls and carries the context in `_meta`.
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
-    RedisInstrumentor().instrument(tracer_provider=provider)
-    PsycopgInstrumentor().instrument(tracer_provider=provider, enable_commenter=False)
+    # Not every image has redis or psycopg, and their instrumentations import them on import:
+    # instrument only the libraries this service has.
+    if importlib.util.find_spec("redis") is not None:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor().instrument(tracer_provider=provider)
+    if importlib.util.find_spec("psycopg") is not None:
+        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+        PsycopgInstrumentor().instrument(tracer_provider=provider, enable_commenter=False)
 
 
 def flush(timeout_seconds: float = 5.0) -> None:
