@@ -5,6 +5,8 @@ carrier, trace ids in log lines, and no tracing without an endpoint."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -118,3 +120,18 @@ def test_no_endpoint_no_tracing_and_log_lines_without_trace_ids(capsys) -> None:
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     working = [line for line in lines if line.get("event") == "working"]
     assert working and working[0]["request_id"] and "trace_id" not in working[0]
+
+
+def test_a_service_without_redis_or_psycopg_starts_with_tracing_on() -> None:
+    """agno-teams' image has neither library, and their instrumentations import them: tracing on,
+    it must still start (in its own process: the provider and the instrumentations are global)."""
+    code = (
+        "import sys\n"
+        "sys.modules['psycopg'] = sys.modules['redis'] = None  # as in an image without them\n"
+        "from sophia_chassis import ServiceSettings\n"
+        "from sophia_chassis.tracing import configure_tracing\n"
+        "settings = ServiceSettings(service_name='t', otel_exporter_otlp_endpoint='http://127.0.0.1:9')\n"
+        "print(configure_tracing(settings))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
