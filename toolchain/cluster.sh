@@ -312,6 +312,11 @@ cmd_up() {
   gen_pki
   gen_front_proxy_pki
   [ "$REAL_NODE" = 1 ] && gen_node_pki
+  # The API server's client certificate towards kubelets exists with the real node only (kwok's
+  # simulated nodes have no kubelet to call).
+  local kubelet_client=()
+  [ "$REAL_NODE" = 1 ] && kubelet_client=(--kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key")
   kubeconfig admin "$ADMIN_KUBECONFIG"
   kubeconfig controller-manager "$STATE/controller-manager.kubeconfig"
   kubeconfig scheduler "$STATE/scheduler.kubeconfig"
@@ -335,8 +340,7 @@ cmd_up() {
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --authorization-mode=Node,RBAC --allow-privileged=true \
     --kubelet-preferred-address-types=InternalIP \
-    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
-    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    "${kubelet_client[@]}" \
     --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
