@@ -11,12 +11,16 @@ The slots alone do not bound latency in an asyncio server: the event loop itself
 (requests read, parsed and routed, continuations after each await), and past capacity it fills
 with requests the slots have not seen yet, so every admitted request stretches and served
 throughput collapses (bench-context: 40/s served of 400 offered). So the loop's lag is measured
-too (how late a timer every `tick` seconds fires): while it exceeds `max_loop_lag`, new requests
-are shed at the door, which costs the least the loop can spend on them."""
+too (how late a timer every `tick` seconds fires): while it exceeds `max_loop_lag` *and* the loop's
+thread was busy on a CPU for at least `BUSY_SHARE` of the time, new requests are shed at the door,
+which costs the least the loop can spend on them. A loop that runs late without running (the
+machine's other processes had the cores) is not overloaded by its callers, and refusing them would
+not make it faster: on a shared machine that shed healthy requests (seen in CI and in tests)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -24,6 +28,10 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sophia_chassis.problems import problem, retry_after
+
+
+# The share of wall time the loop's thread must have run on a CPU for its lag to count as overload.
+BUSY_SHARE = 0.5
 
 
 class AdmissionControl:
@@ -46,6 +54,7 @@ class AdmissionControl:
         self.retry_after_seconds = retry_after_seconds
         self.max_loop_lag, self.tick = max_loop_lag, tick
         self.loop_lag = 0.0
+        self.loop_busy = 0.0  # smoothed share of wall time the loop's thread ran on a CPU
         self._monitor: asyncio.Task[None] | None = None
         self.active = 0
         self.shed = 0
@@ -64,8 +73,7 @@ class AdmissionControl:
             return
         if self.max_loop_lag is not None and self._monitor is None:
             self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
-        lagging = self.max_loop_lag is not None and self.loop_lag > self.max_loop_lag
-        if lagging or not await self._acquire():
+        if self.overloaded or not await self._acquire():
             self.shed += 1
             if self._shed_counter is not None:
                 self._shed_counter.inc()
@@ -86,10 +94,23 @@ class AdmissionControl:
     async def _watch_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            planned = loop.time() + self.tick
+            started, cpu = loop.time(), time.thread_time()
             await asyncio.sleep(self.tick)
-            # Smoothed over ~10 ticks: one late timer (the OS ran something else) is not overload.
-            self.loop_lag += 0.1 * (max(0.0, loop.time() - planned) - self.loop_lag)
+            now = loop.time()
+            busy = min(1.0, (time.thread_time() - cpu) / (now - started)) if now > started else 1.0
+            self.observe(max(0.0, now - started - self.tick), busy)
+
+    def observe(self, late: float, busy: float) -> None:
+        """One tick of the loop watcher: its timer fired `late` seconds late, and the loop's thread
+        ran on a CPU for the share `busy` of the tick. Smoothed over ~10 ticks: one late timer is
+        not overload."""
+        self.loop_lag += 0.1 * (late - self.loop_lag)
+        self.loop_busy += 0.1 * (busy - self.loop_busy)
+
+    @property
+    def overloaded(self) -> bool:
+        """The loop runs late, and because it is busy (not because the OS ran other processes)."""
+        return self.max_loop_lag is not None and self.loop_lag > self.max_loop_lag and self.loop_busy >= BUSY_SHARE
 
     async def _acquire(self) -> bool:
         """True once a slot is this request's; False when its queue deadline passed first."""

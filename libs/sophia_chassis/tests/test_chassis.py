@@ -316,6 +316,59 @@ def test_a_waiting_request_gets_the_slot_a_finished_one_frees() -> None:
     assert ran == [0, 1, 2]  # in arrival order
 
 
+def test_a_late_loop_sheds_only_while_it_is_busy() -> None:
+    from sophia_chassis.admission import AdmissionControl
+
+    async def inner(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def status(control: AdmissionControl) -> int:
+        sent: list[int] = []
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                sent.append(message["status"])
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await control({"type": "http", "path": "/x", "method": "GET", "headers": []}, receive, send)
+        return sent[0]
+
+    async def scenario() -> tuple[int, int]:
+        control = AdmissionControl(inner, paths=["/x"], max_concurrent=4, queue_timeout=0.05, max_loop_lag=0.02)
+        for _ in range(30):  # 50 ms late on every tick, the thread on a CPU a tenth of the time
+            control.observe(0.05, 0.1)
+        descheduled = await status(control)
+        for _ in range(30):  # as late, the thread busy all the time: the loop itself is the queue
+            control.observe(0.05, 1.0)
+        return descheduled, await status(control)
+
+    assert asyncio.run(scenario()) == (200, 503)
+
+
+def test_a_loop_blocked_without_running_is_not_overloaded() -> None:
+    """The real watcher: the loop held 30 ms at a time by a call that does not use the CPU (as when
+    the machine's other processes have the cores) runs late, but sheds nothing."""
+    from sophia_chassis.admission import AdmissionControl
+
+    async def inner(scope, receive, send):
+        return None
+
+    async def scenario() -> AdmissionControl:
+        control = AdmissionControl(inner, paths=["/x"], max_concurrent=4, queue_timeout=0.05, max_loop_lag=0.005)
+        await control({"type": "http", "path": "/x"}, None, None)  # starts the watcher
+        for _ in range(40):
+            time.sleep(0.03)  # blocks the loop without running
+            await asyncio.sleep(0.006)  # the watcher's timer fires, late
+        return control
+
+    control = asyncio.run(scenario())
+    assert control.loop_lag > 0.005  # late by more than its limit...
+    assert not control.overloaded  # ...but idle: nothing is shed
+
+
 def test_a_shedding_upstream_is_retried_after_its_retry_after_and_leaves_the_breaker_closed() -> None:
     calls: list[float] = []
     busy = (503, {"Retry-After": "1"})
