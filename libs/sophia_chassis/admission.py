@@ -29,7 +29,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sophia_chassis.problems import problem, retry_after
 
-
 # The share of wall time the loop's thread must have run on a CPU for its lag to count as overload.
 BUSY_SHARE = 0.5
 
