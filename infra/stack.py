@@ -163,7 +163,9 @@ def _quotas(config: StackConfig, planned: list[PlannedService]) -> dict[str, Quo
     return {
         "services": _services_quota(config, planned),
         "data": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{6 * scale}", f"{16 * scale}Gi", 10 * scale),
-        "observability": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{4 * scale}", f"{16 * scale}Gi", 30 * scale),
+        # Limits: locally the monitoring and trace pipelines run beside each other on the one node
+        # (their limits at peak, a rollout included, 4.1 CPU).
+        "observability": Quota(f"{2 * scale}", f"{8 * scale}Gi", f"{5 * scale}", f"{16 * scale}Gi", 30 * scale),
         "ingress": Quota(f"{1 * scale}", f"{2 * scale}Gi", f"{2 * scale}", f"{4 * scale}Gi", 10 * scale),
     }
 
