@@ -392,8 +392,14 @@ def test_monitoring_sees_the_platform(timings, api_key) -> None:
             if not empty or time.monotonic() > deadline:
                 break
             time.sleep(15)
-        timings.append((f"every dashboard query has data ({len(queries)} queries)", time.perf_counter() - started))
-        assert not empty, "panels without data:\n" + "\n".join(f"{b} / {p}: {e}" for b, p, e in empty)
+        timings.append(
+            (
+                f"dashboard queries with data: {len(queries) - len(empty)} of {len(queries)}",
+                time.perf_counter() - started,
+            )
+        )
+        # Reported at the end: the alert's half runs either way.
+        no_data = "\n".join(f"{b} / {p}: {e}" for b, p, e in empty)
 
         # The latency fault: not firing before, firing with the slow dependency, resolved after.
         assert not monitoring.firing(BURN_ALERT, SLOW_SERVICE), "the burn-rate alert fires before any fault"
@@ -421,6 +427,7 @@ def test_monitoring_sees_the_platform(timings, api_key) -> None:
     sent = sum(load.statuses.values())
     print(f"\nload through the gateway: {sent} requests, answers {dict(sorted(load.statuses.items()))}")
     assert load.statuses[200] >= 0.95 * sent, load.statuses
+    assert not no_data, "panels without data:\n" + no_data
 
 
 # ---------------------------------------------------------------- flags and a canary, by config
