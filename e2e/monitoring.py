@@ -65,11 +65,12 @@ def set_latency(port: int, seconds: float, token: str) -> None:
 
 
 class Load:
-    """Every service's probe route through the gateway, round-robin at about `rate` requests per
-    second from a thread, until stopped; counts answers by status."""
+    """Every service's probe route (or only those of `services`) through the gateway, round-robin at
+    about `rate` requests per second from a thread, until stopped; counts answers by status."""
 
-    def __init__(self, api_key: str, rate: float = 4.0):
+    def __init__(self, api_key: str, rate: float = 4.0, services: tuple[str, ...] | None = None):
         self.api_key, self.interval = api_key, 1 / rate
+        self.probes = [p for name, p in local_stack.PROBES.items() if services is None or name in services]
         self.statuses: Counter[int] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -83,7 +84,7 @@ class Load:
         self._thread.join(timeout=60)
 
     def _run(self) -> None:
-        probes = list(local_stack.PROBES.values())
+        probes = self.probes
         i = 0
         while not self._stop.is_set():
             started = time.monotonic()

@@ -405,19 +405,23 @@ def test_monitoring_sees_the_platform(timings, api_key) -> None:
         assert not monitoring.firing(BURN_ALERT, SLOW_SERVICE), "the burn-rate alert fires before any fault"
         monitoring.set_latency(SLOW_UPSTREAM.port, 0.5, SLOW_UPSTREAM.token)
         fault = time.perf_counter()
-        try:
-            deadline = time.monotonic() + 480
-            while not monitoring.firing(BURN_ALERT, SLOW_SERVICE) and time.monotonic() < deadline:
-                time.sleep(5)
-            assert monitoring.firing(BURN_ALERT, SLOW_SERVICE), f"{BURN_ALERT} did not fire for {SLOW_SERVICE}"
-            timings.append((f"{BURN_ALERT} firing after the fault", time.perf_counter() - fault))
-            deadline = time.monotonic() + 120
-            while not monitoring.in_alertmanager(BURN_ALERT, SLOW_SERVICE) and time.monotonic() < deadline:
-                time.sleep(5)
-            assert monitoring.in_alertmanager(BURN_ALERT, SLOW_SERVICE), "the alert did not reach Alertmanager"
-            timings.append(("in Alertmanager after the fault", time.perf_counter() - fault))
-        finally:
-            monitoring.set_latency(SLOW_UPSTREAM.port, 0, SLOW_UPSTREAM.token)
+        # Its callers' requests, beside the round-robin: the slow service's probes, scrapes and the MCP
+        # sessions mcp-agents opens to it (fast, they never reach HubSpot) are counted too, and kept
+        # its slow share under the alert's 14.4 % (seen: 13 %).
+        with monitoring.Load(api_key, rate=4.0, services=(SLOW_SERVICE,)):
+            try:
+                deadline = time.monotonic() + 480
+                while not monitoring.firing(BURN_ALERT, SLOW_SERVICE) and time.monotonic() < deadline:
+                    time.sleep(5)
+                assert monitoring.firing(BURN_ALERT, SLOW_SERVICE), f"{BURN_ALERT} did not fire for {SLOW_SERVICE}"
+                timings.append((f"{BURN_ALERT} firing after the fault", time.perf_counter() - fault))
+                deadline = time.monotonic() + 120
+                while not monitoring.in_alertmanager(BURN_ALERT, SLOW_SERVICE) and time.monotonic() < deadline:
+                    time.sleep(5)
+                assert monitoring.in_alertmanager(BURN_ALERT, SLOW_SERVICE), "the alert did not reach Alertmanager"
+                timings.append(("in Alertmanager after the fault", time.perf_counter() - fault))
+            finally:
+                monitoring.set_latency(SLOW_UPSTREAM.port, 0, SLOW_UPSTREAM.token)
         healed = time.perf_counter()
         deadline = time.monotonic() + 720
         while monitoring.firing(BURN_ALERT, SLOW_SERVICE) and time.monotonic() < deadline:
