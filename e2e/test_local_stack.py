@@ -138,9 +138,9 @@ def test_every_pod_is_ready_on_the_real_node(kube) -> None:
             for c in pod.spec.containers:
                 # The operator's config-reloader sidecar (beside Prometheus and Alertmanager) has no
                 # probe upstream; the pod's readiness rests on the server's own.
-                if (pod.metadata.labels or {}).get("app.kubernetes.io/managed-by") == "prometheus-operator":
-                    if c.name == "config-reloader":
-                        continue
+                operated = (pod.metadata.labels or {}).get("app.kubernetes.io/managed-by") == "prometheus-operator"
+                if operated and c.name == "config-reloader":
+                    continue
                 assert c.readinessProbe is not None, (pod.metadata.name, c.name)
 
 
