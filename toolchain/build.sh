@@ -219,28 +219,29 @@ recipe_metrics_server() {
   rm -rf "$dest" && mkdir -p "$dest" && cp "$dir"/manifests/base/*.yaml "$dest/" && chmod 0644 "$dest"/*.yaml
 }
 
-# Container images of the node's own pieces, from scratch with buildah (no registry to pull
-# from): the sandbox image and CoreDNS. docker-archive tarballs that cluster.sh imports into
-# the node's containerd (`ctr images import`).
-recipe_node_images() {
+# scratch_image TAR REF BINARY PATH USER [BUILDAH-CONFIG-ARGS...]: an image from scratch holding
+# one static binary at PATH (its entrypoint), run as USER, written as the docker-archive
+# share/images/TAR under REF; node.sh imports these into the node's containerd (no registry to
+# pull from). Every image piece below is made of these.
+scratch_image() {
+  local tar="$1" ref="$2" binary="$3" path="$4" user="$5" dest="$CACHE/share/images" c
+  shift 5
   command -v buildah >/dev/null || { echo "buildah is not installed (apt-packages.txt)"; return 1; }
-  local dest="$CACHE/share/images" c
   mkdir -p "$dest"
-  c="$(buildah from scratch)"
-  buildah copy "$c" "$BIN/pause" /pause
-  buildah config --entrypoint '["/pause"]' --user 65535:65535 "$c"
-  rm -f "$dest/pause.tar"
-  buildah commit --rm "$c" "docker-archive:$dest/pause.tar:sophia.local/pause:$PAUSE_VERSION"
-  c="$(buildah from scratch)"
-  buildah copy "$c" "$BIN/coredns" /coredns
-  buildah config --entrypoint '["/coredns"]' --user 65532:65532 --port 53/udp "$c"
-  rm -f "$dest/coredns.tar"
-  buildah commit --rm "$c" "docker-archive:$dest/coredns.tar:sophia.local/coredns:$COREDNS_VERSION"
-  c="$(buildah from scratch)"
-  buildah copy "$c" "$BIN/metrics-server" /metrics-server
-  buildah config --entrypoint '["/metrics-server"]' --user 65532:65532 "$c"
-  rm -f "$dest/metrics-server.tar"
-  buildah commit --rm "$c" "docker-archive:$dest/metrics-server.tar:sophia.local/metrics-server:$METRICS_SERVER_VERSION"
+  c="$(buildah from scratch)" || return 1
+  buildah copy "$c" "$binary" "$path" >/dev/null || return 1
+  buildah config --entrypoint "[\"$path\"]" --user "$user" "$@" "$c" || return 1
+  rm -f "$dest/$tar"
+  buildah commit --rm "$c" "docker-archive:$dest/$tar:$ref" || return 1
+}
+
+# The node's own pieces: the sandbox image, CoreDNS and metrics-server.
+recipe_node_images() {
+  scratch_image pause.tar "sophia.local/pause:$PAUSE_VERSION" "$BIN/pause" /pause 65535:65535 \
+    && scratch_image coredns.tar "sophia.local/coredns:$COREDNS_VERSION" "$BIN/coredns" /coredns 65532:65532 \
+      --port 53/udp \
+    && scratch_image metrics-server.tar "sophia.local/metrics-server:$METRICS_SERVER_VERSION" \
+      "$BIN/metrics-server" /metrics-server 65532:65532
 }
 
 # ---------------------------------------------------------------- the trace pipeline (tracing.env)
@@ -257,19 +258,10 @@ recipe_otelcol() { gobuild otelcol .; }
 # named as the program names them (components/tracing.py), so the local stack runs the same
 # objects as dev and prod; node.sh imports the docker-archives into the node's containerd.
 recipe_tracing_images() {
-  command -v buildah >/dev/null || { echo "buildah is not installed (apt-packages.txt)"; return 1; }
-  local dest="$CACHE/share/images" c
-  mkdir -p "$dest"
-  c="$(buildah from scratch)"
-  buildah copy "$c" "$BIN/otelcol" /otelcol
-  buildah config --entrypoint '["/otelcol"]' --cmd '--config=/etc/otelcol/config.yaml' --user 10001:10001 "$c"
-  rm -f "$dest/otel-collector.tar"
-  buildah commit --rm "$c" "docker-archive:$dest/otel-collector.tar:docker.io/otel/opentelemetry-collector:$COLLECTOR_VERSION"
-  c="$(buildah from scratch)"
-  buildah copy "$c" "$BIN/jaeger" /cmd/jaeger/jaeger-linux
-  buildah config --entrypoint '["/cmd/jaeger/jaeger-linux"]' --user 10001:10001 "$c"
-  rm -f "$dest/jaeger.tar"
-  buildah commit --rm "$c" "docker-archive:$dest/jaeger.tar:docker.io/jaegertracing/jaeger:$JAEGER_VERSION"
+  scratch_image otel-collector.tar "docker.io/otel/opentelemetry-collector:$COLLECTOR_VERSION" \
+      "$BIN/otelcol" /otelcol 10001:10001 --cmd '--config=/etc/otelcol/config.yaml' \
+    && scratch_image jaeger.tar "docker.io/jaegertracing/jaeger:$JAEGER_VERSION" \
+      "$BIN/jaeger" /cmd/jaeger/jaeger-linux 10001:10001
 }
 
 # ---------------------------------------------------------------- monitoring (monitoring.env)
@@ -339,18 +331,12 @@ recipe_kube_state_metrics() {
 # Their images, from scratch with buildah like node-images (its own piece: node-images' fingerprint
 # is shared), imported into the node's containerd by node.sh.
 recipe_monitoring_images() {
-  command -v buildah >/dev/null || { echo "buildah is not installed (apt-packages.txt)"; return 1; }
-  local dest="$CACHE/share/images" c name version spec
-  mkdir -p "$dest"
+  local spec name
   for spec in "prometheus-operator:$PROMETHEUS_OPERATOR_VERSION" "prometheus-config-reloader:$PROMETHEUS_OPERATOR_VERSION" \
               "prometheus:$PROMETHEUS_VERSION" "alertmanager:$ALERTMANAGER_VERSION" \
               "kube-state-metrics:$KUBE_STATE_METRICS_VERSION"; do
-    name="${spec%%:*}" version="${spec#*:}"
-    c="$(buildah from scratch)" || return 1
-    buildah copy "$c" "$BIN/$name" "/bin/$name" >/dev/null || return 1
-    buildah config --entrypoint "[\"/bin/$name\"]" --user 65534:65534 "$c" || return 1
-    rm -f "$dest/$name.tar"
-    buildah commit --rm "$c" "docker-archive:$dest/$name.tar:sophia.local/$name:$version" || return 1
+    name="${spec%%:*}"
+    scratch_image "$name.tar" "sophia.local/$spec" "$BIN/$name" "/bin/$name" 65534:65534 || return 1
   done
 }
 
