@@ -33,6 +33,20 @@ class ReceivedSpan:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+def service_hops(spans: list[ReceivedSpan]) -> list[tuple[ReceivedSpan, ReceivedSpan]]:
+    """(caller's span, callee's span) for every span whose parent belongs to another service, each
+    asserted to be the caller's client span over the callee's server span: the trace context crossed
+    the wire as W3C headers and each side recorded its half."""
+    by_id = {s.span_id: s for s in spans}
+    hops = []
+    for span in spans:
+        parent = by_id.get(span.parent_span_id or "")
+        if parent is not None and parent.service != span.service:
+            assert (parent.kind, span.kind) == ("client", "server"), (parent, span)
+            hops.append((parent, span))
+    return hops
+
+
 def _value(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
     if which == "array_value":
