@@ -25,7 +25,8 @@ import os
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
 
 from sophia_testing.github_fake import FakeGitHub, build_fake_github
 from sophia_testing.hubspot_fake import FakeHubSpot, build_fake_hubspot
@@ -71,6 +72,11 @@ def echo(body: dict[str, Any]) -> Reply:
     return Reply(content=f"echo: {last.get('content', '')}")
 
 
+class Latency(BaseModel):
+    # Typed at the edge: a missing, non-numeric or out-of-range value is a 422 naming the field.
+    seconds: float = Field(ge=0, le=30, allow_inf_nan=False)
+
+
 def with_admin(app: FastAPI, log: list[Any], queue: list[Reply] | None = None) -> FastAPI:
     delay = {"seconds": 0.0}
 
@@ -81,12 +87,9 @@ def with_admin(app: FastAPI, log: list[Any], queue: list[Reply] | None = None) -
         return await call_next(request)
 
     @app.post("/_upstream/latency")
-    async def latency(request: Request) -> dict[str, float]:
+    async def latency(body: Latency) -> dict[str, float]:
         """{"seconds": 0.5}: every other answer of this API comes that much later; 0 puts it back."""
-        seconds = float((await request.json())["seconds"])
-        if not 0 <= seconds <= 30:
-            raise HTTPException(422, "seconds: between 0 and 30")
-        delay["seconds"] = seconds
+        delay["seconds"] = body.seconds
         return delay
 
     @app.get("/_upstream/requests")

@@ -54,3 +54,7 @@ def test_a_stand_in_can_be_made_slow_and_fast_again() -> None:
         assert httpx.post(f"{hubspot}/_upstream/latency", json={"seconds": 0}, headers=auth).status_code == 200
         assert timed() < 0.4
         assert httpx.post(f"{hubspot}/_upstream/latency", json={"seconds": -1}, headers=auth).status_code == 422
+        for bad in ({}, {"seconds": "slow"}, {"seconds": 31}, [1]):  # a 422 naming the field, never a 500
+            refused = httpx.post(f"{hubspot}/_upstream/latency", json=bad, headers=auth)
+            assert refused.status_code == 422, (bad, refused.text)
+            assert "seconds" in refused.text or bad == [1], (bad, refused.text)
