@@ -16,7 +16,10 @@
 #       build DOCKERFILE (with the base image as PYTHON_IMAGE unless an ARG says otherwise),
 #       push it to the local registry as REPOSITORY:TAG and REPOSITORY:c-CONTENT_HASH, and
 #       print one JSON line: {"digest": "sha256:...", "size": "177 MB", "built": true|false}.
-#       An image whose content tag is already in the registry is not rebuilt.
+#       An image whose content tag is already in the registry is not rebuilt. Older builds of
+#       REPOSITORY are then pruned from buildah's storage (below).
+#   toolchain/image-build.sh prune REPOSITORY
+#       only that pruning (KEEP_BUILDS, default 3, newest builds kept).
 #
 # Run by the local image builder (components/image.py, a Pulumi dynamic resource) during
 # `pulumi up`; logs go to .state/images/<name>.log.
@@ -166,11 +169,28 @@ cmd_build() {
   digest="$(cat "$dfile")"
   log "$name: built and pushed in $((SECONDS - t0))s, $(image_size "$repo:$tag"), $repo@$digest"
   printf '{"digest": "%s", "size": "%s", "built": true}\n' "$digest" "$(image_size "$repo:$tag")"
+  prune_older "$repo"
+}
+
+# prune_older REPOSITORY: untag all but the newest KEEP_BUILDS builds of REPOSITORY in buildah's
+# storage, and drop the layer images nothing uses any more. The registry holds what the pods pull;
+# the build storage is only a layer cache, and every chassis change added a few hundred MB to it
+# for good. A few are kept so branches switched back and forth still find their layers. Untagging
+# (not `rmi -f`) never touches a build in progress elsewhere: an image in use stays.
+prune_older() {
+  local keep="${KEEP_BUILDS:-3}" names
+  names="$(buildah images --noheading --format '{{.CreatedAtRaw}}|{{.ID}}|{{.Name}}:{{.Tag}}' --filter "reference=$1" |
+    sort -r | awk -F'|' -v keep="$keep" '!($2 in rank) { rank[$2] = ++n } rank[$2] > keep { print $3 }')"
+  [ -n "$names" ] || return 0
+  # shellcheck disable=SC2086  # one name per word
+  buildah rmi $names >/dev/null 2>&1 || true
+  buildah rmi --prune >/dev/null 2>&1 || true
 }
 
 case "${1:-}" in
   base) cmd_base ;;
   mirror) shift; cmd_mirror "$@" ;;
   build) shift; cmd_build "$@" ;;
-  *) echo "usage: $0 base | build REPOSITORY TAG CONTEXT DOCKERFILE CONTENT_HASH [ARG=VALUE ...]" >&2; exit 2 ;;
+  prune) prune_older "$2" ;;
+  *) echo "usage: $0 base | build REPOSITORY TAG CONTEXT DOCKERFILE CONTENT_HASH [ARG=VALUE ...] | prune REPOSITORY" >&2; exit 2 ;;
 esac
