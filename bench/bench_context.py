@@ -4,7 +4,8 @@ embedded Qdrant shard, the index built aside by the service itself, then an open
 separate process over 1000 held connections at 50, 100, 200 and 400 searches/s and at twice the
 measured capacity. Prints offered vs served, p50/p95/p99, shed (503) and failed counts, recall
 of the top 5 against an exact scan (numpy), RSS, and the embedding cache hit vs a miss of the
-real local model. Bounded in time (BENCH_SIZES, BENCH_SECONDS, BENCH_INDEX_TIMEOUT)."""
+real local model. Bounded in time (BENCH_SIZES, BENCH_SECONDS, BENCH_INDEX_TIMEOUT; BENCH_RATES: the
+open-loop rates before the 2x step)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "10000,100000").spli
 SECONDS = float(os.environ.get("BENCH_SECONDS", "15"))  # per load level
 INDEX_TIMEOUT = float(os.environ.get("BENCH_INDEX_TIMEOUT", "1800"))
 USERS = 1000  # connections held open
-RATES = (50, 100, 200, 400)
+RATES = tuple(int(n) for n in os.environ.get("BENCH_RATES", "50,100,200,400").split(",") if n)
 CLIENT_TIMEOUT = 10.0  # a user gives up after this long: counted as failed
 TOPICS = [
     "invoice",
