@@ -365,7 +365,11 @@ def measure(count: int, redis_url: str, embeddings_url: str) -> None:
             print(row(label, result), f" load {load_average()}", flush=True)
             if rate not in RATES:
                 served = result["served"] / result["elapsed"]
-                print(f"at 2x capacity: served {served:.0f}/s = {served / capacity:.0%} of capacity")
+                per_cpu = (served / result["cpu"]) / (capacity / capacity_run["cpu"])
+                print(
+                    f"at 2x capacity: served {served:.0f}/s = {served / capacity:.0%} of capacity; "
+                    f"per second of the service's CPU, {per_cpu:.0%} of what it served at capacity"
+                )
         print(f"mcp-context {rss(server.pid)}")
     finally:
         server.terminate()
