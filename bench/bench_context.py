@@ -223,6 +223,21 @@ def run_level(kind: str, url: str, n: int, seconds: float, rate: float = 0.0, pi
     return result
 
 
+def refusal_cost(capacity_run: dict, overload: dict) -> str:
+    """What a refusal costs the service, from its CPU: a served search costs what the capacity run
+    spent per search; the rest of the overload step's CPU went to the refusals. With refusals at
+    that share x of a search, at most (1 - 2x) / (1 - x) of capacity can be served at twice it,
+    however well the door is kept (each second: s searches + (2C - s) refusals = C searches)."""
+    search = capacity_run["cpu"] * capacity_run["elapsed"] / max(1, capacity_run["served"])
+    refused = (overload["cpu"] * overload["elapsed"] - overload["served"] * search) / max(1, overload["shed"])
+    x = refused / search
+    ceiling = max(0.0, (1 - 2 * x) / (1 - x)) if x < 1 else 0.0
+    return (
+        f"the service's CPU per refusal ~{refused * 1000:.2f} ms against {search * 1000:.2f} ms per served search "
+        f"(x = {x:.2f}): at twice capacity at most {ceiling:.0%} of it can be served by refusing in this process"
+    )
+
+
 def row(label: str, result: dict) -> str:
     lat = [x * 1000 for x in result["latencies"]]
     shed = [x * 1000 for x in result["shed_latencies"]]
@@ -370,6 +385,7 @@ def measure(count: int, redis_url: str, embeddings_url: str) -> None:
                     f"at 2x capacity: served {served:.0f}/s = {served / capacity:.0%} of capacity; "
                     f"per second of the service's CPU, {per_cpu:.0%} of what it served at capacity"
                 )
+                print(refusal_cost(capacity_run, result))
         print(f"mcp-context {rss(server.pid)}")
     finally:
         server.terminate()
