@@ -4,7 +4,8 @@ embedded Qdrant shard, the index built aside by the service itself, then an open
 separate process over 1000 held connections at 50, 100, 200 and 400 searches/s and at twice the
 measured capacity. Prints offered vs served, p50/p95/p99, shed (503) and failed counts, recall
 of the top 5 against an exact scan (numpy), RSS, and the embedding cache hit vs a miss of the
-real local model. Bounded in time (BENCH_SIZES, BENCH_SECONDS, BENCH_INDEX_TIMEOUT)."""
+real local model. Bounded in time (BENCH_SIZES, BENCH_SECONDS, BENCH_INDEX_TIMEOUT; BENCH_RATES: the
+open-loop rates before the 2x step)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ SIZES = tuple(int(n) for n in os.environ.get("BENCH_SIZES", "10000,100000").spli
 SECONDS = float(os.environ.get("BENCH_SECONDS", "15"))  # per load level
 INDEX_TIMEOUT = float(os.environ.get("BENCH_INDEX_TIMEOUT", "1800"))
 USERS = 1000  # connections held open
-RATES = (50, 100, 200, 400)
+RATES = tuple(int(n) for n in os.environ.get("BENCH_RATES", "50,100,200,400").split(",") if n)
 CLIENT_TIMEOUT = 10.0  # a user gives up after this long: counted as failed
 TOPICS = [
     "invoice",
@@ -122,6 +123,13 @@ def rss(pid: int) -> str:
     return f"RSS {fields['VmRSS']} (peak {fields['VmHWM']})"
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Tally:
     def __init__(self) -> None:
         self.latencies: list[float] = []  # answered 200
@@ -204,10 +212,30 @@ def wait_drained(url: str, timeout: float = 120) -> None:
             time.sleep(0.2)
 
 
-def run_level(kind: str, url: str, n: int, seconds: float, rate: float = 0.0) -> dict:
-    """One load level from a separate process, so the generator does not share the server's loop."""
+def run_level(kind: str, url: str, n: int, seconds: float, rate: float = 0.0, pid: int | None = None) -> dict:
+    """One load level from a separate process, so the generator does not share the server's loop.
+    With `pid` (the service's), the result says how much CPU the service got meanwhile: on a shared
+    machine a figure means little without it."""
     wait_drained(url)
-    return result_of(*in_process(_level, kind, url, n, rate, seconds), timeout=seconds + 300)
+    used = cpu_seconds(pid) if pid else 0.0
+    result = result_of(*in_process(_level, kind, url, n, rate, seconds), timeout=seconds + 300)
+    result["cpu"] = (cpu_seconds(pid) - used) / seconds if pid else float("nan")
+    return result
+
+
+def refusal_cost(capacity_run: dict, overload: dict) -> str:
+    """What a refusal costs the service, from its CPU: a served search costs what the capacity run
+    spent per search; the rest of the overload step's CPU went to the refusals. With refusals at
+    that share x of a search, at most (1 - 2x) / (1 - x) of capacity can be served at twice it,
+    however well the door is kept (each second: s searches + (2C - s) refusals = C searches)."""
+    search = capacity_run["cpu"] * capacity_run["elapsed"] / max(1, capacity_run["served"])
+    refused = (overload["cpu"] * overload["elapsed"] - overload["served"] * search) / max(1, overload["shed"])
+    x = refused / search
+    ceiling = max(0.0, (1 - 2 * x) / (1 - x)) if x < 1 else 0.0
+    return (
+        f"the service's CPU per refusal ~{refused * 1000:.2f} ms against {search * 1000:.2f} ms per served search "
+        f"(x = {x:.2f}): at twice capacity at most {ceiling:.0%} of it can be served by refusing in this process"
+    )
 
 
 def row(label: str, result: dict) -> str:
@@ -217,13 +245,13 @@ def row(label: str, result: dict) -> str:
         f"{label:>10} {result['sent'] / result['elapsed']:>8.1f} {result['served'] / result['elapsed']:>8.1f} "
         f"{percentile(lat, 0.5):>8.1f} "
         f"{percentile(lat, 0.95):>8.1f} {percentile(lat, 0.99):>8.1f} {result['shed']:>7} "
-        f"{percentile(shed, 0.99):>11.1f} {result['failed']:>7}"
+        f"{percentile(shed, 0.99):>11.1f} {result['failed']:>7} {result['cpu']:>5.2f}"
     )
 
 
 HEADER = (
     f"{'offered/s':>10} {'sent/s':>8} {'served/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'shed':>7} "
-    f"{'shed p99 ms':>11} {'failed':>7}"
+    f"{'shed p99 ms':>11} {'failed':>7} {'cpu':>5}"
 )
 
 
@@ -333,24 +361,31 @@ def measure(count: int, redis_url: str, embeddings_url: str) -> None:
         recall = np.mean([len(set(f) & {ids[i] for i in t}) / 5 for f, t in zip(found, truth, strict=True)])
         print(f"recall of the top 5 against an exact scan (numpy), {len(QUERIES)} queries: {recall:.3f}")
 
-        capacity_run = run_level("closed", url, 16, SECONDS)
+        capacity_run = run_level("closed", url, 16, SECONDS, pid=server.pid)
         capacity = capacity_run["served"] / capacity_run["elapsed"]
         print(
             f"capacity (closed loop, 16 connections): {capacity:.0f} searches/s served, "
-            f"{capacity_run['shed']} shed, {capacity_run['failed']} failed",
+            f"{capacity_run['shed']} shed, {capacity_run['failed']} failed; the service used "
+            f"{capacity_run['cpu']:.2f} of a core (load average {load_average()})",
             flush=True,
         )
         print(
-            f"open loop: {USERS} connections held open, {SECONDS:.0f}s per level, client timeout {CLIENT_TIMEOUT:.0f}s"
+            f"open loop: {USERS} connections held open, {SECONDS:.0f}s per level, client timeout {CLIENT_TIMEOUT:.0f}s; "
+            "cpu: cores the service used meanwhile (1.00: all of one)"
         )
         print(HEADER)
         for rate in (*RATES, round(2 * capacity)):
-            result = run_level("open", url, USERS, SECONDS, rate)
+            result = run_level("open", url, USERS, SECONDS, rate, pid=server.pid)
             label = f"{rate}" if rate in RATES else f"2x={rate}"
             print(row(label, result), f" load {load_average()}", flush=True)
             if rate not in RATES:
                 served = result["served"] / result["elapsed"]
-                print(f"at 2x capacity: served {served:.0f}/s = {served / capacity:.0%} of capacity")
+                per_cpu = (served / result["cpu"]) / (capacity / capacity_run["cpu"])
+                print(
+                    f"at 2x capacity: served {served:.0f}/s = {served / capacity:.0%} of capacity; "
+                    f"per second of the service's CPU, {per_cpu:.0%} of what it served at capacity"
+                )
+                print(refusal_cost(capacity_run, result))
         print(f"mcp-context {rss(server.pid)}")
     finally:
         server.terminate()

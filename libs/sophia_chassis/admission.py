@@ -1,21 +1,31 @@
-"""Graceful overload: bounded concurrency with a queue deadline, as a plain ASGI middleware.
+"""Graceful overload: bounded concurrency with a queue deadline, and a bounded turn of the event
+loop, as a plain ASGI middleware.
 
 At most `max_concurrent` requests to the limited paths run at once; the next ones wait in
 arrival order, each for at most `queue_timeout` seconds. One that is still waiting then is
-answered at once with 503 and `Retry-After`, without running: past capacity the service
-sheds the excess quickly instead of letting a queue grow until every client times out, and
-what it accepts still starts within the deadline. Clients in this repo retry after the
-Retry-After (sophia_chassis.http).
+answered at once with 503 and `Retry-After`, without running: past capacity the service sheds the
+excess quickly instead of letting a queue grow until every client times out, and what it accepts
+still starts within the deadline. Clients in this repo retry after the Retry-After
+(sophia_chassis.http).
 
-The slots alone do not bound latency in an asyncio server: the event loop itself is the queue
-(requests read, parsed and routed, continuations after each await), and past capacity it fills
-with requests the slots have not seen yet, so every admitted request stretches and served
-throughput collapses (bench-context: 40/s served of 400 offered). So the loop's lag is measured
-too (how late a timer every `tick` seconds fires): while it exceeds `max_loop_lag` *and* the loop's
-thread was busy on a CPU for at least `BUSY_SHARE` of the time, new requests are shed at the door,
-which costs the least the loop can spend on them. A loop that runs late without running (the
-machine's other processes had the cores) is not overloaded by its callers, and refusing them would
-not make it faster: on a shared machine that shed healthy requests (seen in CI and in tests)."""
+The slots alone do not bound latency in an asyncio server: the event loop itself is the queue. A
+request that needs no await (a warm search) runs to its end in one step, so it never waits for a
+slot; past capacity every turn of the loop reads more requests than it can run, and each waits
+behind all those read before it. So the loop's turns are bounded too: a timer every `tick` seconds
+marks when the loop last came round to its timers; a request that reaches the door more than
+`max_loop_lag` seconds after that mark, while the loop's thread was on a CPU for at least
+`BUSY_SHARE` of that time, is shed at once (the cheapest thing the loop can do with it). Each turn
+so runs at most ~`max_loop_lag` seconds of admitted work and refuses the rest: past capacity the
+loop never idles and spends on refusals only what they cost, and what it runs waited at most about
+two turns. A loop that is late without running (the machine's other processes had the cores) is
+not overloaded by its callers, and refusing them would not make it faster: on a shared machine
+that shed healthy requests (seen in CI and in tests).
+
+Two designs came before (docs/performance-mcp-context.md has their figures): shedding everything
+while a smoothed lag exceeded the bound (55 % of capacity served at twice it, quiet machine): the
+smoothing reacts late both ways, the door staying open while the loop falls behind and shut after it
+has caught up; and an AIMD rate steered by that smoothed lag, which inherits the delay. Bounding each turn needs no smoothing and no
+rate: what the loop cannot run in this turn is refused in this turn."""
 
 from __future__ import annotations
 
@@ -29,8 +39,47 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sophia_chassis.problems import problem, retry_after
 
-# The share of wall time the loop's thread must have run on a CPU for its lag to count as overload.
+# The share of wall time the loop's thread must have run on a CPU for its lateness to count as overload.
 BUSY_SHARE = 0.5
+
+
+class LoopTurn:
+    """How long the event loop has been busy since it last came round to its timers.
+
+    `start(loop)` arms a timer every `tick` seconds (a plain callback, run in the loop's timer
+    phase: no task). Each firing marks a new turn; `overrun()` is how far the current turn is past
+    `max_lag` (seconds, 0 when within it or when the loop's thread was mostly off the CPU)."""
+
+    def __init__(self, max_lag: float, tick: float = 0.005, clock=time.perf_counter, cpu=time.thread_time):
+        self.max_lag, self.tick = max_lag, tick
+        self._clock, self._cpu = clock, cpu
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.mark(clock(), cpu())
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Idempotent per loop (an app may be served by several loops in turn, as in tests)."""
+        if self._loop is loop:
+            return
+        self._loop = loop
+        self.mark(self._clock(), self._cpu())
+        loop.call_later(self.tick, self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not loop:
+            return  # a later loop took over
+        self.mark(self._clock(), self._cpu())
+        loop.call_later(self.tick, self._fire, loop)
+
+    def mark(self, now: float, cpu: float) -> None:
+        self._turn_started, self._turn_cpu = now, cpu
+
+    def overrun(self) -> float:
+        elapsed = self._clock() - self._turn_started
+        if elapsed <= self.max_lag:
+            return 0.0
+        if self._cpu() - self._turn_cpu < BUSY_SHARE * elapsed:
+            return 0.0  # late, but not because this thread was working
+        return elapsed - self.max_lag
 
 
 class AdmissionControl:
@@ -51,10 +100,7 @@ class AdmissionControl:
         self.app, self.paths = app, frozenset(paths)
         self.max_concurrent, self.queue_timeout = max_concurrent, queue_timeout
         self.retry_after_seconds = retry_after_seconds
-        self.max_loop_lag, self.tick = max_loop_lag, tick
-        self.loop_lag = 0.0
-        self.loop_busy = 0.0  # smoothed share of wall time the loop's thread ran on a CPU
-        self._monitor: asyncio.Task[None] | None = None
+        self.turn = LoopTurn(max_loop_lag, tick) if max_loop_lag is not None else None
         self.active = 0
         self.shed = 0
         self._waiters: deque[asyncio.Future[bool]] = deque()
@@ -70,8 +116,8 @@ class AdmissionControl:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        if self.max_loop_lag is not None and self._monitor is None:
-            self._monitor = asyncio.get_running_loop().create_task(self._watch_loop())
+        if self.turn is not None:
+            self.turn.start(asyncio.get_running_loop())
         if self.overloaded or not await self._acquire():
             self.shed += 1
             if self._shed_counter is not None:
@@ -90,26 +136,10 @@ class AdmissionControl:
         finally:
             self._release()
 
-    async def _watch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            started, cpu = loop.time(), time.thread_time()
-            await asyncio.sleep(self.tick)
-            now = loop.time()
-            busy = min(1.0, (time.thread_time() - cpu) / (now - started)) if now > started else 1.0
-            self.observe(max(0.0, now - started - self.tick), busy)
-
-    def observe(self, late: float, busy: float) -> None:
-        """One tick of the loop watcher: its timer fired `late` seconds late, and the loop's thread
-        ran on a CPU for the share `busy` of the tick. Smoothed over ~10 ticks: one late timer is
-        not overload."""
-        self.loop_lag += 0.1 * (late - self.loop_lag)
-        self.loop_busy += 0.1 * (busy - self.loop_busy)
-
     @property
     def overloaded(self) -> bool:
-        """The loop runs late, and because it is busy (not because the OS ran other processes)."""
-        return self.max_loop_lag is not None and self.loop_lag > self.max_loop_lag and self.loop_busy >= BUSY_SHARE
+        """The loop's current turn has run past the bound, and because it is busy."""
+        return self.turn is not None and self.turn.overrun() > 0
 
     async def _acquire(self) -> bool:
         """True once a slot is this request's; False when its queue deadline passed first."""

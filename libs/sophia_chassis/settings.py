@@ -49,7 +49,8 @@ class ServiceSettings(BaseSettings):
     # at once; the next wait at most this long, then are answered 503 + Retry-After.
     max_concurrent_requests: int = Field(4, ge=1)
     queue_timeout_seconds: float = Field(0.05, ge=0)
-    # ... and while the event loop runs this late (seconds; 0: not watched), new ones are shed at once.
+    # ... and one that reaches them when the event loop's current turn has been busy this long
+    # (seconds; 0: not watched) is shed at once (sophia_chassis.admission.LoopTurn).
     max_loop_lag_seconds: float = Field(0.02, ge=0)
     # Tracing (sophia_chassis.tracing): the OpenTelemetry collector's OTLP/HTTP base URL (none: no
     # tracing), and the share of traces started here that are kept (callers' decisions are followed).

@@ -316,57 +316,125 @@ def test_a_waiting_request_gets_the_slot_a_finished_one_frees() -> None:
     assert ran == [0, 1, 2]  # in arrival order
 
 
-def test_a_late_loop_sheds_only_while_it_is_busy() -> None:
+def _spin(seconds: float) -> None:
+    """Hold the loop for `seconds`, working (a warm search runs without an await)."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def test_a_turn_of_the_loop_counts_as_overrun_only_past_the_bound_and_while_busy() -> None:
+    from sophia_chassis.admission import LoopTurn
+
+    clock = {"wall": 0.0, "cpu": 0.0}
+    turn = LoopTurn(0.02, clock=lambda: clock["wall"], cpu=lambda: clock["cpu"])
+    turn.mark(0.0, 0.0)
+    clock.update(wall=0.015, cpu=0.015)
+    assert turn.overrun() == 0.0  # within the bound
+    clock.update(wall=0.05, cpu=0.045)
+    assert turn.overrun() == pytest.approx(0.03)  # past it, the thread on a CPU 90 % of the time
+    clock.update(cpu=0.02)
+    assert turn.overrun() == 0.0  # as late, but the thread ran 40 %: the OS had it off the CPU
+    clock.update(cpu=0.045)
+    turn.mark(0.05, 0.045)  # the loop came round to its timers: a new turn
+    assert turn.overrun() == 0.0
+
+
+async def _status(control, n: int = 0) -> int:
+    sent: list[int] = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            sent.append(message["status"])
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await control({"type": "http", "path": "/x", "method": "GET", "headers": [], "n": n}, receive, send)
+    return sent[0]
+
+
+def test_a_burst_past_what_one_turn_can_run_is_cut_at_the_bound_and_the_next_turn_admits_again() -> None:
+    """The real loop and its timer: 40 requests of 2 ms of work each read in one turn (as uvicorn
+    reads a burst: one task each) run until the turn is 20 ms old; the rest are shed at once, and
+    the next burst, after the loop came round to its timers, is admitted again from its start. The
+    work advances a clock of the test's own (as busy as it says), so the machine's other processes
+    cannot stretch or shrink it."""
+    from sophia_chassis.admission import AdmissionControl, LoopTurn
+
+    now = [0.0]
+
+    async def inner(scope, receive, send):
+        now[0] += 0.002  # a warm search's work, without an await
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def scenario() -> list[list[int]]:
+        control = AdmissionControl(inner, paths=["/x"], max_concurrent=4, queue_timeout=0.05, max_loop_lag=0.02)
+        control.turn = LoopTurn(0.02, clock=lambda: now[0], cpu=lambda: now[0])
+        bursts = []
+        for _ in range(3):
+            await asyncio.sleep(0.02)  # idle: the timer fires, a fresh turn
+            bursts.append(await asyncio.gather(*(_status(control, n) for n in range(40))))
+        return bursts
+
+    for statuses in asyncio.run(scenario()):
+        assert statuses == [200] * 10 + [503] * 30  # the turn's first 20 ms run, its tail is shed
+
+
+def test_a_loop_blocked_without_running_sheds_nothing() -> None:
+    """The real watcher and the thread's real CPU time: the loop held 30 ms at a time by a call that
+    does not use the CPU (as when the machine's other processes have the cores) runs late, but
+    sheds nothing."""
     from sophia_chassis.admission import AdmissionControl
 
     async def inner(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    async def status(control: AdmissionControl) -> int:
-        sent: list[int] = []
+    async def scenario() -> list[int]:
+        control = AdmissionControl(inner, paths=["/x"], max_concurrent=4, queue_timeout=0.05, max_loop_lag=0.005)
+        await _status(control)  # starts the watcher
+        statuses = []
+        for _ in range(10):
+            await asyncio.sleep(0.006)  # a fresh turn
+            time.sleep(0.03)  # blocks the loop without running
+            assert control.turn.overrun() == 0.0
+            statuses.append(await _status(control))
+        return statuses
 
-        async def send(message):
-            if message["type"] == "http.response.start":
-                sent.append(message["status"])
-
-        async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        await control({"type": "http", "path": "/x", "method": "GET", "headers": []}, receive, send)
-        return sent[0]
-
-    async def scenario() -> tuple[int, int]:
-        control = AdmissionControl(inner, paths=["/x"], max_concurrent=4, queue_timeout=0.05, max_loop_lag=0.02)
-        for _ in range(30):  # 50 ms late on every tick, the thread on a CPU a tenth of the time
-            control.observe(0.05, 0.1)
-        descheduled = await status(control)
-        for _ in range(30):  # as late, the thread busy all the time: the loop itself is the queue
-            control.observe(0.05, 1.0)
-        return descheduled, await status(control)
-
-    assert asyncio.run(scenario()) == (200, 503)
+    assert asyncio.run(scenario()) == [200] * 10
 
 
-def test_a_loop_blocked_without_running_is_not_overloaded() -> None:
-    """The real watcher: the loop held 30 ms at a time by a call that does not use the CPU (as when
-    the machine's other processes have the cores) runs late, but sheds nothing."""
-    from sophia_chassis.admission import AdmissionControl
+def test_shedding_answers_503_with_retry_after_without_running_the_route() -> None:
+    from sophia_chassis.admission import AdmissionControl, LoopTurn
+
+    ran: list[int] = []
+    messages: list[dict] = []
 
     async def inner(scope, receive, send):
-        return None
+        ran.append(1)
 
-    async def scenario() -> AdmissionControl:
-        control = AdmissionControl(inner, paths=["/x"], max_concurrent=4, queue_timeout=0.05, max_loop_lag=0.005)
-        await control({"type": "http", "path": "/x"}, None, None)  # starts the watcher
-        for _ in range(40):
-            time.sleep(0.03)  # blocks the loop without running
-            await asyncio.sleep(0.006)  # the watcher's timer fires, late
-        return control
+    async def send(message):
+        messages.append(message)
 
-    control = asyncio.run(scenario())
-    assert control.loop_lag > 0.005  # late by more than its limit...
-    assert not control.overloaded  # ...but idle: nothing is shed
+    async def scenario() -> float:
+        control = AdmissionControl(
+            inner, paths=["/x"], max_concurrent=4, queue_timeout=1.0, max_loop_lag=0.02, retry_after_seconds=2
+        )
+        control.turn = LoopTurn(0.02, cpu=time.perf_counter)
+        control.turn.start(asyncio.get_running_loop())
+        _spin(0.03)
+        started = time.perf_counter()
+        await control({"type": "http", "path": "/x", "method": "POST", "headers": []}, None, send)
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(scenario())
+    assert ran == []
+    start = messages[0]
+    assert start["status"] == 503
+    assert (b"retry-after", b"2") in start["headers"]
+    assert elapsed < 0.25  # refused at the door, not after the queue deadline (1 s)
 
 
 def test_a_shedding_upstream_is_retried_after_its_retry_after_and_leaves_the_breaker_closed() -> None:
