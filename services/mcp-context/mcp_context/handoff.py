@@ -8,15 +8,17 @@ the local stack keeps it on a volume both pods of a rolling update mount. So:
   writes `.owner.json` beside it: its address and a random token, mode 0600. Only a process
   mounting the same volume can read the token, which is what authenticates a hand-over.
 - A starting pod that cannot take the lock asks the owner (POST HANDOVER_PATH with the token;
-  not routed by the gateway). The owner holds new requests, lets in-flight ones finish, closes
-  the shard, releases the lock and answers; the successor takes the lock, opens the shard,
-  publishes itself and starts serving. From then on the old owner forwards every data request
-  it still gets (endpoint removal lags) to the owner named in the file, with the caller's
-  headers (the owner authenticates them), and reports not-ready once that owner is ready.
+  not routed by the gateway). The owner holds new requests, closes the shard (after the write
+  running, if any), releases the lock and answers; the successor takes the lock, opens the
+  shard, publishes itself and starts serving. From then on the old owner forwards every data
+  request it still gets (endpoint removal lags) to the owner named in the file, with the
+  caller's headers (the owner authenticates them), and reports not-ready once that owner is.
+- Requests already running are not waited for (under load they took seconds: every request
+  held meanwhile): one that reaches the closed shard has not touched it, so its answer is
+  dropped and the request, kept whole, is sent to whoever owns the shard once that is settled.
 - Every wait is bounded: a starting pod that cannot get the shard in `acquire_seconds` fails
-  its start (the owner keeps serving); an owner whose requests do not finish in
-  `drain_seconds` refuses (the successor asks again); an owner whose successor has not taken
-  the lock after `take_back_seconds` takes it back and serves on.
+  its start (the owner keeps serving); an owner whose successor has not taken the lock after
+  `take_back_seconds` takes it back and serves on.
 """
 
 from __future__ import annotations
@@ -35,16 +37,19 @@ from pathlib import Path
 
 import httpx
 import structlog
+from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_context.store import EmbeddedMemoryStore
-from sophia_chassis.mcp import MCP_PATH
+from mcp_context.store import EmbeddedMemoryStore, ShardClosed
 from sophia_chassis.problems import problem, retry_after
 
 HANDOVER_PATH = "/internal/shard/handover"
 TOKEN_HEADER = "x-shard-token"
+MOVED_HEADER = b"x-shard-moved"  # on an answer to a request that found the shard closed: replayed
+REPLAYS = 3
+TOO_LARGE = b"\0too large"  # _read_body's answer past the limit (compared by identity)
 LOCK_FILE, OWNER_FILE = ".owner.lock", ".owner.json"
 NOT_DATA = frozenset({"/healthz", "/readyz", "/metrics"})  # answered by whichever pod is asked
 # Hop-by-hop (RFC 9110 7.6.1) and recomputed headers: not passed on in either direction.
@@ -99,21 +104,17 @@ class ShardHandoff:
         registry: CollectorRegistry,
         *,
         acquire_seconds: float = 30.0,
-        drain_seconds: float = 10.0,
         take_back_seconds: float = 5.0,
         max_body_bytes: int = 16 << 20,
     ):
         self.store, self.url = store, url
-        self.acquire_seconds, self.drain_seconds = acquire_seconds, drain_seconds
-        self.take_back_seconds, self.max_body_bytes = take_back_seconds, max_body_bytes
+        self.acquire_seconds, self.take_back_seconds = acquire_seconds, take_back_seconds
+        self.max_body_bytes = max_body_bytes
         self.lock = DirectoryLock(store.root / LOCK_FILE)
         self.owner_file = store.root / OWNER_FILE
         self.token = secrets.token_urlsafe(32)
         self.state = State.STARTING
         self._settled = asyncio.Event()  # set while requests may go on (owner or forwarding)
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._successor: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._owner_cache: tuple[tuple[int, int], Owner | None] | None = None
@@ -189,7 +190,7 @@ class ShardHandoff:
 
     async def _ask(self, owner: Owner, timeout: float) -> tuple[str, bool]:
         try:
-            async with httpx.AsyncClient(timeout=max(1.0, min(timeout, self.drain_seconds + 10))) as client:
+            async with httpx.AsyncClient(timeout=max(1.0, min(timeout, 10.0))) as client:
                 answer = await client.post(f"{owner.url}{HANDOVER_PATH}", headers={TOKEN_HEADER: owner.token})
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"[:200], False
@@ -202,11 +203,6 @@ class ShardHandoff:
         started = time.monotonic()
         self.state = State.HANDING_OVER
         self._settled.clear()  # new requests wait here
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.drain_seconds)
-        except TimeoutError:
-            self._settle(State.OWNER)
-            return 409, f"{self._in_flight} requests still running after {self.drain_seconds:g} s; ask again"
         await self.store.close()  # the shard's files are complete on disk (its WAL included)
         self.lock.release()
         self._successor = asyncio.create_task(self._await_successor(started))
@@ -257,21 +253,21 @@ class ShardHandoff:
             await self._client.aclose()
 
     # ------------------------------------------------------------ requests
-    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
-        assert self._client is not None
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, kept to be sent again; None if the client left; TOO_LARGE past the limit."""
         body = bytearray()
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return  # the client left
+                return None
             body += message.get("body", b"")
             if len(body) > self.max_body_bytes:
-                await problem(413, "Content Too Large", f"the request body exceeds {self.max_body_bytes} bytes")(
-                    scope, receive, send
-                )
-                return
+                return TOO_LARGE
             if not message.get("more_body", False):
-                break
+                return bytes(body)
+
+    async def forward(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        assert self._client is not None
         headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP and k not in (b"host", b"content-length")]
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
@@ -283,7 +279,7 @@ class ShardHandoff:
                 if owner is None:
                     raise httpx.ConnectError("no owner named")
                 request = self._client.build_request(
-                    scope["method"], owner.url + target.decode("latin-1"), headers=headers, content=bytes(body)
+                    scope["method"], owner.url + target.decode("latin-1"), headers=headers, content=body
                 )
                 answer = await self._client.send(request, stream=True)
                 break
@@ -335,23 +331,45 @@ class ShardHandoff:
         if path in NOT_DATA:
             await app(scope, receive, send)
             return
-        while self.state in (State.STARTING, State.HANDING_OVER):
-            await self._settled.wait()
-        if self.state is State.FORWARDING:
-            await self.forward(scope, receive, send)
+        body = await self._read_body(receive)
+        if body is None:
+            return  # the client left
+        if body is TOO_LARGE:
+            # The rest of the body is not read: the connection cannot be reused.
+            detail = f"the request body exceeds {self.max_body_bytes} bytes; send less per request"
+            await problem(413, "Content Too Large", detail, headers={"Connection": "close"})(scope, receive, send)
             return
-        # MCP's GET stream only carries notifications, open as long as its client is: not waited for.
-        counted = not (path == MCP_PATH and scope["method"] == "GET")
-        if counted:
-            self._in_flight += 1
-            self._idle.clear()
-        try:
-            await app(scope, receive, send)
-        finally:
-            if counted:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._idle.set()
+        for _ in range(REPLAYS):
+            while self.state in (State.STARTING, State.HANDING_OVER):
+                await self._settled.wait()
+            if self.state is State.FORWARDING:
+                await self.forward(scope, body, receive, send)
+                return
+            if not await self._run_here(app, scope, body, receive, send):
+                return
+        await problem(503, "Service Unavailable", "the shard kept moving", headers=retry_after(1))(scope, receive, send)
+
+    async def _run_here(self, app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+        """Serve the request here; True if it found the shard closed (nothing answered, nothing written)."""
+        moved = False
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async def send_unless_moved(message: Message) -> None:
+            nonlocal moved
+            if message["type"] == "http.response.start":
+                moved = any(k == MOVED_HEADER for k, _ in message.get("headers", []))
+            if not moved:
+                await send(message)
+
+        await app(scope, replay, send_unless_moved)
+        return moved
 
 
 class HandoffGate:
@@ -366,6 +384,17 @@ class HandoffGate:
             await self.app(scope, receive, send)
             return
         await self.handoff.serve(self.app, scope, receive, send)
+
+
+def install(app: FastAPI, handoff: ShardHandoff) -> None:
+    """The gate, outermost (before auth, admission and metrics: a forwarded request is the owner's
+    to count), and the answer marking a request that found the shard closed."""
+
+    async def shard_closed(_: Request, exc: ShardClosed) -> Response:
+        return problem(503, "Service Unavailable", str(exc), headers={MOVED_HEADER.decode(): "1", **retry_after(1)})
+
+    app.add_exception_handler(ShardClosed, shard_closed)
+    app.add_middleware(HandoffGate, handoff=handoff)
 
 
 def owner_url(pod_ip: str, port: int) -> str:

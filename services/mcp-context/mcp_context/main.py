@@ -20,7 +20,7 @@ from qdrant_client import AsyncQdrantClient
 
 from mcp_context.cache import CachedEmbedder
 from mcp_context.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder
-from mcp_context.handoff import HandoffGate, ShardHandoff, owner_url
+from mcp_context.handoff import ShardHandoff, install, owner_url
 from mcp_context.settings import Settings
 from mcp_context.store import EmbeddedMemoryStore, Memory, MemoryStore, ServerMemoryStore
 from sophia_chassis import create_app
@@ -268,11 +268,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             owner_url(settings.pod_ip, settings.port),
             app.state.registry,
             acquire_seconds=settings.shard_acquire_seconds,
-            drain_seconds=settings.shard_drain_seconds,
             take_back_seconds=settings.shard_take_back_seconds,
             max_body_bytes=settings.max_body_bytes,
         )
-        app.add_middleware(HandoffGate, handoff=handoff)  # outermost: before auth, admission, metrics
+        install(app, handoff)
     app.state.handoff = handoff
     flags = app.state.flags
     requests_abandoned = Counter(

@@ -238,7 +238,10 @@ def test_an_owner_whose_successor_never_comes_takes_the_shard_back(tmp_path: Pat
         async def held_write(scope, receive, send) -> None:
             await store.upsert([Memory(text="held", tenant="t")], [[0, 1, 0, 0]])
 
-        await handoff.serve(held_write, {"type": "http", "path": "/memories", "method": "POST"}, None, None)
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        await handoff.serve(held_write, {"type": "http", "path": "/memories", "method": "POST"}, receive, None)
         assert 0.5 <= time.monotonic() - started < 5
         assert handoff.state is State.OWNER and await handoff.ready()
         assert store.index_status()["points"] == 2
