@@ -222,10 +222,10 @@ def test_an_owner_whose_successor_never_comes_takes_the_shard_back(tmp_path: Pat
         handoff = ShardHandoff(store, "http://127.0.0.1:1", CollectorRegistry(), take_back_seconds=0.5)
         await handoff.acquire()
         await store.upsert([Memory(text="kept", tenant="t", id="00000000-0000-0000-0000-000000000001")], [[1, 0, 0, 0]])
+        started = time.monotonic()
         assert await handoff.hand_over() == (200, "handed over")
         assert store.shard is None and handoff.state is State.HANDING_OVER
         assert (await handoff.hand_over())[0] == 409  # not the owner now
-        started = time.monotonic()
 
         async def held_write(scope, receive, send) -> None:
             await store.upsert([Memory(text="held", tenant="t")], [[0, 1, 0, 0]])
