@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -33,10 +33,12 @@ from pulumi_kubernetes.core.v1 import (
     ContainerPortArgs,
     EmptyDirVolumeSourceArgs,
     EnvVarArgs,
+    EnvVarSourceArgs,
     HTTPGetActionArgs,
     KeyToPathArgs,
     LifecycleArgs,
     LifecycleHandlerArgs,
+    ObjectFieldSelectorArgs,
     PersistentVolumeClaimVolumeSourceArgs,
     PodSpecArgs,
     PodTemplateSpecArgs,
@@ -210,7 +212,8 @@ class PlatformServiceArgs:
     spread_across_zones: bool = False
     image_pull_policy: str = "Always"
     # A PersistentVolumeClaim mounted at DATA_MOUNT (the local stack's embedded Qdrant Edge). One
-    # process owns an embedded store's directory, so such a Deployment is replaced, not surged.
+    # process owns an embedded store's directory: a rollout's new pod asks the old one, at the pod IP
+    # it is given (POD_IP), to hand it over (services/mcp-context/mcp_context/handoff.py).
     data_claim: pulumi.Input[str] | None = None
     # The ConfigMap holding the stack's feature flags (FLAGS_FILE), mounted at FLAGS_MOUNT. Its
     # content stays out of the pod template (and the checksum): a flag change rolls nothing.
@@ -318,9 +321,7 @@ class PlatformService(pulumi.ComponentResource):
             secrets=pulumi.Output.all(**rolling) if rolling else {},
         ).apply(lambda v: config_checksum(v["env"], v["secrets"]))
 
-        # A Deployment that is replaced, not surged (data_claim), has no other pod to take the traffic:
-        # a preStop wait would only lengthen the gap before its successor starts.
-        shutdown = replace(args.shutdown, pre_stop_seconds=0) if args.data_claim else args.shutdown
+        shutdown = args.shutdown
         resources = resource_requirements(spec.resources)
         tolerations = node_selector = runtime_class = None
         if args.gpu is not None and spec.gpu is not None:
@@ -357,7 +358,17 @@ class PlatformService(pulumi.ComponentResource):
                     EnvVarArgs(name="SERVICE_VERSION", value=version),
                     EnvVarArgs(name="SERVICE_TRACK", value=track),
                     EnvVarArgs(name=DRAIN_ENV, value=str(shutdown.drain_seconds)),
-                ],
+                ]
+                + (
+                    [
+                        EnvVarArgs(
+                            name="POD_IP",
+                            value_from=EnvVarSourceArgs(field_ref=ObjectFieldSelectorArgs(field_path="status.podIP")),
+                        )
+                    ]
+                    if args.data_claim
+                    else []
+                ),
                 lifecycle=LifecycleArgs(
                     pre_stop=LifecycleHandlerArgs(sleep=SleepActionArgs(seconds=shutdown.pre_stop_seconds))
                 )
@@ -401,9 +412,7 @@ class PlatformService(pulumi.ComponentResource):
                     # No `replicas`: the HPA owns the count, and re-applying must not reset it.
                     selector=LabelSelectorArgs(match_labels=track_selector),
                     revision_history_limit=5,
-                    strategy=DeploymentStrategyArgs(type="Recreate")
-                    if args.data_claim
-                    else DeploymentStrategyArgs(
+                    strategy=DeploymentStrategyArgs(
                         type="RollingUpdate",
                         rolling_update=RollingUpdateDeploymentArgs(
                             max_unavailable=0, max_surge=f"{ROLLOUT_SURGE_PERCENT}%"
@@ -619,8 +628,13 @@ def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict
         ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[namespace_peer(args.ingress_namespace)]))
     if args.metrics_namespace:
         ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[namespace_peer(args.metrics_namespace)]))
+    siblings = [pods_named([spec.name])]
+    if args.data_claim:  # a rollout's new pod asks the old for the data; the old forwards to the new
+        ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=siblings))
 
     egress = [dns_egress()]
+    if args.data_claim:
+        egress.append(allow_out(siblings, spec.port))
     if args.callees:
         # Policies see the pod's container port, not the Service's port 80.
         egress.append(allow_out([pods_named(list(args.callees))], *sorted(set(args.callees.values()))))

@@ -63,6 +63,7 @@ def serve(app, port: int | None = None) -> Iterator[str]:
 class ServiceProcess:
     url: str
     log: Path  # the process's stdout and stderr (the service's JSON log lines)
+    pid: int
 
     def log_lines(self) -> list[dict]:
         """The JSON log lines (anything else the process printed is skipped)."""
@@ -101,7 +102,7 @@ def serve_processes(
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
-            running[name] = (proc, ServiceProcess(urls[name], log))
+            running[name] = (proc, ServiceProcess(urls[name], log, proc.pid))
         deadline = time.monotonic() + start_timeout
         waiting = set(services)
         while waiting:

@@ -165,7 +165,7 @@ def test_a_failure_says_who_answered() -> None:
     assert openloop.who_answered(b"no available server\n") == "(gateway) no available server"
 
 
-def test_the_verdict_counts_every_service_and_fails_on_one_that_rolls(capsys) -> None:
+def test_the_verdict_counts_every_service_and_every_change_but_the_lone_pod_killed(capsys) -> None:
     def rows(failed: dict[str, int]) -> dict[str, bench_platform.Row]:
         out = bench_platform.tally([])
         for route in bench_platform.MIX:
@@ -173,11 +173,15 @@ def test_the_verdict_counts_every_service_and_fails_on_one_that_rolls(capsys) ->
             out[route.name].failed = failed.get(route.name, 0)
         return out
 
-    assert bench_platform.verdict([rows({}), rows({"memory search": 3})])  # mcp-context's gap: reported apart
+    killed = rows({"memory search": 3})  # mcp-context's one pod killed: no sibling, reported apart
+    assert bench_platform.verdict([rows({}), killed], killed)
     printed = capsys.readouterr().out
-    assert "requests sent 60, failed 0: OK" in printed and "mcp-context" in printed and "failed 3" in printed
-    assert not bench_platform.verdict([rows({"github read": 1})])
+    assert "requests sent 80, failed 0: OK" in printed and "mcp-context's one pod killed" in printed
+    assert "sent 20, failed 3" in printed
+    rolled = rows({"memory store": 1})  # mcp-context in a rollout: counted like any
+    assert not bench_platform.verdict([rolled, rows({})], rows({}))
     assert "failed 1: FAILED (must be 0)" in capsys.readouterr().out
+    assert not bench_platform.verdict([rows({"github read": 1})], rows({}))
 
 
 def test_metrics_server_quantities_in_millicores() -> None:

@@ -47,7 +47,8 @@ def test_qdrant_per_stack(
 
 def test_local_qdrant_is_embedded_on_a_volume_claim(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """No Qdrant server can be had offline: locally mcp-context embeds Qdrant Edge, its shard on
-    its own claim (one owner, so the Deployment is replaced, never surged), and talks to no server."""
+    its own claim (one owner, handed over pod to pod, so the Deployment rolls like the others), and
+    talks to no server."""
     objects = rendered["local"]
     assert not [o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "qdrant"]
     claim = find(objects, "PersistentVolumeClaim", "mcp-context-data")
@@ -57,7 +58,7 @@ def test_local_qdrant_is_embedded_on_a_volume_claim(rendered: dict[str, list[dic
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["QDRANT_PATH"] == "/var/lib/sophia/qdrant" and "QDRANT_URL" not in env
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "mcp-context-data"}} in pod["volumes"]
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     egress_ports = {
         p["port"] for r in find(objects, "NetworkPolicy", "mcp-context")["spec"]["egress"] for p in r["ports"]
     }

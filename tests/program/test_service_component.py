@@ -212,10 +212,37 @@ def test_a_stopping_pod_leaves_the_load_balancers_then_drains() -> None:
     assert template["spec"]["terminationGracePeriodSeconds"] == 7 + 11 + SHUTDOWN_MARGIN_SECONDS
     no_wait = pod(build(args(shutdown=Shutdown(pre_stop_seconds=0, drain_seconds=11)))[0])["spec"]
     assert "lifecycle" not in no_wait["containers"][0]
-    # Replaced, not surged (one owner of its data): no other pod serves meanwhile, so no wait.
-    replaced = pod(build(args(data_claim="memories", shutdown=Shutdown(7, 11)))[0])["spec"]
-    assert "lifecycle" not in replaced["containers"][0]
-    assert replaced["terminationGracePeriodSeconds"] == 11 + SHUTDOWN_MARGIN_SECONDS
+    # With a data volume too: its data is handed over pod to pod, the old one waits and drains like any.
+    handed = pod(build(args(data_claim="memories", shutdown=Shutdown(7, 11)))[0])["spec"]
+    assert handed["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 7}}}
+    assert handed["terminationGracePeriodSeconds"] == 7 + 11 + SHUTDOWN_MARGIN_SECONDS
+
+
+def test_a_deployment_with_a_data_volume_rolls_and_its_pods_may_reach_each_other() -> None:
+    """One process owns the volume's data (the local embedded Qdrant), so a rollout's new pod asks
+    the old one, at its pod IP, to hand it over, and the old forwards to the new: surged like
+    every Deployment, the siblings let through their NetworkPolicy on the app port, and only then."""
+    objects = build(args(data_claim="memories"))[0]
+    deployment = find(objects, "Deployment", "svc")
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},  # 1 of 1: a new pod beside the old
+    }
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in env
+    siblings = {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["svc"]}]}
+    policy = find(objects, "NetworkPolicy", "svc")["spec"]
+    assert {"ports": [{"port": 9000, "protocol": "TCP"}], "from": [{"podSelector": siblings}]} in policy["ingress"]
+    assert {"ports": [{"port": 9000, "protocol": "TCP"}], "to": [{"podSelector": siblings}]} in policy["egress"]
+    plain = build(args())[0]
+    assert "POD_IP" not in {e["name"] for e in pod(plain)["spec"]["containers"][0]["env"]}
+    plain_policy = find(plain, "NetworkPolicy", "svc")["spec"]
+    assert not [
+        p
+        for r in plain_policy["ingress"] + plain_policy["egress"]
+        for p in r.get("from", []) + r.get("to", [])
+        if p.get("podSelector") == siblings
+    ]
 
 
 def test_the_hpa_behaviour_is_the_one_given() -> None:

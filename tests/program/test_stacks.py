@@ -174,8 +174,5 @@ def test_each_stack_sets_its_hpa_behaviour_and_shutdown_from_config(rendered: di
         assert hpas and {h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] for h in hpas} == {window}
         for d in (o for o in ours if o["kind"] == "Deployment"):
             spec = d["spec"]["template"]["spec"]
-            if d["spec"]["strategy"]["type"] == "Recreate":  # the local mcp-context: nothing to wait for
-                assert "lifecycle" not in spec["containers"][0]
-                continue
             wait = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
             assert wait >= 5 and spec["terminationGracePeriodSeconds"] > wait + 20, d["metadata"]["name"]

@@ -20,6 +20,7 @@ from qdrant_client import AsyncQdrantClient
 
 from mcp_context.cache import CachedEmbedder
 from mcp_context.embeddings import Embedder, MiniLMEmbedder, OpenAIEmbedder
+from mcp_context.handoff import ShardHandoff, install, owner_url
 from mcp_context.settings import Settings
 from mcp_context.store import EmbeddedMemoryStore, Memory, MemoryStore, ServerMemoryStore
 from sophia_chassis import create_app
@@ -225,10 +226,16 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         who = tool_identity(ctx, "context:write", "delete_memory")
         return {"deleted": await service.store.delete(str(memory_id), who.tenant)}
 
+    # A shard in a directory (the local stack's volume) may be wanted by a pod's successor: handed over.
+    handoff: ShardHandoff | None = None
+
     async def start() -> None:
-        await service.store.ensure_collection()
-        if isinstance(service.store, EmbeddedMemoryStore):
-            service.store.start_indexing()
+        if handoff is not None:
+            await handoff.acquire()  # the shard, from its owner if another pod has it, opened
+        else:
+            await service.store.ensure_collection()
+            if isinstance(service.store, EmbeddedMemoryStore):
+                service.store.start_indexing()
         await endpoint.start()
 
     async def stop() -> None:
@@ -236,12 +243,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         if service.embedder.client is not None:
             await service.embedder.client.aclose()
         await service.store.close()
+        if handoff is not None:
+            await handoff.stop()  # after the shard is closed: the lock goes last
 
     async def redis_ready() -> bool:
         return await service.embedder.ping()
 
     async def qdrant_ready() -> bool:
-        return await service.store.ready()
+        return await (handoff.ready() if handoff is not None else service.store.ready())
 
     app = create_app(
         settings,
@@ -253,6 +262,17 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         limited_paths=("/memories/search",),
     )
     app.state.service = service
+    if isinstance(service.store, EmbeddedMemoryStore) and settings.qdrant_path != ":memory:":
+        handoff = ShardHandoff(
+            service.store,
+            owner_url(settings.pod_ip, settings.port),
+            app.state.registry,
+            acquire_seconds=settings.shard_acquire_seconds,
+            take_back_seconds=settings.shard_take_back_seconds,
+            max_body_bytes=settings.max_body_bytes,
+        )
+        install(app, handoff)
+    app.state.handoff = handoff
     flags = app.state.flags
     requests_abandoned = Counter(
         "context_searches_abandoned_total",

@@ -35,3 +35,10 @@ class Settings(ServiceSettings):
     # checked this often (0: never in the background). A Qdrant server indexes by itself.
     index_min_points: int = Field(1000, ge=1)
     index_check_seconds: float = Field(30.0, ge=0)
+    # An embedded shard in a directory is handed over between pods (mcp_context.handoff): the address
+    # other pods reach this one at (the pod's IP, from the downward API), and the hand-over's bounds:
+    # a starting pod gets the shard within this long or fails its start; an owner takes the shard
+    # back if no successor took it this long.
+    pod_ip: str = "127.0.0.1"
+    shard_acquire_seconds: float = Field(30.0, gt=0)
+    shard_take_back_seconds: float = Field(5.0, gt=0)

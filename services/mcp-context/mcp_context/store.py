@@ -40,6 +40,10 @@ SEARCH_PARAMS = models.SearchParams(
 log = structlog.get_logger()
 
 
+class ShardClosed(RuntimeError):
+    """The embedded shard is not open here: not yet, or handed over to another process."""
+
+
 @dataclass
 class Memory:
     text: str
@@ -299,7 +303,7 @@ class EmbeddedMemoryStore:
 
     def _shard(self) -> edge.EdgeShard:
         if self.shard is None:
-            raise RuntimeError("the embedded Qdrant shard is not open; ensure_collection() runs at start-up")
+            raise ShardClosed("the embedded Qdrant shard is not open here (not yet, or handed over)")
         return self.shard
 
     async def _write(self, operation: edge.UpdateOperation) -> None:
@@ -437,9 +441,10 @@ class EmbeddedMemoryStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
-        if self.shard is not None:
-            self.shard.close()
-            self.shard = None
+        async with self._write_lock:  # a write running now finishes first; later ones find it closed
+            if self.shard is not None:
+                self.shard.close()
+                self.shard = None
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
