@@ -22,6 +22,8 @@ source "$HERE/node.env"
 source "$HERE/tracing.env"
 # shellcheck source=monitoring.env
 source "$HERE/monitoring.env"
+# shellcheck source=debian.env
+source "$HERE/debian.env"
 CACHE="${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$TOOLCHAIN_VERSION"
 BIN="$CACHE/bin" SRC="$CACHE/src" LOGS="$CACHE/logs"
 mkdir -p "$BIN" "$SRC" "$LOGS"
@@ -192,10 +194,25 @@ upstream_build() {
   [ -n "$dir" ] || { echo "no source for $mod@v$ver"; return 1; }
   (cd "$dir" && gobuild "$out" "$pkg" "$ldflags")
 }
+# The local image registry: Debian's docker-registry (distribution 2.8), not compiled. It is
+# local-only plumbing (dev and prod push to a cloud registry), so its version does not have to
+# match anything. Fetched with apt-get download (checked against the signed archive like any
+# install) and unpacked into the cache: installing the package would start a system service on :5000.
 recipe_registry() {
-  upstream_build registry "$REGISTRY_MODULE" "$REGISTRY_VERSION" ./cmd/registry \
-    "-X $REGISTRY_MODULE/version.version=v$REGISTRY_VERSION"
+  local tmp
+  tmp="$(mktemp -d)" || return 1
+  if ! (cd "$tmp" && apt-get download -q "docker-registry=$REGISTRY_DEBIAN_VERSION"); then
+    echo "apt-get download docker-registry=$REGISTRY_DEBIAN_VERSION failed: REGISTRY_DEBIAN_VERSION in" \
+      "toolchain/debian.env must be a version apt knows (apt-get update; apt-cache policy docker-registry)"
+    rm -rf "$tmp"; return 1
+  fi
+  dpkg-deb -x "$tmp"/docker-registry_*.deb "$tmp/x" && install -m 0755 "$tmp/x/usr/bin/docker-registry" "$BIN/.registry.tmp" \
+    && mv -f "$BIN/.registry.tmp" "$BIN/registry"
+  local rc=$?
+  rm -rf "$tmp"
+  return $rc
 }
+
 recipe_coredns() {
   upstream_build coredns "$COREDNS_MODULE" "$COREDNS_VERSION" . \
     "-X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION"
@@ -377,7 +394,7 @@ main() {
       kubelet) FP_EXTRA="$node_fp" step kubelet "v$K8S_VERSION" node kubelet ;;
       kube-proxy) FP_EXTRA="$node_fp" step kube-proxy "v$K8S_VERSION" node kube-proxy ;;
       pause) FP_EXTRA="$node_fp" step pause "$PAUSE_VERSION (k8s.io/kubernetes v$K8S_VERSION)" node pause ;;
-      registry) FP_EXTRA="$node_fp" step registry "v$REGISTRY_VERSION" addons registry ;;
+      registry) FP_EXTRA="$HERE/debian.env" step registry "$REGISTRY_DEBIAN_VERSION (Debian docker-registry)" addons registry ;;
       coredns) FP_EXTRA="$node_fp" step coredns "v$COREDNS_VERSION" addons coredns ;;
       traefik) FP_EXTRA="$node_fp" step traefik "v$TRAEFIK_VERSION" addons traefik ;;
       kube-router) FP_EXTRA="$node_fp" step kube-router "v$KUBE_ROUTER_VERSION" addons kube-router ;;
