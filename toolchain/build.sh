@@ -213,9 +213,22 @@ recipe_registry() {
   return $rc
 }
 
+# CoreDNS with the plugins the node's Corefile uses (node.sh: errors, health, ready, kubernetes,
+# cache), the rest of kubeadm's default Corefile, log and metadata, selected the way upstream documents
+# it: plugin.cfg, then `go generate`, in a scratch copy of the module. Upstream's full list adds the
+# cloud DNS back-ends (Route 53, Azure, Cloud DNS and their SDKs), etcd, dnstap, geoip, sign, ...
 recipe_coredns() {
-  upstream_build coredns "$COREDNS_MODULE" "$COREDNS_VERSION" . \
-    "-X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION"
+  local keep="metadata reload ready health prometheus errors log loadbalance cache kubernetes loop forward"
+  local scratch="$SRC/coredns" n
+  rm -rf "$scratch" && cp -r "$(moddir_at "$COREDNS_MODULE" "v$COREDNS_VERSION")" "$scratch" && chmod -R u+w "$scratch" || return 1
+  # Filtered, not rewritten: plugin.cfg's order is the order the plugins run in.
+  awk -F: -v keep="$keep" 'BEGIN { n = split(keep, k, " "); for (i = 1; i <= n; i++) want[k[i]] = 1 }
+    /^#/ || !NF { print; next } ($1 in want) { print }' "$scratch/plugin.cfg" >"$scratch/plugin.cfg.keep" || return 1
+  n="$(grep -cv -e '^#' -e '^$' "$scratch/plugin.cfg.keep")"
+  [ "$n" = "$(wc -w <<<"$keep")" ] || { echo "coredns: plugin.cfg has $n of the plugins: $keep"; return 1; }
+  mv "$scratch/plugin.cfg.keep" "$scratch/plugin.cfg"
+  (cd "$scratch" && "${NICE[@]}" go generate coredns.go \
+    && gobuild coredns . "-X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION")
 }
 recipe_traefik() {
   upstream_build traefik "$TRAEFIK_MODULE" "$TRAEFIK_VERSION" ./cmd/traefik \
@@ -262,11 +275,16 @@ recipe_node_images() {
 }
 
 # ---------------------------------------------------------------- the trace pipeline (tracing.env)
-# Jaeger v2 inside its own module. Its UI (a React app built with npm, embedded at build time) is
-# left out: the binary serves Jaeger's placeholder page there, and the query API as upstream's.
+# Jaeger v2 inside its own module, with our main (toolchain/jaeger/main.go: only the components the
+# local configuration names) in a scratch copy, under cmd/jaeger/ so Jaeger's internal packages are
+# importable (the Collector builder cannot reach them from another module). Its UI (a React app
+# built with npm, embedded at build time) is left out: the binary serves Jaeger's placeholder page
+# there, and the query API as upstream's.
 recipe_jaeger() {
-  upstream_build jaeger "$JAEGER_MODULE" "$JAEGER_MODULE_VERSION" ./cmd/jaeger \
-    "-X $JAEGER_MODULE/internal/version.latestVersion=v$JAEGER_VERSION"
+  local scratch="$SRC/jaeger"
+  rm -rf "$scratch" && cp -r "$(moddir_at "$JAEGER_MODULE" "v$JAEGER_MODULE_VERSION")" "$scratch" && chmod -R u+w "$scratch" || return 1
+  mkdir -p "$scratch/cmd/jaeger/sophia" && cp main.go "$scratch/cmd/jaeger/sophia/" || return 1
+  (cd "$scratch" && gobuild jaeger ./cmd/jaeger/sophia "-X $JAEGER_MODULE/internal/version.latestVersion=v$JAEGER_VERSION")
 }
 # The Collector: the distribution its builder generated into toolchain/tracing (manifest.yaml).
 recipe_otelcol() { gobuild otelcol .; }
@@ -402,7 +420,7 @@ main() {
         metrics-server ../share/metrics-server/deployment.yaml ;;
       node-images) FP_EXTRA="$node_images_fp" step node-images "pause, coredns, metrics-server" addons \
         ../share/images/pause.tar ../share/images/coredns.tar ../share/images/metrics-server.tar ;;
-      jaeger) FP_EXTRA="$HERE/tracing.env" step jaeger "v$JAEGER_VERSION (module v$JAEGER_MODULE_VERSION)" addons jaeger ;;
+      jaeger) FP_EXTRA="$HERE/tracing.env" step jaeger "v$JAEGER_VERSION (module v$JAEGER_MODULE_VERSION)" jaeger jaeger ;;
       otelcol) FP_EXTRA="$HERE/tracing.env" step otelcol "v$COLLECTOR_VERSION" tracing otelcol ;;
       tracing-images) FP_EXTRA="$HERE/tracing.env $BIN/jaeger $BIN/otelcol" step tracing-images \
         "jaeger, otel-collector" addons ../share/images/jaeger.tar ../share/images/otel-collector.tar ;;
