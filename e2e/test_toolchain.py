@@ -131,3 +131,57 @@ def test_jaeger_stores_an_otlp_span_in_badger_and_answers_for_it(tmp_path: Path)
         jaeger.terminate()
         jaeger.wait(timeout=30)
         log.close()
+
+
+def test_traefik_built_without_legos_dns_providers_starts_and_proxies(tmp_path: Path) -> None:
+    """The gateway's build with lego's DNS-provider factory replaced (toolchain/traefik) starts, with an
+    ACME resolver configured too, and proxies a request (the Gateway API routes themselves are
+    `make e2e`'s local-stack tests)."""
+    backend = subprocess.Popen(
+        ["python3", "-m", "http.server", str(port := free_port()), "--bind", "127.0.0.1", "-d", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    (tmp_path / "hello.txt").write_text("through traefik\n")
+    web = free_port()
+    (tmp_path / "routes.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "http": {
+                    "routers": {"r": {"rule": "PathPrefix(`/`)", "service": "s", "entryPoints": ["web"]}},
+                    "services": {"s": {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{port}"}]}}},
+                }
+            }
+        )
+    )
+    log = (tmp_path / "traefik.log").open("w")
+    traefik = subprocess.Popen(
+        [
+            toolchain_binary("traefik"),
+            f"--entryPoints.web.address=127.0.0.1:{web}",
+            f"--providers.file.filename={tmp_path / 'routes.yaml'}",
+            "--certificatesResolvers.le.acme.dnsChallenge.provider=route53",
+            f"--certificatesResolvers.le.acme.storage={tmp_path / 'acme.json'}",
+            "--global.checkNewVersion=false",
+            "--global.sendAnonymousUsage=false",
+            "--log.level=INFO",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, body = time.monotonic() + 60, ""
+        while not body and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/hello.txt", timeout=5) as response:
+                    body = response.read().decode()
+            except OSError:
+                time.sleep(1)
+        output = (tmp_path / "traefik.log").read_text()
+        assert body == "through traefik\n", output[-3000:]
+    finally:
+        traefik.terminate()
+        backend.terminate()
+        traefik.wait(timeout=30)
+        backend.wait(timeout=30)
+        log.close()
