@@ -22,6 +22,8 @@ source "$HERE/node.env"
 source "$HERE/tracing.env"
 # shellcheck source=monitoring.env
 source "$HERE/monitoring.env"
+# shellcheck source=debian.env
+source "$HERE/debian.env"
 CACHE="${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$TOOLCHAIN_VERSION"
 BIN="$CACHE/bin" SRC="$CACHE/src" LOGS="$CACHE/logs"
 mkdir -p "$BIN" "$SRC" "$LOGS"
@@ -192,17 +194,56 @@ upstream_build() {
   [ -n "$dir" ] || { echo "no source for $mod@v$ver"; return 1; }
   (cd "$dir" && gobuild "$out" "$pkg" "$ldflags")
 }
+# The local image registry: Debian's docker-registry (distribution 2.8), not compiled. It is
+# local-only plumbing (dev and prod push to a cloud registry), so its version does not have to
+# match anything. Fetched with apt-get download (checked against the signed archive like any
+# install) and unpacked into the cache: installing the package would start a system service on :5000.
 recipe_registry() {
-  upstream_build registry "$REGISTRY_MODULE" "$REGISTRY_VERSION" ./cmd/registry \
-    "-X $REGISTRY_MODULE/version.version=v$REGISTRY_VERSION"
+  local tmp
+  tmp="$(mktemp -d)" || return 1
+  if ! (cd "$tmp" && apt-get download -q "docker-registry=$REGISTRY_DEBIAN_VERSION"); then
+    echo "apt-get download docker-registry=$REGISTRY_DEBIAN_VERSION failed: REGISTRY_DEBIAN_VERSION in" \
+      "toolchain/debian.env must be a version apt knows (apt-get update; apt-cache policy docker-registry)"
+    rm -rf "$tmp"; return 1
+  fi
+  dpkg-deb -x "$tmp"/docker-registry_*.deb "$tmp/x" && install -m 0755 "$tmp/x/usr/bin/docker-registry" "$BIN/.registry.tmp" \
+    && mv -f "$BIN/.registry.tmp" "$BIN/registry"
+  local rc=$?
+  rm -rf "$tmp"
+  return $rc
 }
+
+# CoreDNS with the plugins the node's Corefile uses (node.sh: errors, health, ready, kubernetes,
+# cache), the rest of kubeadm's default Corefile, log and metadata, selected the way upstream documents
+# it: plugin.cfg, then `go generate`, in a scratch copy of the module. Upstream's full list adds the
+# cloud DNS back-ends (Route 53, Azure, Cloud DNS and their SDKs), etcd, dnstap, geoip, sign, ...
 recipe_coredns() {
-  upstream_build coredns "$COREDNS_MODULE" "$COREDNS_VERSION" . \
-    "-X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION"
+  local keep="metadata reload ready health prometheus errors log loadbalance cache kubernetes loop forward"
+  local scratch="$SRC/coredns" n
+  rm -rf "$scratch" && cp -r "$(moddir_at "$COREDNS_MODULE" "v$COREDNS_VERSION")" "$scratch" && chmod -R u+w "$scratch" || return 1
+  # Filtered, not rewritten: plugin.cfg's order is the order the plugins run in.
+  awk -F: -v keep="$keep" 'BEGIN { n = split(keep, k, " "); for (i = 1; i <= n; i++) want[k[i]] = 1 }
+    /^#/ || !NF { print; next } ($1 in want) { print }' "$scratch/plugin.cfg" >"$scratch/plugin.cfg.keep" || return 1
+  n="$(grep -cv -e '^#' -e '^$' "$scratch/plugin.cfg.keep")"
+  [ "$n" = "$(wc -w <<<"$keep")" ] || { echo "coredns: plugin.cfg has $n of the plugins: $keep"; return 1; }
+  mv "$scratch/plugin.cfg.keep" "$scratch/plugin.cfg"
+  (cd "$scratch" && "${NICE[@]}" go generate coredns.go \
+    && gobuild coredns . "-X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION")
 }
+# Traefik, in a scratch copy of its module whose go.mod points lego (its ACME client) at a scratch
+# copy of lego's own version with toolchain/traefik/zz_gen_dns_providers.go in place of lego's DNS
+# provider factory: the factory links every DNS service's SDK lego supports, a third of the build,
+# for the ACME DNS-01 challenge the local gateway never uses (no ACME, plain HTTP on 127.0.0.1).
+# Traefik selects nothing at build time itself (no build tags for providers or challenges).
 recipe_traefik() {
-  upstream_build traefik "$TRAEFIK_MODULE" "$TRAEFIK_VERSION" ./cmd/traefik \
-    "-X github.com/traefik/traefik/v3/pkg/version.Version=v$TRAEFIK_VERSION"
+  local scratch="$SRC/traefik" lego_ver
+  rm -rf "$scratch" && mkdir -p "$scratch" || return 1
+  cp -r "$(moddir_at "$TRAEFIK_MODULE" "v$TRAEFIK_VERSION")" "$scratch/traefik" || return 1
+  lego_ver="$(cd "$scratch/traefik" && go list -m -f '{{.Version}}' github.com/go-acme/lego/v4)" || return 1
+  cp -r "$(moddir_at github.com/go-acme/lego/v4 "$lego_ver")" "$scratch/lego" && chmod -R u+w "$scratch" || return 1
+  cp zz_gen_dns_providers.go "$scratch/lego/providers/dns/zz_gen_dns_providers.go" || return 1
+  (cd "$scratch/traefik" && go mod edit -replace github.com/go-acme/lego/v4=../lego \
+    && gobuild traefik ./cmd/traefik "-X github.com/traefik/traefik/v3/pkg/version.Version=v$TRAEFIK_VERSION")
 }
 recipe_kube_router() {
   upstream_build kube-router "$KUBE_ROUTER_MODULE" "$KUBE_ROUTER_VERSION" ./cmd/kube-router \
@@ -245,11 +286,16 @@ recipe_node_images() {
 }
 
 # ---------------------------------------------------------------- the trace pipeline (tracing.env)
-# Jaeger v2 inside its own module. Its UI (a React app built with npm, embedded at build time) is
-# left out: the binary serves Jaeger's placeholder page there, and the query API as upstream's.
+# Jaeger v2 inside its own module, with our main (toolchain/jaeger/main.go: only the components the
+# local configuration names) in a scratch copy, under cmd/jaeger/ so Jaeger's internal packages are
+# importable (the Collector builder cannot reach them from another module). Its UI (a React app
+# built with npm, embedded at build time) is left out: the binary serves Jaeger's placeholder page
+# there, and the query API as upstream's.
 recipe_jaeger() {
-  upstream_build jaeger "$JAEGER_MODULE" "$JAEGER_MODULE_VERSION" ./cmd/jaeger \
-    "-X $JAEGER_MODULE/internal/version.latestVersion=v$JAEGER_VERSION"
+  local scratch="$SRC/jaeger"
+  rm -rf "$scratch" && cp -r "$(moddir_at "$JAEGER_MODULE" "v$JAEGER_MODULE_VERSION")" "$scratch" && chmod -R u+w "$scratch" || return 1
+  mkdir -p "$scratch/cmd/jaeger/sophia" && cp main.go "$scratch/cmd/jaeger/sophia/" || return 1
+  (cd "$scratch" && gobuild jaeger ./cmd/jaeger/sophia "-X $JAEGER_MODULE/internal/version.latestVersion=v$JAEGER_VERSION")
 }
 # The Collector: the distribution its builder generated into toolchain/tracing (manifest.yaml).
 recipe_otelcol() { gobuild otelcol .; }
@@ -377,15 +423,15 @@ main() {
       kubelet) FP_EXTRA="$node_fp" step kubelet "v$K8S_VERSION" node kubelet ;;
       kube-proxy) FP_EXTRA="$node_fp" step kube-proxy "v$K8S_VERSION" node kube-proxy ;;
       pause) FP_EXTRA="$node_fp" step pause "$PAUSE_VERSION (k8s.io/kubernetes v$K8S_VERSION)" node pause ;;
-      registry) FP_EXTRA="$node_fp" step registry "v$REGISTRY_VERSION" addons registry ;;
+      registry) FP_EXTRA="$HERE/debian.env" step registry "$REGISTRY_DEBIAN_VERSION (Debian docker-registry)" addons registry ;;
       coredns) FP_EXTRA="$node_fp" step coredns "v$COREDNS_VERSION" addons coredns ;;
-      traefik) FP_EXTRA="$node_fp" step traefik "v$TRAEFIK_VERSION" addons traefik ;;
+      traefik) FP_EXTRA="$node_fp" step traefik "v$TRAEFIK_VERSION" traefik traefik ;;
       kube-router) FP_EXTRA="$node_fp" step kube-router "v$KUBE_ROUTER_VERSION" addons kube-router ;;
       metrics-server) FP_EXTRA="$node_fp" step metrics-server "v$METRICS_SERVER_VERSION" addons \
         metrics-server ../share/metrics-server/deployment.yaml ;;
       node-images) FP_EXTRA="$node_images_fp" step node-images "pause, coredns, metrics-server" addons \
         ../share/images/pause.tar ../share/images/coredns.tar ../share/images/metrics-server.tar ;;
-      jaeger) FP_EXTRA="$HERE/tracing.env" step jaeger "v$JAEGER_VERSION (module v$JAEGER_MODULE_VERSION)" addons jaeger ;;
+      jaeger) FP_EXTRA="$HERE/tracing.env" step jaeger "v$JAEGER_VERSION (module v$JAEGER_MODULE_VERSION)" jaeger jaeger ;;
       otelcol) FP_EXTRA="$HERE/tracing.env" step otelcol "v$COLLECTOR_VERSION" tracing otelcol ;;
       tracing-images) FP_EXTRA="$HERE/tracing.env $BIN/jaeger $BIN/otelcol" step tracing-images \
         "jaeger, otel-collector" addons ../share/images/jaeger.tar ../share/images/otel-collector.tar ;;

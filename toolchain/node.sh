@@ -4,7 +4,7 @@
 #   kubelet + kube-proxy (toolchain: k8s.io/kubernetes), kube-router --run-firewall only
 #   (toolchain: the NetworkPolicy controller), CoreDNS and metrics-server as pods (toolchain
 #   images), a local
-#   image registry (toolchain: distribution v3) on 127.0.0.1, and a socat forwarder so pods
+#   image registry (Debian's docker-registry, unpacked by toolchain/build.sh) on 127.0.0.1, and a socat forwarder so pods
 #   reach the API server (which listens on 127.0.0.1 only) through the `kubernetes` Service.
 #
 # Networking stays on this machine: the node's address is on our own bridge, CoreDNS answers
