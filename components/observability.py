@@ -48,6 +48,12 @@ BURN_RATE_WINDOWS = (
 # Metric names exported by every service's chassis (prometheus-client).
 REQUESTS = "http_requests_total"
 DURATION = "http_request_duration_seconds"
+# The chassis' routes for the kubelet's probes and Prometheus' scrapes (sophia_chassis.metrics.
+# OPERATIONAL_ROUTES; a test ties them). An SLO is about what callers get: the ratios of the alerts and
+# of the dashboards' SLO panels leave them out, by the histogram's `route` label (the route template, a
+# bounded set), so a probe that is slow on a loaded node burns no budget and dilutes no error ratio.
+OPERATIONAL_ROUTES = ("/healthz", "/readyz", "/metrics")
+CALLERS = f'route!~"{"|".join(OPERATIONAL_ROUTES)}"'
 # The rule group holding the alerts the services declare (first declared by the AI services).
 SERVICE_ALERTS_GROUP = "sophia-ai"
 # The JSON field and value the chassis puts on audit events (sophia_chassis.audit.STREAM).
@@ -212,12 +218,25 @@ class ObservabilityArgs:
 
 
 def slow_ratio(window: str, threshold: float, services: Sequence[str]) -> str:
-    """Share of requests slower than `threshold` over `window`, per service, for `services`."""
-    sel = f'service=~"{"|".join(sorted(services))}"'
+    """Share of callers' requests slower than `threshold` over `window`, per service, for `services`."""
+    sel = f'service=~"{"|".join(sorted(services))}",{CALLERS}'
     return (
         f'1 - (sum by (service) (rate({DURATION}_bucket{{{sel},le="{threshold}"}}[{window}]))'
         f" / sum by (service) (rate({DURATION}_count{{{sel}}}[{window}])))"
     )
+
+
+def error_ratio(sel: str, window: str, by: str = "", zero_without_errors: bool = False) -> str:
+    """Share of callers' requests (of those `sel` matches) answered 5xx over `window`, summed by `by`.
+    `zero_without_errors` (a panel): 0 where none failed, not "no data" (a service that never answered
+    5xx has no 5xx series); no traffic at all stays undefined."""
+    scope = ",".join(filter(None, (sel, CALLERS)))
+    total_by = f"sum by ({by}) " if by else "sum"
+    failed = f'{total_by}(rate({REQUESTS}{{{scope},status=~"5.."}}[{window}]))'
+    total = f"{total_by}(rate({REQUESTS}{{{scope}}}[{window}]))"
+    if zero_without_errors:
+        failed = f"({failed} or 0 * {total})"
+    return f"{failed} / {total}"
 
 
 def alert_rules(services: Mapping[str, ServiceObservability]) -> list[dict[str, Any]]:
@@ -245,6 +264,7 @@ def alert_rules(services: Mapping[str, ServiceObservability]) -> list[dict[str, 
         }
         for long_w, short_w, rate, severity in BURN_RATE_WINDOWS
     ]
+    canary, stable = (error_ratio(f'{TRACK_SERIES_LABEL}="{t}"', "10m", by="service") for t in ("canary", "stable"))
     return [
         {
             "name": "sophia-availability",
@@ -260,12 +280,7 @@ def alert_rules(services: Mapping[str, ServiceObservability]) -> list[dict[str, 
                     # Per track (the ServiceMonitor copies the pods' sophia.ai/track label): a canary
                     # failing where its stable track does not is the signal to roll it back.
                     "alert": "CanaryErrorRatioHigh",
-                    "expr": (
-                        f'sum by (service) (rate({REQUESTS}{{{TRACK_SERIES_LABEL}="canary",status=~"5.."}}[10m]))'
-                        f' / sum by (service) (rate({REQUESTS}{{{TRACK_SERIES_LABEL}="canary"}}[10m]))'
-                        f' > 2 * (sum by (service) (rate({REQUESTS}{{{TRACK_SERIES_LABEL}="stable",status=~"5.."}}[10m]))'
-                        f' / sum by (service) (rate({REQUESTS}{{{TRACK_SERIES_LABEL}="stable"}}[10m])) + 0.005)'
-                    ),
+                    "expr": f"{canary} > 2 * ({stable} + 0.005)",
                     "for": "10m",
                     "labels": {"severity": "ticket"},
                     "annotations": {
@@ -275,10 +290,7 @@ def alert_rules(services: Mapping[str, ServiceObservability]) -> list[dict[str, 
                 },
                 {
                     "alert": "HighErrorRatio",
-                    "expr": (
-                        f'sum by (service) (rate({REQUESTS}{{status=~"5.."}}[5m]))'
-                        f" / sum by (service) (rate({REQUESTS}[5m])) > {ERROR_RATIO_THRESHOLD}"
-                    ),
+                    "expr": f"{error_ratio('', '5m', by='service')} > {ERROR_RATIO_THRESHOLD}",
                     "for": "5m",
                     "labels": {"severity": "page"},
                     "annotations": {"summary": "{{ $labels.service }} answers more than 5 % of requests with 5xx"},
@@ -311,24 +323,16 @@ def dashboard(service: str, declared: ServiceObservability = ServiceObservabilit
     own = {panel.title: [q.replace("{sel}", "{" + sel + "}") for q in panel.queries] for panel in declared.panels}
     targets = {
         "Requests per second": [f"sum(rate({REQUESTS}{{{sel}}}[5m]))"],
-        # A service that never answered 5xx has no 5xx series: 0 then, not "no data" (`or` the same
-        # sum times 0); no traffic at all still shows no data, as the ratio is undefined.
-        "Error ratio (5xx)": [
-            f'(sum(rate({REQUESTS}{{{sel},status=~"5.."}}[5m])) or 0 * sum(rate({REQUESTS}{{{sel}}}[5m])))'
-            f" / sum(rate({REQUESTS}{{{sel}}}[5m]))"
-        ],
+        # The SLO's view (error ratios, latency): callers' requests only, as the alerts count them.
+        "Error ratio (5xx)": [error_ratio(sel, "5m", zero_without_errors=True)],
         # Stable and canary side by side (one line while only a stable track runs).
         "Requests per second, by track and version": [
             f"sum by ({TRACK_SERIES_LABEL}, {VERSION_SERIES_LABEL}) (rate({REQUESTS}{{{sel}}}[5m]))"
         ],
-        "Error ratio (5xx), by track": [
-            f'(sum by ({TRACK_SERIES_LABEL}) (rate({REQUESTS}{{{sel},status=~"5.."}}[5m]))'
-            f" or 0 * sum by ({TRACK_SERIES_LABEL}) (rate({REQUESTS}{{{sel}}}[5m])))"
-            f" / sum by ({TRACK_SERIES_LABEL}) (rate({REQUESTS}{{{sel}}}[5m]))"
-        ],
+        "Error ratio (5xx), by track": [error_ratio(sel, "5m", by=TRACK_SERIES_LABEL, zero_without_errors=True)],
         "Latency p50 / p99 (s)": [
-            f"histogram_quantile(0.5, sum by (le) (rate({DURATION}_bucket{{{sel}}}[5m])))",
-            f"histogram_quantile(0.99, sum by (le) (rate({DURATION}_bucket{{{sel}}}[5m])))",
+            f"histogram_quantile({q}, sum by (le) (rate({DURATION}_bucket{{{sel},{CALLERS}}}[5m])))"
+            for q in (0.5, 0.99)
         ],
         "Replicas vs HPA": [
             f'kube_horizontalpodautoscaler_status_current_replicas{{horizontalpodautoscaler="{service}"}}',

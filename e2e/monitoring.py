@@ -35,12 +35,14 @@ def targets() -> list[dict[str, Any]]:
     return get(f"{PROMETHEUS}/api/v1/targets", state="active")["data"]["activeTargets"]
 
 
-def firing(alertname: str, service: str) -> bool:
+def firing_now() -> list[dict[str, str]]:
+    """The labels of every alert firing now."""
     alerts = get(f"{PROMETHEUS}/api/v1/alerts")["data"]["alerts"]
-    return any(
-        a["labels"].get("alertname") == alertname and a["labels"].get("service") == service and a["state"] == "firing"
-        for a in alerts
-    )
+    return [a["labels"] for a in alerts if a["state"] == "firing"]
+
+
+def firing(alertname: str, service: str) -> bool:
+    return any(a.get("alertname") == alertname and a.get("service") == service for a in firing_now())
 
 
 def in_alertmanager(alertname: str, service: str) -> bool:

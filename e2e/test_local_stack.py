@@ -402,13 +402,19 @@ def test_monitoring_sees_the_platform(timings, api_key) -> None:
         # Reported at the end: the alert's half runs either way.
         no_data = "\n".join(f"{b} / {p}: {e}" for b, p, e in empty)
 
-        # The latency fault: not firing before, firing with the slow dependency, resolved after.
-        assert not monitoring.firing(BURN_ALERT, SLOW_SERVICE), "the burn-rate alert fires before any fault"
+        # The latency fault: no latency budget burning anywhere before it (minutes of load so far;
+        # mcp-agents burned all four windows here while its /agents/tools opened three MCP sessions
+        # per request), firing with the slow dependency, resolved after.
+        burning = sorted(
+            f"{a['alertname']} {a.get('service')}"
+            for a in monitoring.firing_now()
+            if a["alertname"].startswith("LatencyBudgetBurn")
+        )
+        assert not burning, f"latency budget burning before any fault: {burning}"
         monitoring.set_latency(SLOW_UPSTREAM.port, 0.5, SLOW_UPSTREAM.token)
         fault = time.perf_counter()
-        # Its callers' requests, beside the round-robin: the slow service's probes, scrapes and the MCP
-        # sessions mcp-agents opens to it (fast, they never reach HubSpot) are counted too, and kept
-        # its slow share under the alert's 14.4 % (seen: 13 %).
+        # More of its callers' requests, beside the round-robin's: the MCP sessions mcp-agents opens
+        # to it are callers too (fast, they never reach HubSpot) and dilute the slow share.
         with monitoring.Load(api_key, rate=4.0, services=(SLOW_SERVICE,)):
             try:
                 deadline = time.monotonic() + 480

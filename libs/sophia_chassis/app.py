@@ -19,7 +19,7 @@ from sophia_chassis.auth import install_auth
 from sophia_chassis.flags import install_flags
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.mcp import MCP_PATH
-from sophia_chassis.metrics import RequestMetrics
+from sophia_chassis.metrics import OPERATIONAL_ROUTES, RequestMetrics
 from sophia_chassis.problems import document_problems, install_problem_handlers, internal_error, problem
 from sophia_chassis.settings import ServiceSettings
 from sophia_chassis.tracing import configure_tracing, fastapi_telemetry, flush
@@ -149,7 +149,7 @@ class ObserveRequests:
     MCP). A request is measured up to its response's start (time to first byte), so a long
     event stream does not count as a slow request."""
 
-    QUIET = ("/healthz", "/readyz", "/metrics")
+    QUIET = OPERATIONAL_ROUTES  # no log line per probe or scrape
 
     def __init__(self, app: ASGIApp, service: str, metrics: RequestMetrics, max_body_bytes: int = 1 << 20):
         self.app, self.service, self.metrics = app, service, metrics

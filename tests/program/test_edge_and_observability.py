@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from components.observability import BURN_RATE_WINDOWS, alert_rules, dashboard
+from components.observability import BURN_RATE_WINDOWS, OPERATIONAL_ROUTES, alert_rules, dashboard
 from components.spec import ServiceObservability
 from infra.config import ConfigError
 from infra.discovery import discover
@@ -144,6 +144,27 @@ def test_each_service_is_held_to_its_own_latency_slo() -> None:
             assert all(services[n].latency_slo_seconds == threshold for n in names)
             covered += names
         assert sorted(covered) == sorted(services)
+
+
+def test_the_slo_leaves_out_exactly_the_probes_and_scrapes() -> None:
+    from sophia_chassis.metrics import OPERATIONAL_ROUTES as CHASSIS
+
+    assert OPERATIONAL_ROUTES == CHASSIS  # the route templates the chassis labels them with
+    # Every probe the kubelet sends is one of them (a probe elsewhere would count as a caller).
+    probed = {path for s in discover() for path in (s.probes.liveness, s.probes.readiness, s.probes.startup)}
+    assert probed <= set(OPERATIONAL_ROUTES)
+    services = declared()
+    ratios = [r["expr"] for g in alert_rules(services) for r in g["rules"] if "http_request" in r["expr"]]
+    ratios += [
+        t["expr"]
+        for p in dashboard("mcp-agents", services["mcp-agents"])["panels"]
+        if p["title"].startswith(("Error ratio", "Latency"))
+        for t in p["targets"]
+    ]
+    # Every selector of every ratio, numerator and denominator alike.
+    for expr in ratios:
+        selectors = re.findall(r"http_request\w*\{([^}]*)\}", expr)
+        assert selectors and all('route!~"/healthz|/readyz|/metrics"' in sel for sel in selectors), expr
 
 
 def test_a_latency_slo_off_the_histogram_is_refused() -> None:

@@ -241,3 +241,36 @@ def test_an_error_ratio_panel_shows_zero_not_no_data_without_errors(tmp_path: Pa
     spec.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": tests}))
     result = subprocess.run([str(PROMTOOL), "test", "rules", str(spec)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_latency_panel_shows_what_callers_get(tmp_path: Path) -> None:
+    """Probes that take 0.3 s (a readiness check on a loaded node) beside callers answered in 0.02 s:
+    the panel's p99 is the callers' (within the 0.025 s bucket), not the probes'."""
+    panels = {p["title"]: p["targets"] for p in dashboard("mcp-github")["panels"]}
+    p50, p99 = (t["expr"] for t in panels["Latency p50 / p99 (s)"])
+
+    def histogram(route: str, per_minute: int, le_fast: str) -> list[dict[str, str]]:
+        edges = ("0.025", "0.5", "+Inf")
+        return [
+            {
+                "series": f'http_request_duration_seconds_bucket{{service="mcp-github",route="{route}",le="{le}"}}',
+                "values": f"0+{per_minute if edges.index(le) >= edges.index(le_fast) else 0}x20",
+            }
+            for le in edges
+        ]
+
+    series = histogram("/github/repos", 6, "0.025") + histogram("/readyz", 12, "0.5") + histogram("/metrics", 4, "0.5")
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": [
+                {"expr": q, "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": v}]}
+                for q, v in ((p50, 0.0125), (p99, 0.02475))
+            ],
+        }
+    ]
+    spec = tmp_path / "tests.yaml"
+    spec.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": tests}))
+    result = subprocess.run([str(PROMTOOL), "test", "rules", str(spec)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

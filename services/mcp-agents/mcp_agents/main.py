@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, Response
@@ -20,11 +21,12 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from redis.asyncio import Redis
 
+from mcp_agents.catalogue import ToolCatalogue
 from mcp_agents.loop import ModelClient, Outcome, run_agent
 from mcp_agents.queue import TaskQueue
 from mcp_agents.settings import Settings
 from mcp_agents.store import TERMINAL, IdempotencyConflict, Task, TaskStore
-from mcp_agents.tools import Toolbox
+from mcp_agents.tools import Toolbox, list_tools
 from mcp_agents.worker import Worker, requeue_lost
 from sophia_chassis import create_app
 from sophia_chassis.auth import Identity, ServiceCredentials, require
@@ -69,9 +71,17 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         timeout=settings.model_timeout_seconds,
     )
 
-    def toolbox(tenant: str) -> Toolbox:
+    def headers_for(tenant: str) -> Callable[[str], dict[str, str]]:
         # The MCP servers are named by their part after "mcp-" (context, github, hubspot).
-        return Toolbox(settings.mcp_servers(), headers=lambda server: credentials.headers(f"mcp-{server}", tenant))
+        return lambda server: credentials.headers(f"mcp-{server}", tenant)
+
+    def toolbox(tenant: str) -> Toolbox:
+        return Toolbox(settings.mcp_servers(), headers=headers_for(tenant))
+
+    catalogue = ToolCatalogue(
+        lambda tenant: list_tools(settings.mcp_servers(), headers_for(tenant)),
+        max_age=settings.tools_listing_max_age_seconds,
+    )
 
     running: list[asyncio.Task] = []
 
@@ -107,6 +117,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         for job in running:
             job.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        await catalogue.close()
         await store.close()
         await model.aclose()
         await redis.aclose()
@@ -230,11 +241,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.get("/agents/tools")
-    async def list_tools(who: Identity = Depends(require("agents:read"))) -> JSONResponse:
-        """The tools an agent would be offered now, and the MCP servers that could not be reached."""
-        async with toolbox(who.tenant) as tools:
-            return JSONResponse(
-                {"tools": [t.openai()["function"] for t in tools.tools.values()], "unavailable": tools.unavailable}
-            )
+    async def tools(who: Identity = Depends(require("agents:read"))) -> JSONResponse:
+        """The tools an agent would be offered, and the MCP servers that could not be reached: as
+        listed at most `TOOLS_LISTING_MAX_AGE_SECONDS` (30) ago, relisted in the background."""
+        return JSONResponse(await catalogue.get(who.tenant))
 
     return app

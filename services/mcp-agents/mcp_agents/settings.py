@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from pydantic import Field
+
 from sophia_chassis import ServiceSettings
 
 
@@ -29,6 +31,8 @@ class Settings(ServiceSettings):
     default_time_limit_seconds: float = 120.0
     model_timeout_seconds: float = 60.0
     database_wait_seconds: float = 3.0  # a request waits this long for PostgreSQL, then answers 503
+    # GET /agents/tools answers the last listing and relists in the background once it is this old.
+    tools_listing_max_age_seconds: float = Field(30.0, ge=0)
 
     def conninfo(self) -> str:
         if self.database_url:

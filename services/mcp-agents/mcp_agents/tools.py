@@ -3,6 +3,7 @@ streamable HTTP), offered to the model as OpenAI function tools named `<server>_
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -122,3 +123,19 @@ class Toolbox:
         if result.is_error:
             raise ToolFailure(text or f"{qualified} failed")
         return text
+
+
+async def list_tools(servers: dict[str, str], headers: Callable[[str], dict[str, str]]) -> dict[str, Any]:
+    """Every server's tools and the servers that could not be reached, as `GET /agents/tools` shows
+    them: the servers listed at once, each in a task of its own that opens, lists and closes its
+    session (a session must be closed by the task that opened it)."""
+
+    async def one(server: str, url: str) -> Toolbox:
+        async with Toolbox({server: url}, headers=headers) as box:
+            return box
+
+    boxes = await asyncio.gather(*(one(server, url) for server, url in servers.items()))
+    return {
+        "tools": [tool.openai()["function"] for box in boxes for tool in box.tools.values()],
+        "unavailable": {server: why for box in boxes for server, why in box.unavailable.items()},
+    }

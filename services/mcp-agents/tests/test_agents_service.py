@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_agents.main import Settings, build_app
 from mcp_context.main import Settings as ContextSettings
@@ -129,6 +130,43 @@ def test_a_task_runs_the_tool_loop_over_mcp_and_streams_progress(database_url, r
         assert 'agents_tool_calls_total{outcome="ok",tool="context__search_memories"} 1.0' in metrics
         assert httpx.get(f"{url}/readyz").status_code == 200
         assert httpx.get(f"{url}/agents/tasks/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def answered(url: str) -> float:
+    """The requests the service at `url` has answered, but for its own /metrics (for mcp-context: the
+    MCP exchanges of every session opened to it)."""
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+    return sum(
+        sample.value
+        for family in families
+        if family.name == "http_requests"
+        for sample in family.samples
+        if sample.name == "http_requests_total" and sample.labels["route"] != "/metrics"
+    )
+
+
+def test_the_tool_listing_is_kept_and_relisted_behind_the_answer(database_url, redis_url, context_url, model) -> None:
+    """GET /agents/tools opens sessions to the MCP servers for a tenant's first request only; once the
+    listing is older than its max age, a request is answered the kept one at once and the servers are
+    listed again in the background."""
+    _, coordinator = model
+    for max_age in (3600.0, 0.0):
+        settings = agents_settings(
+            database_url, redis_url, coordinator, context_url, tools_listing_max_age_seconds=max_age
+        )
+        with serve(build_app(settings)) as url:
+            first = httpx.get(f"{url}/agents/tools").json()
+            assert {t["name"] for t in first["tools"]} >= {"context__search_memories", "context__store_memory"}
+            listed = answered(context_url)
+            assert httpx.get(f"{url}/agents/tools").json() == first
+            if max_age:
+                assert all(httpx.get(f"{url}/agents/tools").json() == first for _ in range(5))
+                assert answered(context_url) == listed  # from memory: no session opened
+                continue
+            deadline = time.monotonic() + 10
+            while answered(context_url) == listed and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert answered(context_url) > listed  # listed again, behind the answer
 
 
 def test_limits_end_a_run_with_a_clear_reason(database_url, redis_url, context_url, model) -> None:
