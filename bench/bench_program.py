@@ -60,13 +60,10 @@ def local_objects() -> list[dict[str, Any]]:
     """Every object `pulumi up --stack local` creates, as the program declares them: the stack run
     under mocks (infra.render) whose image builds answer with the real digest in the machine's
     registry (built as the local stack builds them; unchanged content is not rebuilt), secrets kept
-    (the mocks' deterministic values, consistent across the objects that share them), and the CRDs
-    the stack applies from the toolchain."""
-    import yaml
-
+    (the mocks' deterministic values, consistent across the objects that share them), the CRDs from
+    the toolchain's manifests among them."""
     from components.image import local_build
     from infra.render import DYNAMIC_RESOURCE, RenderMocks, normalize
-    from infra.stack import LOCAL_CRDS, local_crds_dir
 
     class RealImages(RenderMocks):
         def new_resource(self, args):  # type: ignore[no-untyped-def]
@@ -76,13 +73,11 @@ def local_objects() -> list[dict[str, Any]]:
             return rid, state
 
     resources = run_program("local", offline_config("local"), mocks=RealImages())
-    crds = [yaml.safe_load((local_crds_dir() / f"{name}.yaml").read_text()) for name in LOCAL_CRDS]
-    objects = [
+    return [
         normalize(r.inputs)
         for r in resources
         if r.custom and r.type.startswith("kubernetes:") and "apiVersion" in r.inputs and "kind" in r.inputs
     ]
-    return crds + objects
 
 
 def kubectl(*args: str, stdin: str | None = None, timeout: float = 600) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.backup import BackupTarget
@@ -174,6 +175,8 @@ def deploy(
     stack: str, config: StackConfig, planned: list[PlannedService], secret_values: pulumi.Output[dict[str, Any]] | None
 ) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
+    # Read before anything is registered: a missing manifest touches nothing.
+    crd_documents = local_crd_documents() if config.local_crds else {}
     cluster = _cluster(config, planned)
     generated_secrets = _generated_secrets(config, planned, cluster)
     generated = generated_secrets.values
@@ -190,7 +193,7 @@ def deploy(
     model_server = _model_server(config, planned, cluster, gpu_pools)
     flags = _flags(config, cluster)
     services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools, tracing, flags, model_server)
-    crds = local_crds(cluster.provider) if config.local_crds else []
+    crds = local_crds(cluster.provider, crd_documents)
     ingress = _ingress(config, planned, crds, cluster, services)
     observability = _observability(config, planned, crds, cluster, esc, tracing)
     untraced = [] if tracing else ["tracing: the OpenTelemetry Collector and Jaeger (sophia:tracing.enabled is false)"]
@@ -681,15 +684,48 @@ def local_crds_dir() -> Path:
     return cache / version.group(1) / "share" / "crds"  # type: ignore[union-attr]
 
 
-def local_crds(provider: k8s.Provider) -> list[pulumi.Resource]:
+# What registered each CRD before: one yaml/v2 ConfigFile per manifest, the CRD its child.
+CONFIG_FILE = "kubernetes:yaml/v2:ConfigFile"
+
+
+def local_crd_documents() -> dict[str, dict[str, Any]]:
+    """Each manifest of LOCAL_CRDS as its CRD object, keyed by the resource name the stack gives it."""
     directory = local_crds_dir()
+    documents = {}
+    for name in LOCAL_CRDS:
+        path = directory / f"{name}.yaml"
+        if not path.is_file():
+            raise ValueError(
+                f"sophia:local_crds: {path} is missing; build the CRD manifests with `toolchain/build.sh crds` "
+                "(make up and make bootstrap do), or set SOPHIA_CRDS_DIR to where they are"
+            )
+        # libyaml's loader: the pure-Python one takes a second for these 580 kB, at every up.
+        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        # As the API server has it without a status (which yaml/v2 dropped too).
+        documents[f"crd-{name.split('_')[1]}"] = {k: v for k, v in document.items() if k != "status"}
+    return documents
+
+
+def local_crds(provider: k8s.Provider, documents: dict[str, dict[str, Any]]) -> list[pulumi.Resource]:
+    """The Gateway API and Prometheus-operator CRDs, registered as typed resources from the toolchain's
+    manifests: owned, diffed and deleted like the rest. A yaml/v2 ConfigFile per manifest did this
+    before at a cost of 4-23 s of provider CPU on every up, a no-op included (issue 18, part 5): each
+    is a Construct the provider parses, registers and checks. The alias takes over the ConfigFile's
+    child in a kept stack, the same object; without it the CRD would be created anew and the old
+    one deleted, and with it every Gateway, route, ServiceMonitor and rule."""
     return [
-        k8s.yaml.v2.ConfigFile(
-            f"crd-{name.split('_')[1]}",
-            file=str(directory / f"{name}.yaml"),
-            opts=pulumi.ResourceOptions(provider=provider),
+        k8s.apiextensions.v1.CustomResourceDefinition(
+            name,
+            metadata=doc["metadata"],
+            spec=doc["spec"],
+            opts=pulumi.ResourceOptions(
+                provider=provider,
+                aliases=[
+                    pulumi.Alias(name=f"{name}:{doc['metadata']['name']}", parent=pulumi.create_urn(name, CONFIG_FILE))
+                ],
+            ),
         )
-        for name in LOCAL_CRDS
+        for name, doc in documents.items()
     ]
 
 
