@@ -83,10 +83,6 @@ class Cluster:
 
     provider: k8s.Provider
     namespaces: dict[str, PlatformNamespace]
-    # The same cluster, for the ConfigMaps updated in place (the feature flags): the provider's
-    # default replaces a changed ConfigMap, which with a fixed name deletes it first and takes every
-    # Deployment that depends on it down and up again, the rollout a flag must not cause.
-    mutable_config_maps: k8s.Provider | None = None
 
     def inside(self, concern: str, *also: pulumi.Resource) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(provider=self.provider, depends_on=[self.namespaces[concern], *also])
@@ -224,12 +220,14 @@ def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
     if kubeconfig and not Path(kubeconfig).is_absolute():
         # Relative to the project, wherever the engine starts the program from.
         kubeconfig = str(REPO_ROOT / kubeconfig)
-    provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig, context=config.kubernetes.context)
-    mutable = k8s.Provider(
-        "kubernetes-mutable-config-maps",
-        kubeconfig=kubeconfig,
-        context=config.kubernetes.context,
-        enable_config_map_mutable=True,
+    # ConfigMaps are updated in place. The provider's default replaces a changed ConfigMap, which with
+    # a fixed name (all of ours) deletes it first and takes every workload depending on it down and
+    # up again: the rollout a feature flag must not cause. The others' pods roll on their content
+    # checksum (workload.content_checksum; tests/program/test_releases.py). One provider, not a second
+    # for the flags: each is a plugin process that fetches and parses the API server's OpenAPI
+    # document on every up (issue 18, part 5).
+    provider = k8s.Provider(
+        "kubernetes", kubeconfig=kubeconfig, context=config.kubernetes.context, enable_config_map_mutable=True
     )
     quotas = _quotas(config, planned)
     namespaces = {
@@ -249,7 +247,7 @@ def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
         )
         for concern in CONCERNS
     }
-    return Cluster(provider, namespaces, mutable)
+    return Cluster(provider, namespaces)
 
 
 def _generated_secrets(config: StackConfig, planned: list[PlannedService], cluster: Cluster) -> GeneratedSecrets:
@@ -542,7 +540,7 @@ def _flags(config: StackConfig, cluster: Cluster) -> k8s.core.v1.ConfigMap:
             name=FLAGS_CONFIG_MAP, namespace=config.namespaces.services, labels=labels_for("feature-flags", "flags")
         ),
         data={FLAGS_FILE: config.flags_document()},
-        opts=pulumi.ResourceOptions(provider=cluster.mutable_config_maps, depends_on=[cluster.namespaces["services"]]),
+        opts=cluster.inside("services"),
     )
 
 
