@@ -57,6 +57,8 @@ def mocks() -> None:
 # ------------------------------------------------------------------ on the cluster
 FIELD_MANAGER = "sophia-bench"
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+# The label of the node's volumes (toolchain/node.sh).
+LOCAL_VOLUME = "sophia.ai/local-volume=true"
 
 
 def local_objects() -> list[dict[str, Any]]:
@@ -141,6 +143,27 @@ def remove(objects: list[dict[str, Any]]) -> None:
     )
     bare = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n["metadata"]["name"]}} for n in nodes]
     kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", stdin=documents(bare))
+    release_volumes()
+
+
+def release_volumes() -> None:
+    """The node's volumes (toolchain/node.sh) are Retain: a deleted claim leaves its volume Released,
+    which no later claim binds, so the next deploy's Jaeger and mcp-context would wait for a volume
+    forever (the first run of this bench did). Make them Available again, as on a fresh cluster."""
+    import json
+
+    import local_stack
+
+    listed = subprocess.run(
+        ["kubectl", "--kubeconfig", str(local_stack.KUBECONFIG), "get", "pv", "-l", LOCAL_VOLUME, "-o", "json"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    for pv in json.loads(listed.stdout)["items"]:
+        if pv["status"].get("phase") == "Released":
+            unclaim = '[{"op": "remove", "path": "/spec/claimRef"}]'
+            kubectl("patch", "pv", pv["metadata"]["name"], "--type", "json", "-p", unclaim)
 
 
 def children_cpu() -> float:
