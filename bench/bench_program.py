@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +33,7 @@ TARGET_SECONDS = 3.0
 UP_TARGET_RATIO = 2.0
 NOOP_TARGET_SECONDS = 3.0
 RUNS = 5
+NOOP_RUNS = 2
 
 
 def mocks() -> None:
@@ -54,19 +57,18 @@ def mocks() -> None:
 # ------------------------------------------------------------------ on the cluster
 FIELD_MANAGER = "sophia-bench"
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+# The label of the node's volumes (toolchain/node.sh).
+LOCAL_VOLUME = "sophia.ai/local-volume=true"
 
 
 def local_objects() -> list[dict[str, Any]]:
     """Every object `pulumi up --stack local` creates, as the program declares them: the stack run
     under mocks (infra.render) whose image builds answer with the real digest in the machine's
     registry (built as the local stack builds them; unchanged content is not rebuilt), secrets kept
-    (the mocks' deterministic values, consistent across the objects that share them), and the CRDs
-    the stack applies from the toolchain."""
-    import yaml
-
+    (the mocks' deterministic values, consistent across the objects that share them), the CRDs from
+    the toolchain's manifests among them."""
     from components.image import local_build
     from infra.render import DYNAMIC_RESOURCE, RenderMocks, normalize
-    from infra.stack import LOCAL_CRDS, local_crds_dir
 
     class RealImages(RenderMocks):
         def new_resource(self, args):  # type: ignore[no-untyped-def]
@@ -76,13 +78,11 @@ def local_objects() -> list[dict[str, Any]]:
             return rid, state
 
     resources = run_program("local", offline_config("local"), mocks=RealImages())
-    crds = [yaml.safe_load((local_crds_dir() / f"{name}.yaml").read_text()) for name in LOCAL_CRDS]
-    objects = [
+    return [
         normalize(r.inputs)
         for r in resources
         if r.custom and r.type.startswith("kubernetes:") and "apiVersion" in r.inputs and "kind" in r.inputs
     ]
-    return crds + objects
 
 
 def kubectl(*args: str, stdin: str | None = None, timeout: float = 600) -> None:
@@ -112,10 +112,10 @@ def first_wave(obj: dict[str, Any]) -> bool:
     return obj["kind"] in ("CustomResourceDefinition", "Namespace")
 
 
-def apply_and_wait(objects: list[dict[str, Any]]) -> float:
+def apply_and_wait(objects: list[dict[str, Any]]) -> tuple[float, float]:
     """kubectl apply --server-side of `objects` (definitions and namespaces first, as one would), then
-    `rollout status` of every workload; wall seconds."""
-    t0 = time.perf_counter()
+    `rollout status` of every workload; wall seconds and CPU seconds (kubectl's)."""
+    t0, cpu0 = time.perf_counter(), children_cpu()
     apply = ("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-")
     kubectl(*apply, stdin=documents([o for o in objects if first_wave(o)]))
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=120s")
@@ -126,7 +126,7 @@ def apply_and_wait(objects: list[dict[str, Any]]) -> float:
             kubectl(
                 "-n", meta["namespace"], "rollout", "status", f"{obj['kind'].lower()}/{meta['name']}", "--timeout=600s"
             )
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, children_cpu() - cpu0
 
 
 def remove(objects: list[dict[str, Any]]) -> None:
@@ -143,16 +143,46 @@ def remove(objects: list[dict[str, Any]]) -> None:
     )
     bare = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n["metadata"]["name"]}} for n in nodes]
     kubectl("apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-", stdin=documents(bare))
+    release_volumes()
 
 
-def pulumi_up(*extra: str) -> float:
+def release_volumes() -> None:
+    """The node's volumes (toolchain/node.sh) are Retain: a deleted claim leaves its volume Released,
+    which no later claim binds, so the next deploy's Jaeger and mcp-context would wait for a volume
+    forever (the first run of this bench did). Make them Available again, as on a fresh cluster."""
+    import json
+
     import local_stack
 
-    t0 = time.perf_counter()
+    listed = subprocess.run(
+        ["kubectl", "--kubeconfig", str(local_stack.KUBECONFIG), "get", "pv", "-l", LOCAL_VOLUME, "-o", "json"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    for pv in json.loads(listed.stdout)["items"]:
+        if pv["status"].get("phase") == "Released":
+            unclaim = '[{"op": "remove", "path": "/spec/claimRef"}]'
+            kubectl("patch", "pv", pv["metadata"]["name"], "--type", "json", "-p", unclaim)
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of every finished child process and its own children (the pulumi
+    CLI reaps its language host, the program and the provider plugins): beside the wall time, the
+    figure a machine shared with other work does not inflate."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def pulumi_up(*extra: str) -> tuple[float, float]:
+    """`pulumi up` of the local stack: wall seconds, CPU seconds."""
+    import local_stack
+
+    t0, cpu0 = time.perf_counter(), children_cpu()
     proc = local_stack.pulumi("up", "--yes", "--skip-preview", *extra, capture=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"bench-program: pulumi up failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, children_cpu() - cpu0
 
 
 def on_cluster() -> int:
@@ -166,23 +196,28 @@ def on_cluster() -> int:
     remove(objects)
     local_stack.ensure_stack()
     up = pulumi_up()
-    noop = pulumi_up("--expect-no-changes")
-    ratio = up / warm
+    noops = [pulumi_up("--expect-no-changes") for _ in range(NOOP_RUNS)]
+    noop = min(noops)
+    ratio = up[0] / warm[0]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"bench-program: the local stack on a fresh local cluster (real node): {len(objects)} objects, {workloads} workloads"
+        f"bench-program: the local stack on a fresh local cluster (real node): {len(objects)} objects, {workloads} "
+        f"workloads; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, load {load}"
     )
     rows = [
         ("kubectl apply --server-side + every workload rolled out (node pulls the images)", cold, ""),
         ("kubectl apply --server-side + every workload rolled out", warm, ""),
         ("pulumi up (fresh state)", up, f"{ratio:.1f}x the apply (target <= {UP_TARGET_RATIO:.0f}x)"),
-        ("pulumi up, no-op", noop, f"target < {NOOP_TARGET_SECONDS:.0f}s"),
+        *[(f"pulumi up, no-op ({i + 1} of {NOOP_RUNS})", run, "") for i, run in enumerate(noops)],
     ]
     width = max(len(r[0]) for r in rows)
-    for label, seconds, note in rows:
-        print(f"bench-program:   {label.ljust(width)}  {seconds:6.1f}s  {note}")
+    print(f"bench-program:   {''.ljust(width)}    wall      CPU")
+    for label, (seconds, cpu), note in rows:
+        print(f"bench-program:   {label.ljust(width)}  {seconds:6.1f}s  {cpu:6.1f}s  {note}")
     print(
         f"bench-program: up {'within' if ratio <= UP_TARGET_RATIO else 'OVER'} {UP_TARGET_RATIO:.0f}x the apply; "
-        f"no-op {'within' if noop < NOOP_TARGET_SECONDS else 'OVER'} {NOOP_TARGET_SECONDS:.0f}s"
+        f"no-op (best of {NOOP_RUNS}) {'within' if noop[0] < NOOP_TARGET_SECONDS else 'OVER'} "
+        f"{NOOP_TARGET_SECONDS:.0f}s"
     )
     return 0
 

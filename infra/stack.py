@@ -18,6 +18,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 from pulumi_kubernetes.meta.v1 import ObjectMetaArgs
 
 from components.backup import BackupTarget
@@ -82,10 +83,6 @@ class Cluster:
 
     provider: k8s.Provider
     namespaces: dict[str, PlatformNamespace]
-    # The same cluster, for the ConfigMaps updated in place (the feature flags): the provider's
-    # default replaces a changed ConfigMap, which with a fixed name deletes it first and takes every
-    # Deployment that depends on it down and up again, the rollout a flag must not cause.
-    mutable_config_maps: k8s.Provider | None = None
 
     def inside(self, concern: str, *also: pulumi.Resource) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(provider=self.provider, depends_on=[self.namespaces[concern], *also])
@@ -174,6 +171,8 @@ def deploy(
     stack: str, config: StackConfig, planned: list[PlannedService], secret_values: pulumi.Output[dict[str, Any]] | None
 ) -> dict[str, Any]:
     """Register every resource of the stack; returns the stack outputs."""
+    # Read before anything is registered: a missing manifest touches nothing.
+    crd_documents = local_crd_documents() if config.local_crds else {}
     cluster = _cluster(config, planned)
     generated_secrets = _generated_secrets(config, planned, cluster)
     generated = generated_secrets.values
@@ -190,7 +189,7 @@ def deploy(
     model_server = _model_server(config, planned, cluster, gpu_pools)
     flags = _flags(config, cluster)
     services = _services(config, planned, stores, api_keys, esc, cluster, gpu_pools, tracing, flags, model_server)
-    crds = local_crds(cluster.provider) if config.local_crds else []
+    crds = local_crds(cluster.provider, crd_documents)
     ingress = _ingress(config, planned, crds, cluster, services)
     observability = _observability(config, planned, crds, cluster, esc, tracing)
     untraced = [] if tracing else ["tracing: the OpenTelemetry Collector and Jaeger (sophia:tracing.enabled is false)"]
@@ -221,12 +220,14 @@ def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
     if kubeconfig and not Path(kubeconfig).is_absolute():
         # Relative to the project, wherever the engine starts the program from.
         kubeconfig = str(REPO_ROOT / kubeconfig)
-    provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig, context=config.kubernetes.context)
-    mutable = k8s.Provider(
-        "kubernetes-mutable-config-maps",
-        kubeconfig=kubeconfig,
-        context=config.kubernetes.context,
-        enable_config_map_mutable=True,
+    # ConfigMaps are updated in place. The provider's default replaces a changed ConfigMap, which with
+    # a fixed name (all of ours) deletes it first and takes every workload depending on it down and
+    # up again: the rollout a feature flag must not cause. The others' pods roll on their content
+    # checksum (workload.content_checksum; tests/program/test_releases.py). One provider, not a second
+    # for the flags: each is a plugin process that fetches and parses the API server's OpenAPI
+    # document on every up (issue 18, part 5).
+    provider = k8s.Provider(
+        "kubernetes", kubeconfig=kubeconfig, context=config.kubernetes.context, enable_config_map_mutable=True
     )
     quotas = _quotas(config, planned)
     namespaces = {
@@ -246,7 +247,7 @@ def _cluster(config: StackConfig, planned: list[PlannedService]) -> Cluster:
         )
         for concern in CONCERNS
     }
-    return Cluster(provider, namespaces, mutable)
+    return Cluster(provider, namespaces)
 
 
 def _generated_secrets(config: StackConfig, planned: list[PlannedService], cluster: Cluster) -> GeneratedSecrets:
@@ -539,7 +540,7 @@ def _flags(config: StackConfig, cluster: Cluster) -> k8s.core.v1.ConfigMap:
             name=FLAGS_CONFIG_MAP, namespace=config.namespaces.services, labels=labels_for("feature-flags", "flags")
         ),
         data={FLAGS_FILE: config.flags_document()},
-        opts=pulumi.ResourceOptions(provider=cluster.mutable_config_maps, depends_on=[cluster.namespaces["services"]]),
+        opts=cluster.inside("services"),
     )
 
 
@@ -681,15 +682,48 @@ def local_crds_dir() -> Path:
     return cache / version.group(1) / "share" / "crds"  # type: ignore[union-attr]
 
 
-def local_crds(provider: k8s.Provider) -> list[pulumi.Resource]:
+# What registered each CRD before: one yaml/v2 ConfigFile per manifest, the CRD its child.
+CONFIG_FILE = "kubernetes:yaml/v2:ConfigFile"
+
+
+def local_crd_documents() -> dict[str, dict[str, Any]]:
+    """Each manifest of LOCAL_CRDS as its CRD object, keyed by the resource name the stack gives it."""
     directory = local_crds_dir()
+    documents = {}
+    for name in LOCAL_CRDS:
+        path = directory / f"{name}.yaml"
+        if not path.is_file():
+            raise ValueError(
+                f"sophia:local_crds: {path} is missing; build the CRD manifests with `toolchain/build.sh crds` "
+                "(make up and make bootstrap do), or set SOPHIA_CRDS_DIR to where they are"
+            )
+        # libyaml's loader: the pure-Python one takes a second for these 580 kB, at every up.
+        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        # As the API server has it without a status (which yaml/v2 dropped too).
+        documents[f"crd-{name.split('_')[1]}"] = {k: v for k, v in document.items() if k != "status"}
+    return documents
+
+
+def local_crds(provider: k8s.Provider, documents: dict[str, dict[str, Any]]) -> list[pulumi.Resource]:
+    """The Gateway API and Prometheus-operator CRDs, registered as typed resources from the toolchain's
+    manifests: owned, diffed and deleted like the rest. A yaml/v2 ConfigFile per manifest did this
+    before at a cost of 4-23 s of provider CPU on every up, a no-op included (issue 18, part 5): each
+    is a Construct the provider parses, registers and checks. The alias takes over the ConfigFile's
+    child in a kept stack, the same object; without it the CRD would be created anew and the old
+    one deleted, and with it every Gateway, route, ServiceMonitor and rule."""
     return [
-        k8s.yaml.v2.ConfigFile(
-            f"crd-{name.split('_')[1]}",
-            file=str(directory / f"{name}.yaml"),
-            opts=pulumi.ResourceOptions(provider=provider),
+        k8s.apiextensions.v1.CustomResourceDefinition(
+            name,
+            metadata=doc["metadata"],
+            spec=doc["spec"],
+            opts=pulumi.ResourceOptions(
+                provider=provider,
+                aliases=[
+                    pulumi.Alias(name=f"{name}:{doc['metadata']['name']}", parent=pulumi.create_urn(name, CONFIG_FILE))
+                ],
+            ),
         )
-        for name in LOCAL_CRDS
+        for name, doc in documents.items()
     ]
 
 

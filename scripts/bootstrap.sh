@@ -77,4 +77,13 @@ go_tool() { # go_tool NAME PACKAGE [BUILD FLAGS...]
 go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint
 go_tool promtool github.com/prometheus/prometheus/cmd/promtool -tags remove_all_sd
 go_tool esc-eval .
+# The CRD manifests the local stack registers: the program reads them (under the tests' mocks too).
+# toolchain/build.sh's `crds` piece takes them from two Go modules (nothing built); run only when
+# they are missing, as that script waits for any toolchain build under way.
+toolchain_version=$(sed -n 's/^TOOLCHAIN_VERSION=\([^ ]*\).*/\1/p' toolchain/versions.env)
+crds_dir=${SOPHIA_CRDS_DIR:-${SOPHIA_TOOLCHAIN_CACHE:-$HOME/.cache/sophia-toolchain}/$toolchain_version/share/crds}
+if [[ ! -f "$crds_dir/gateway.networking.k8s.io_httproutes.yaml" ]]; then
+  log "taking the local stack's CRD manifests from their Go modules (toolchain/build.sh crds)"
+  toolchain/build.sh crds
+fi
 log "ready"

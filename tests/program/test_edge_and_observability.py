@@ -8,12 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components.observability import BURN_RATE_WINDOWS, OPERATIONAL_ROUTES, alert_rules, dashboard
 from components.spec import ServiceObservability
 from infra.config import ConfigError
 from infra.discovery import discover
-from infra.render import helm_releases, kubernetes_objects, offline_config, remote_manifests, run_program
+from infra.render import (
+    RenderMocks,
+    helm_releases,
+    kubernetes_objects,
+    offline_config,
+    remote_manifests,
+    run_program,
+)
+from infra.stack import LOCAL_CRDS, local_crds_dir
 
 from .conftest import PROD_ESC, find, render_objects
 
@@ -80,9 +89,27 @@ def test_charts_are_pinned_and_local_installs_none() -> None:
     ]
     local = run_program("local", offline_config("local"))
     assert helm_releases(local) == []
-    # Locally the CRDs come from the toolchain's files (taken from Go modules), never from the internet.
-    crds = remote_manifests(local)
-    assert len(crds) == 6 and all(c.startswith("/") and "/share/crds/" in c for c in crds)
+    # Locally the CRDs come from the toolchain's files (taken from Go modules), never from the internet:
+    # registered by the program as the objects in those files (a CRD's status is the API server's).
+    assert remote_manifests(local) == []
+    crds = {o["metadata"]["name"]: o for o in kubernetes_objects(local) if o["kind"] == "CustomResourceDefinition"}
+    for name in LOCAL_CRDS:
+        manifest = yaml.safe_load((local_crds_dir() / f"{name}.yaml").read_text())
+        manifest.pop("status", None)
+        assert crds.pop(manifest["metadata"]["name"]) == manifest
+    assert crds == {}
+
+
+def test_a_missing_crd_manifest_is_named_before_anything_is_registered(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SOPHIA_CRDS_DIR", str(tmp_path))
+    mocks = RenderMocks()
+    with pytest.raises(
+        ValueError, match=r"sophia:local_crds: .*gatewayclasses.yaml is missing.*toolchain/build.sh crds"
+    ):
+        run_program("local", offline_config("local"), mocks=mocks)
+    assert mocks.resources == []
 
 
 def test_every_service_is_scraped_and_has_a_dashboard(rendered: dict[str, list[dict[str, Any]]]) -> None:

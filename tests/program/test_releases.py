@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from components.ingress import TRACE_CONTEXT_HEADERS
+from components.workload import CHECKSUM_ANNOTATION as CHECKSUM
 from infra.config import ConfigError
-from infra.render import DYNAMIC_RESOURCE, kubernetes_objects, offline_config, run_program
+from infra.render import DYNAMIC_RESOURCE, kubernetes_objects, offline_config, run_program, stack_file_config
 from tests.program.conftest import find, render_objects
 
 DEDUPE = "memory-search-dedupe"
+FLAGS = "feature-flags"
 STRIP_TRACE_CONTEXT = {
     "type": "RequestHeaderModifier",
     "requestHeaderModifier": {"remove": list(TRACE_CONTEXT_HEADERS)},
@@ -51,16 +53,75 @@ def test_flags_are_a_configmap_every_service_mounts_as_a_directory() -> None:
         assert env["FLAGS_FILE"] == "/etc/sophia/flags/flags.json"
 
 
-def test_the_flags_configmap_is_updated_in_place_not_replaced() -> None:
+@pytest.mark.parametrize("stack", ["local", "dev", "prod"])
+def test_configmaps_are_updated_in_place_by_the_one_kubernetes_provider(stack: str) -> None:
     """The provider replaces a changed ConfigMap by default; with a fixed name it deletes it first,
-    and every Deployment depending on it with it (seen in make e2e). The flags' provider does not."""
-    resources = run_program("local", offline_config("local"))
-    [flags] = [r for r in resources if r.type == "kubernetes:core/v1:ConfigMap" and r.name == "feature-flags"]
-    # A provider reference is `<provider URN>::<id>`; the URN ends with the provider's name.
-    [provider] = [r for r in resources if r.type == "pulumi:providers:kubernetes" and f"::{r.name}::" in flags.provider]
+    and every Deployment depending on it with it (seen in make e2e for the flags). The stack's one
+    provider updates them in place (a second provider for the flags cost a plugin process and an
+    OpenAPI fetch on every up), unless one is marked immutable, which none is."""
+    resources = run_program(stack, offline_config(stack))
+    [provider] = [r for r in resources if r.type == "pulumi:providers:kubernetes"]
     assert provider.inputs.get("enableConfigMapMutable") in (True, "true"), provider.inputs
-    others = [r for r in resources if r.type == "kubernetes:core/v1:ConfigMap" and r.name != "feature-flags"]
-    assert others and all(r.provider != flags.provider for r in others)
+    # A provider reference is `<provider URN>::<id>`; the URN ends with the provider's name.
+    kubernetes = [r for r in resources if r.custom and r.type.startswith("kubernetes:")]
+    assert kubernetes and all(f"::{provider.name}::" in r.provider for r in kubernetes)
+    config_maps = [r for r in resources if r.type == "kubernetes:core/v1:ConfigMap"]
+    assert "feature-flags" in {r.name for r in config_maps}
+    assert [r.name for r in config_maps if r.inputs.get("immutable")] == []
+
+
+def pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj.get("spec") or {}
+    if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return [spec["template"]]
+    if obj["kind"] == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]]
+    return []
+
+
+def mounted_config_maps(pod: dict[str, Any]) -> set[str]:
+    names = set()
+    for volume in pod.get("volumes") or []:
+        sources = [volume, *((volume.get("projected") or {}).get("sources") or [])]
+        names |= {source["configMap"]["name"] for source in sources if "configMap" in source}
+    for container in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+        names |= {e["configMapRef"]["name"] for e in container.get("envFrom") or [] if "configMapRef" in e}
+        refs = [(e.get("valueFrom") or {}).get("configMapKeyRef") for e in container.get("env") or []]
+        names |= {ref["name"] for ref in refs if ref}
+    return names
+
+
+@pytest.mark.parametrize("stack", ["local", "dev", "prod"])
+def test_a_configmap_changed_in_place_rolls_the_pods_that_read_it(rendered, stack: str) -> None:
+    """Updated in place, a ConfigMap reaches running pods only when they restart (or, mounted as a
+    directory, after the kubelet's sync): every workload reading one of the program's ConfigMaps
+    carries its content's checksum, so a change rolls it. The flags are the exception on purpose:
+    the services re-read them, nothing rolls."""
+    objects = rendered[stack]
+    own = {o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"} - {FLAGS}
+    readers = [
+        (obj["metadata"]["name"], template)
+        for obj in objects
+        for template in pod_templates(obj)
+        if mounted_config_maps(template["spec"]) & own
+    ]
+    assert readers
+    unrolled = [name for name, t in readers if CHECKSUM not in ((t.get("metadata") or {}).get("annotations") or {})]
+    assert unrolled == []
+
+
+def test_a_changed_configmap_changes_its_readers_checksum() -> None:
+    before = render_objects("local")
+    tracing = stack_file_config("local")["sophia:tracing"]
+    after = render_objects("local", {"tracing": {**tracing, "retention_hours": 2 * tracing["retention_hours"]}})
+    assert changed(before, after) == {
+        ("ConfigMap", "sophia-observability/jaeger-config"),
+        ("Deployment", "sophia-observability/jaeger"),
+    }
+    annotations = [
+        find(o, "Deployment", "jaeger")["spec"]["template"]["metadata"]["annotations"] for o in (before, after)
+    ]
+    assert annotations[0][CHECKSUM] != annotations[1][CHECKSUM]
 
 
 def test_flipping_a_flag_changes_the_configmap_and_rolls_nothing() -> None:
