@@ -45,25 +45,27 @@ def mcp_context_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+# The model provider and the service are made per test: a team run goes on after its request
+# (model and tool calls) when its caller gave up or timed out, and on a provider shared with the
+# next test it took the replies that test had scripted (seen under load: the test got an echo).
+# Closing the test's service ends its runs; the next test's provider never hears from them.
+@pytest.fixture
 def chat() -> FakeChat:
     return FakeChat(api_key=MODEL_KEY, models=("auto",), slow_seconds=6.0)  # past the 5 s model timeout
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def coordinator_url(chat: FakeChat) -> Iterator[str]:
     with serve(build_fake_chat(chat)) as url:
         yield url
 
 
 @pytest.fixture
-def fresh_chat(chat: FakeChat) -> Iterator[FakeChat]:
-    chat.scripts.clear(), chat.failures.clear(), chat.requests.clear()
-    yield chat
-    chat.scripts.clear(), chat.failures.clear()
+def fresh_chat(chat: FakeChat) -> FakeChat:
+    return chat
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def teams_url(mcp_hubspot_url: str, mcp_context_url: str, coordinator_url: str) -> Iterator[str]:
     from agno_teams.main import build_app
 
