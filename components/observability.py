@@ -45,6 +45,10 @@ BURN_RATE_WINDOWS = (
     ("1d", "2h", 3.0, "ticket"),
     ("3d", "6h", 1.0, "ticket"),
 )
+# A burn alert needs at least this many callers' requests in its long window: a handful of slow
+# requests (a fresh stack's first, cold ones) is a large ratio of a small sample and says nothing
+# about the service (the low-traffic case of the SRE workbook's burn-rate alerts).
+MIN_REQUESTS_FOR_BURN = 100
 # Metric names exported by every service's chassis (prometheus-client).
 REQUESTS = "http_requests_total"
 DURATION = "http_request_duration_seconds"
@@ -256,6 +260,8 @@ def alert_rules(services: Mapping[str, ServiceObservability]) -> list[dict[str, 
             "expr": (
                 f"sophia:latency_slow_ratio:rate{long_w} > ({rate} * {budget:.2f})"
                 f" and sophia:latency_slow_ratio:rate{short_w} > ({rate} * {budget:.2f})"
+                f" and on (service) sum by (service) (increase({DURATION}_count{{{CALLERS}}}[{long_w}]))"
+                f" >= {MIN_REQUESTS_FOR_BURN}"
             ),
             "labels": {"severity": severity, "slo": "latency"},
             "annotations": {

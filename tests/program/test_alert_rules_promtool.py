@@ -195,6 +195,28 @@ def test_each_alert_fires_when_it_should_and_only_then(tmp_path: Path) -> None:
             ],
         },
         {
+            # A fresh stack's first requests: all 60 of mcp-agents' in the hour slow, a large ratio of a sample
+            # too small to mean anything: nothing pages. mcp-context, half slow but with 120 requests in its
+            # hour (over MIN_REQUESTS_FOR_BURN), does.
+            "name": "burn alerts need a sample of callers' requests",
+            "interval": "1m",
+            "input_series": latency("mcp-agents", 0.1, 1, 0, 60) + latency("mcp-context", 0.1, 2, 1, 60),
+            "alert_rule_test": [
+                {
+                    "eval_time": "60m",
+                    "alertname": "LatencyBudgetBurn1H",
+                    "exp_alerts": [
+                        {
+                            "exp_labels": {"severity": "page", "slo": "latency", "service": "mcp-context"},
+                            "exp_annotations": {
+                                "summary": "mcp-context burns its latency budget 14.4x (over 1h and 5m)"
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+        {
             # A readiness check failing (503) is the pod's answer to the kubelet, not to a caller; 10 % of
             # mcp-hubspot's callers failing pages, however many probes answered fine beside them.
             "name": "failing probes raise no error ratio; failing callers do",
