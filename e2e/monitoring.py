@@ -5,6 +5,7 @@ from a thread, and the upstream stand-ins' latency knob (sophia_testing.upstream
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -32,7 +33,12 @@ def query(expr: str) -> list[dict[str, Any]]:
 
 
 def targets() -> list[dict[str, Any]]:
-    return get(f"{PROMETHEUS}/api/v1/targets", state="active")["data"]["activeTargets"]
+    """Prometheus' active targets; none while Prometheus itself is not serving yet (right after an up,
+    the operator is still creating its StatefulSet: the API server's proxy then answers an error)."""
+    try:
+        return get(f"{PROMETHEUS}/api/v1/targets", state="active")["data"]["activeTargets"]
+    except subprocess.CalledProcessError:
+        return []
 
 
 def firing_now() -> list[dict[str, str]]:
