@@ -50,19 +50,14 @@ def mcp_context_url() -> Iterator[str]:
 # next test it took the replies that test had scripted (seen under load: the test got an echo).
 # Closing the test's service ends its runs; the next test's provider never hears from them.
 @pytest.fixture
-def chat() -> FakeChat:
+def fresh_chat() -> FakeChat:
     return FakeChat(api_key=MODEL_KEY, models=("auto",), slow_seconds=6.0)  # past the 5 s model timeout
 
 
 @pytest.fixture
-def coordinator_url(chat: FakeChat) -> Iterator[str]:
-    with serve(build_fake_chat(chat)) as url:
+def coordinator_url(fresh_chat: FakeChat) -> Iterator[str]:
+    with serve(build_fake_chat(fresh_chat)) as url:
         yield url
-
-
-@pytest.fixture
-def fresh_chat(chat: FakeChat) -> FakeChat:
-    return chat
 
 
 @pytest.fixture
