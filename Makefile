@@ -4,20 +4,23 @@ STACK ?= local
 OUT ?= render/$(STACK)
 PY := .venv/bin/python
 
-.PHONY: help bootstrap up down api-key e2e test format render bench
+.PHONY: help bootstrap bootstrap-runtime up down api-key e2e test format render bench
 help:
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 bootstrap: ## install everything (Debian packages, venvs); safe to re-run
 	@scripts/bootstrap.sh
 
-up: bootstrap ## bring up the local stack (the main job)
+bootstrap-runtime: ## install what running the stack needs (make up/down/api-key/render), not the test-only tools
+	@scripts/bootstrap.sh runtime
+
+up: bootstrap-runtime ## bring up the local stack (the main job)
 	@scripts/up.sh
 
-down: bootstrap ## destroy the local stack and stop the local control plane
+down: bootstrap-runtime ## destroy the local stack and stop the local control plane
 	@scripts/up.sh down
 
-api-key: bootstrap ## print the local stack's API key (after make up): Authorization: Bearer <key>
+api-key: bootstrap-runtime ## print the local stack's API key (after make up): Authorization: Bearer <key>
 	@source toolchain/env.sh && $(PY) scripts/local_stack.py api-key
 
 e2e: bootstrap ## real engine on its own fresh local cluster (real node): the local stack (preview, up, pods, gateway, policies, restarts, cluster recreated, destroy), then the dev and prod shapes on simulated prod nodes (STACK=dev|prod: that one); make up's cluster is resumed after
@@ -29,7 +32,7 @@ test: bootstrap ## run the test suite (a run that collects no test fails: pytest
 format: bootstrap ## format and fix the whole repository with ruff (make test checks both)
 	@$(PY) -m ruff format . && $(PY) -m ruff check --fix .
 
-render: bootstrap ## write every Kubernetes object of STACK into OUT, offline
+render: bootstrap-runtime ## write every Kubernetes object of STACK into OUT, offline
 	@$(PY) -m infra.render --stack $(STACK) --out $(OUT)
 
 bench: bootstrap ## print all benchmark figures

