@@ -295,6 +295,16 @@ def wait_for_index(url: str, count: int) -> tuple[float, float, float]:
     return float("nan"), float("nan"), worst
 
 
+def http_protocol() -> str:
+    """uvicorn's --http for mcp-context: the services' own (sophia_chassis.server), unless BENCH_HTTP
+    names another (e.g. `httptools`, to measure a chassis from before it, put first on PYTHONPATH)."""
+    if os.environ.get("BENCH_HTTP"):
+        return os.environ["BENCH_HTTP"]
+    from sophia_chassis.server import HTTP_PROTOCOL
+
+    return HTTP_PROTOCOL
+
+
 def measure(count: int, redis_url: str, embeddings_url: str) -> None:
     scratch = tempfile.mkdtemp(prefix="bench-context-")
     t0 = time.perf_counter()
@@ -320,6 +330,8 @@ def measure(count: int, redis_url: str, embeddings_url: str) -> None:
             "uvicorn",
             "--factory",
             "mcp_context.main:build_app",
+            "--http",
+            http_protocol(),
             "--host",
             "127.0.0.1",
             "--port",
