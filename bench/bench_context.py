@@ -245,6 +245,16 @@ def run_level(kind: str, url: str, n: int, seconds: float, rate: float = 0.0, pi
     return result_of(*in_process(_level, kind, url, n, rate, seconds, pid), timeout=seconds + 300)
 
 
+def sheds(url: str) -> dict[str, float]:
+    """requests_shed_total by where the shed was answered (below the app: "server"; "app")."""
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("requests_shed_total"):
+            where = re.search(r'where="(\w+)"', line)
+            counts[where.group(1) if where else "app"] = float(line.split()[-1])
+    return counts
+
+
 def refusal_cost(capacity_run: dict, overload: dict) -> str:
     """What a refusal costs the service, from its CPU: a served search costs what the capacity run
     spent per search; the rest of the overload step's CPU went to the refusals. With refusals at
@@ -410,7 +420,9 @@ def measure(count: int, redis_url: str, embeddings_url: str) -> None:
         )
         print(HEADER)
         for rate in (*RATES, round(2 * capacity)):
+            shed_before = sheds(url)
             result = run_level("open", url, USERS, SECONDS, rate, pid=server.pid)
+            shed_after = sheds(url)
             label = f"{rate}" if rate in RATES else f"2x={rate}"
             print(row(label, result), f" load {load_average()}", flush=True)
             if rate not in RATES:
@@ -421,6 +433,11 @@ def measure(count: int, redis_url: str, embeddings_url: str) -> None:
                     f"per second of the service's CPU, {per_cpu:.0%} of what it served at capacity"
                 )
                 print(refusal_cost(capacity_run, result))
+                below, total = (
+                    shed_after.get("server", 0) - shed_before.get("server", 0),
+                    sum(shed_after.values()) - sum(shed_before.values()),
+                )
+                print(f"refused below the app (sophia_chassis.server): {below:.0f} of {total:.0f} sheds")
         print(f"mcp-context {rss(server.pid)}")
     finally:
         server.terminate()

@@ -111,13 +111,18 @@ class Door:
         self.raw_paths = frozenset(path.encode() for path in self.paths)  # as the request line has them
         self.turn = LoopTurn(max_loop_lag, tick) if max_loop_lag is not None else None
         self.shed = 0
-        self._counter = (
+        # Where a shed was answered: "server" below the app (sophia_chassis.server), "app" here.
+        shed = (
             Counter(
-                "requests_shed_total", "Requests answered 503 because the service was at capacity", registry=registry
+                "requests_shed_total",
+                "Requests answered 503 because the service was at capacity",
+                ("where",),
+                registry=registry,
             )
             if registry is not None
             else None
         )
+        self._counters = {where: shed.labels(where) for where in ("server", "app")} if shed is not None else {}
         # Built once: a shed is the one answer that must cost next to nothing.
         answer = problem(
             503,
@@ -138,14 +143,14 @@ class Door:
         before the app's door has armed the turn's timer)."""
         return raw_path in self.raw_paths and self.turn is not None and self.turn.running and self.turn.overrun() > 0
 
-    def count(self) -> None:
+    def count(self, where: str) -> None:
         self.shed += 1
-        if self._counter is not None:
-            self._counter.inc()
+        if self._counters:
+            self._counters[where].inc()
 
     async def refuse(self, send: Send) -> None:
         """The 503 + Retry-After, as ASGI messages (headers copied: a layer outside may edit them)."""
-        self.count()
+        self.count("app")
         await send({"type": "http.response.start", "status": self.status, "headers": list(self.headers)})
         await send({"type": "http.response.body", "body": self.body})
 

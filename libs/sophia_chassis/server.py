@@ -59,7 +59,7 @@ class HttpProtocol(HttpToolsProtocol):
         door = self._door
         assert door is not None
         keep_alive = self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
-        door.count()
+        door.count("server")
         self.transport.write(_answer(door, self.server_state.default_headers, keep_alive))
         if not keep_alive:
             self.transport.close()

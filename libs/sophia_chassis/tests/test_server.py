@@ -69,11 +69,11 @@ def demo() -> tuple[Entered, Turn, list[bytes]]:
     return Entered(app), turn, ran
 
 
-def shed_total(url: str) -> float:
+def shed_total(url: str, where: str) -> float:
     for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("requests_shed_total "):
+        if line.startswith(f'requests_shed_total{{where="{where}"}} '):
             return float(line.split()[1])
-    raise AssertionError("requests_shed_total is not exported")
+    raise AssertionError(f"requests_shed_total of {where} is not exported")
 
 
 def exchange(url: str, raw: bytes, answers: int) -> list[tuple[int, dict[str, str], bytes]]:
@@ -106,7 +106,7 @@ def post(path: str, body: bytes, *extra: str) -> bytes:
 def test_while_the_door_is_closed_a_limited_request_is_refused_below_the_app_and_counted() -> None:
     app, turn, ran = demo()
     with serve(app) as url:
-        before = shed_total(url)
+        before = shed_total(url, "server")
         entered = app.http
         turn.over = True
         # Three searches and a health probe pipelined on one connection: each search refused with the
@@ -115,7 +115,7 @@ def test_while_the_door_is_closed_a_limited_request_is_refused_below_the_app_and
         answers = exchange(url, post("/search", body) * 3 + b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n", 4)
         assert app.http == entered + 1  # only the probe entered the app
         assert ran == []  # the route never ran
-        assert shed_total(url) == before + 3
+        assert shed_total(url, "server") == before + 3
         for status, headers, content in answers[:3]:
             assert status == 503
             assert headers["retry-after"] == "1"
@@ -145,13 +145,13 @@ def test_a_request_the_server_must_not_refuse_itself_reaches_the_apps_door() -> 
     not the door's."""
     app, turn, ran = demo()
     with serve(app) as url:
-        before = shed_total(url)
+        before = shed_total(url, "app")
         entered = app.http
         turn.over = True
         answers = exchange(url, b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n" + post("/search", b"{}"), 2)
         assert [status for status, _, _ in answers] == [200, 503]
         assert app.http == entered + 2  # both entered the app: the search was refused by the app's door
-        assert ran == [] and shed_total(url) == before + 1
+        assert ran == [] and shed_total(url, "app") == before + 1
         assert exchange(url, post("/other", b"{}"), 1)[0][0] == 404  # not a limited path: the app answers
 
 
