@@ -8,7 +8,11 @@ checked and written in two pieces) cost mcp-context a fifth to a third of a serv
 turn is over its bound it reads and drops the body, writes the prebuilt 503 + Retry-After in one
 piece, counts the shed and keeps the connection, without entering the app. Anything it does not
 refuse (the door open, another path, a pipelined request behind one still running, HEAD, an
-`Expect: 100-continue`) goes to uvicorn's own handling, and the app's door still judges it.
+`Expect: 100-continue`) goes to uvicorn's own handling, and the app's door still judges it. It
+refuses before anything in the app, mcp-context's shard hand-over gate included (which otherwise
+forwards a request before the app's door sees it): a process whose loop is over its bound would not
+forward it promptly either. uvicorn's access log does not see these answers; requests_shed_total
+counts them (`where="server"`).
 
 The app hands its door over in the lifespan state (create_app does: `DOOR_STATE`); an app without
 one, or run by another server, is served as uvicorn's httptools protocol serves it.
