@@ -153,8 +153,9 @@ class Tally:
         except (TimeoutError, aiohttp.ClientError):
             self.failed += 1
 
-    def result(self, elapsed: float) -> dict:
+    def result(self, elapsed: float, cpu: CpuWindow) -> dict:
         return {
+            **cpu.result(),
             "served": len(self.latencies),
             "shed": len(self.shed_latencies),
             "failed": self.failed,
@@ -165,22 +166,44 @@ class Tally:
         }
 
 
-async def _open_loop(url: str, users: int, rate: float, seconds: float) -> dict:
+class CpuWindow:
+    """The CPU the service (`pid`) and this load generator used while the load ran (from when every
+    connection is open to the last answer), in cores: on a shared machine a figure means little
+    without them, and the generator shares the service's two cores."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.marks: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.marks = {"wall": time.monotonic(), "gen": time.process_time()}
+        if self.pid:
+            self.marks["service"] = cpu_seconds(self.pid)
+
+    def result(self) -> dict:
+        if not self.marks:
+            return {"cpu": float("nan"), "gen_cpu": float("nan")}
+        wall = time.monotonic() - self.marks["wall"]
+        service = (cpu_seconds(self.pid) - self.marks["service"]) / wall if self.pid else float("nan")
+        return {"cpu": service, "gen_cpu": (time.process_time() - self.marks["gen"]) / wall}
+
+
+async def _open_loop(url: str, users: int, rate: float, seconds: float, pid: int | None) -> dict:
     """`users` connections held open (one each), together offering `rate` searches/s (openloop)."""
-    tally = Tally()
+    tally, cpu = Tally(), CpuWindow(pid)
 
     async def search(session, i: int, planned: float) -> None:
         await tally.search(session, QUERIES[i % len(QUERIES)], planned)
 
-    await open_loop(url, users, rate, seconds, search, timeout=CLIENT_TIMEOUT)
-    return tally.result(seconds)
+    await open_loop(url, users, rate, seconds, search, timeout=CLIENT_TIMEOUT, on_start=cpu.start)
+    return tally.result(seconds, cpu)
 
 
-async def _closed_loop(url: str, connections: int, seconds: float) -> dict:
+async def _closed_loop(url: str, connections: int, seconds: float, pid: int | None) -> dict:
     """Each connection sends its next search when the last one answers: the most it serves."""
     import aiohttp
 
-    tally = Tally()
+    tally, cpu = Tally(), CpuWindow(pid)
     deadline = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT)
@@ -193,12 +216,15 @@ async def _closed_loop(url: str, connections: int, seconds: float) -> dict:
                 await tally.search(session, QUERIES[i % len(QUERIES)], time.monotonic())
 
         started = time.monotonic()
+        cpu.start()
         await asyncio.gather(*(worker(n) for n in range(connections)))
-        return tally.result(time.monotonic() - started)
+        return tally.result(time.monotonic() - started, cpu)
 
 
-async def _level(kind: str, url: str, n: int, rate: float, seconds: float) -> dict:
-    return await (_open_loop(url, n, rate, seconds) if kind == "open" else _closed_loop(url, n, seconds))
+async def _level(kind: str, url: str, n: int, rate: float, seconds: float, pid: int | None) -> dict:
+    if kind == "open":
+        return await _open_loop(url, n, rate, seconds, pid)
+    return await _closed_loop(url, n, seconds, pid)
 
 
 def wait_drained(url: str, timeout: float = 120) -> None:
@@ -214,13 +240,19 @@ def wait_drained(url: str, timeout: float = 120) -> None:
 
 def run_level(kind: str, url: str, n: int, seconds: float, rate: float = 0.0, pid: int | None = None) -> dict:
     """One load level from a separate process, so the generator does not share the server's loop.
-    With `pid` (the service's), the result says how much CPU the service got meanwhile: on a shared
-    machine a figure means little without it."""
+    With `pid` (the service's), the result says how much CPU the service got meanwhile (CpuWindow)."""
     wait_drained(url)
-    used = cpu_seconds(pid) if pid else 0.0
-    result = result_of(*in_process(_level, kind, url, n, rate, seconds), timeout=seconds + 300)
-    result["cpu"] = (cpu_seconds(pid) - used) / seconds if pid else float("nan")
-    return result
+    return result_of(*in_process(_level, kind, url, n, rate, seconds, pid), timeout=seconds + 300)
+
+
+def sheds(url: str) -> dict[str, float]:
+    """requests_shed_total by where the shed was answered (below the app: "server"; "app")."""
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("requests_shed_total"):
+            where = re.search(r'where="(\w+)"', line)
+            counts[where.group(1) if where else "app"] = float(line.split()[-1])
+    return counts
 
 
 def refusal_cost(capacity_run: dict, overload: dict) -> str:
@@ -245,13 +277,13 @@ def row(label: str, result: dict) -> str:
         f"{label:>10} {result['sent'] / result['elapsed']:>8.1f} {result['served'] / result['elapsed']:>8.1f} "
         f"{percentile(lat, 0.5):>8.1f} "
         f"{percentile(lat, 0.95):>8.1f} {percentile(lat, 0.99):>8.1f} {result['shed']:>7} "
-        f"{percentile(shed, 0.99):>11.1f} {result['failed']:>7} {result['cpu']:>5.2f}"
+        f"{percentile(shed, 0.99):>11.1f} {result['failed']:>7} {result['cpu']:>5.2f} {result['gen_cpu']:>7.2f}"
     )
 
 
 HEADER = (
     f"{'offered/s':>10} {'sent/s':>8} {'served/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'shed':>7} "
-    f"{'shed p99 ms':>11} {'failed':>7} {'cpu':>5}"
+    f"{'shed p99 ms':>11} {'failed':>7} {'cpu':>5} {'gen cpu':>7}"
 )
 
 
@@ -295,6 +327,16 @@ def wait_for_index(url: str, count: int) -> tuple[float, float, float]:
     return float("nan"), float("nan"), worst
 
 
+def http_protocol() -> str:
+    """uvicorn's --http for mcp-context: the services' own (sophia_chassis.server), unless BENCH_HTTP
+    names another (e.g. `httptools`, to measure a chassis from before it, put first on PYTHONPATH)."""
+    if os.environ.get("BENCH_HTTP"):
+        return os.environ["BENCH_HTTP"]
+    from sophia_chassis.server import HTTP_PROTOCOL
+
+    return HTTP_PROTOCOL
+
+
 def measure(count: int, redis_url: str, embeddings_url: str) -> None:
     scratch = tempfile.mkdtemp(prefix="bench-context-")
     t0 = time.perf_counter()
@@ -320,6 +362,8 @@ def measure(count: int, redis_url: str, embeddings_url: str) -> None:
             "uvicorn",
             "--factory",
             "mcp_context.main:build_app",
+            "--http",
+            http_protocol(),
             "--host",
             "127.0.0.1",
             "--port",
@@ -366,16 +410,19 @@ def measure(count: int, redis_url: str, embeddings_url: str) -> None:
         print(
             f"capacity (closed loop, 16 connections): {capacity:.0f} searches/s served, "
             f"{capacity_run['shed']} shed, {capacity_run['failed']} failed; the service used "
-            f"{capacity_run['cpu']:.2f} of a core (load average {load_average()})",
+            f"{capacity_run['cpu']:.2f} of a core, the load generator {capacity_run['gen_cpu']:.2f} "
+            f"(load average {load_average()})",
             flush=True,
         )
         print(
             f"open loop: {USERS} connections held open, {SECONDS:.0f}s per level, client timeout {CLIENT_TIMEOUT:.0f}s; "
-            "cpu: cores the service used meanwhile (1.00: all of one)"
+            "cpu: cores the service used meanwhile (1.00: all of one), gen cpu: the load generator's"
         )
         print(HEADER)
         for rate in (*RATES, round(2 * capacity)):
+            shed_before = sheds(url)
             result = run_level("open", url, USERS, SECONDS, rate, pid=server.pid)
+            shed_after = sheds(url)
             label = f"{rate}" if rate in RATES else f"2x={rate}"
             print(row(label, result), f" load {load_average()}", flush=True)
             if rate not in RATES:
@@ -386,6 +433,11 @@ def measure(count: int, redis_url: str, embeddings_url: str) -> None:
                     f"per second of the service's CPU, {per_cpu:.0%} of what it served at capacity"
                 )
                 print(refusal_cost(capacity_run, result))
+                below, total = (
+                    shed_after.get("server", 0) - shed_before.get("server", 0),
+                    sum(shed_after.values()) - sum(shed_before.values()),
+                )
+                print(f"refused below the app (sophia_chassis.server): {below:.0f} of {total:.0f} sheds")
         print(f"mcp-context {rss(server.pid)}")
     finally:
         server.terminate()

@@ -62,10 +62,11 @@ async def open_loop(
     connect_path: str = "/healthz",
     stop: Any = None,
     seed: int = 7,
+    on_start: Callable[[], None] | None = None,
 ) -> float:
     """Offer `rate` requests/s over `users` held connections for `seconds` (or until `stop`, a
     multiprocessing Event, is set); returns the seconds the load ran. `planned` is on
-    time.monotonic()'s clock."""
+    time.monotonic()'s clock. `on_start` is called when every connection is open and the load starts."""
     import aiohttp
 
     rng = random.Random(seed)
@@ -87,6 +88,8 @@ async def open_loop(
             opened += 1
             if opened == users:
                 clock["started"] = time.monotonic()
+                if on_start is not None:
+                    on_start()
                 all_open.set()
             await all_open.wait()
             deadline = clock["started"] + seconds

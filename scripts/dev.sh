@@ -71,7 +71,7 @@ for name in "${run[@]}"; do
     SERVICE_TOKENS_DIR="$PWD/.state/dev-tokens/$name")
   # QDRANT_PATH: mcp-context keeps its memories across restarts of `make dev`.
   env "${env_urls[@]}" "${auth_env[@]}" PORT="${ports[$name]}" REDIS_URL="redis://127.0.0.1:6379/0" QDRANT_PATH="${QDRANT_PATH:-$PWD/.state/dev-qdrant}" DATABASE_URL="$DATABASE_URL" SOPHIA_SECRETS_DIR="${SOPHIA_SECRETS_DIR:-.state/dev-secrets}" \
-    $PY -m uvicorn --factory "${name//-/_}.main:build_app" --host 127.0.0.1 --port "${ports[$name]}" &
+    $PY -m uvicorn --factory "${name//-/_}.main:build_app" --http sophia_chassis.server:HttpProtocol --host 127.0.0.1 --port "${ports[$name]}" &
   pids+=($!)
   echo "[dev] $name on http://127.0.0.1:${ports[$name]} (MCP at /mcp where it has one)"
 done

@@ -25,7 +25,12 @@ Two designs came before (docs/performance-mcp-context.md has their figures): she
 while a smoothed lag exceeded the bound (55 % of capacity served at twice it, quiet machine): the
 smoothing reacts late both ways, the door staying open while the loop falls behind and shut after it
 has caught up; and an AIMD rate steered by that smoothed lag, which inherits the delay. Bounding each turn needs no smoothing and no
-rate: what the loop cannot run in this turn is refused in this turn."""
+rate: what the loop cannot run in this turn is refused in this turn.
+
+The decision and its answer are a `Door`, shared with the HTTP server below the app
+(sophia_chassis.server): a request read while the turn is already over its bound is refused there,
+from a prebuilt answer, without a scope, a task or the app's middleware; what the server admits
+still meets this middleware."""
 
 from __future__ import annotations
 
@@ -73,6 +78,11 @@ class LoopTurn:
     def mark(self, now: float, cpu: float) -> None:
         self._turn_started, self._turn_cpu = now, cpu
 
+    @property
+    def running(self) -> bool:
+        """Its timer is armed (on the first limited request): before, `overrun` means nothing."""
+        return self._loop is not None
+
     def overrun(self) -> float:
         elapsed = self._clock() - self._turn_started
         if elapsed <= self.max_lag:
@@ -82,35 +92,112 @@ class LoopTurn:
         return elapsed - self.max_lag
 
 
+class Door:
+    """Whether a limited request is refused now, what it is answered and how sheds are counted:
+    shared by `AdmissionControl` (in the app) and the HTTP server below it (sophia_chassis.server),
+    so a shed is decided, answered and counted alike wherever it happens."""
+
+    def __init__(
+        self,
+        paths: Iterable[str],
+        *,
+        max_concurrent: int,
+        retry_after_seconds: float = 1.0,
+        max_loop_lag: float | None = None,
+        tick: float = 0.005,
+        registry: CollectorRegistry | None = None,
+    ):
+        self.paths = frozenset(paths)
+        self.raw_paths = frozenset(path.encode() for path in self.paths)  # as the request line has them
+        self.turn = LoopTurn(max_loop_lag, tick) if max_loop_lag is not None else None
+        self.shed = 0
+        # Where a shed was answered: "server" below the app (sophia_chassis.server), "app" here.
+        shed = (
+            Counter(
+                "requests_shed_total",
+                "Requests answered 503 because the service was at capacity",
+                ("where",),
+                registry=registry,
+            )
+            if registry is not None
+            else None
+        )
+        self._counters = {where: shed.labels(where) for where in ("server", "app")} if shed is not None else {}
+        # Built once: a shed is the one answer that must cost next to nothing.
+        answer = problem(
+            503,
+            "Overloaded",
+            f"the service is at capacity ({max_concurrent} requests running, the queue is full); "
+            "retry after the Retry-After",
+            headers=retry_after(retry_after_seconds),
+        )
+        self.status, self.headers, self.body = answer.status_code, tuple(answer.raw_headers), bytes(answer.body)
+
+    @property
+    def overloaded(self) -> bool:
+        """The loop's current turn has run past the bound, and because it is busy."""
+        return self.turn is not None and self.turn.overrun() > 0
+
+    def closed_to(self, raw_path: bytes) -> bool:
+        """For the server below the app: a limited path while the turn is over its bound (never
+        before the app's door has armed the turn's timer)."""
+        return raw_path in self.raw_paths and self.turn is not None and self.turn.running and self.turn.overrun() > 0
+
+    def count(self, where: str) -> None:
+        self.shed += 1
+        if self._counters:
+            self._counters[where].inc()
+
+    async def refuse(self, send: Send) -> None:
+        """The 503 + Retry-After, as ASGI messages (headers copied: a layer outside may edit them)."""
+        self.count("app")
+        await send({"type": "http.response.start", "status": self.status, "headers": list(self.headers)})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 class AdmissionControl:
     def __init__(
         self,
         app: ASGIApp,
         *,
-        paths: Iterable[str],
+        paths: Iterable[str] = (),
         max_concurrent: int,
         queue_timeout: float,
         retry_after_seconds: float = 1.0,
         max_loop_lag: float | None = None,
         tick: float = 0.005,
         registry: CollectorRegistry | None = None,
+        door: Door | None = None,
     ):
+        """`door`: one made by the caller (create_app, to hand it to the server too); else one is
+        made from `paths`, `max_loop_lag`, `tick`, `retry_after_seconds` and `registry`."""
         if max_concurrent < 1 or queue_timeout < 0:
             raise ValueError("max_concurrent must be >= 1 and queue_timeout >= 0")
-        self.app, self.paths = app, frozenset(paths)
+        self.app = app
         self.max_concurrent, self.queue_timeout = max_concurrent, queue_timeout
-        self.retry_after_seconds = retry_after_seconds
-        self.turn = LoopTurn(max_loop_lag, tick) if max_loop_lag is not None else None
-        self.active = 0
-        self.shed = 0
-        self._waiters: deque[asyncio.Future[bool]] = deque()
-        self._shed_counter = (
-            Counter(
-                "requests_shed_total", "Requests answered 503 because the service was at capacity", registry=registry
-            )
-            if registry is not None
-            else None
+        self.door = door or Door(
+            paths,
+            max_concurrent=max_concurrent,
+            retry_after_seconds=retry_after_seconds,
+            max_loop_lag=max_loop_lag,
+            tick=tick,
+            registry=registry,
         )
+        self.paths = self.door.paths
+        self.active = 0
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+
+    @property
+    def turn(self) -> LoopTurn | None:
+        return self.door.turn
+
+    @turn.setter
+    def turn(self, turn: LoopTurn | None) -> None:
+        self.door.turn = turn
+
+    @property
+    def shed(self) -> int:
+        return self.door.shed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
@@ -118,18 +205,8 @@ class AdmissionControl:
             return
         if self.turn is not None:
             self.turn.start(asyncio.get_running_loop())
-        if self.overloaded or not await self._acquire():
-            self.shed += 1
-            if self._shed_counter is not None:
-                self._shed_counter.inc()
-            busy = problem(
-                503,
-                "Overloaded",
-                f"the service is at capacity ({self.max_concurrent} requests running, the queue is full); "
-                "retry after the Retry-After",
-                headers=retry_after(self.retry_after_seconds),
-            )
-            await busy(scope, receive, send)
+        if self.door.overloaded or not await self._acquire():
+            await self.door.refuse(send)
             return
         try:
             await self.app(scope, receive, send)
@@ -138,8 +215,7 @@ class AdmissionControl:
 
     @property
     def overloaded(self) -> bool:
-        """The loop's current turn has run past the bound, and because it is busy."""
-        return self.turn is not None and self.turn.overrun() > 0
+        return self.door.overloaded
 
     async def _acquire(self) -> bool:
         """True once a slot is this request's; False when its queue deadline passed first."""

@@ -14,13 +14,14 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sophia_chassis.admission import AdmissionControl
+from sophia_chassis.admission import AdmissionControl, Door
 from sophia_chassis.auth import install_auth
 from sophia_chassis.flags import install_flags
 from sophia_chassis.logs import configure_logging
 from sophia_chassis.mcp import MCP_PATH
 from sophia_chassis.metrics import OPERATIONAL_ROUTES, RequestMetrics
 from sophia_chassis.problems import document_problems, install_problem_handlers, internal_error, problem
+from sophia_chassis.server import DOOR_STATE
 from sophia_chassis.settings import ServiceSettings
 from sophia_chassis.tracing import configure_tracing, fastapi_telemetry, flush
 from sophia_chassis.version import AnnounceVersion, service_info
@@ -59,12 +60,25 @@ def create_app(
         registry=registry,
     )
 
+    limited = tuple(limited_paths)
+    door = (
+        Door(
+            limited,
+            max_concurrent=settings.max_concurrent_requests,
+            max_loop_lag=settings.max_loop_lag_seconds or None,
+            registry=registry,
+        )
+        if limited
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         for hook in on_startup:
             await hook()
         log.info("started", service=settings.service_name, port=settings.port)
-        yield
+        # The door goes to the server too (sophia_chassis.server refuses below the app).
+        yield {DOOR_STATE: door} if door is not None else None
         # Graceful shutdown: uvicorn has stopped accepting and drained requests; release clients.
         for hook in on_shutdown:
             await hook()
@@ -81,6 +95,7 @@ def create_app(
         **fastapi_kwargs,
     )
     app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
+    app.state.door = door  # None without limited paths
     app.state.flags = install_flags(settings.service_name, settings.flags_file, settings.flags_poll_seconds, registry)
     install_problem_handlers(app)
     document_problems(app)
@@ -91,15 +106,12 @@ def create_app(
     )
     app.add_middleware(AnnounceVersion, version=settings.service_version, track=settings.service_track)
     service_info(registry, settings.service_name, settings.service_version, settings.service_track)
-    limited = tuple(limited_paths)
-    if limited:  # outermost: a shed request costs the loop as little as possible (counted apart)
+    if door is not None:  # outermost: a shed request costs the loop as little as possible (counted apart)
         app.add_middleware(
             AdmissionControl,
-            paths=limited,
+            door=door,
             max_concurrent=settings.max_concurrent_requests,
             queue_timeout=settings.queue_timeout_seconds,
-            max_loop_lag=settings.max_loop_lag_seconds or None,
-            registry=registry,
         )
 
     @app.get("/healthz", include_in_schema=False)

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from sophia_chassis.server import HTTP_PROTOCOL
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -27,7 +29,8 @@ def free_port() -> int:
 
 
 def _start(app, port: int) -> tuple[uvicorn.Server, threading.Thread] | None:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=HTTP_PROTOCOL)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -42,7 +45,7 @@ def _start(app, port: int) -> tuple[uvicorn.Server, threading.Thread] | None:
 
 @contextmanager
 def serve(app, port: int | None = None) -> Iterator[str]:
-    """Run `app` in a real uvicorn server on 127.0.0.1; yields its base URL."""
+    """Run `app` in a real uvicorn server on 127.0.0.1, with the services' HTTP protocol; yields its base URL."""
     for _ in range(1 if port else 3):
         port_used = port or free_port()
         started = _start(app, port_used)
@@ -95,7 +98,15 @@ def serve_processes(
                 proc = subprocess.Popen(
                     [
                         *(sys.executable, "-m", "uvicorn", "--factory", f"{name.replace('-', '_')}.main:build_app"),
-                        *("--host", "127.0.0.1", "--port", str(ports[name]), "--no-access-log"),
+                        *(
+                            "--http",
+                            HTTP_PROTOCOL,
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(ports[name]),
+                            "--no-access-log",
+                        ),
                         *("--timeout-graceful-shutdown", "5"),
                     ],
                     env={**os.environ, **peers, **env, "PORT": str(ports[name])},

@@ -288,7 +288,7 @@ def test_past_capacity_a_limited_route_answers_503_with_retry_after_at_once() ->
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["title"] == "Overloaded"
     assert [a[0] for a in others] == [200] * 10  # routes not named are not limited
-    assert "requests_shed_total 8.0" in metrics
+    assert 'requests_shed_total{where="app"} 8.0' in metrics  # at the queue deadline: in the app
 
 
 def test_a_waiting_request_gets_the_slot_a_finished_one_frees() -> None:
