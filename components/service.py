@@ -213,7 +213,8 @@ class PlatformServiceArgs:
     image_pull_policy: str = "Always"
     # A PersistentVolumeClaim mounted at DATA_MOUNT (the local stack's embedded Qdrant Edge). One
     # process owns an embedded store's directory: a rollout's new pod asks the old one, at the pod IP
-    # it is given (POD_IP), to hand it over (services/mcp-context/mcp_context/handoff.py).
+    # it is given (POD_IP), to hand it over; a sibling of the same revision (POD_TEMPLATE_HASH)
+    # follows the owner (services/mcp-context/mcp_context/handoff.py).
     data_claim: pulumi.Input[str] | None = None
     # The ConfigMap holding the stack's feature flags (FLAGS_FILE), mounted at FLAGS_MOUNT. Its
     # content stays out of the pod template (and the checksum): a flag change rolls nothing.
@@ -364,7 +365,15 @@ class PlatformService(pulumi.ComponentResource):
                         EnvVarArgs(
                             name="POD_IP",
                             value_from=EnvVarSourceArgs(field_ref=ObjectFieldSelectorArgs(field_path="status.podIP")),
-                        )
+                        ),
+                        # The ReplicaSet's label: a sibling of the owner's revision follows it, a pod of
+                        # another revision (a rollout's) asks for the data.
+                        EnvVarArgs(
+                            name="POD_TEMPLATE_HASH",
+                            value_from=EnvVarSourceArgs(
+                                field_ref=ObjectFieldSelectorArgs(field_path="metadata.labels['pod-template-hash']")
+                            ),
+                        ),
                     ]
                     if args.data_claim
                     else []
@@ -629,7 +638,7 @@ def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict
     if args.metrics_namespace:
         ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[namespace_peer(args.metrics_namespace)]))
     siblings = [pods_named([spec.name])]
-    if args.data_claim:  # a rollout's new pod asks the old for the data; the old forwards to the new
+    if args.data_claim:  # a rollout's new pod asks the old for the data; the others forward to the owner
         ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=siblings))
 
     egress = [dns_egress()]

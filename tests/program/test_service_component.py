@@ -220,7 +220,7 @@ def test_a_stopping_pod_leaves_the_load_balancers_then_drains() -> None:
 
 def test_a_deployment_with_a_data_volume_rolls_and_its_pods_may_reach_each_other() -> None:
     """One process owns the volume's data (the local embedded Qdrant), so a rollout's new pod asks
-    the old one, at its pod IP, to hand it over, and the old forwards to the new: surged like
+    the old one, at its pod IP, to hand it over, and the others forward to the owner: surged like
     every Deployment, the siblings let through their NetworkPolicy on the app port, and only then."""
     objects = build(args(data_claim="memories"))[0]
     deployment = find(objects, "Deployment", "svc")
@@ -230,12 +230,15 @@ def test_a_deployment_with_a_data_volume_rolls_and_its_pods_may_reach_each_other
     }
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in env
+    # Its revision: a sibling of the owner's follows it, a rollout's pod asks for the data.
+    revision = {"fieldRef": {"fieldPath": "metadata.labels['pod-template-hash']"}}
+    assert {"name": "POD_TEMPLATE_HASH", "valueFrom": revision} in env
     siblings = {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["svc"]}]}
     policy = find(objects, "NetworkPolicy", "svc")["spec"]
     assert {"ports": [{"port": 9000, "protocol": "TCP"}], "from": [{"podSelector": siblings}]} in policy["ingress"]
     assert {"ports": [{"port": 9000, "protocol": "TCP"}], "to": [{"podSelector": siblings}]} in policy["egress"]
     plain = build(args())[0]
-    assert "POD_IP" not in {e["name"] for e in pod(plain)["spec"]["containers"][0]["env"]}
+    assert not {"POD_IP", "POD_TEMPLATE_HASH"} & {e["name"] for e in pod(plain)["spec"]["containers"][0]["env"]}
     plain_policy = find(plain, "NetworkPolicy", "svc")["spec"]
     assert not [
         p
