@@ -243,7 +243,8 @@ class ShardHandoff:
     def _pass_on(self, state: State) -> None:
         """Forward from now on (FORWARDING or FOLLOWING), and take the shard if its owner dies."""
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0), follow_redirects=False)
+            # Pods on one node connect in well under a second; a dead owner's address may not refuse at all.
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=1.0), follow_redirects=False)
         self._settle(state)
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch_owner())
