@@ -565,14 +565,33 @@ def kill_one_pod_each() -> str:
         live = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
         if not live:
             continue
+        owner = shard_owner(live)
+        victim = owner or live[0]
         began = time.monotonic()
-        kubectl("-n", "sophia", "delete", "pod", live[0], "--grace-period=0", "--force", "--wait=false")
+        kubectl("-n", "sophia", "delete", "pod", victim, "--grace-period=0", "--force", "--wait=false")
         time.sleep(2)
         kubectl("-n", "sophia", "rollout", "status", f"deploy/{name}", "--timeout=180s", check=False)
         kubectl("-n", "sophia", "wait", "--for=condition=Available", f"deploy/{name}", "--timeout=180s", check=False)
-        downs.append(f"{name} {len(live)}->{time.monotonic() - began:.0f}s")
+        downs.append(f"{name} {len(live)}{' (its shard owner)' if owner else ''}->{time.monotonic() - began:.0f}s")
         time.sleep(3)
     return "replicas before, time to whole again: " + ", ".join(downs)
+
+
+def shard_owner(pods: list[str]) -> str | None:
+    """Of a service whose pods share a shard (the local mcp-context), the one owning it: the
+    harder pod to lose (its sibling must take the shard over). Read from each pod's last shard_*
+    log event (mcp_context.handoff); None for any other service."""
+    owners = []
+    for pod in pods:
+        logs = kubectl("-n", "sophia", "logs", pod, check=False).stdout
+        last = None
+        for line in logs.splitlines():
+            if '"shard_' in line:
+                with contextlib.suppress(ValueError):
+                    last = json.loads(line).get("event")
+        if last in ("shard_taken", "shard_taken_back"):
+            owners.append(pod)
+    return owners[0] if len(owners) == 1 else None
 
 
 def restart_redis() -> str:
