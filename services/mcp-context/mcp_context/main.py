@@ -55,11 +55,11 @@ FilterKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 FilterValue = Text(1000) | Int64 | bool  # what a Qdrant exact match compares
 MetadataFilter = Annotated[dict[FilterKey, FilterValue], Field(max_length=16)]
 TopK = Annotated[int, Field(ge=1, le=100)]
+ScoreThreshold = Annotated[FiniteFloat, Field(ge=-1, le=1)]
 # A store's Idempotency-Key (the IETF draft's header, as mcp-agents takes it): the same request with
 # the same key stores the same points again (ids derived from tenant, key and item), not new ones.
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", pattern=r"^[\x21-\x7e]{1,255}$")]
 STORED_IDS = uuid.UUID("5b0e7c52-9a43-4c1e-b1d6-6f1d2c4a8e10")  # the uuid5 namespace of derived ids
-ScoreThreshold = Annotated[FiniteFloat, Field(ge=-1, le=1)]
 
 
 class MemoryIn(BaseModel):
