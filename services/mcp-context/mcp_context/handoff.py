@@ -446,6 +446,7 @@ class ShardHandoff:
                     # Shed, not run (the owner is at capacity, or just started): once, after its Retry-After.
                     shed_retried += 1
                     self.forward_retries.labels("shed").inc()
+                    log.info("forward_shed_retried", path=path, wait=wait, to=owner.url)
                     await answer.aclose()
                     await asyncio.sleep(wait)
                     continue
