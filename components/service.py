@@ -105,6 +105,12 @@ STABLE, CANARY = "stable", "canary"
 # degraded dependency that hangs (Redis restarting) must make /readyz answer "degraded" in time, not
 # time the probe out and take the pod out of its Service.
 PROBE_TIMEOUT_SECONDS = 3
+# How long the startup probe (every 2 s) lets a container start before the kubelet restarts it. A pod
+# with a data volume starts by warming up (at most 20 s) and taking its data from the owner (at most
+# SHARD_ACQUIRE_SECONDS, 30 s) before it listens (mcp_context.handoff): its budget covers both on top
+# of the imports, or a start within those bounds is killed (seen at a load average of 24: killed 2 s
+# after it had taken the shard over).
+STARTUP_SECONDS, DATA_STARTUP_SECONDS = 60, 120
 # What the service's uvicorn reads for its graceful-shutdown timeout (services/Dockerfile's CMD).
 DRAIN_ENV = "GRACEFUL_SHUTDOWN_SECONDS"
 # Kept above a stopping pod's preStop wait plus drain: time for the lifespan's shutdown hooks.
@@ -384,7 +390,9 @@ class PlatformService(pulumi.ComponentResource):
                 if shutdown.pre_stop_seconds
                 else None,
                 resources=resources,
-                startup_probe=http_probe(spec.probes.startup, 2, 30),
+                startup_probe=http_probe(
+                    spec.probes.startup, 2, (DATA_STARTUP_SECONDS if args.data_claim else STARTUP_SECONDS) // 2
+                ),
                 liveness_probe=http_probe(spec.probes.liveness, 10, 3),
                 readiness_probe=http_probe(spec.probes.readiness, 5, 3),
                 security_context=container_security(),

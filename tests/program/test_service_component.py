@@ -215,6 +215,11 @@ def test_a_stopping_pod_leaves_the_load_balancers_then_drains() -> None:
     # With a data volume too: its data is handed over pod to pod, the old one waits and drains like any.
     handed = pod(build(args(data_claim="memories", shutdown=Shutdown(7, 11)))[0])["spec"]
     assert handed["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 7}}}
+    # Its start may wait for the data (warm-up 20 s, hand-over 30 s): the startup probe allows 120 s.
+    startup = handed["containers"][0]["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 120
+    plain = pod(build(args(shutdown=Shutdown(7, 11)))[0])["spec"]["containers"][0]["startupProbe"]
+    assert plain["periodSeconds"] * plain["failureThreshold"] == 60
     assert handed["terminationGracePeriodSeconds"] == 7 + 11 + SHUTDOWN_MARGIN_SECONDS
 
 
