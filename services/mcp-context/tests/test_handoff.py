@@ -232,7 +232,7 @@ def test_a_sibling_follows_the_owner_and_takes_the_shard_the_moment_the_owner_is
             assert httpx.get(f"{b.url}/readyz").status_code == 200  # in the Service beside the owner
             with Load(b.url) as load:
                 wait_for(lambda: len(load.stored) >= 20, 60, "stores through the follower")
-                assert forwarded(b.url) >= 40
+                assert forwarded(b.url) >= len(load.stored)  # every answer so far came from the owner
                 os.kill(a.pid, signal.SIGKILL)
                 killed_at = time.monotonic()
                 wait_for(lambda: len([s for s in load.stored if s[2] > killed_at]) >= 20, 60, "stores after the kill")
@@ -316,7 +316,8 @@ def test_a_rollout_beside_a_follower_hands_over_from_the_owner_under_load_and_on
                     before = forwarded(f.url)
                     assert httpx.post(f"{f.url}/memories/search", json={"query": "renewal"}).status_code == 200
                     assert forwarded(f.url) == before + 1  # to B now
-                    assert forwarded(a.url) >= 20  # what A answered after the hand-over went to B through A
+                    # What A answered after the hand-over went to B through A.
+                    assert forwarded(a.url) >= len([s for s in via_a.stored if s[2] > taken_at]) >= 10
 
 
 class FakeOwner:
