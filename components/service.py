@@ -105,6 +105,12 @@ STABLE, CANARY = "stable", "canary"
 # degraded dependency that hangs (Redis restarting) must make /readyz answer "degraded" in time, not
 # time the probe out and take the pod out of its Service.
 PROBE_TIMEOUT_SECONDS = 3
+# How long the startup probe (every 2 s) lets a container start before the kubelet restarts it. A pod
+# with a data volume starts by warming up (at most 20 s) and taking its data from the owner (at most
+# SHARD_ACQUIRE_SECONDS, 30 s) before it listens (mcp_context.handoff): its budget covers both on top
+# of the imports, or a start within those bounds is killed (seen at a load average of 24: killed 2 s
+# after it had taken the shard over).
+STARTUP_SECONDS, DATA_STARTUP_SECONDS = 60, 120
 # What the service's uvicorn reads for its graceful-shutdown timeout (services/Dockerfile's CMD).
 DRAIN_ENV = "GRACEFUL_SHUTDOWN_SECONDS"
 # Kept above a stopping pod's preStop wait plus drain: time for the lifespan's shutdown hooks.
@@ -213,7 +219,8 @@ class PlatformServiceArgs:
     image_pull_policy: str = "Always"
     # A PersistentVolumeClaim mounted at DATA_MOUNT (the local stack's embedded Qdrant Edge). One
     # process owns an embedded store's directory: a rollout's new pod asks the old one, at the pod IP
-    # it is given (POD_IP), to hand it over (services/mcp-context/mcp_context/handoff.py).
+    # it is given (POD_IP), to hand it over; a sibling of the same revision (POD_TEMPLATE_HASH)
+    # follows the owner (services/mcp-context/mcp_context/handoff.py).
     data_claim: pulumi.Input[str] | None = None
     # The ConfigMap holding the stack's feature flags (FLAGS_FILE), mounted at FLAGS_MOUNT. Its
     # content stays out of the pod template (and the checksum): a flag change rolls nothing.
@@ -364,7 +371,15 @@ class PlatformService(pulumi.ComponentResource):
                         EnvVarArgs(
                             name="POD_IP",
                             value_from=EnvVarSourceArgs(field_ref=ObjectFieldSelectorArgs(field_path="status.podIP")),
-                        )
+                        ),
+                        # The ReplicaSet's label: a sibling of the owner's revision follows it, a pod of
+                        # another revision (a rollout's) asks for the data.
+                        EnvVarArgs(
+                            name="POD_TEMPLATE_HASH",
+                            value_from=EnvVarSourceArgs(
+                                field_ref=ObjectFieldSelectorArgs(field_path="metadata.labels['pod-template-hash']")
+                            ),
+                        ),
                     ]
                     if args.data_claim
                     else []
@@ -375,7 +390,9 @@ class PlatformService(pulumi.ComponentResource):
                 if shutdown.pre_stop_seconds
                 else None,
                 resources=resources,
-                startup_probe=http_probe(spec.probes.startup, 2, 30),
+                startup_probe=http_probe(
+                    spec.probes.startup, 2, (DATA_STARTUP_SECONDS if args.data_claim else STARTUP_SECONDS) // 2
+                ),
                 liveness_probe=http_probe(spec.probes.liveness, 10, 3),
                 readiness_probe=http_probe(spec.probes.readiness, 5, 3),
                 security_context=container_security(),
@@ -629,7 +646,7 @@ def _network_policy(spec: ServiceSpec, args: PlatformServiceArgs, selector: dict
     if args.metrics_namespace:
         ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=[namespace_peer(args.metrics_namespace)]))
     siblings = [pods_named([spec.name])]
-    if args.data_claim:  # a rollout's new pod asks the old for the data; the old forwards to the new
+    if args.data_claim:  # a rollout's new pod asks the old for the data; the others forward to the owner
         ingress.append(NetworkPolicyIngressRuleArgs(ports=app_port, from_=siblings))
 
     egress = [dns_egress()]

@@ -337,7 +337,7 @@ def test_local_builds_every_service_into_the_machines_registry_by_digest() -> No
     deployment = find(kubernetes_objects(mocks.resources), "Deployment", "mcp-context")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].startswith("127.0.0.1:15000/sophia/mcp-context@sha256:")
-    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi", "ephemeral-storage": "64Mi"}
+    assert container["resources"]["requests"] == {"cpu": "50m", "memory": "512Mi", "ephemeral-storage": "64Mi"}
 
 
 def test_the_content_hash_follows_what_the_image_copies(tmp_path: Path) -> None:

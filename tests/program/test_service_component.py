@@ -215,12 +215,17 @@ def test_a_stopping_pod_leaves_the_load_balancers_then_drains() -> None:
     # With a data volume too: its data is handed over pod to pod, the old one waits and drains like any.
     handed = pod(build(args(data_claim="memories", shutdown=Shutdown(7, 11)))[0])["spec"]
     assert handed["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 7}}}
+    # Its start may wait for the data (warm-up 20 s, hand-over 30 s): the startup probe allows 120 s.
+    startup = handed["containers"][0]["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 120
+    plain = pod(build(args(shutdown=Shutdown(7, 11)))[0])["spec"]["containers"][0]["startupProbe"]
+    assert plain["periodSeconds"] * plain["failureThreshold"] == 60
     assert handed["terminationGracePeriodSeconds"] == 7 + 11 + SHUTDOWN_MARGIN_SECONDS
 
 
 def test_a_deployment_with_a_data_volume_rolls_and_its_pods_may_reach_each_other() -> None:
     """One process owns the volume's data (the local embedded Qdrant), so a rollout's new pod asks
-    the old one, at its pod IP, to hand it over, and the old forwards to the new: surged like
+    the old one, at its pod IP, to hand it over, and the others forward to the owner: surged like
     every Deployment, the siblings let through their NetworkPolicy on the app port, and only then."""
     objects = build(args(data_claim="memories"))[0]
     deployment = find(objects, "Deployment", "svc")
@@ -230,12 +235,15 @@ def test_a_deployment_with_a_data_volume_rolls_and_its_pods_may_reach_each_other
     }
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in env
+    # Its revision: a sibling of the owner's follows it, a rollout's pod asks for the data.
+    revision = {"fieldRef": {"fieldPath": "metadata.labels['pod-template-hash']"}}
+    assert {"name": "POD_TEMPLATE_HASH", "valueFrom": revision} in env
     siblings = {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["svc"]}]}
     policy = find(objects, "NetworkPolicy", "svc")["spec"]
     assert {"ports": [{"port": 9000, "protocol": "TCP"}], "from": [{"podSelector": siblings}]} in policy["ingress"]
     assert {"ports": [{"port": 9000, "protocol": "TCP"}], "to": [{"podSelector": siblings}]} in policy["egress"]
     plain = build(args())[0]
-    assert "POD_IP" not in {e["name"] for e in pod(plain)["spec"]["containers"][0]["env"]}
+    assert not {"POD_IP", "POD_TEMPLATE_HASH"} & {e["name"] for e in pod(plain)["spec"]["containers"][0]["env"]}
     plain_policy = find(plain, "NetworkPolicy", "svc")["spec"]
     assert not [
         p

@@ -6,13 +6,16 @@ the mounted secret files when the app is built, not at import)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
 import redis.asyncio as redis
 import structlog
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from mcp.server.mcpserver import Context, MCPServer
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -53,6 +56,10 @@ FilterValue = Text(1000) | Int64 | bool  # what a Qdrant exact match compares
 MetadataFilter = Annotated[dict[FilterKey, FilterValue], Field(max_length=16)]
 TopK = Annotated[int, Field(ge=1, le=100)]
 ScoreThreshold = Annotated[FiniteFloat, Field(ge=-1, le=1)]
+# A store's Idempotency-Key (the IETF draft's header, as mcp-agents takes it): the same request with
+# the same key stores the same points again (ids derived from tenant, key and item), not new ones.
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", pattern=r"^[\x21-\x7e]{1,255}$")]
+STORED_IDS = uuid.UUID("5b0e7c52-9a43-4c1e-b1d6-6f1d2c4a8e10")  # the uuid5 namespace of derived ids
 
 
 class MemoryIn(BaseModel):
@@ -137,10 +144,13 @@ class ContextService:
                 index_check_seconds=settings.index_check_seconds,
             )
 
-    async def add(self, items: list[MemoryIn], tenant: str) -> list[str]:
+    async def add(self, items: list[MemoryIn], tenant: str, idempotency_key: str | None = None) -> list[str]:
         memories = [
             Memory(text=i.text, tenant=tenant, namespace=i.namespace, user=i.user, metadata=i.metadata) for i in items
         ]
+        if idempotency_key is not None:
+            for n, (memory, item) in enumerate(zip(memories, items, strict=True)):
+                memory.id = stored_id(tenant, idempotency_key, n, item)
         vectors = await self.embedder.embed([m.text for m in memories])
         await self.store.upsert(memories, vectors)
         return [m.id for m in memories]
@@ -170,6 +180,13 @@ class ContextService:
         if dedupe:
             results = distinct_texts(results)[: query.top_k]
         return results
+
+
+def stored_id(tenant: str, key: str, index: int, item: MemoryIn) -> str:
+    """The id of the `index`th memory of a store sent with an Idempotency-Key: the same for the same
+    tenant, key and item (a retry writes the same point again), another for another item."""
+    name = json.dumps([tenant, key, index, item.model_dump(mode="json")], sort_keys=True, separators=(",", ":"))
+    return str(uuid.uuid5(STORED_IDS, name))
 
 
 def distinct_texts(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -229,9 +246,20 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     # A shard in a directory (the local stack's volume) may be wanted by a pod's successor: handed over.
     handoff: ShardHandoff | None = None
 
+    async def warm_up() -> None:
+        """What a first request would otherwise pay on a pod that serves at once (a rollout's
+        successor, forwarded to from the moment it takes the shard): the model's first pass, and the
+        cache's connections, as many as searches may run at once."""
+        await service.embedder.inner.embed(["warm-up"])
+        if service.embedder.client is not None:
+            pings = [service.embedder.ping() for _ in range(settings.max_concurrent_requests)]
+            await asyncio.gather(*pings, return_exceptions=True)  # Redis is optional (degraded)
+
     async def start() -> None:
         if handoff is not None:
-            await handoff.acquire()  # the shard, from its owner if another pod has it, opened
+            # Warmed up, then the shard: from its owner if a pod of another revision has it (a
+            # rollout), or following an owner of this revision (a sibling) until it dies.
+            await handoff.acquire(warm_up)
         else:
             await service.store.ensure_collection()
             if isinstance(service.store, EmbeddedMemoryStore):
@@ -242,9 +270,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         await endpoint.stop()
         if service.embedder.client is not None:
             await service.embedder.client.aclose()
-        await service.store.close()
         if handoff is not None:
-            await handoff.stop()  # after the shard is closed: the lock goes last
+            await handoff.stop()  # no more watching, the shard closed, then the lock
+        else:
+            await service.store.close()
 
     async def redis_ready() -> bool:
         return await service.embedder.ping()
@@ -267,6 +296,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             service.store,
             owner_url(settings.pod_ip, settings.port),
             app.state.registry,
+            revision=settings.pod_template_hash,
             acquire_seconds=settings.shard_acquire_seconds,
             take_back_seconds=settings.shard_take_back_seconds,
             max_body_bytes=settings.max_body_bytes,
@@ -281,15 +311,18 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @app.post("/memories", status_code=201)
-    async def add_memory(item: MemoryIn, who: Identity = Depends(require("context:write"))) -> dict[str, str]:
-        return {"id": (await service.add([item], who.tenant))[0]}
+    async def add_memory(
+        item: MemoryIn, key: IdempotencyKey = None, who: Identity = Depends(require("context:write"))
+    ) -> dict[str, str]:
+        return {"id": (await service.add([item], who.tenant, key))[0]}
 
     @app.post("/memories/batch", status_code=201)
     async def add_batch(
         items: Annotated[list[MemoryIn], Field(min_length=1, max_length=1000)],
+        key: IdempotencyKey = None,
         who: Identity = Depends(require("context:write")),
     ) -> dict[str, list[str]]:
-        return {"ids": await service.add(items, who.tenant)}
+        return {"ids": await service.add(items, who.tenant, key)}
 
     @app.post("/memories/search")
     async def search(query: SearchIn, request: Request, who: Identity = Depends(require("context:read"))):

@@ -38,7 +38,10 @@ class Settings(ServiceSettings):
     # An embedded shard in a directory is handed over between pods (mcp_context.handoff): the address
     # other pods reach this one at (the pod's IP, from the downward API), and the hand-over's bounds:
     # a starting pod gets the shard within this long or fails its start; an owner takes the shard
-    # back if no successor took it this long.
+    # back if no successor took it this long. The pod's revision (its `pod-template-hash` label):
+    # a pod of the owner's revision follows it (a sibling), one of another asks for the shard (a
+    # rollout's successor); unset, every starting pod asks.
     pod_ip: str = "127.0.0.1"
+    pod_template_hash: str = ""
     shard_acquire_seconds: float = Field(30.0, gt=0)
     shard_take_back_seconds: float = Field(5.0, gt=0)

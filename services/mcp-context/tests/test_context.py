@@ -115,6 +115,29 @@ def test_rest_memories_rank_semantically_and_filter(local_app) -> None:
     assert httpx.post(f"{url}/memories/search", json={"query": "x", "metadata": {"source": 1.5}}).status_code == 422
 
 
+def test_a_store_sent_again_with_its_idempotency_key_stores_the_same_memories(local_app) -> None:
+    """A retry after a lost answer (a client's, or a forwarding pod's: mcp_context.handoff) must not
+    store a copy: with the same key the same ids (and points) again; another key or item, others."""
+    url, _ = local_app
+    item = {"text": "The renewal call moved to Thursday", "namespace": "idempotent"}
+    first = httpx.post(f"{url}/memories", json=item, headers={"Idempotency-Key": "k-1"})
+    again = httpx.post(f"{url}/memories", json=item, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    other_key = httpx.post(f"{url}/memories", json=item, headers={"Idempotency-Key": "k-2"}).json()["id"]
+    other_item = httpx.post(f"{url}/memories", json={**item, "text": "Friday"}, headers={"Idempotency-Key": "k-1"})
+    assert len({first.json()["id"], other_key, other_item.json()["id"]}) == 3
+    found = httpx.post(f"{url}/memories/search", json={"query": item["text"], "namespace": "idempotent", "top_k": 10})
+    assert sorted(r["id"] for r in found.json()["results"]) == sorted(
+        [first.json()["id"], other_key, other_item.json()["id"]]
+    )
+    batch = [{"text": "one", "namespace": "idempotent"}, {"text": "one", "namespace": "idempotent"}]
+    ids = httpx.post(f"{url}/memories/batch", json=batch, headers={"Idempotency-Key": "b-1"}).json()["ids"]
+    assert len(set(ids)) == 2  # two items, two memories, even of the same text
+    assert httpx.post(f"{url}/memories/batch", json=batch, headers={"Idempotency-Key": "b-1"}).json()["ids"] == ids
+    bad = httpx.post(f"{url}/memories", json=item, headers={"Idempotency-Key": "x" * 256})
+    assert bad.status_code == 422 and "Idempotency-Key" in bad.text
+
+
 def test_embedded_memories_survive_a_restart_and_a_shard_of_another_size_is_refused(tmp_path: Path) -> None:
     from mcp_context.store import EmbeddedMemoryStore
 
