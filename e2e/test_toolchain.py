@@ -185,3 +185,46 @@ def test_traefik_built_without_legos_dns_providers_starts_and_proxies(tmp_path: 
         traefik.wait(timeout=30)
         backend.wait(timeout=30)
         log.close()
+
+
+def pulumi_logs_after_a_command(tmp_path: Path, home: Path) -> list[Path]:
+    """Run `pulumi stack init` (a command that logs) with PULUMI_HOME=`home`; the log files it left."""
+    project = tmp_path / "project"
+    (project / "state").mkdir(parents=True, exist_ok=True)
+    (project / "Pulumi.yaml").write_text("name: logcheck\nruntime: python\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "PULUMI_HOME": str(home),
+        "PULUMI_BACKEND_URL": f"file://{project / 'state'}",
+        "PULUMI_CONFIG_PASSPHRASE": "test",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+    }
+    result = subprocess.run(
+        [toolchain_binary("pulumi"), "stack", "init", home.name, "--non-interactive"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    logs = home / "logs"
+    return sorted(logs.iterdir()) if logs.is_dir() else []
+
+
+def test_pulumi_writes_no_automatic_log_with_env_sh(tmp_path: Path) -> None:
+    """toolchain/env.sh's file in place of $PULUMI_HOME/logs: the CLI runs, and logs nothing (the
+    automatic log was half the engine's CPU in a no-op up)."""
+    home = tmp_path / "off"
+    home.mkdir()
+    (home / "logs").write_text("off")
+    assert pulumi_logs_after_a_command(tmp_path, home) == []
+    assert (home / "logs").read_text() == "off"
+
+
+def test_pulumi_writes_an_automatic_log_without_it(tmp_path: Path) -> None:
+    """The check above can fail: in a plain PULUMI_HOME the same command leaves a log file."""
+    home = tmp_path / "plain"
+    home.mkdir()
+    assert [p.suffix for p in pulumi_logs_after_a_command(tmp_path, home)] == [".log"]

@@ -12,8 +12,10 @@ name=$1; shift
 source toolchain/env.sh
 toolchain/build.sh
 
+# The make-up cluster's state, as cluster.sh finds it (the run below exports its own).
+user_state="${SOPHIA_CLUSTER_STATE:-$PWD/.state/cluster}"
 resume_user_cluster=0
-if [ -d .state/cluster ]; then
+if [ -d "$user_state" ]; then
   if toolchain/cluster.sh status >/dev/null 2>&1; then resume_user_cluster=1; fi
   echo "[$name] stopping the make-up cluster for the run (its state is kept)"
   toolchain/cluster.sh stop
@@ -24,7 +26,10 @@ finish() {
   SOPHIA_CLUSTER_STATE="$PWD/.state/$name/cluster" toolchain/cluster.sh down || rc=1
   if [ "$resume_user_cluster" = 1 ]; then
     echo "[$name] resuming the make-up cluster"
-    toolchain/cluster.sh up >/dev/null || { echo "[$name] could not resume it: run make up" >&2; rc=1; }
+    # With its own state: the run's SOPHIA_CLUSTER_STATE is still exported here, and `up` with it
+    # started a fresh cluster of the run's instead (and left it running).
+    SOPHIA_CLUSTER_STATE="$user_state" toolchain/cluster.sh up >/dev/null \
+      || { echo "[$name] could not resume it: run make up" >&2; rc=1; }
   fi
   exit $rc
 }

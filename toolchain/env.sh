@@ -33,6 +33,17 @@ export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING=true
 # (a Deployment until rolled out) holds one for its whole rollout, so the rest queued behind them
 # (issue 18: the local stack's first up). The local cluster takes them all at once.
 export PULUMI_PARALLEL="${PULUMI_PARALLEL:-64}"
+# No automatic log: Pulumi 3.259 writes every engine log record, the verbose levels included (each
+# resource's properties), JSON-encoded, gzip-compressed and encrypted, to $PULUMI_HOME/logs on every
+# command, with no setting to turn it off. That was half the engine's CPU in a no-op `pulumi up`
+# (issue 18, part 5) and 0.5 GB of disk here. A file where the directory would be makes the CLI run
+# without it ("automatic logging unavailable"). `-v=N --logtostderr` still logs on request. Only in
+# the toolchain's own PULUMI_HOME, never in one set before sourcing this.
+if [ "$PULUMI_HOME" = "$SOPHIA_TOOLCHAIN_DIR/pulumi-home" ] && [ ! -f "$PULUMI_HOME/logs" ]; then
+  mkdir -p "$PULUMI_HOME"
+  rm -rf "$PULUMI_HOME/logs"
+  echo "Pulumi's automatic logging is off here: see toolchain/env.sh" >"$PULUMI_HOME/logs"
+fi
 
 # Control plane (toolchain/cluster.sh writes it).
 export KUBECONFIG="${KUBECONFIG:-$SOPHIA_ROOT/.state/kubeconfig}"
