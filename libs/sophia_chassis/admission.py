@@ -141,7 +141,7 @@ class Door:
     def closed_to(self, raw_path: bytes) -> bool:
         """For the server below the app: a limited path while the turn is over its bound (never
         before the app's door has armed the turn's timer)."""
-        return raw_path in self.raw_paths and self.turn is not None and self.turn.running and self.turn.overrun() > 0
+        return raw_path in self.raw_paths and self.turn is not None and self.turn.running and self.overloaded
 
     def count(self, where: str) -> None:
         self.shed += 1
